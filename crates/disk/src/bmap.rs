@@ -1,0 +1,222 @@
+//! bmap 2.0 block maps, as `bmaptool copy` (bmap-tools 3.6) accepts them.
+//!
+//! A golden image is mostly holes; a bmap lets `bmaptool copy` flash only
+//! the blocks that matter and verify each of them on the way. We generate
+//! it ourselves instead of running `bmaptool create` because the image
+//! builder knows exactly which byte ranges are meaningful (both GPT copies,
+//! every block of the rootfs and verity partitions, the used part of the
+//! ESP), whereas `bmaptool create` only sees filesystem holes and would
+//! leave stale bytes on a reused eMMC for blocks that happen to be zero.
+//! See verified-boot.md section 4.
+//!
+//! Format facts (re-derived from bmap-tools `BmapCreate.py`/`BmapCopy.py`):
+//! block size 4096; `<Range chksum="..."> a-b </Range>` with inclusive
+//! block numbers (a single block is written as `n`); each checksum is the
+//! sha256 of the range's bytes, where a final partial block contributes
+//! only the bytes that exist; `BmapFileChecksum` is the sha256 of the whole
+//! file with that checksum's own value replaced by 64 ASCII zeros.
+
+use anyhow::{ensure, Context, Result};
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+use std::io::{Read, Seek, SeekFrom};
+
+/// bmap block size in bytes.
+pub const BLOCK_SIZE: u64 = 4096;
+/// Streaming buffer for range hashing: large enough to amortise syscalls,
+/// small enough that a multi-GiB range never sits in memory.
+const BUF_SIZE: usize = 1 << 20;
+/// Placeholder the bmap checksum is computed over.
+const ZERO_CHECKSUM: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Builds the bmap XML for `image` (whose first `image_size` bytes are
+/// the image) marking the byte ranges `mapped` as data.
+///
+/// Ranges are `[start, end)` in bytes, in any order, possibly
+/// overlapping; they are widened to whole 4096-byte blocks, clamped to the
+/// image size and merged. Empty ranges are ignored; ranges with
+/// `start > end` are an error. The image is read only inside mapped
+/// blocks, streamed through a fixed 1 MiB buffer.
+pub fn bmap_xml(
+    image: &mut (impl Read + Seek),
+    image_size: u64,
+    mapped: &[(u64, u64)],
+) -> Result<String> {
+    let blocks_count = image_size.div_ceil(BLOCK_SIZE);
+    let ranges = block_ranges(image_size, mapped)?;
+    let mapped_count: u64 = ranges.iter().map(|(a, b)| b - a + 1).sum();
+
+    let mut buf = vec![0u8; BUF_SIZE];
+    let mut block_map = String::new();
+    for &(first, last) in &ranges {
+        let start = first * BLOCK_SIZE;
+        let end = ((last + 1) * BLOCK_SIZE).min(image_size);
+        let digest = hash_range(image, start, end, &mut buf)
+            .with_context(|| format!("hash image blocks {first}-{last}"))?;
+        let span = if first == last {
+            first.to_string()
+        } else {
+            format!("{first}-{last}")
+        };
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            block_map,
+            "        <Range chksum=\"{}\"> {span} </Range>",
+            hex::encode(digest)
+        );
+    }
+
+    let render = |checksum: &str| {
+        format!(
+            "<?xml version=\"1.0\" ?>\n\
+             <bmap version=\"2.0\">\n    \
+             <ImageSize> {image_size} </ImageSize>\n    \
+             <BlockSize> {BLOCK_SIZE} </BlockSize>\n    \
+             <BlocksCount> {blocks_count} </BlocksCount>\n    \
+             <MappedBlocksCount> {mapped_count} </MappedBlocksCount>\n    \
+             <ChecksumType> sha256 </ChecksumType>\n    \
+             <BmapFileChecksum> {checksum} </BmapFileChecksum>\n    \
+             <BlockMap>\n\
+             {block_map}    \
+             </BlockMap>\n\
+             </bmap>\n"
+        )
+    };
+    let file_checksum = hex::encode(Sha256::digest(render(ZERO_CHECKSUM).as_bytes()));
+    Ok(render(&file_checksum))
+}
+
+/// Converts byte ranges to sorted, merged, inclusive block ranges.
+fn block_ranges(image_size: u64, mapped: &[(u64, u64)]) -> Result<Vec<(u64, u64)>> {
+    let mut blocks = Vec::with_capacity(mapped.len());
+    for &(start, end) in mapped {
+        ensure!(
+            start <= end,
+            "mapped range {start}..{end} ends before it starts"
+        );
+        let end = end.min(image_size);
+        if start >= end {
+            continue;
+        }
+        // Exclusive end block; end <= image_size so this cannot overflow
+        // meaningfully (div_ceil of a u64 fits).
+        blocks.push((start / BLOCK_SIZE, end.div_ceil(BLOCK_SIZE)));
+    }
+    blocks.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(blocks.len());
+    for (a, b) in blocks {
+        match merged.last_mut() {
+            // Adjacent ranges merge too, as bmaptool create would emit.
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    Ok(merged.into_iter().map(|(a, b)| (a, b - 1)).collect())
+}
+
+fn hash_range(
+    image: &mut (impl Read + Seek),
+    start: u64,
+    end: u64,
+    buf: &mut [u8],
+) -> Result<[u8; 32]> {
+    image
+        .seek(SeekFrom::Start(start))
+        .with_context(|| format!("seek image to byte {start}"))?;
+    let mut hasher = Sha256::new();
+    let mut left = end - start;
+    while left > 0 {
+        let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+        image
+            .read_exact(&mut buf[..n])
+            .with_context(|| format!("read image bytes {}..{end}", end - left))?;
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(hasher.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    #[test]
+    fn widens_clamps_and_merges() {
+        let r = block_ranges(
+            10 * 4096 + 100,
+            &[
+                (5000, 5001),
+                (0, 1),
+                (4096, 4097),
+                (9 * 4096, u64::MAX),
+                (20, 20),
+                (1 << 40, 1 << 41),
+            ],
+        )
+        .unwrap();
+        assert_eq!(r, vec![(0, 1), (9, 10)]);
+        assert!(block_ranges(100, &[(5, 4)]).is_err());
+    }
+
+    #[test]
+    fn xml_matches_the_bmap_rules() {
+        let size = 8 * 4096 + 100;
+        let mut img = vec![0u8; size];
+        img[0] = 1;
+        img[3 * 4096 + 7] = 2;
+        img[size - 1] = 3;
+        let xml = bmap_xml(
+            &mut Cursor::new(&img),
+            size as u64,
+            &[(0, 1), (3 * 4096, 4 * 4096), (size as u64 - 1, size as u64)],
+        )
+        .unwrap();
+        assert!(xml.contains("<ImageSize> 32868 </ImageSize>"), "{xml}");
+        assert!(xml.contains("<BlocksCount> 9 </BlocksCount>"));
+        assert!(xml.contains("<MappedBlocksCount> 3 </MappedBlocksCount>"));
+        let first = hex::encode(Sha256::digest(&img[..4096]));
+        let last = hex::encode(Sha256::digest(&img[8 * 4096..]));
+        assert!(xml.contains(&format!("<Range chksum=\"{first}\"> 0 </Range>")));
+        assert!(
+            xml.contains(&format!("<Range chksum=\"{last}\"> 8 </Range>")),
+            "{xml}"
+        );
+
+        // The file checksum is over the text with itself zeroed.
+        let start = xml.find("<BmapFileChecksum> ").unwrap() + 19;
+        let sum = &xml[start..start + 64];
+        let zeroed = xml.replace(sum, ZERO_CHECKSUM);
+        assert_eq!(hex::encode(Sha256::digest(zeroed.as_bytes())), sum);
+    }
+
+    #[test]
+    fn multi_block_range_and_determinism() {
+        let img: Vec<u8> = (0..5 * 4096u32).map(|i| (i % 251) as u8).collect();
+        let a = bmap_xml(
+            &mut Cursor::new(&img),
+            img.len() as u64,
+            &[(4096, 3 * 4096 + 1)],
+        )
+        .unwrap();
+        let b = bmap_xml(
+            &mut Cursor::new(&img),
+            img.len() as u64,
+            &[(4096, 3 * 4096 + 1)],
+        )
+        .unwrap();
+        assert_eq!(a, b);
+        let sum = hex::encode(Sha256::digest(&img[4096..4 * 4096]));
+        assert!(
+            a.contains(&format!("<Range chksum=\"{sum}\"> 1-3 </Range>")),
+            "{a}"
+        );
+    }
+
+    #[test]
+    fn short_image_is_an_error() {
+        let img = vec![0u8; 4096];
+        let err = bmap_xml(&mut Cursor::new(&img), 3 * 4096, &[(0, 3 * 4096)]).unwrap_err();
+        assert!(format!("{err:#}").contains("read image bytes"), "{err:#}");
+    }
+}

@@ -1,0 +1,16 @@
+//! Disk-level encoders for slotsmith: GPT, FAT, bmap and sparse copies.
+//!
+//! Everything an A/B golden image needs below the filesystem-image level
+//! lives here, so that the image assembler in the main crate only deals
+//! with layout decisions. Every encoder is byte-deterministic (no random
+//! GUIDs, no wall-clock timestamps) because reproducible images are the
+//! point of the project: two builds of the same inputs must hash the same.
+//!
+//! The modules are independent of each other except that [`window`] is the
+//! glue used to format a FAT filesystem in place inside a disk image.
+
+pub mod bmap;
+pub mod fat;
+pub mod gpt;
+pub mod sparse;
+pub mod window;

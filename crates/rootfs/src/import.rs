@@ -1,0 +1,728 @@
+//! Importing a base rootfs into the tree model.
+//!
+//! A base rootfs is typically root-owned (a distribution tarball, a Yocto
+//! `IMAGE_ROOTFS`) while the build runs unprivileged, so nothing is ever
+//! extracted onto the host: tar headers and `lstat` results become [`Meta`]
+//! in the [`Tree`], and only regular-file bytes touch the disk — streamed
+//! into numbered files in our content store (tarballs) or referenced in
+//! place (directories).
+//!
+//! Security model for tarballs: the archive is hostile data. Paths go
+//! through [`RelPath::parse`] (no `..`, no absolute escapes), symlink targets
+//! are kept as opaque strings and never resolved, hardlink targets must be
+//! files already in the archive, and [`Tree::insert`] refuses entries below
+//! a symlink. The only files this module creates are `store_dir/<n>`, with
+//! names we choose, `O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600. The `tar` crate
+//! is used in raw mode purely as a header parser; its unpack functions are
+//! never called, and extension headers (PAX, GNU long names) are decoded
+//! here with a size cap so a crafted header cannot exhaust memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use rustix::io::Errno;
+
+use crate::path::RelPath;
+use crate::tree::{Content, Kind, Meta, Node, Tree};
+
+/// Largest PAX / GNU long-name extension header we accept. Real ones are a
+/// few hundred bytes; xattr values are capped at 64 KiB by Linux.
+const MAX_EXTENSION_HEADER: u64 = 1 << 20;
+
+/// Linux's XATTR_LIST_MAX and XATTR_SIZE_MAX: the kernel never returns
+/// more, so fixed buffers of this size always suffice.
+const XATTR_BUF: usize = 64 * 1024;
+
+/// Whose ownership a directory import records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// Record the owners `lstat` reports.
+    Preserve,
+    /// Record uid = gid = 0 for every entry: the directory was produced by
+    /// the (unprivileged) builder, e.g. a Yocto `IMAGE_ROOTFS`, so its real
+    /// owners are meaningless inside the image.
+    Root,
+}
+
+/// Imports a tarball (plain, gzip, xz, zstd or bzip2; detected by magic
+/// bytes). Regular-file contents are streamed into `store_dir` (created if
+/// missing); everything else lives only in the returned tree.
+///
+/// `progress(entries, bytes)` is called after every entry with the running
+/// entry count and the running total of file-content bytes stored.
+pub fn from_tarball(
+    archive: &Path,
+    store_dir: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Tree> {
+    let name = archive.display().to_string();
+    let reader = open_decompressed(archive).with_context(|| format!("tarball {name}"))?;
+    fs::create_dir_all(store_dir)
+        .with_context(|| format!("creating content store {}", store_dir.display()))?;
+
+    let mut tree = Tree::new(Meta::new(0o755, 0, 0, 0));
+    let mut ar = tar::Archive::new(reader);
+    // Raw mode: we see PAX and GNU extension headers ourselves, so we can cap
+    // their size and parse binary PAX values correctly.
+    let entries = ar
+        .entries()
+        .with_context(|| format!("tarball {name}: reading the archive"))?
+        .raw(true);
+    let mut pending = Extensions::default();
+    let mut store = Store {
+        dir: store_dir,
+        next: 0,
+    };
+    let (mut count, mut bytes) = (0u64, 0u64);
+
+    for entry in entries {
+        let mut entry = entry.with_context(|| {
+            format!(
+                "tarball {name}: reading the header after entry {}",
+                pending.last_path
+            )
+        })?;
+        let ty = entry.header().entry_type().as_byte();
+        match ty {
+            b'L' | b'K' | b'x' | b'g' => {
+                let data = read_extension(&mut entry).with_context(|| {
+                    format!(
+                        "tarball {name}: extension header after entry {}",
+                        pending.last_path
+                    )
+                })?;
+                pending.absorb(ty, data).with_context(|| {
+                    format!(
+                        "tarball {name}: extension header after entry {}",
+                        pending.last_path
+                    )
+                })?;
+                continue;
+            }
+            _ => {}
+        }
+        let ext = std::mem::take(&mut pending);
+        let raw_path = ext.path_bytes(&entry);
+        let shown = String::from_utf8_lossy(&raw_path).into_owned();
+        let added = import_entry(&mut tree, &mut store, &mut entry, &ext, &raw_path)
+            .with_context(|| format!("tarball {name}: entry {shown}"))?;
+        bytes += added;
+        count += 1;
+        pending.last_path = shown;
+        progress(count, bytes);
+    }
+    if pending.has_any() {
+        bail!("tarball {name}: archive ends with extension headers that describe no entry");
+    }
+    Ok(tree)
+}
+
+/// Opens `archive` and wraps it in the streaming decoder its magic bytes
+/// call for. The archive path itself is the user's argument, so opening it
+/// normally (following symlinks) is intended.
+fn open_decompressed(archive: &Path) -> Result<Box<dyn Read>> {
+    let mut file = File::open(archive).context("opening the archive")?;
+    let mut magic = [0u8; 6];
+    let mut n = 0;
+    while n < magic.len() {
+        match file.read(&mut magic[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("reading the archive"),
+        }
+    }
+    let head = &magic[..n];
+    let stream = io::Cursor::new(head.to_vec()).chain(file);
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(stream)))
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        Box::new(liblzma::read::XzDecoder::new_multi_decoder(stream))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::new(stream).context("starting the zstd decoder")?)
+    } else if head.starts_with(b"BZh") {
+        Box::new(bzip2::read::MultiBzDecoder::new(stream))
+    } else {
+        Box::new(BufReader::with_capacity(64 * 1024, stream))
+    })
+}
+
+/// Reads an extension header's body, refusing oversized ones before
+/// buffering them.
+fn read_extension(entry: &mut impl Read) -> Result<Vec<u8>> {
+    let mut data = Vec::new();
+    entry
+        .take(MAX_EXTENSION_HEADER + 1)
+        .read_to_end(&mut data)
+        .context("reading the extension data")?;
+    if data.len() as u64 > MAX_EXTENSION_HEADER {
+        bail!("extension header is larger than {MAX_EXTENSION_HEADER} bytes");
+    }
+    Ok(data)
+}
+
+/// Extension data that applies to the next real entry.
+#[derive(Default)]
+struct Extensions {
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+    pax: Option<Vec<(String, Vec<u8>)>>,
+    /// For error messages only: the previous real entry's path.
+    last_path: String,
+}
+
+impl Extensions {
+    fn has_any(&self) -> bool {
+        self.long_name.is_some() || self.long_link.is_some() || self.pax.is_some()
+    }
+
+    fn absorb(&mut self, ty: u8, data: Vec<u8>) -> Result<()> {
+        match ty {
+            b'L' | b'K' => {
+                let slot = if ty == b'L' {
+                    &mut self.long_name
+                } else {
+                    &mut self.long_link
+                };
+                if slot.is_some() {
+                    bail!("two GNU long-name headers describe the same entry");
+                }
+                *slot = Some(trim_nul(&data).to_vec());
+            }
+            b'x' => {
+                if self.pax.is_some() {
+                    bail!("two PAX headers describe the same entry");
+                }
+                self.pax = Some(parse_pax(&data)?);
+            }
+            _ => {
+                // Global headers would change the meaning of every later
+                // entry; rather than half-support them, accept only the
+                // informational keys `git archive` and others write.
+                for (key, _) in parse_pax(&data)? {
+                    if !matches!(key.as_str(), "comment" | "charset" | "hdrcharset") {
+                        bail!("PAX global header key {key:?} is not supported");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn pax(&self, key: &str) -> Option<&[u8]> {
+        self.pax
+            .as_ref()?
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// PAX `path`, else GNU long name, else the (ustar prefix +) name field.
+    fn path_bytes(&self, entry: &tar::Entry<'_, impl Read>) -> Vec<u8> {
+        if let Some(p) = self.pax("path") {
+            return p.to_vec();
+        }
+        if let Some(p) = &self.long_name {
+            return p.clone();
+        }
+        entry.header().path_bytes().into_owned()
+    }
+
+    fn link_bytes(&self, entry: &tar::Entry<'_, impl Read>) -> Option<Vec<u8>> {
+        if let Some(p) = self.pax("linkpath") {
+            return Some(p.to_vec());
+        }
+        if let Some(p) = &self.long_link {
+            return Some(p.clone());
+        }
+        entry.header().link_name_bytes().map(|c| c.into_owned())
+    }
+}
+
+fn trim_nul(data: &[u8]) -> &[u8] {
+    let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
+    &data[..end]
+}
+
+/// Parses PAX records (`<len> <key>=<value>\n`) by their length prefix.
+/// Values are binary (xattrs may contain newlines), so splitting on `\n`
+/// would be wrong.
+fn parse_pax(data: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() && !rest.iter().all(|b| *b == 0) {
+        let sp = rest
+            .iter()
+            .position(|b| *b == b' ')
+            .ok_or_else(|| anyhow!("malformed PAX record (no length)"))?;
+        let len: usize = std::str::from_utf8(&rest[..sp])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("malformed PAX record length"))?;
+        if len <= sp + 2 || len > rest.len() || rest[len - 1] != b'\n' {
+            bail!("malformed PAX record (bad length {len})");
+        }
+        let record = &rest[sp + 1..len - 1];
+        let eq = record
+            .iter()
+            .position(|b| *b == b'=')
+            .ok_or_else(|| anyhow!("malformed PAX record (no `=`)"))?;
+        let key = std::str::from_utf8(&record[..eq])
+            .map_err(|_| anyhow!("PAX record key is not UTF-8"))?;
+        out.push((key.to_string(), record[eq + 1..].to_vec()));
+        rest = &rest[len..];
+    }
+    Ok(out)
+}
+
+fn pax_int(value: &[u8], key: &str) -> Result<u64> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            anyhow!(
+                "invalid PAX {key} value {:?}",
+                String::from_utf8_lossy(value)
+            )
+        })
+}
+
+/// PAX times are decimal seconds, possibly negative and fractional; we keep
+/// whole seconds, rounding toward negative infinity like `tar`.
+fn pax_time(value: &[u8]) -> Result<i64> {
+    let s = std::str::from_utf8(value).map_err(|_| anyhow!("invalid PAX mtime"))?;
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let secs: i64 = int
+        .parse()
+        .map_err(|_| anyhow!("invalid PAX mtime {s:?}"))?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        bail!("invalid PAX mtime {s:?}");
+    }
+    let has_frac = frac.bytes().any(|b| b != b'0');
+    Ok(if int.starts_with('-') && has_frac {
+        secs - 1
+    } else {
+        secs
+    })
+}
+
+/// Percent-decoding for libarchive's xattr names.
+fn percent_decode(s: &str) -> Result<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz");
+            let v = u8::from_str_radix(hex, 16).map_err(|_| anyhow!("bad %-escape in {s:?}"))?;
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| anyhow!("xattr name {s:?} is not UTF-8"))
+}
+
+/// Standard base64 (libarchive writes it without padding).
+fn base64_decode(s: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in s {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => break,
+            _ => bail!("invalid base64 in a LIBARCHIVE.xattr value"),
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Ok(out)
+}
+
+struct Store<'a> {
+    dir: &'a Path,
+    next: u64,
+}
+
+impl Store<'_> {
+    /// Creates the next free `store_dir/<n>`. `create_new` (O_EXCL) plus
+    /// O_NOFOLLOW means an existing file or a planted symlink is never
+    /// written through; taken names are skipped so one store can serve
+    /// several imports.
+    fn create(&mut self) -> Result<(PathBuf, File)> {
+        loop {
+            let path = self.dir.join(self.next.to_string());
+            self.next += 1;
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&path)
+            {
+                Ok(f) => return Ok((path, f)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("creating store file {}", path.display()))
+                }
+            }
+        }
+    }
+}
+
+/// Turns one real tar entry into a tree node; returns the content bytes
+/// stored.
+fn import_entry<R: Read>(
+    tree: &mut Tree,
+    store: &mut Store<'_>,
+    entry: &mut tar::Entry<'_, R>,
+    ext: &Extensions,
+    raw_path: &[u8],
+) -> Result<u64> {
+    let path_str = std::str::from_utf8(raw_path).map_err(|_| anyhow!("path is not valid UTF-8"))?;
+    let path = RelPath::parse(path_str)?;
+    let header = entry.header().clone();
+
+    if let Some(pax) = &ext.pax {
+        if let Some((k, _)) = pax.iter().find(|(k, _)| k.starts_with("GNU.sparse.")) {
+            bail!(
+                "PAX sparse files ({k}) are not supported; re-create the archive without --sparse"
+            );
+        }
+    }
+    if let Some(size) = ext.pax("size") {
+        // Raw mode positions the stream by the header's size field, so a
+        // differing PAX size (files over 8 GiB) cannot be honoured.
+        if pax_int(size, "size")? != entry.size() {
+            bail!("PAX size records that differ from the header size are not supported");
+        }
+    }
+
+    let uid = match ext.pax("uid") {
+        Some(v) => pax_int(v, "uid")?,
+        None => header.uid().context("invalid uid field")?,
+    };
+    let gid = match ext.pax("gid") {
+        Some(v) => pax_int(v, "gid")?,
+        None => header.gid().context("invalid gid field")?,
+    };
+    let mtime = match ext.pax("mtime") {
+        Some(v) => pax_time(v)?,
+        None => i64::try_from(header.mtime().context("invalid mtime field")?)
+            .map_err(|_| anyhow!("mtime out of range"))?,
+    };
+    let mut meta = Meta::new(
+        header.mode().context("invalid mode field")? & 0o7777,
+        u32::try_from(uid).map_err(|_| anyhow!("uid {uid} out of range"))?,
+        u32::try_from(gid).map_err(|_| anyhow!("gid {gid} out of range"))?,
+        mtime,
+    );
+    for (k, v) in ext.pax.iter().flatten() {
+        if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
+            meta.xattrs.insert(name.to_string(), v.clone());
+        } else if let Some(name) = k.strip_prefix("LIBARCHIVE.xattr.") {
+            meta.xattrs.insert(percent_decode(name)?, base64_decode(v)?);
+        }
+    }
+
+    let link_bytes = ext.link_bytes(entry);
+    let link = || -> Result<Vec<u8>> {
+        link_bytes
+            .clone()
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| anyhow!("link entry without a target"))
+    };
+    let dev = |what: &str| -> Result<(u32, u32)> {
+        let major = header.device_major().context("invalid device major")?;
+        let minor = header.device_minor().context("invalid device minor")?;
+        match (major, minor) {
+            (Some(a), Some(b)) => Ok((a, b)),
+            _ => bail!("{what} entry without device numbers"),
+        }
+    };
+
+    let mut stored = 0;
+    let kind = match header.entry_type().as_byte() {
+        // Old (v7) archives mark directories with a trailing slash only.
+        b'0' | 0 | b'7' if raw_path.ends_with(b"/") => Kind::Dir,
+        b'0' | 0 | b'7' => {
+            let (store_path, mut file) = store.create()?;
+            let expected = entry.size();
+            let copied = io::copy(entry, &mut file).context("storing the file contents")?;
+            if copied != expected {
+                bail!("archive is truncated: got {copied} of {expected} content bytes");
+            }
+            stored = copied;
+            Kind::File {
+                content: Content::Store(store_path),
+                size: copied,
+            }
+        }
+        b'1' => {
+            let target = link()?;
+            let target = std::str::from_utf8(&target)
+                .map_err(|_| anyhow!("hardlink target is not valid UTF-8"))?;
+            // Hardlink names are archive paths, so they are parsed exactly
+            // like entry paths: `/etc/shadow` means the image's /etc/shadow
+            // and must already be in the archive; `..` is an escape.
+            let target = RelPath::parse(target).context("hardlink target")?;
+            Kind::Hardlink { target }
+        }
+        b'2' => {
+            let target = String::from_utf8(link()?)
+                .map_err(|_| anyhow!("symlink target is not valid UTF-8"))?;
+            if target.contains('\0') {
+                bail!("symlink target contains a NUL byte");
+            }
+            // Stored verbatim and never followed: absolute targets are
+            // normal inside a rootfs and mean the image's root, not ours.
+            Kind::Symlink { target }
+        }
+        b'3' => {
+            let (major, minor) = dev("character device")?;
+            Kind::CharDev { major, minor }
+        }
+        b'4' => {
+            let (major, minor) = dev("block device")?;
+            Kind::BlockDev { major, minor }
+        }
+        b'5' => Kind::Dir,
+        b'6' => Kind::Fifo,
+        b'S' => {
+            bail!("GNU sparse entries are not supported; re-create the archive without --sparse")
+        }
+        b'V' => return Ok(0), // GNU volume label: not a file
+        t => bail!("unsupported tar entry type {:?}", t as char),
+    };
+    tree.insert(path, Node::new(kind, meta))?;
+    Ok(stored)
+}
+
+/// Imports a directory tree without following any symlink and without
+/// copying contents: files become [`Content::Source`] references.
+///
+/// Hardlinks are recognised by (device, inode); the first path in sorted
+/// order becomes the file and the others link to it. `trusted.*` xattrs are
+/// never imported: they are host-private (overlayfs, for one, keeps its
+/// bookkeeping there) and only root can read them, which would make the
+/// image depend on who built it.
+pub fn from_directory(
+    dir: &Path,
+    ownership: Ownership,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Tree> {
+    let name = dir.display().to_string();
+    let md = fs::symlink_metadata(dir).with_context(|| format!("directory {name}"))?;
+    if !md.is_dir() {
+        bail!("directory {name}: not a directory (symlinks are not followed)");
+    }
+
+    // Collect first, then sort by RelPath: walkdir's depth-first order
+    // differs from byte order (`etc-old` vs `etc/x`), and "first path in
+    // sorted order" must mean the same as in the exporters.
+    let mut found: Vec<(RelPath, PathBuf, fs::Metadata)> = Vec::new();
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .follow_root_links(false)
+    {
+        let entry = entry.with_context(|| format!("directory {name}: walking"))?;
+        let rel = entry
+            .path()
+            .strip_prefix(dir)
+            .with_context(|| format!("directory {name}: entry {}", entry.path().display()))?;
+        let rel_str = rel.to_str().ok_or_else(|| {
+            anyhow!(
+                "directory {name}: entry {}: path is not valid UTF-8",
+                rel.display()
+            )
+        })?;
+        let rel = RelPath::parse(rel_str)
+            .with_context(|| format!("directory {name}: entry {rel_str}"))?;
+        // lstat: with follow_links(false) walkdir never stats through links.
+        let md = entry
+            .metadata()
+            .with_context(|| format!("directory {name}: entry {rel}"))?;
+        found.push((rel, entry.into_path(), md));
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+
+    let mut tree = Tree::new(Meta::new(0o755, 0, 0, 0));
+    let mut inodes: HashMap<(u64, u64), RelPath> = HashMap::new();
+    let mut bufs = XattrBufs::new();
+    let (mut count, mut bytes) = (0u64, 0u64);
+    for (rel, abs, md) in found {
+        let node = dir_node(&rel, &abs, &md, ownership, &mut inodes, &mut bufs)
+            .with_context(|| format!("directory {name}: entry {rel}"))?;
+        if let Kind::File { size, .. } = node.kind {
+            bytes += size;
+        }
+        tree.insert(rel.clone(), node)
+            .with_context(|| format!("directory {name}: entry {rel}"))?;
+        count += 1;
+        progress(count, bytes);
+    }
+    Ok(tree)
+}
+
+fn dir_node(
+    rel: &RelPath,
+    abs: &Path,
+    md: &fs::Metadata,
+    ownership: Ownership,
+    inodes: &mut HashMap<(u64, u64), RelPath>,
+    bufs: &mut XattrBufs,
+) -> Result<Node> {
+    let (uid, gid) = match ownership {
+        Ownership::Preserve => (md.uid(), md.gid()),
+        Ownership::Root => (0, 0),
+    };
+    let mut meta = Meta::new(md.mode() & 0o7777, uid, gid, md.mtime());
+    meta.xattrs = bufs.read(abs)?;
+    let ft = md.file_type();
+    let kind = if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_symlink() {
+        let target = fs::read_link(abs).context("reading the symlink")?;
+        let target = target
+            .into_os_string()
+            .into_string()
+            .map_err(|_| anyhow!("symlink target is not valid UTF-8"))?;
+        Kind::Symlink { target }
+    } else if ft.is_file() {
+        let key = (md.dev(), md.ino());
+        match inodes.get(&key) {
+            Some(first) if md.nlink() > 1 => Kind::Hardlink {
+                target: first.clone(),
+            },
+            _ => {
+                if md.nlink() > 1 {
+                    inodes.insert(key, rel.clone());
+                }
+                Kind::File {
+                    content: Content::Source(abs.to_path_buf()),
+                    size: md.len(),
+                }
+            }
+        }
+    } else if ft.is_char_device() || ft.is_block_device() {
+        let (major, minor) = (rustix::fs::major(md.rdev()), rustix::fs::minor(md.rdev()));
+        if ft.is_char_device() {
+            Kind::CharDev { major, minor }
+        } else {
+            Kind::BlockDev { major, minor }
+        }
+    } else if ft.is_fifo() {
+        Kind::Fifo
+    } else {
+        bail!("sockets cannot be stored in an image");
+    };
+    Ok(Node::new(kind, meta))
+}
+
+/// Reusable fixed-size buffers for xattr names and values.
+struct XattrBufs {
+    names: Vec<u8>,
+    value: Vec<u8>,
+}
+
+impl XattrBufs {
+    fn new() -> XattrBufs {
+        XattrBufs {
+            names: vec![0; XATTR_BUF],
+            value: vec![0; XATTR_BUF],
+        }
+    }
+
+    /// Reads every xattr of `path` itself (l*xattr: never through a
+    /// symlink). Filesystems without xattr support yield none; attributes in
+    /// namespaces we may not read are skipped rather than failing the build.
+    fn read(&mut self, path: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
+        let mut out = BTreeMap::new();
+        let n = match rustix::fs::llistxattr(path, &mut self.names[..]) {
+            Ok(n) => n,
+            Err(Errno::NOTSUP) => return Ok(out),
+            Err(e) => return Err(io::Error::from(e)).context("listing xattrs"),
+        };
+        for raw in self.names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+            let key = std::str::from_utf8(raw).map_err(|_| {
+                anyhow!("xattr name {:?} is not UTF-8", String::from_utf8_lossy(raw))
+            })?;
+            if key.starts_with("trusted.") {
+                continue;
+            }
+            match rustix::fs::lgetxattr(path, raw, &mut self.value[..]) {
+                Ok(len) => {
+                    out.insert(key.to_string(), self.value[..len].to_vec());
+                }
+                // Removed since listing, or not readable by us.
+                Err(Errno::NODATA | Errno::PERM | Errno::ACCESS | Errno::NOTSUP) => {}
+                Err(e) => {
+                    return Err(io::Error::from(e)).with_context(|| format!("reading xattr {key}"))
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_records_are_length_delimited() {
+        let mut data = Vec::new();
+        let rec = |k: &str, v: &[u8]| {
+            let body_len = k.len() + v.len() + 3;
+            let mut len = body_len + 1;
+            while len != body_len + len.to_string().len() {
+                len = body_len + len.to_string().len();
+            }
+            let mut r = format!("{len} {k}=").into_bytes();
+            r.extend_from_slice(v);
+            r.push(b'\n');
+            r
+        };
+        data.extend(rec("path", b"a/b"));
+        data.extend(rec("SCHILY.xattr.user.x", b"1\n2 =3"));
+        let recs = parse_pax(&data).unwrap();
+        assert_eq!(recs[0], ("path".to_string(), b"a/b".to_vec()));
+        assert_eq!(
+            recs[1],
+            ("SCHILY.xattr.user.x".to_string(), b"1\n2 =3".to_vec())
+        );
+        assert!(parse_pax(b"99 path=x\n").is_err());
+    }
+
+    #[test]
+    fn pax_times() {
+        assert_eq!(pax_time(b"1700000000.5").unwrap(), 1700000000);
+        assert_eq!(pax_time(b"-1.5").unwrap(), -2);
+        assert_eq!(pax_time(b"-1").unwrap(), -1);
+        assert!(pax_time(b"x").is_err());
+    }
+
+    #[test]
+    fn libarchive_encodings() {
+        assert_eq!(base64_decode(b"AQAAAg").unwrap(), [1, 0, 0, 2]);
+        assert_eq!(base64_decode(b"aGk=").unwrap(), b"hi");
+        assert_eq!(percent_decode("user.a%3Db").unwrap(), "user.a=b");
+    }
+}

@@ -1,0 +1,19 @@
+//! Rootless, deterministic rootfs assembly.
+//!
+//! An unprivileged build cannot own files as root, create device nodes or
+//! set `security.*` xattrs, and must never let a hostile tarball touch the
+//! host. So a rootfs is modelled in memory ([`tree`]): ownership, modes,
+//! devices, links and xattrs come from the inputs ([`import`], [`overlay`])
+//! and only file contents live on disk. Exporters then produce either a
+//! deterministic tar stream for `tar2sqfs` ([`export`]) or a staging tree
+//! plus a `debugfs` fix-up script for `mke2fs -d` ([`ext4`]).
+
+pub mod export;
+pub mod ext4;
+pub mod import;
+pub mod overlay;
+pub mod path;
+pub mod tree;
+
+pub use path::RelPath;
+pub use tree::{Content, Kind, Meta, Node, Tree};

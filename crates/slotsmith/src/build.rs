@@ -1,0 +1,596 @@
+//! The build stage: performs a [`Plan`], and nothing else.
+//!
+//! **Architecture invariant:** build reads only the plan (and the input
+//! files the plan names, checking their hashes); every decision was made in
+//! [`crate::plan`]. It is the only stage with side effects.
+//!
+//! **Atomic outputs:** everything is written into a fresh temporary
+//! directory beside `out/<name>/` and published with one rename (an atomic
+//! exchange when an older build exists), so a failed or interrupted build
+//! never leaves a new or half-written artifact under `out/`.
+//!
+//! **Rootless:** the base is imported into an in-memory tree (see
+//! `slotsmith-rootfs`); owners, modes, device nodes and xattrs travel as
+//! data into the filesystem image, never through the host filesystem.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::load::{hash_file, human};
+use crate::plan::{Content, Plan};
+use crate::progress::{mib, Progress};
+use crate::spec::{BaseSpec, DirOwnership, Filesystem, LayerEntryKind};
+use crate::tool::Tool;
+use slotsmith_disk as disk;
+use slotsmith_rootfs as rootfs;
+use slotsmith_rootfs::path::RelPath;
+use slotsmith_rootfs::tree::{Kind, Meta, Node, Tree};
+
+/// Where a build reads and writes.
+pub struct BuildOptions {
+    /// The project root: layer sources in the plan are relative to it.
+    pub project_root: PathBuf,
+    /// `out/`: the image's outputs go to `out/<name>/`.
+    pub out_root: PathBuf,
+    /// Scratch space; `<work_root>/<name>/` is wiped at the start of a build.
+    pub work_root: PathBuf,
+    /// Cache for Debian base tarballs.
+    pub cache_dir: PathBuf,
+}
+
+/// One output file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Artifact {
+    /// File name inside the output directory.
+    pub name: String,
+    /// sha256 of its bytes.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A partition as built.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuiltPartition {
+    /// GPT entry number.
+    pub number: u32,
+    /// GPT name.
+    pub name: String,
+    /// Type GUID.
+    pub type_guid: String,
+    /// Partition GUID.
+    pub uuid: String,
+    /// Byte offset.
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// First sector.
+    pub first_lba: u64,
+    /// Last sector (inclusive).
+    pub last_lba: u64,
+    /// GPT attributes.
+    pub attributes: u64,
+    /// What it holds.
+    pub content: Content,
+}
+
+/// Facts about the rootfs image.
+#[derive(Debug, Clone, Serialize)]
+pub struct RootfsFacts {
+    /// squashfs or ext4.
+    pub filesystem: Filesystem,
+    /// Image size in bytes.
+    pub size: u64,
+    /// Slot size in bytes.
+    pub slot_size: u64,
+    /// Number of entries in the tree.
+    pub entries: u64,
+    /// Bytes of regular-file contents.
+    pub file_bytes: u64,
+}
+
+/// `build.json`: what was built, deterministic for the same plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildRecord {
+    /// Format version of this record.
+    pub schema: u32,
+    /// Image name.
+    pub image: String,
+    /// Image version.
+    pub version: String,
+    /// sha256 of the plan's canonical JSON.
+    pub plan_sha256: String,
+    /// The timestamp clamp used.
+    pub source_date_epoch: u64,
+    /// Every artifact except build.json and SHA256SUMS.
+    pub artifacts: Vec<Artifact>,
+    /// The partition table.
+    pub partitions: Vec<BuiltPartition>,
+    /// The rootfs image.
+    pub rootfs: RootfsFacts,
+}
+
+/// What `build` returns.
+pub struct BuildOutcome {
+    /// The published output directory.
+    pub out_dir: PathBuf,
+    /// The record written as build.json.
+    pub record: BuildRecord,
+}
+
+/// Builds `plan` into `out_root/<name>/`.
+pub fn build(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyhow::Result<BuildOutcome> {
+    let name = &plan.image.name;
+    let sde = plan.source_date_epoch;
+    let work = opts.work_root.join(name);
+    if work.exists() {
+        fs::remove_dir_all(&work).with_context(|| format!("removing old work directory {}", work.display()))?;
+    }
+    let store = work.join("store");
+    fs::create_dir_all(&store).with_context(|| format!("creating work directory {}", store.display()))?;
+    fs::create_dir_all(&opts.out_root).with_context(|| format!("creating {}", opts.out_root.display()))?;
+    // The staging directory lives beside the final one so the publishing
+    // rename never crosses filesystems. It is removed on any error.
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{name}.partial-"))
+        .tempdir_in(&opts.out_root)
+        .with_context(|| format!("creating a staging directory in {}", opts.out_root.display()))?;
+
+    let mut tree = import_base(plan, opts, &store, progress)?;
+    apply_layers(plan, opts, &mut tree, progress)?;
+    tree.clamp_mtimes(sde as i64);
+
+    let rootfs_path = staging.path().join(&plan.outputs.rootfs);
+    build_rootfs(plan, &tree, &work, &rootfs_path, progress)?;
+    let rootfs_size = fs::metadata(&rootfs_path).with_context(|| format!("reading {}", rootfs_path.display()))?.len();
+
+    let img_path = staging.path().join(&plan.outputs.image);
+    progress.stage("disk", &format!("writing {} ({})", plan.outputs.image, human(plan.disk.size)));
+    let mapped = write_disk(plan, &img_path, &rootfs_path, rootfs_size)?;
+
+    progress.stage("checksums", "bmap, SHA256SUMS and build.json");
+    let bmap_path = staging.path().join(&plan.outputs.bmap);
+    {
+        let mut img = File::open(&img_path).with_context(|| format!("opening {}", img_path.display()))?;
+        let xml = disk::bmap::bmap_xml(&mut img, plan.disk.size, &mapped)
+            .with_context(|| format!("computing the block map of {}", img_path.display()))?;
+        write_new(&bmap_path, xml.as_bytes())?;
+    }
+    let mut artifacts = Vec::new();
+    for file in [&plan.outputs.image, &plan.outputs.bmap, &plan.outputs.rootfs] {
+        let (sha256, size) =
+            hash_file(&staging.path().join(file)).with_context(|| format!("hashing {file}"))?;
+        artifacts.push(Artifact { name: file.clone(), sha256, size });
+    }
+    artifacts.sort_by(|a, b| a.name.cmp(&b.name));
+    let record = BuildRecord {
+        schema: 1,
+        image: name.clone(),
+        version: plan.image.version.clone(),
+        plan_sha256: plan.hash(),
+        source_date_epoch: sde,
+        artifacts,
+        partitions: plan
+            .disk
+            .partitions
+            .iter()
+            .map(|p| BuiltPartition {
+                number: p.number,
+                name: p.name.clone(),
+                type_guid: p.type_guid.to_string(),
+                uuid: p.uuid.to_string(),
+                offset: p.offset,
+                size: p.size,
+                first_lba: p.first_lba,
+                last_lba: p.last_lba,
+                attributes: p.attributes,
+                content: p.content,
+            })
+            .collect(),
+        rootfs: RootfsFacts {
+            filesystem: plan.rootfs.filesystem,
+            size: rootfs_size,
+            slot_size: plan.rootfs.max_size,
+            entries: tree.len() as u64,
+            file_bytes: tree.total_file_bytes(),
+        },
+    };
+    let mut json = serde_json::to_vec_pretty(&record).context("serialising build.json")?;
+    json.push(b'\n');
+    write_new(&staging.path().join(&plan.outputs.build_json), &json)?;
+    let mut sums = String::new();
+    let mut all: Vec<(String, String)> = record.artifacts.iter().map(|a| (a.name.clone(), a.sha256.clone())).collect();
+    all.push((plan.outputs.build_json.clone(), hex::encode(Sha256::digest(&json))));
+    all.sort();
+    for (file, sha) in all {
+        sums.push_str(&format!("{sha}  {file}\n"));
+    }
+    write_new(&staging.path().join(&plan.outputs.sums), sums.as_bytes())?;
+
+    progress.stage("publish", &format!("out/{}", plan.outputs.dir));
+    let out_dir = opts.out_root.join(&plan.outputs.dir);
+    publish(staging, &out_dir)?;
+    progress.finish();
+    fs::remove_dir_all(&work).with_context(|| format!("removing work directory {}", work.display()))?;
+    Ok(BuildOutcome { out_dir, record })
+}
+
+fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut f = File::create_new(path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+    f.sync_all().with_context(|| format!("syncing {}", path.display()))
+}
+
+/// Moves the finished staging directory to `out_dir`. When an older build
+/// is there, the two are exchanged atomically (renameat2 RENAME_EXCHANGE)
+/// and the old one is removed, so readers see either the old or the new
+/// set of outputs, never a mix.
+fn publish(staging: tempfile::TempDir, out_dir: &Path) -> anyhow::Result<()> {
+    let tmp = staging.keep();
+    let res = if out_dir.exists() {
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &tmp,
+            rustix::fs::CWD,
+            out_dir,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .map_err(std::io::Error::from)
+        .and_then(|()| fs::remove_dir_all(&tmp))
+    } else {
+        fs::rename(&tmp, out_dir)
+    };
+    if let Err(e) = res {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e).with_context(|| format!("publishing {}", out_dir.display()));
+    }
+    Ok(())
+}
+
+fn import_base(plan: &Plan, opts: &BuildOptions, store: &Path, progress: &mut Progress) -> anyhow::Result<Tree> {
+    let tarball = match &plan.base.spec {
+        BaseSpec::Tarball { path, sha256, .. } => {
+            let abs = resolve(&opts.project_root, path);
+            progress.stage("base", &format!("importing tarball {path}"));
+            let (actual, _) = hash_file(&abs).with_context(|| format!("reading base tarball {}", abs.display()))?;
+            if &actual != sha256 {
+                bail!("base tarball {} changed since it was planned (sha256 {actual}, plan has {sha256})", abs.display());
+            }
+            abs
+        }
+        BaseSpec::Directory { path, ownership, .. } => {
+            let abs = resolve(&opts.project_root, path);
+            progress.stage("base", &format!("importing directory {path}"));
+            let own = match ownership {
+                DirOwnership::Root => rootfs::import::Ownership::Root,
+                DirOwnership::Preserve => rootfs::import::Ownership::Preserve,
+            };
+            let tree = rootfs::import::from_directory(&abs, own, &mut |n, b| {
+                progress.tick(|| format!("{n} entries, {}", mib(b)))
+            })
+            .with_context(|| format!("importing base directory {}", abs.display()))?;
+            progress.note(&format!("{} entries, {} of file data", tree.len(), mib(tree.total_file_bytes())));
+            return Ok(tree);
+        }
+        BaseSpec::Debian { .. } => {
+            progress.stage("base", "debian via mmdebstrap (cached by input hash)");
+            debian_base(plan, opts, progress)?
+        }
+    };
+    let tree = rootfs::import::from_tarball(&tarball, store, &mut |n, b| {
+        progress.tick(|| format!("{n} entries, {}", mib(b)))
+    })
+    .with_context(|| format!("importing base tarball {}", tarball.display()))?;
+    progress.note(&format!("{} entries, {} of file data", tree.len(), mib(tree.total_file_bytes())));
+    Ok(tree)
+}
+
+fn resolve(root: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    }
+}
+
+/// Returns the cached mmdebstrap tarball for the plan's cache key, making it
+/// first when absent. The cache entry appears by rename only when complete.
+fn debian_base(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyhow::Result<PathBuf> {
+    let BaseSpec::Debian { suite, variant, packages, mirror } = &plan.base.spec else {
+        bail!("not a debian base");
+    };
+    let key = plan.base.cache_key.as_deref().context("debian base without a cache key")?;
+    let dir = opts.cache_dir.join("debian");
+    let cached = dir.join(format!("{key}.tar"));
+    if cached.is_file() {
+        progress.note(&format!("using cached base {}", cached.display()));
+        return Ok(cached);
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("creating cache directory {}", dir.display()))?;
+    let tmp = dir.join(format!("{key}.tar.partial-{}", std::process::id()));
+    let arch = plan.base.debian_arch.as_deref().unwrap_or("amd64");
+    let mut tool = Tool::new("mmdebstrap")?
+        .arg(format!("--variant={variant}"))
+        .arg(format!("--architectures={arch}"))
+        .arg("--format=tar")
+        .arg("--aptopt=Acquire::Languages \"none\"")
+        .epoch(plan.source_date_epoch);
+    if !packages.is_empty() {
+        tool = tool.arg(format!("--include={}", packages.join(",")));
+    }
+    tool = tool.arg(suite).arg(&tmp);
+    match mirror {
+        Some(m) => tool = tool.arg(m),
+        None => {
+            // The host's apt sources, as the image definition promises: each
+            // existing sources file is pasted into the chroot's sources.
+            let mut any = false;
+            for f in ["/etc/apt/sources.list", "/etc/apt/sources.list.d/debian.sources"] {
+                if Path::new(f).is_file() && fs::metadata(f).map(|m| m.len() > 0).unwrap_or(false) {
+                    tool = tool.arg(f);
+                    any = true;
+                }
+            }
+            if !any {
+                bail!("no host apt sources found (/etc/apt/sources.list or /etc/apt/sources.list.d/debian.sources); set base.debian.mirror");
+            }
+        }
+    }
+    progress.note(&format!("running {}", tool.argv()));
+    let res = tool.run();
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).context("building the debian base with mmdebstrap");
+    }
+    fs::rename(&tmp, &cached).with_context(|| format!("caching {}", cached.display()))?;
+    Ok(cached)
+}
+
+fn apply_layers(plan: &Plan, opts: &BuildOptions, tree: &mut Tree, progress: &mut Progress) -> anyhow::Result<()> {
+    if plan.layers.is_empty() {
+        return Ok(());
+    }
+    progress.stage("layers", &format!("applying {} layer(s)", plan.layers.len()));
+    let sde = plan.source_date_epoch as i64;
+    for layer in &plan.layers {
+        let mut ops = Vec::new();
+        for p in &layer.remove {
+            ops.push(rootfs::overlay::Op::Remove { path: RelPath::parse(p)? });
+        }
+        for e in &layer.entries {
+            let kind = match &e.kind {
+                LayerEntryKind::File { source, size, .. } => Kind::File {
+                    content: rootfs::tree::Content::Source(resolve(&opts.project_root, source)),
+                    size: *size,
+                },
+                LayerEntryKind::Directory => Kind::Dir,
+                LayerEntryKind::Symlink { target } => Kind::Symlink { target: target.clone() },
+                LayerEntryKind::Char { major, minor } => Kind::CharDev { major: *major, minor: *minor },
+                LayerEntryKind::Block { major, minor } => Kind::BlockDev { major: *major, minor: *minor },
+                LayerEntryKind::Fifo => Kind::Fifo,
+            };
+            let mut xattrs = std::collections::BTreeMap::new();
+            for (k, v) in &e.xattrs {
+                xattrs.insert(k.clone(), hex::decode(v).with_context(|| format!("xattr {k} of {}", e.path))?);
+            }
+            // Layer files take the epoch as mtime: git checkouts give
+            // arbitrary mtimes, which must not reach the image.
+            let meta = Meta { mode: e.mode, uid: e.uid, gid: e.gid, mtime: sde, xattrs };
+            let path = RelPath::parse(&e.path)?;
+            // A layer directory that already exists keeps the base's
+            // attributes unless the layer declares its own.
+            if kind_is_dir(&kind) {
+                if let Some(existing) = tree.get(&path) {
+                    if matches!(existing.kind, Kind::Dir) && !e_declares_attrs(e) {
+                        continue;
+                    }
+                }
+            }
+            ops.push(rootfs::overlay::Op::Put { path, node: Node { kind, meta } });
+        }
+        rootfs::overlay::apply(tree, &ops).with_context(|| format!("applying layer {}", layer.name))?;
+        progress.note(&format!("{}: {} entries, {} removals", layer.name, layer.entries.len(), layer.remove.len()));
+    }
+    Ok(())
+}
+
+fn kind_is_dir(k: &Kind) -> bool {
+    matches!(k, Kind::Dir)
+}
+
+fn e_declares_attrs(e: &crate::spec::LayerEntry) -> bool {
+    e.mode != 0o755 || e.uid != 0 || e.gid != 0 || !e.xattrs.is_empty()
+}
+
+fn build_rootfs(plan: &Plan, tree: &Tree, work: &Path, out: &Path, progress: &mut Progress) -> anyhow::Result<()> {
+    let sde = plan.source_date_epoch;
+    let max = plan.rootfs.max_size;
+    match plan.rootfs.filesystem {
+        Filesystem::Squashfs => {
+            let comp = plan.rootfs.compression.map(|c| c.tool_name()).unwrap_or("zstd");
+            progress.stage("rootfs", &format!("squashfs ({comp}) from {} entries", tree.len()));
+            let block = plan.rootfs.block_size.unwrap_or(crate::plan::SQUASHFS_BLOCK);
+            let tool = Tool::new("tar2sqfs")?
+                .arg("--quiet")
+                .arg("--no-skip")
+                .args(["--compressor", comp])
+                .args(["--block-size", &block.to_string()])
+                .args(["--defaults", &format!("uid=0,gid=0,mode=0755,mtime={sde}")])
+                .arg(out)
+                .epoch(sde);
+            let total = tree.total_file_bytes();
+            let mut last = std::time::Instant::now();
+            tool.run_with_stdin(|w| {
+                rootfs::export::write_tar(tree, w, &mut |b| {
+                    if last.elapsed().as_secs() >= 5 {
+                        last = std::time::Instant::now();
+                        eprintln!("    ... {} of {}", mib(b), mib(total));
+                    }
+                })?;
+                Ok(())
+            })
+            .context("writing the squashfs rootfs")?;
+        }
+        Filesystem::Ext4 => {
+            // Data plus one 4 KiB block per entry (inodes, directory blocks)
+            // is a floor for what mke2fs needs; fail early with both sizes.
+            let need = tree.total_file_bytes() + tree.len() as u64 * 4096;
+            if need > max {
+                bail!(
+                    "the rootfs needs at least {} but its slot holds {} (layout.slot in {})",
+                    human(need),
+                    human(max),
+                    plan.image.file
+                );
+            }
+            progress.stage("rootfs", &format!("ext4 from {} entries", tree.len()));
+            let staging = work.join("ext4-staging");
+            fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
+            rootfs::ext4::materialize(tree, &staging).context("staging the ext4 rootfs tree")?;
+            let uuid = plan.rootfs.ext4_uuid.context("ext4 plan without a uuid")?.to_string();
+            Tool::new("mke2fs")?
+                .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-L", "rootfs", "-U", &uuid])
+                // No journal: the slot is read-only under dm-verity.
+                .args(["-O", "^has_journal"])
+                .arg("-E")
+                .arg(format!("hash_seed={uuid},root_owner=0:0,nodiscard,lazy_itable_init=0"))
+                .arg("-d")
+                .arg(&staging)
+                .arg(out)
+                .arg(format!("{}k", max / 1024))
+                .env("E2FSPROGS_FAKE_TIME", sde.to_string())
+                .epoch(sde)
+                .run()
+                .context("writing the ext4 rootfs (is the slot large enough?)")?;
+            let xattr_dir = work.join("ext4-xattrs");
+            fs::create_dir(&xattr_dir).with_context(|| format!("creating {}", xattr_dir.display()))?;
+            let fixup = rootfs::ext4::debugfs_script(tree, &xattr_dir)?;
+            let script = fixup.script;
+            for (p, v) in fixup.xattr_files {
+                fs::write(&p, v).with_context(|| format!("writing {}", p.display()))?;
+            }
+            let script_path = work.join("ext4-fixup.debugfs");
+            fs::write(&script_path, script).with_context(|| format!("writing {}", script_path.display()))?;
+            let out_msg = Tool::new("debugfs")?
+                .arg("-w")
+                .arg("-f")
+                .arg(&script_path)
+                .arg(out)
+                .env("E2FSPROGS_FAKE_TIME", sde.to_string())
+                .epoch(sde)
+                .run()
+                .context("setting owners, modes, devices and xattrs in the ext4 rootfs")?;
+            // debugfs reports per-command errors on stderr but exits 0.
+            let err = String::from_utf8_lossy(&out_msg.stderr);
+            let real: Vec<&str> =
+                err.lines().filter(|l| !l.starts_with("debugfs ") && !l.trim().is_empty()).collect();
+            if !real.is_empty() {
+                bail!("debugfs reported errors while fixing the ext4 rootfs:\n  {}", real.join("\n  "));
+            }
+        }
+    }
+    let size = fs::metadata(out).with_context(|| format!("reading {}", out.display()))?.len();
+    progress.note(&format!("rootfs image: {} (slot {})", human(size), human(max)));
+    if size > max {
+        bail!(
+            "the rootfs image is {} but its slot holds only {} (layout.slot in {})",
+            human(size),
+            human(max),
+            plan.image.file
+        );
+    }
+    Ok(())
+}
+
+/// Writes the disk image; returns the byte ranges the bmap must map.
+fn write_disk(plan: &Plan, img_path: &Path, rootfs_path: &Path, rootfs_size: u64) -> anyhow::Result<Vec<(u64, u64)>> {
+    let d = &plan.disk;
+    let mut img = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(img_path)
+        .with_context(|| format!("creating {}", img_path.display()))?;
+    // A sparse file: only written extents take space.
+    img.set_len(d.size).with_context(|| format!("sizing {}", img_path.display()))?;
+    let layout = disk::gpt::GptLayout {
+        sector_size: d.sector_size,
+        disk_size: d.size,
+        disk_guid: d.guid,
+        partitions: d
+            .partitions
+            .iter()
+            .map(|p| disk::gpt::PartitionEntry {
+                name: p.name.clone(),
+                type_guid: p.type_guid,
+                part_guid: p.uuid,
+                first_lba: p.first_lba,
+                last_lba: p.last_lba,
+                attributes: p.attributes,
+            })
+            .collect(),
+    };
+    disk::gpt::write_gpt(&mut img, &layout).with_context(|| format!("writing the GPT of {}", img_path.display()))?;
+    // GPT primary and backup areas are always mapped.
+    let mut mapped = vec![(0, 34 * d.sector_size), (d.size - 33 * d.sector_size, d.size)];
+    let rootfs_file = File::open(rootfs_path).with_context(|| format!("opening {}", rootfs_path.display()))?;
+    for p in &d.partitions {
+        match p.content {
+            Content::Esp => {
+                let spec = disk::fat::FatSpec {
+                    label: plan.esp.label.clone(),
+                    volume_id: plan.esp.volume_id,
+                    mtime: plan.source_date_epoch as i64,
+                    files: plan
+                        .esp
+                        .files
+                        .iter()
+                        .map(|f| disk::fat::FatFile {
+                            path: f.path.clone(),
+                            source: disk::fat::FatSource::Bytes(f.text.clone().into_bytes()),
+                        })
+                        .collect(),
+                };
+                let window = disk::window::Window::new(&mut img, p.offset, p.size);
+                disk::fat::format_fat(window, p.size, &spec).context("formatting the boot partition")?;
+                mapped.extend(disk::sparse::nonzero_extents(&mut img, p.offset, p.size)?);
+            }
+            Content::Rootfs => {
+                disk::sparse::copy_into(&rootfs_file, rootfs_size, &img, p.offset)
+                    .with_context(|| format!("copying the rootfs into {}", p.name))?;
+                // Every block of a slot is mapped, so flashing a reused
+                // device leaves no stale bytes from an older image in it.
+                mapped.push((p.offset, p.offset + p.size));
+            }
+            Content::Empty | Content::VerityReserved => mapped.push((p.offset, p.offset + p.size)),
+            Content::Data => {
+                img.flush().context("flushing the image")?;
+                Tool::new("mke2fs")?
+                    .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-L", &plan.data.label])
+                    .args(["-U", &plan.data.uuid.to_string()])
+                    .arg("-E")
+                    .arg(format!(
+                        "offset={},hash_seed={},root_owner=0:0,nodiscard,lazy_itable_init=0,lazy_journal_init=0",
+                        p.offset, plan.data.uuid
+                    ))
+                    .arg(img_path)
+                    .arg(format!("{}k", p.size / 1024))
+                    .env("E2FSPROGS_FAKE_TIME", plan.source_date_epoch.to_string())
+                    .epoch(plan.source_date_epoch)
+                    .run()
+                    .context("formatting the data partition")?;
+                img.seek(SeekFrom::Start(0)).context("seeking the image")?;
+                mapped.extend(disk::sparse::nonzero_extents(&mut img, p.offset, p.size)?);
+            }
+        }
+    }
+    img.sync_all().with_context(|| format!("syncing {}", img_path.display()))?;
+    let _ = img.read(&mut [0u8; 0]);
+    Ok(mapped)
+}

@@ -1,0 +1,16 @@
+//! slotsmith: build, harden, sign and verify A/B embedded Linux images.
+//!
+//! The pipeline has separate stages (see ARCHITECTURE.md):
+//! [`load`] reads and validates the inputs, [`plan`] decides everything
+//! purely, [`build`] performs the plan (the only stage with side effects),
+//! and verification re-opens the outputs. [`tool`] is the one door to
+//! external programs.
+
+pub mod build;
+pub mod diag;
+pub mod load;
+pub mod plan;
+pub mod progress;
+pub mod spec;
+pub mod tool;
+pub mod yaml;

@@ -1,0 +1,829 @@
+//! The load stage: the only reader of `images/*.yaml` and `layers/*/`.
+//!
+//! It turns files into [`crate::spec`] values and collects every diagnostic,
+//! with file, line and key, before failing. It also hashes the inputs the
+//! plan depends on (a base tarball, each layer file), so that the plan, and
+//! its hash in `build.json`, changes whenever an input does.
+//!
+//! Layer rules follow Yocto: missing dependencies, an incompatible series
+//! and two layers of equal priority writing the same path are load errors.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde_norway::Value;
+use sha2::{Digest, Sha256};
+
+use crate::diag::Diagnostics;
+use crate::spec::*;
+use crate::yaml::{join_key, Doc, MapView, Reader};
+use slotsmith_rootfs::path::RelPath;
+
+const IMAGE_KEYS: &[&str] = &[
+    "name",
+    "version",
+    "arch",
+    "board",
+    "hardware-compatibility",
+    "source-date-epoch",
+    "base",
+    "layers",
+    "policies",
+    "rootfs",
+    "layout",
+];
+const BASE_KEYS: &[&str] = &["tarball", "directory", "ownership", "debian"];
+const DEBIAN_KEYS: &[&str] = &["suite", "variant", "packages", "mirror"];
+const ROOTFS_KEYS: &[&str] = &["filesystem", "compression"];
+const LAYOUT_KEYS: &[&str] = &["alignment", "esp", "slot", "data", "fill-slot-b"];
+const LAYER_KEYS: &[&str] =
+    &["collection", "priority", "version", "depends", "series-compat", "description", "files", "remove"];
+const ENTRY_KEYS: &[&str] = &["type", "mode", "owner", "group", "xattrs", "target", "major", "minor"];
+
+/// Resolves what the user typed (`demo`, `images/demo.yaml`, or any path)
+/// to an image file.
+pub fn resolve_image_arg(root: &Path, arg: &str) -> PathBuf {
+    let p = Path::new(arg);
+    if !arg.contains('/') && !arg.ends_with(".yaml") {
+        return root.join("images").join(format!("{arg}.yaml"));
+    }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+/// Loads an image file and its layers. The project root is the parent of
+/// the directory holding the image file (`<root>/images/<name>.yaml`).
+pub fn load_image(image_path: &Path) -> Result<Loaded, Diagnostics> {
+    let abs = absolute(image_path);
+    let root = abs.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    let shown = display_path(&root, &abs);
+    let text = read_text(&abs, &shown)?;
+    let doc = Doc::parse(Path::new(&shown), &text)?;
+    let mut r = Reader::new(&doc);
+    let image = read_image(&mut r, &root, &shown);
+    let mut diags = r.diags;
+    let Some(image) = image else {
+        return Err(diags.sorted());
+    };
+    let layers = load_layers(&image, &doc, &mut diags);
+    diags.into_result(Loaded { image, layers })
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+/// A path relative to the project root when it is inside it, else as given.
+/// Plans show these, so a plan does not depend on where the checkout lives.
+pub fn display_path(root: &Path, p: &Path) -> String {
+    match p.strip_prefix(root) {
+        Ok(rel) => rel.to_string_lossy().into_owned(),
+        Err(_) => p.to_string_lossy().into_owned(),
+    }
+}
+
+fn read_text(abs: &Path, shown: &str) -> Result<String, Diagnostics> {
+    let mut d = Diagnostics::default();
+    match fs::read_to_string(abs) {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            d.file_error(Path::new(shown), format!("cannot read: {e}"));
+            Err(d)
+        }
+    }
+}
+
+fn read_image(r: &mut Reader<'_>, root: &Path, shown: &str) -> Option<ImageSpec> {
+    let doc = r.doc;
+    let mut m = r.map("", &doc.value, IMAGE_KEYS)?;
+    let name: Option<String> = r.req(&mut m, "name");
+    if let Some(n) = &name {
+        if !valid_name(n) {
+            r.error("name", "must be 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit");
+        }
+    }
+    let version: Option<String> = r.req(&mut m, "version");
+    if let Some(v) = &version {
+        if !valid_version(v) {
+            r.error("version", "must look like 1.2.3 (digits and dots, optionally -suffix with a-z, 0-9, '.', '-')");
+        }
+    }
+    let arch = r.req::<String>(&mut m, "arch").and_then(|a| {
+        let parsed = Arch::parse(&a);
+        if parsed.is_none() {
+            r.error("arch", format!("unknown architecture '{a}' (expected x86-64 or arm64)"));
+        }
+        parsed
+    });
+    let board: Option<String> = r.req(&mut m, "board");
+    if let Some(b) = &board {
+        if b.is_empty() || !b.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            r.error("board", "must be non-empty and use only A-Z, a-z, 0-9, '.', '_' and '-'");
+        }
+    }
+    let hw: Option<Vec<String>> = r.req(&mut m, "hardware-compatibility");
+    if let Some(hw) = &hw {
+        if hw.is_empty() {
+            r.error("hardware-compatibility", "list at least one hardware revision");
+        }
+        for (i, s) in hw.iter().enumerate() {
+            if s.is_empty() || s.contains(char::is_whitespace) || s.contains('"') {
+                r.error(&format!("hardware-compatibility[{i}]"), "must be non-empty, without spaces or quotes");
+            }
+        }
+    }
+    let sde: Option<u64> = r.opt(&mut m, "source-date-epoch");
+    let base = r.raw(&mut m, "base").and_then(|v| read_base(r, root, v));
+    if !m.has("base") {
+        r.error("base", "missing required key 'base'");
+    }
+    let layers: Vec<String> = r.opt(&mut m, "layers").unwrap_or_default();
+    let mut seen = BTreeSet::new();
+    for (i, l) in layers.iter().enumerate() {
+        if !valid_dir_name(l) {
+            r.error(&format!("layers[{i}]"), format!("'{l}' is not a layer directory name under layers/"));
+        } else if !seen.insert(l.clone()) {
+            r.error(&format!("layers[{i}]"), format!("layer '{l}' is listed twice"));
+        }
+    }
+    let policies: Vec<String> = r.opt(&mut m, "policies").unwrap_or_default();
+    for (i, p) in policies.iter().enumerate() {
+        if !valid_dir_name(p) || !root.join("policies").join(format!("{p}.yaml")).is_file() {
+            r.error(&format!("policies[{i}]"), format!("no policy file policies/{p}.yaml"));
+        }
+    }
+    let (filesystem, compression) = match r.raw(&mut m, "rootfs") {
+        Some(v) => read_rootfs(r, v),
+        None => (Some(Filesystem::Squashfs), Some(Compression::Zstd)),
+    };
+    let layout = match r.raw(&mut m, "layout") {
+        Some(v) => read_layout(r, v),
+        None => {
+            r.error("layout", "missing required key 'layout'");
+            None
+        }
+    };
+    r.finish(m);
+    Some(ImageSpec {
+        file: shown.to_string(),
+        root: root.to_path_buf(),
+        name: name?,
+        version: version?,
+        arch: arch?,
+        board: board?,
+        hardware_compatibility: hw?,
+        source_date_epoch: sde,
+        base: base?,
+        layers,
+        policies,
+        filesystem: filesystem?,
+        compression: compression?,
+        layout: layout?,
+    })
+}
+
+fn read_base(r: &mut Reader<'_>, root: &Path, v: &Value) -> Option<BaseSpec> {
+    let mut m = r.map("base", v, BASE_KEYS)?;
+    let kinds: Vec<String> =
+        ["tarball", "directory", "debian"].iter().filter(|k| m.has(k)).map(|k| k.to_string()).collect();
+    if kinds.len() != 1 {
+        let found = if kinds.is_empty() { "none".to_string() } else { kinds.join(" and ") };
+        r.error("base", format!("set exactly one of tarball, directory or debian (found {found})"));
+        // Mark all as read so they are not also reported as unknown.
+        for k in BASE_KEYS {
+            r.raw(&mut m, k);
+        }
+        r.finish(m);
+        return None;
+    }
+    let base = match kinds[0].as_str() {
+        "tarball" => {
+            let p: String = r.req(&mut m, "tarball")?;
+            let abs = root.join(&p);
+            match hash_file(&abs) {
+                Ok((sha256, size)) => {
+                    let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    let known = [".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.zst", ".tar.bz2"];
+                    if !known.iter().any(|s| name.ends_with(s)) {
+                        r.error("base.tarball", format!("'{p}' is not a .tar, .tar.gz, .tar.xz, .tar.zst or .tar.bz2"));
+                    }
+                    Some(BaseSpec::Tarball { path: display_path(root, &abs), abs, sha256, size })
+                }
+                Err(e) => {
+                    r.error("base.tarball", format!("cannot read '{}': {e}", abs.display()));
+                    None
+                }
+            }
+        }
+        "directory" => {
+            let p: String = r.req(&mut m, "directory")?;
+            let abs = root.join(&p);
+            let ownership = match r.opt::<String>(&mut m, "ownership").as_deref() {
+                None | Some("root") => DirOwnership::Root,
+                Some("preserve") => DirOwnership::Preserve,
+                Some(o) => {
+                    r.error("base.ownership", format!("unknown ownership '{o}' (expected root or preserve)"));
+                    DirOwnership::Root
+                }
+            };
+            if !abs.is_dir() {
+                r.error("base.directory", format!("'{}' is not a directory", abs.display()));
+                None
+            } else {
+                Some(BaseSpec::Directory { path: display_path(root, &abs), abs, ownership })
+            }
+        }
+        _ => {
+            let v = r.raw(&mut m, "debian")?;
+            read_debian(r, v)
+        }
+    };
+    if m.has("ownership") && !matches!(base, Some(BaseSpec::Directory { .. })) {
+        r.error("base.ownership", "ownership applies only to a directory base");
+    }
+    r.raw(&mut m, "ownership");
+    r.finish(m);
+    base
+}
+
+fn read_debian(r: &mut Reader<'_>, v: &Value) -> Option<BaseSpec> {
+    let mut m = r.map("base.debian", v, DEBIAN_KEYS)?;
+    let suite: Option<String> = r.req(&mut m, "suite");
+    if let Some(s) = &suite {
+        if s.is_empty() || !s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+            r.error("base.debian.suite", format!("'{s}' is not a Debian suite name"));
+        }
+    }
+    let variant: String = r.opt(&mut m, "variant").unwrap_or_else(|| "apt".to_string());
+    let variants = ["extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important", "standard"];
+    if !variants.contains(&variant.as_str()) {
+        r.error("base.debian.variant", format!("unknown mmdebstrap variant '{variant}'"));
+    }
+    let mut packages: Vec<String> = r.opt(&mut m, "packages").unwrap_or_default();
+    for (i, p) in packages.iter().enumerate() {
+        let ok = p.len() >= 2
+            && p.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+        if !ok {
+            r.error(&format!("base.debian.packages[{i}]"), format!("'{p}' is not a Debian package name"));
+        }
+    }
+    packages.sort();
+    packages.dedup();
+    let mirror: Option<String> = r.opt(&mut m, "mirror");
+    if let Some(u) = &mirror {
+        if !(u.starts_with("http://") || u.starts_with("https://") || u.starts_with("file:/")) || u.contains(' ') {
+            r.error("base.debian.mirror", "must be an http://, https:// or file:/ URL without spaces");
+        }
+    }
+    r.finish(m);
+    Some(BaseSpec::Debian { suite: suite?, variant, packages, mirror })
+}
+
+fn read_rootfs(r: &mut Reader<'_>, v: &Value) -> (Option<Filesystem>, Option<Compression>) {
+    let Some(mut m) = r.map("rootfs", v, ROOTFS_KEYS) else { return (None, None) };
+    let fs = match r.opt::<String>(&mut m, "filesystem").as_deref() {
+        None | Some("squashfs") => Some(Filesystem::Squashfs),
+        Some("ext4") => Some(Filesystem::Ext4),
+        Some(o) => {
+            r.error("rootfs.filesystem", format!("unknown filesystem '{o}' (expected squashfs or ext4)"));
+            None
+        }
+    };
+    let comp = match r.opt::<String>(&mut m, "compression").as_deref() {
+        None | Some("zstd") => Some(Compression::Zstd),
+        Some("xz") => Some(Compression::Xz),
+        Some("gzip") => Some(Compression::Gzip),
+        Some("lz4") => Some(Compression::Lz4),
+        Some(o) => {
+            r.error("rootfs.compression", format!("unknown compression '{o}' (expected zstd, xz, gzip or lz4)"));
+            None
+        }
+    };
+    if fs == Some(Filesystem::Ext4) && m.has("compression") {
+        r.error("rootfs.compression", "compression applies only to squashfs");
+    }
+    r.finish(m);
+    (fs, comp)
+}
+
+fn read_layout(r: &mut Reader<'_>, v: &Value) -> Option<LayoutSpec> {
+    let mut m = r.map("layout", v, LAYOUT_KEYS)?;
+    let size = |r: &mut Reader<'_>, m: &mut MapView<'_>, key: &str, default: Option<u64>| -> Option<u64> {
+        let path = join_key("layout", key);
+        let raw = match r.raw(m, key) {
+            Some(v) => v.clone(),
+            None => match default {
+                Some(d) => return Some(d),
+                None => {
+                    r.error(&path, format!("missing required key '{key}'"));
+                    return None;
+                }
+            },
+        };
+        let text = match &raw {
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => s.clone(),
+            other => {
+                r.error(&path, format!("expected a size such as 64MiB, found {}", crate::yaml::describe(other)));
+                return None;
+            }
+        };
+        match parse_size(&text) {
+            Some(0) => {
+                r.error(&path, "size must not be zero");
+                None
+            }
+            Some(n) => Some(n),
+            None => {
+                r.error(&path, format!("'{text}' is not a size (use bytes or KiB, MiB, GiB, TiB)"));
+                None
+            }
+        }
+    };
+    let alignment = size(r, &mut m, "alignment", Some(1 << 20));
+    let esp = size(r, &mut m, "esp", None);
+    let slot = size(r, &mut m, "slot", None);
+    let data = size(r, &mut m, "data", None);
+    let fill_slot_b: bool = r.opt(&mut m, "fill-slot-b").unwrap_or(true);
+    if let Some(a) = alignment {
+        if !a.is_power_of_two() || a < 4096 {
+            r.error("layout.alignment", format!("{a} must be a power of two of at least 4096 bytes"));
+        }
+    }
+    if let Some(e) = esp {
+        // FAT16 needs at least 4085 clusters; below ~8 MiB the ESP cannot
+        // hold a kernel anyway.
+        if e < 8 << 20 {
+            r.error("layout.esp", format!("{} is too small for a boot partition (minimum 8MiB)", human(e)));
+        }
+    }
+    if let Some(d) = data {
+        if d < 8 << 20 {
+            r.error("layout.data", format!("{} is too small for an ext4 data partition (minimum 8MiB)", human(d)));
+        }
+    }
+    if let Some(s) = slot {
+        if s < 4 << 20 {
+            r.error("layout.slot", format!("{} is too small for a rootfs slot (minimum 4MiB)", human(s)));
+        }
+    }
+    r.finish(m);
+    Some(LayoutSpec { alignment: alignment?, esp: esp?, slot: slot?, data: data?, fill_slot_b })
+}
+
+/// Parses `4096`, `64KiB`, `64MiB`, `1GiB`, `1TiB` (also `K`, `M`, `G`, `T`
+/// with the same binary meaning, as `truncate` reads them).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Formats a byte count the way sizes are written in image files.
+pub fn human(n: u64) -> String {
+    for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if n >= 1 << shift && n % (1 << shift) == 0 {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    if n >= 1 << 20 {
+        return format!("{:.1}MiB ({n} bytes)", n as f64 / (1u64 << 20) as f64);
+    }
+    format!("{n} bytes")
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn valid_version(v: &str) -> bool {
+    let (core, suffix) = v.split_once('-').unwrap_or((v, ""));
+    let parts: Vec<&str> = core.split('.').collect();
+    (1..=4).contains(&parts.len())
+        && parts.iter().all(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()))
+        && suffix.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        && (suffix.is_empty() == !v.contains('-'))
+}
+
+fn valid_dir_name(n: &str) -> bool {
+    !n.is_empty() && n != "." && n != ".." && n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+/// sha256 and size of a file, streamed.
+pub fn hash_file(p: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = fs::File::open(p)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((hex::encode(h.finalize()), n))
+}
+
+fn load_layers(image: &ImageSpec, image_doc: &Doc, diags: &mut Diagnostics) -> Vec<LayerSpec> {
+    let mut layers = Vec::new();
+    for (i, name) in image.layers.iter().enumerate() {
+        let dir = image.root.join("layers").join(name);
+        let conf = dir.join("conf/layer.yaml");
+        if !conf.is_file() {
+            diags.push(image_doc.diag(&format!("layers[{i}]"), format!("no layer at layers/{name} (missing conf/layer.yaml)")));
+            continue;
+        }
+        match load_layer(&image.root, name, &dir, &conf) {
+            Ok(l) => layers.push(l),
+            Err(d) => diags.extend(d),
+        }
+    }
+    check_layer_set(image, image_doc, &layers, diags);
+    // Application order: ascending priority; a stable sort keeps the listed
+    // order between equal priorities (which cannot write the same path).
+    layers.sort_by_key(|l| l.priority);
+    layers
+}
+
+/// Loads one layer: its `conf/layer.yaml` and its `files/` tree.
+pub fn load_layer(root: &Path, name: &str, dir: &Path, conf: &Path) -> Result<LayerSpec, Diagnostics> {
+    let shown = display_path(root, conf);
+    let text = read_text(conf, &shown)?;
+    let doc = Doc::parse(Path::new(&shown), &text)?;
+    let mut r = Reader::new(&doc);
+    let layer = read_layer(&mut r, root, name, dir);
+    r.diags.into_result(())?;
+    let mut layer = layer.ok_or_else(Diagnostics::default)?;
+    layer.conf = std::sync::Arc::new(doc);
+    Ok(layer)
+}
+
+fn read_layer(r: &mut Reader<'_>, root: &Path, name: &str, dir: &Path) -> Option<LayerSpec> {
+    let doc = r.doc;
+    let mut m = r.map("", &doc.value, LAYER_KEYS)?;
+    let collection: Option<String> = r.req(&mut m, "collection");
+    if let Some(c) = &collection {
+        if !valid_dir_name(c) {
+            r.error("collection", format!("'{c}' is not a collection name (A-Z, a-z, 0-9, '.', '_', '-')"));
+        }
+    }
+    let priority: Option<i64> = r.req(&mut m, "priority");
+    let version: Option<u32> = r.opt(&mut m, "version");
+    let depends_raw: Vec<String> = r.opt(&mut m, "depends").unwrap_or_default();
+    let mut depends = Vec::new();
+    for (i, d) in depends_raw.iter().enumerate() {
+        // Yocto's LAYERDEPENDS syntax: "name" or "name:version".
+        let (n, v) = match d.split_once(':') {
+            Some((n, v)) => match v.parse::<u32>() {
+                Ok(v) => (n, Some(v)),
+                Err(_) => {
+                    r.error(&format!("depends[{i}]"), format!("'{d}': the version after ':' must be a number"));
+                    continue;
+                }
+            },
+            None => (d.as_str(), None),
+        };
+        depends.push((n.to_string(), v));
+    }
+    let series_compat: Vec<String> = r.req(&mut m, "series-compat").unwrap_or_default();
+    if m.has("series-compat") && !series_compat.iter().any(|s| s == SERIES) {
+        r.error(
+            "series-compat",
+            format!("layer is compatible with series [{}], but this slotsmith is series '{SERIES}'", series_compat.join(", ")),
+        );
+    }
+    let _: Option<String> = r.opt(&mut m, "description");
+    // Declared entries: attributes for files in files/, or nodes git cannot hold.
+    let mut declared: BTreeMap<String, (String, &Value)> = BTreeMap::new();
+    if let Some(v) = r.raw(&mut m, "files") {
+        if let Some(fm) = r.map("files", v, &[]) {
+            for k in fm.keys() {
+                let key = join_key("files", &k);
+                match RelPath::parse(&k) {
+                    Ok(p) if !p.as_str().is_empty() && k.starts_with('/') => {
+                        let v = v.as_mapping().and_then(|mm| mm.get(k.as_str())).unwrap_or(&Value::Null);
+                        declared.insert(p.as_str().to_string(), (key, v));
+                    }
+                    Ok(_) => r.error(&key, "paths must be absolute, such as /etc/motd"),
+                    Err(e) => r.error(&key, format!("{e:#}")),
+                }
+            }
+        }
+    }
+    let mut remove = Vec::new();
+    let remove_raw: Vec<String> = r.opt(&mut m, "remove").unwrap_or_default();
+    for (i, p) in remove_raw.iter().enumerate() {
+        match RelPath::parse(p) {
+            Ok(rp) if p.starts_with('/') && !rp.as_str().is_empty() => remove.push(format!("/{}", rp.as_str())),
+            Ok(_) => r.error(&format!("remove[{i}]"), "paths must be absolute and not the root"),
+            Err(e) => r.error(&format!("remove[{i}]"), format!("{e:#}")),
+        }
+    }
+    remove.sort();
+    remove.dedup();
+    r.finish(m);
+
+    let entries = read_layer_tree(r, root, dir, declared);
+    Some(LayerSpec {
+        name: name.to_string(),
+        dir: display_path(root, dir),
+        collection: collection?,
+        priority: priority?,
+        version,
+        depends,
+        series_compat,
+        entries,
+        remove,
+        conf: std::sync::Arc::new(Doc::empty()),
+    })
+}
+
+/// Walks `files/` without following symlinks and merges the declared
+/// attributes. Git keeps only the executable bit, so every file is 0644 or
+/// 0755 and owned by root unless `conf/layer.yaml` says otherwise.
+fn read_layer_tree(
+    r: &mut Reader<'_>,
+    root: &Path,
+    dir: &Path,
+    mut declared: BTreeMap<String, (String, &Value)>,
+) -> Vec<LayerEntry> {
+    let files = dir.join("files");
+    let mut entries = Vec::new();
+    if files.is_dir() {
+        for e in walkdir::WalkDir::new(&files).follow_links(false).sort_by_file_name().min_depth(1) {
+            let e = match e {
+                Ok(e) => e,
+                Err(err) => {
+                    r.error("", format!("cannot walk {}: {err}", files.display()));
+                    continue;
+                }
+            };
+            let rel = e.path().strip_prefix(&files).unwrap_or(e.path());
+            let rel_s = rel.to_string_lossy();
+            let path = match RelPath::parse(&rel_s) {
+                Ok(p) => p,
+                Err(err) => {
+                    r.error("", format!("layer file {}: {err:#}", e.path().display()));
+                    continue;
+                }
+            };
+            let shown = display_path(root, e.path());
+            let md = match e.path().symlink_metadata() {
+                Ok(md) => md,
+                Err(err) => {
+                    r.error("", format!("cannot stat {shown}: {err}"));
+                    continue;
+                }
+            };
+            let ft = md.file_type();
+            let (kind, mode) = if ft.is_symlink() {
+                match fs::read_link(e.path()) {
+                    Ok(t) => (LayerEntryKind::Symlink { target: t.to_string_lossy().into_owned() }, 0o777),
+                    Err(err) => {
+                        r.error("", format!("cannot read link {shown}: {err}"));
+                        continue;
+                    }
+                }
+            } else if ft.is_dir() {
+                (LayerEntryKind::Directory, 0o755)
+            } else if ft.is_file() {
+                match hash_file(e.path()) {
+                    Ok((sha256, size)) => {
+                        let mode = if md.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+                        (LayerEntryKind::File { source: shown.clone(), sha256, size }, mode)
+                    }
+                    Err(err) => {
+                        r.error("", format!("cannot read {shown}: {err}"));
+                        continue;
+                    }
+                }
+            } else {
+                r.error("", format!("{shown}: only files, directories and symlinks belong in files/; declare devices and fifos in conf/layer.yaml"));
+                continue;
+            };
+            let mut entry = LayerEntry { path: format!("/{}", path.as_str()), kind, mode, uid: 0, gid: 0, xattrs: BTreeMap::new() };
+            if let Some((key, v)) = declared.remove(path.as_str()) {
+                apply_declared(r, &key, v, &mut entry, true);
+            }
+            entries.push(entry);
+        }
+    }
+    // Declared entries with no file in files/: they must say what they are.
+    for (path, (key, v)) in declared {
+        let mut entry = LayerEntry {
+            path: format!("/{path}"),
+            kind: LayerEntryKind::Directory,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            xattrs: BTreeMap::new(),
+        };
+        if apply_declared(r, &key, v, &mut entry, false) {
+            entries.push(entry);
+        }
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    entries
+}
+
+/// Applies a `files:` entry. `exists` tells whether files/ holds the path.
+fn apply_declared(r: &mut Reader<'_>, key: &str, v: &Value, entry: &mut LayerEntry, exists: bool) -> bool {
+    let Some(mut m) = r.map(key, v, ENTRY_KEYS) else { return false };
+    let ty: Option<String> = r.opt(&mut m, "type");
+    let major: Option<u32> = r.opt(&mut m, "major");
+    let minor: Option<u32> = r.opt(&mut m, "minor");
+    let target: Option<String> = r.opt(&mut m, "target");
+    let mut ok = true;
+    match (exists, ty.as_deref()) {
+        (true, Some(_)) => {
+            r.error(&join_key(key, "type"), "the path exists in files/, so its type comes from there");
+            ok = false;
+        }
+        (true, None) => {}
+        (false, None) => {
+            r.error(key, "no such path in files/; add the file or give a 'type' (directory, symlink, char, block, fifo)");
+            ok = false;
+        }
+        (false, Some(t)) => {
+            entry.kind = match t {
+                "directory" => LayerEntryKind::Directory,
+                "fifo" => LayerEntryKind::Fifo,
+                "symlink" => match &target {
+                    Some(t) if !t.is_empty() => LayerEntryKind::Symlink { target: t.clone() },
+                    _ => {
+                        r.error(key, "a symlink needs a 'target'");
+                        ok = false;
+                        LayerEntryKind::Fifo
+                    }
+                },
+                "char" | "block" => match (major, minor) {
+                    (Some(major), Some(minor)) if t == "char" => LayerEntryKind::Char { major, minor },
+                    (Some(major), Some(minor)) => LayerEntryKind::Block { major, minor },
+                    _ => {
+                        r.error(key, "a device needs 'major' and 'minor'");
+                        ok = false;
+                        LayerEntryKind::Fifo
+                    }
+                },
+                other => {
+                    r.error(&join_key(key, "type"), format!("unknown type '{other}' (expected directory, symlink, char, block or fifo)"));
+                    ok = false;
+                    LayerEntryKind::Fifo
+                }
+            };
+            entry.mode = match entry.kind {
+                LayerEntryKind::Symlink { .. } => 0o777,
+                LayerEntryKind::Directory => 0o755,
+                _ => 0o644,
+            };
+        }
+    }
+    if target.is_some() && !matches!(entry.kind, LayerEntryKind::Symlink { .. }) {
+        r.error(&join_key(key, "target"), "only a symlink has a target");
+    }
+    if (major.is_some() || minor.is_some()) && !matches!(entry.kind, LayerEntryKind::Char { .. } | LayerEntryKind::Block { .. }) {
+        r.error(key, "only a device has major and minor numbers");
+    }
+    if let Some(raw) = r.raw(&mut m, "mode") {
+        let mk = join_key(key, "mode");
+        match raw {
+            Value::String(s) if s.len() >= 3 && s.len() <= 4 && s.chars().all(|c| ('0'..='7').contains(&c)) => {
+                entry.mode = u32::from_str_radix(s, 8).unwrap_or(0);
+            }
+            Value::Number(_) => r.error(&mk, "write modes as quoted octal strings, such as \"0644\" (YAML reads 0644 as a number)"),
+            _ => r.error(&mk, "must be an octal string such as \"0644\" or \"4755\""),
+        }
+    }
+    if let Some(uid) = r.opt::<u32>(&mut m, "owner") {
+        entry.uid = uid;
+    }
+    if let Some(gid) = r.opt::<u32>(&mut m, "group") {
+        entry.gid = gid;
+    }
+    if let Some(x) = r.opt::<BTreeMap<String, String>>(&mut m, "xattrs") {
+        for (name, value) in x {
+            let xk = join_key(&join_key(key, "xattrs"), &name);
+            let known = ["security.", "user.", "trusted."];
+            if !known.iter().any(|p| name.starts_with(p)) || name.len() > 255 {
+                r.error(&xk, "xattr names start with security., user. or trusted.");
+                continue;
+            }
+            match value.strip_prefix("0x").map(hex::decode) {
+                Some(Ok(bytes)) => {
+                    entry.xattrs.insert(name, hex::encode(bytes));
+                }
+                _ => r.error(&xk, "xattr values are hex strings with a 0x prefix, such as 0x0100000200200000"),
+            }
+        }
+    }
+    r.finish(m);
+    ok
+}
+
+fn check_layer_set(image: &ImageSpec, doc: &Doc, layers: &[LayerSpec], diags: &mut Diagnostics) {
+    let by_collection: BTreeMap<&str, &LayerSpec> = layers.iter().map(|l| (l.collection.as_str(), l)).collect();
+    for l in layers {
+        for (dep, ver) in &l.depends {
+            match by_collection.get(dep.as_str()) {
+                None => diags.push(l.conf.diag(
+                    "depends",
+                    format!("layer {} depends on collection '{dep}', which no layer of image {} provides", l.name, image.name),
+                )),
+                Some(d) => {
+                    if let Some(want) = ver {
+                        if d.version != Some(*want) {
+                            diags.push(l.conf.diag(
+                                "depends",
+                                format!(
+                                    "layer {} needs collection '{dep}' version {want}, but {} has version {}",
+                                    l.name,
+                                    d.name,
+                                    d.version.map_or("none".to_string(), |v| v.to_string())
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut collections: BTreeMap<&str, &str> = BTreeMap::new();
+    for l in layers {
+        if let Some(other) = collections.insert(&l.collection, &l.name) {
+            let i = image.layers.iter().position(|n| n == &l.name).unwrap_or(0);
+            diags.push(doc.diag(&format!("layers[{i}]"), format!("layers {other} and {} both provide collection '{}'", l.name, l.collection)));
+        }
+    }
+    // Equal priorities cannot settle who owns a path, so writing (or
+    // removing) the same path from two such layers is an error, as in Yocto.
+    let mut writers: BTreeMap<(i64, &str), &str> = BTreeMap::new();
+    for l in layers {
+        let paths = l.entries.iter().filter(|e| e.kind != LayerEntryKind::Directory).map(|e| e.path.as_str());
+        for p in paths.chain(l.remove.iter().map(String::as_str)) {
+            if let Some(other) = writers.insert((l.priority, p), &l.name) {
+                if other != l.name {
+                    diags.push(l.conf.diag(
+                        "priority",
+                        format!(
+                            "layers {other} and {} both write {p} with the same priority {}; give one a higher priority",
+                            l.name, l.priority
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("1 GiB"), Some(1 << 30));
+        assert_eq!(parse_size("1GB"), None);
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size("99999999999999999999TiB"), None);
+        assert_eq!(human(64 << 20), "64MiB");
+    }
+
+    #[test]
+    fn versions() {
+        for ok in ["1", "1.0.0", "1.2.3.4", "2.0.0-rc1"] {
+            assert!(valid_version(ok), "{ok}");
+        }
+        for bad in ["", "v1", "1..2", "1.2.3.4.5", "1.0-", "1.0 beta", "123456.1"] {
+            assert!(!valid_version(bad), "{bad}");
+        }
+    }
+}

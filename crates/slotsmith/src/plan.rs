@@ -1,0 +1,460 @@
+//! The plan stage: a pure, deterministic function from the loaded inputs to
+//! everything the build will do, as one serialisable value.
+//!
+//! **Architecture invariant:** this module reads no files, runs no tools and
+//! asks no clock. Every byte offset, partition UUID, volume id, hash seed and
+//! output name is decided here, derived from the image's name, version and
+//! the inputs' hashes, never random. `cargo xtask plan` prints the plan and
+//! `insta` snapshots it for every `images/*.yaml`; `build.json` records its
+//! sha256, so two builds with the same plan hash had the same inputs.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::spec::*;
+
+/// Bump when the plan's meaning changes.
+pub const PLAN_SCHEMA: u32 = 1;
+/// Logical sector size of the disk image.
+pub const SECTOR: u64 = 512;
+/// dm-verity data and hash block size (cryptsetup's default).
+pub const VERITY_BLOCK: u64 = 4096;
+/// squashfs block size.
+pub const SQUASHFS_BLOCK: u64 = 128 << 10;
+
+/// Discoverable Partitions Specification type GUIDs.
+pub mod guid {
+    /// EFI System Partition.
+    pub const ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+    /// Generic Linux data.
+    pub const LINUX_DATA: &str = "0fc63daf-8483-4772-8e79-3d69d8477de4";
+    /// Root, x86-64.
+    pub const ROOT_X86_64: &str = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709";
+    /// Root verity, x86-64.
+    pub const ROOT_VERITY_X86_64: &str = "2c7357ed-ebd2-46d9-aec1-23d437ec2bf5";
+    /// Root, arm64.
+    pub const ROOT_ARM64: &str = "b921b045-1df0-41c3-af44-4c6f280d3fae";
+    /// Root verity, arm64.
+    pub const ROOT_VERITY_ARM64: &str = "df3300ce-d69f-4c92-978c-9bfb0f38d820";
+}
+
+/// GPT attribute bit 60: read-only (DPS: set on root and verity partitions).
+pub const ATTR_READ_ONLY: u64 = 1 << 60;
+
+/// The whole build, decided in advance.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// [`PLAN_SCHEMA`].
+    pub schema: u32,
+    /// The image's identity.
+    pub image: PlanImage,
+    /// Clamp for every timestamp written.
+    pub source_date_epoch: u64,
+    /// The base rootfs.
+    pub base: PlanBase,
+    /// Layers in application order.
+    pub layers: Vec<PlanLayer>,
+    /// The slot filesystem.
+    pub rootfs: PlanRootfs,
+    /// The disk layout.
+    pub disk: PlanDisk,
+    /// The boot partition's filesystem.
+    pub esp: PlanEsp,
+    /// The data partition's filesystem.
+    pub data: PlanData,
+    /// Output file names inside `out/<name>/`.
+    pub outputs: PlanOutputs,
+}
+
+/// The image's identity.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanImage {
+    /// The image file, relative to the project root.
+    pub file: String,
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Architecture.
+    pub arch: Arch,
+    /// Board name.
+    pub board: String,
+    /// Accepted hardware revisions.
+    pub hardware_compatibility: Vec<String>,
+}
+
+/// The base and, for Debian, the key of its cached tarball.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanBase {
+    /// What the image file said, with input hashes.
+    #[serde(flatten)]
+    pub spec: BaseSpec,
+    /// For a Debian base: the cache key (sha256 of every mmdebstrap input).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_key: Option<String>,
+    /// For a Debian base: the architecture passed to mmdebstrap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub debian_arch: Option<String>,
+}
+
+/// One layer's operations.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanLayer {
+    /// Directory name.
+    pub name: String,
+    /// Collection.
+    pub collection: String,
+    /// Priority.
+    pub priority: i64,
+    /// Removals, applied before the layer's entries.
+    pub remove: Vec<String>,
+    /// Entries put into the rootfs.
+    pub entries: Vec<LayerEntry>,
+}
+
+/// The slot filesystem.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanRootfs {
+    /// squashfs or ext4.
+    pub filesystem: Filesystem,
+    /// squashfs compressor (`None` for ext4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+    /// squashfs block size (`None` for ext4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<u64>,
+    /// The largest image that fits a slot.
+    pub max_size: u64,
+    /// ext4 only: filesystem UUID, also used as the directory hash seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ext4_uuid: Option<Uuid>,
+}
+
+/// What a partition holds in the golden image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Content {
+    /// The FAT boot partition.
+    Esp,
+    /// The rootfs image.
+    Rootfs,
+    /// Reserved for the slot's dm-verity hash tree.
+    VerityReserved,
+    /// Left zeroed (an empty slot B).
+    Empty,
+    /// The ext4 data filesystem.
+    Data,
+}
+
+/// One GPT entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanPartition {
+    /// 1-based GPT entry number.
+    pub number: u32,
+    /// GPT partition name.
+    pub name: String,
+    /// Type GUID.
+    pub type_guid: Uuid,
+    /// Partition GUID.
+    pub uuid: Uuid,
+    /// First sector.
+    pub first_lba: u64,
+    /// Last sector (inclusive).
+    pub last_lba: u64,
+    /// Byte offset.
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// GPT attribute bits.
+    pub attributes: u64,
+    /// What the golden image puts there.
+    pub content: Content,
+}
+
+/// The disk.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanDisk {
+    /// Logical sector size.
+    pub sector_size: u64,
+    /// Total size in bytes.
+    pub size: u64,
+    /// Disk GUID.
+    pub guid: Uuid,
+    /// Partition alignment.
+    pub alignment: u64,
+    /// Partitions in GPT entry order.
+    pub partitions: Vec<PlanPartition>,
+}
+
+/// A file on the boot partition.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanEspFile {
+    /// Path on the FAT filesystem.
+    pub path: String,
+    /// Contents.
+    pub text: String,
+}
+
+/// The FAT boot filesystem.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanEsp {
+    /// Volume label.
+    pub label: String,
+    /// Volume serial number.
+    pub volume_id: u32,
+    /// Files written.
+    pub files: Vec<PlanEspFile>,
+}
+
+/// The ext4 data filesystem.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanData {
+    /// Filesystem label.
+    pub label: String,
+    /// Filesystem UUID, also the directory hash seed.
+    pub uuid: Uuid,
+}
+
+/// Output names inside `out/<name>/`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanOutputs {
+    /// The directory, relative to the output root.
+    pub dir: String,
+    /// The golden disk image.
+    pub image: String,
+    /// Its block map.
+    pub bmap: String,
+    /// The rootfs image.
+    pub rootfs: String,
+    /// Checksums of every other output.
+    pub sums: String,
+    /// The build record.
+    pub build_json: String,
+}
+
+impl Plan {
+    /// sha256 of the plan's canonical JSON.
+    pub fn hash(&self) -> String {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    /// The partition with `name`.
+    pub fn partition(&self, name: &str) -> Option<&PlanPartition> {
+        self.disk.partitions.iter().find(|p| p.name == name)
+    }
+}
+
+/// A UUID derived from the image identity and a purpose string: the first
+/// 128 bits of sha256 over length-prefixed parts, marked as an RFC 9562
+/// version 8 (custom) UUID. Deterministic across builds, distinct between
+/// images, versions and partitions.
+pub fn derive_uuid(parts: &[&str]) -> Uuid {
+    let mut h = Sha256::new();
+    h.update(b"slotsmith uuid v1");
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    uuid::Builder::from_custom_bytes(b).into_uuid()
+}
+
+/// Size of a dm-verity hash area (superblock block plus every tree level)
+/// for `data` bytes, in format 1 with 4 KiB blocks and sha256.
+pub fn verity_hash_size(data: u64) -> u64 {
+    let per_block = VERITY_BLOCK / 32;
+    let mut blocks = data.div_ceil(VERITY_BLOCK);
+    let mut total = 0;
+    while blocks > 1 {
+        blocks = blocks.div_ceil(per_block);
+        total += blocks;
+    }
+    VERITY_BLOCK + total * VERITY_BLOCK
+}
+
+fn align_up(n: u64, a: u64) -> Option<u64> {
+    n.checked_add(a - 1).map(|x| x / a * a)
+}
+
+/// Plans a build. `env_epoch` is `SOURCE_DATE_EPOCH` from the environment,
+/// which wins over the image file's `source-date-epoch`.
+pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics> {
+    let img = &loaded.image;
+    let mut diags = Diagnostics::default();
+    let diag = |key: &str, message: String| Diagnostic {
+        file: img.file.clone().into(),
+        line: 0,
+        col: 0,
+        key: key.to_string(),
+        message,
+    };
+    let Some(sde) = env_epoch.or(img.source_date_epoch) else {
+        diags.push(diag(
+            "source-date-epoch",
+            "no SOURCE_DATE_EPOCH: set it in the environment (e.g. to the last commit time) or set source-date-epoch in the image".into(),
+        ));
+        return Err(diags);
+    };
+    let ident = |purpose: &str| derive_uuid(&[&img.name, &img.version, purpose]);
+
+    let l = &img.layout;
+    let a = l.alignment;
+    let (root_type, verity_type) = match img.arch {
+        Arch::X86_64 => (guid::ROOT_X86_64, guid::ROOT_VERITY_X86_64),
+        Arch::Arm64 => (guid::ROOT_ARM64, guid::ROOT_VERITY_ARM64),
+    };
+    let slot = align_up(l.slot, a);
+    let esp = align_up(l.esp, a);
+    let data = align_up(l.data, a);
+    let verity = slot.and_then(|s| align_up(verity_hash_size(s), a));
+    let (Some(slot), Some(esp), Some(data), Some(verity)) = (slot, esp, data, verity) else {
+        diags.push(diag("layout", "sizes overflow".into()));
+        return Err(diags);
+    };
+    let b_content = if l.fill_slot_b { Content::Rootfs } else { Content::Empty };
+    let parts: [(&str, &str, u64, u64, Content); 6] = [
+        ("esp", guid::ESP, esp, 0, Content::Esp),
+        ("root-a", root_type, slot, ATTR_READ_ONLY, Content::Rootfs),
+        ("root-a-verity", verity_type, verity, ATTR_READ_ONLY, Content::VerityReserved),
+        ("root-b", root_type, slot, ATTR_READ_ONLY, b_content),
+        ("root-b-verity", verity_type, verity, ATTR_READ_ONLY, Content::VerityReserved),
+        ("data", guid::LINUX_DATA, data, 0, Content::Data),
+    ];
+    // The first partition starts at the first aligned offset after the
+    // primary GPT (LBA 34); each next one at the next aligned offset.
+    let mut offset = align_up(34 * SECTOR, a).unwrap_or(a);
+    let mut partitions = Vec::new();
+    for (i, (name, ty, size, attributes, content)) in parts.into_iter().enumerate() {
+        partitions.push(PlanPartition {
+            number: i as u32 + 1,
+            name: name.to_string(),
+            type_guid: ty.parse().expect("constant GUIDs parse"),
+            uuid: ident(&format!("partition {name}")),
+            first_lba: offset / SECTOR,
+            last_lba: (offset + size) / SECTOR - 1,
+            offset,
+            size,
+            attributes,
+            content,
+        });
+        offset += size;
+    }
+    // Room for the backup GPT (33 sectors), rounded to the alignment.
+    let Some(disk_size) = align_up(offset + 33 * SECTOR, a) else {
+        diags.push(diag("layout", "sizes overflow".into()));
+        return Err(diags);
+    };
+
+    let (cache_key, debian_arch) = match &img.base {
+        BaseSpec::Debian { suite, variant, packages, mirror } => {
+            let key = serde_json::json!({
+                "tool": "mmdebstrap",
+                "suite": suite,
+                "variant": variant,
+                "packages": packages,
+                "mirror": mirror,
+                "arch": img.arch.debian(),
+                "source_date_epoch": sde,
+            });
+            (Some(hex::encode(Sha256::digest(key.to_string()))), Some(img.arch.debian().to_string()))
+        }
+        _ => (None, None),
+    };
+
+    let layers = loaded
+        .layers
+        .iter()
+        .map(|l| PlanLayer {
+            name: l.name.clone(),
+            collection: l.collection.clone(),
+            priority: l.priority,
+            remove: l.remove.clone(),
+            entries: l.entries.clone(),
+        })
+        .collect();
+
+    let rootfs_name = match img.filesystem {
+        Filesystem::Squashfs => "rootfs.squashfs",
+        Filesystem::Ext4 => "rootfs.ext4",
+    };
+    let release = format!(
+        "NAME={}\nVERSION={}\nBOARD={}\nHARDWARE_COMPATIBILITY={}\n",
+        img.name,
+        img.version,
+        img.board,
+        img.hardware_compatibility.join(" ")
+    );
+    let volume_id = {
+        let d = Sha256::digest(format!("{}\0{}\0esp volume id", img.name, img.version));
+        u32::from_le_bytes([d[0], d[1], d[2], d[3]])
+    };
+
+    let plan = Plan {
+        schema: PLAN_SCHEMA,
+        image: PlanImage {
+            file: img.file.clone(),
+            name: img.name.clone(),
+            version: img.version.clone(),
+            arch: img.arch,
+            board: img.board.clone(),
+            hardware_compatibility: img.hardware_compatibility.clone(),
+        },
+        source_date_epoch: sde,
+        base: PlanBase { spec: img.base.clone(), cache_key, debian_arch },
+        layers,
+        rootfs: PlanRootfs {
+            filesystem: img.filesystem,
+            compression: (img.filesystem == Filesystem::Squashfs).then_some(img.compression),
+            block_size: (img.filesystem == Filesystem::Squashfs).then_some(SQUASHFS_BLOCK),
+            max_size: slot,
+            ext4_uuid: (img.filesystem == Filesystem::Ext4).then(|| ident("rootfs ext4")),
+        },
+        disk: PlanDisk { sector_size: SECTOR, size: disk_size, guid: ident("disk"), alignment: a, partitions },
+        esp: PlanEsp {
+            label: "ESP".into(),
+            volume_id,
+            files: vec![PlanEspFile { path: "slotsmith/release".into(), text: release }],
+        },
+        data: PlanData { label: "data".into(), uuid: ident("data ext4") },
+        outputs: PlanOutputs {
+            dir: img.name.clone(),
+            image: format!("{}.img", img.name),
+            bmap: format!("{}.img.bmap", img.name),
+            rootfs: rootfs_name.into(),
+            sums: "SHA256SUMS".into(),
+            build_json: "build.json".into(),
+        },
+    };
+    diags.into_result(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verity_sizes_match_veritysetup() {
+        // 64 MiB: 16384 data blocks, 128 leaf blocks + 1 top block, plus the
+        // superblock block: 532480 bytes, as veritysetup writes it.
+        assert_eq!(verity_hash_size(64 << 20), 532480);
+        // A single data block has no tree levels at all.
+        assert_eq!(verity_hash_size(4096), 4096);
+        // 16385 blocks: 129 leaves, 2 + 1 upper blocks: 132 hash blocks.
+        assert_eq!(verity_hash_size(16385 * 4096), 4096 + 132 * 4096);
+    }
+
+    #[test]
+    fn derived_uuids_are_stable_and_distinct() {
+        let a = derive_uuid(&["demo", "1.0.0", "disk"]);
+        assert_eq!(a, derive_uuid(&["demo", "1.0.0", "disk"]));
+        assert_ne!(a, derive_uuid(&["demo", "1.0.1", "disk"]));
+        // Length prefixes keep ("ab","c") and ("a","bc") apart.
+        assert_ne!(derive_uuid(&["ab", "c"]), derive_uuid(&["a", "bc"]));
+        assert_eq!(a.get_version_num(), 8);
+    }
+}

@@ -1,0 +1,272 @@
+//! The loaded, validated input: what `images/*.yaml` and each layer's
+//! `conf/layer.yaml` say, after every check that needs only the inputs.
+//!
+//! These types are what ripgrep calls "low args": they mirror the files and
+//! hold only validated values. [`crate::plan`] turns them into the plan.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// The layer series this version of slotsmith implements. A layer declares
+/// the series it works with in `series-compat`, as Yocto layers list release
+/// codenames in `LAYERSERIES_COMPAT`.
+pub const SERIES: &str = "anvil";
+
+/// Target architecture; it selects the Discoverable Partitions Specification
+/// type GUIDs and Debian's architecture name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    /// x86-64 (`amd64` in Debian).
+    X86_64,
+    /// 64-bit ARM (`arm64` in Debian).
+    Arm64,
+}
+
+impl Arch {
+    /// Parses the image file's spelling.
+    pub fn parse(s: &str) -> Option<Arch> {
+        match s {
+            "x86-64" => Some(Arch::X86_64),
+            "arm64" => Some(Arch::Arm64),
+            _ => None,
+        }
+    }
+
+    /// Debian's name for the architecture.
+    pub fn debian(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+}
+
+/// The root filesystem type written into each slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Filesystem {
+    /// Read-only, compressed; the default.
+    Squashfs,
+    /// ext4, filling the slot.
+    Ext4,
+}
+
+/// The squashfs block compressor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    /// zstd: fast to build and to read; the default.
+    Zstd,
+    /// xz: smallest, slowest.
+    Xz,
+    /// gzip: the most widely supported.
+    Gzip,
+    /// lz4: fastest to read.
+    Lz4,
+}
+
+impl Compression {
+    /// The name `tar2sqfs` and `mksquashfs` use.
+    pub fn tool_name(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::Xz => "xz",
+            Compression::Gzip => "gzip",
+            Compression::Lz4 => "lz4",
+        }
+    }
+}
+
+/// Who owns the entries of a directory base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DirOwnership {
+    /// Every entry belongs to root: the directory was made by an
+    /// unprivileged build (for example Yocto's IMAGE_ROOTFS outside pseudo).
+    Root,
+    /// Owners are taken from the directory as they are.
+    Preserve,
+}
+
+/// Where the base rootfs comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum BaseSpec {
+    /// A tarball such as a Yocto `*.rootfs.tar.zst` or mmdebstrap output.
+    Tarball {
+        /// The path as shown to users (relative to the project root when inside it).
+        path: String,
+        /// Absolute path, not serialised (it differs between checkouts).
+        #[serde(skip)]
+        abs: PathBuf,
+        /// sha256 of the file, so the plan changes when the tarball does.
+        sha256: String,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// A directory such as Yocto's IMAGE_ROOTFS.
+    Directory {
+        /// The path as shown to users.
+        path: String,
+        /// Absolute path.
+        #[serde(skip)]
+        abs: PathBuf,
+        /// Who owns the entries.
+        ownership: DirOwnership,
+    },
+    /// Debian built with mmdebstrap from the host's apt sources.
+    Debian {
+        /// The suite, such as `bookworm`.
+        suite: String,
+        /// mmdebstrap's `--variant`.
+        variant: String,
+        /// Extra packages, sorted and without duplicates.
+        packages: Vec<String>,
+        /// A mirror URL; `None` means the host's apt sources.
+        mirror: Option<String>,
+    },
+}
+
+/// Partition sizes and alignment, in bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LayoutSpec {
+    /// Partition start and size alignment.
+    pub alignment: u64,
+    /// The boot/ESP partition.
+    pub esp: u64,
+    /// Each rootfs slot.
+    pub slot: u64,
+    /// The data partition.
+    pub data: u64,
+    /// Whether the golden image also writes the rootfs into slot B.
+    pub fill_slot_b: bool,
+}
+
+/// A validated `images/<name>.yaml`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageSpec {
+    /// The image file, relative to the project root.
+    pub file: String,
+    /// Absolute project root (the image directory's parent).
+    #[serde(skip)]
+    pub root: PathBuf,
+    /// Image name: also the output directory name.
+    pub name: String,
+    /// Image version.
+    pub version: String,
+    /// Target architecture.
+    pub arch: Arch,
+    /// Board name, the first half of SWUpdate's hardware check.
+    pub board: String,
+    /// Accepted hardware revisions.
+    pub hardware_compatibility: Vec<String>,
+    /// The image file's fallback for `SOURCE_DATE_EPOCH`.
+    pub source_date_epoch: Option<u64>,
+    /// The base rootfs.
+    pub base: BaseSpec,
+    /// Layer directory names under `layers/`, in the listed order.
+    pub layers: Vec<String>,
+    /// Policy names under `policies/`.
+    pub policies: Vec<String>,
+    /// The slot filesystem.
+    pub filesystem: Filesystem,
+    /// The squashfs compressor.
+    pub compression: Compression,
+    /// The partition layout.
+    pub layout: LayoutSpec,
+}
+
+/// The kind of a layer entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum LayerEntryKind {
+    /// A regular file from the layer's `files/` tree.
+    File {
+        /// Source, relative to the project root.
+        source: String,
+        /// sha256 of the contents.
+        sha256: String,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// A directory.
+    Directory,
+    /// A symbolic link; the target is data, never followed at build time.
+    Symlink {
+        /// Link target.
+        target: String,
+    },
+    /// A character device.
+    Char {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// A block device.
+    Block {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// A named pipe.
+    Fifo,
+}
+
+/// One entry a layer puts into the rootfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LayerEntry {
+    /// Absolute path in the rootfs, such as `/etc/motd`.
+    pub path: String,
+    /// What it is.
+    #[serde(flatten)]
+    pub kind: LayerEntryKind,
+    /// Permission bits (with setuid, setgid and sticky).
+    pub mode: u32,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Extended attributes, values as lowercase hex.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: BTreeMap<String, String>,
+}
+
+/// A validated `layers/<dir>/conf/layer.yaml` with its file tree.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerSpec {
+    /// Directory name under `layers/`.
+    pub name: String,
+    /// The layer directory, relative to the project root.
+    pub dir: String,
+    /// Yocto's BBFILE_COLLECTIONS: the name other layers depend on.
+    pub collection: String,
+    /// Yocto's BBFILE_PRIORITY: the higher wins when layers write the same path.
+    pub priority: i64,
+    /// Yocto's LAYERVERSION: bumped on incompatible change.
+    pub version: Option<u32>,
+    /// Yocto's LAYERDEPENDS: collections, optionally with a required version.
+    pub depends: Vec<(String, Option<u32>)>,
+    /// Yocto's LAYERSERIES_COMPAT.
+    pub series_compat: Vec<String>,
+    /// What the layer adds, sorted by path.
+    pub entries: Vec<LayerEntry>,
+    /// Paths the layer removes, sorted.
+    pub remove: Vec<String>,
+    /// The parsed `conf/layer.yaml`, kept for positioned diagnostics.
+    #[serde(skip)]
+    pub conf: std::sync::Arc<crate::yaml::Doc>,
+}
+
+/// Everything the load stage produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Loaded {
+    /// The image.
+    pub image: ImageSpec,
+    /// Its layers in application order: ascending priority, then listed order.
+    pub layers: Vec<LayerSpec>,
+}

@@ -1,0 +1,378 @@
+//! YAML reading with positions, for diagnostics that name file, line and key.
+//!
+//! `serde_norway` gives us YAML values and typed conversion but no positions
+//! for values, and serde stops at the first error. So a document is parsed
+//! twice: once into a `serde_norway::Value`, and once through `yaml-rust2`'s
+//! event parser to build an index from key paths (`layout.slot`,
+//! `layers[1]`) to line and column. [`Reader`] then walks the value field by
+//! field, converting each with serde and collecting every problem (unknown
+//! keys, wrong types, missing keys, control characters) before failing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_norway::{Mapping, Value};
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+use crate::diag::{Diagnostic, Diagnostics};
+
+/// A parsed YAML document with its position index.
+#[derive(Debug)]
+pub struct Doc {
+    /// The file as shown in diagnostics.
+    pub file: PathBuf,
+    /// The document's value (`Null` for an empty file).
+    pub value: Value,
+    spans: BTreeMap<String, (usize, usize)>,
+}
+
+impl Doc {
+    /// Parses `text`; a syntax error becomes a positioned diagnostic.
+    pub fn parse(file: &Path, text: &str) -> Result<Doc, Diagnostics> {
+        let mut diags = Diagnostics::default();
+        let value = match serde_norway::from_str::<Value>(text) {
+            Ok(v) => v,
+            Err(e) => {
+                let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+                diags.push(Diagnostic {
+                    file: file.to_path_buf(),
+                    line,
+                    col,
+                    key: String::new(),
+                    message: format!("invalid yaml: {}", strip_location(&e.to_string())),
+                });
+                return Err(diags);
+            }
+        };
+        let mut index = SpanIndex::default();
+        // serde_norway accepted the text, so the event parser only fails on
+        // constructs it handles differently; positions are then best effort.
+        let _ = Parser::new_from_str(text).load(&mut index, false);
+        Ok(Doc { file: file.to_path_buf(), value, spans: index.spans })
+    }
+
+    /// A document with no content, as a placeholder.
+    pub fn empty() -> Doc {
+        Doc { file: PathBuf::new(), value: Value::Null, spans: BTreeMap::new() }
+    }
+
+    /// Line and column of a key path, or of its closest known ancestor.
+    pub fn position(&self, key: &str) -> (usize, usize) {
+        let mut k = key.to_string();
+        loop {
+            if let Some(&p) = self.spans.get(&k) {
+                return p;
+            }
+            match k.rfind(['.', '[']) {
+                Some(i) => k.truncate(i),
+                // The document itself: point at its first line.
+                None => return (1, 1),
+            }
+        }
+    }
+
+    /// A diagnostic at `key`.
+    pub fn diag(&self, key: &str, message: impl Into<String>) -> Diagnostic {
+        let (line, col) = self.position(key);
+        Diagnostic { file: self.file.clone(), line, col, key: key.to_string(), message: message.into() }
+    }
+}
+
+fn strip_location(msg: &str) -> String {
+    // serde_norway appends " at line X column Y"; the diagnostic already
+    // carries the position.
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+#[derive(Default)]
+struct SpanIndex {
+    spans: BTreeMap<String, (usize, usize)>,
+    stack: Vec<Frame>,
+}
+
+enum Frame {
+    Map { path: String, key: Option<String> },
+    Seq { path: String, next: usize },
+}
+
+impl SpanIndex {
+    /// The path of the value that starts now, recording its position; `None`
+    /// when the event is a mapping key.
+    fn value_path(&mut self, mark: Marker, scalar: Option<&str>) -> Option<String> {
+        let pos = (mark.line(), mark.col() + 1);
+        match self.stack.last_mut() {
+            None => Some(String::new()),
+            Some(Frame::Seq { path, next }) => {
+                let p = format!("{path}[{next}]");
+                *next += 1;
+                self.spans.entry(p.clone()).or_insert(pos);
+                Some(p)
+            }
+            Some(Frame::Map { path, key }) => match key.take() {
+                Some(k) => Some(join_key(path, &k)),
+                None => {
+                    // A key. Non-scalar keys are rejected later by the reader.
+                    let k = scalar.unwrap_or("?").to_string();
+                    self.spans.entry(join_key(path, &k)).or_insert(pos);
+                    *key = Some(k);
+                    None
+                }
+            },
+        }
+    }
+}
+
+impl MarkedEventReceiver for SpanIndex {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        match ev {
+            Event::Scalar(ref s, ..) => {
+                self.value_path(mark, Some(s));
+            }
+            Event::Alias(_) => {
+                self.value_path(mark, None);
+            }
+            Event::MappingStart(..) => {
+                if let Some(path) = self.value_path(mark, None) {
+                    self.stack.push(Frame::Map { path, key: None });
+                } else {
+                    self.stack.push(Frame::Map { path: "?".into(), key: None });
+                }
+            }
+            Event::SequenceStart(..) => {
+                if let Some(path) = self.value_path(mark, None) {
+                    self.stack.push(Frame::Seq { path, next: 0 });
+                } else {
+                    self.stack.push(Frame::Seq { path: "?".into(), next: 0 });
+                }
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Joins a key to a parent path with a dot.
+pub fn join_key(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// Walks a [`Doc`] and collects diagnostics.
+pub struct Reader<'a> {
+    /// The document being read.
+    pub doc: &'a Doc,
+    /// Everything found wrong so far.
+    pub diags: Diagnostics,
+}
+
+/// A mapping being read: remembers which keys were used, so [`Reader::finish`]
+/// can report the unknown ones.
+pub struct MapView<'a> {
+    path: String,
+    map: &'a Mapping,
+    seen: BTreeSet<String>,
+    allowed: &'static [&'static str],
+}
+
+impl<'a> Reader<'a> {
+    /// A reader with no diagnostics yet.
+    pub fn new(doc: &'a Doc) -> Reader<'a> {
+        Reader { doc, diags: Diagnostics::default() }
+    }
+
+    /// Records a diagnostic at `key`.
+    pub fn error(&mut self, key: &str, message: impl Into<String>) {
+        let d = self.doc.diag(key, message);
+        self.diags.push(d);
+    }
+
+    /// Opens `value` at `path` as a mapping whose keys must be in `allowed`.
+    pub fn map<'v>(&mut self, path: &str, value: &'v Value, allowed: &'static [&'static str]) -> Option<MapView<'v>> {
+        match value {
+            Value::Mapping(map) => {
+                let mut ok = true;
+                for k in map.keys() {
+                    if !matches!(k, Value::String(_)) {
+                        self.error(path, format!("keys must be strings, found {}", describe(k)));
+                        ok = false;
+                    }
+                }
+                ok.then(|| MapView { path: path.to_string(), map, seen: BTreeSet::new(), allowed })
+            }
+            Value::Tagged(t) => self.map(path, &t.value, allowed),
+            other => {
+                let what = if path.is_empty() { "the document" } else { "this key" };
+                self.error(path, format!("{what} must be a mapping, found {}", describe(other)));
+                None
+            }
+        }
+    }
+
+    /// The raw value of `key`, marking it as known.
+    pub fn raw<'m>(&mut self, m: &mut MapView<'m>, key: &str) -> Option<&'m Value> {
+        m.seen.insert(key.to_string());
+        m.map.get(key)
+    }
+
+    /// Converts `key` to `T`; `None` (with no diagnostic) when absent.
+    pub fn opt<T: DeserializeOwned>(&mut self, m: &mut MapView<'_>, key: &str) -> Option<T> {
+        let path = join_key(&m.path, key);
+        let v = self.raw(m, key)?;
+        if v.is_null() {
+            return None;
+        }
+        self.convert(&path, v)
+    }
+
+    /// Converts `key` to `T`; a missing key is a diagnostic.
+    pub fn req<T: DeserializeOwned>(&mut self, m: &mut MapView<'_>, key: &str) -> Option<T> {
+        if !m.map.contains_key(key) {
+            let path = join_key(&m.path, key);
+            self.error(&path, format!("missing required key '{key}'"));
+            m.seen.insert(key.to_string());
+            return None;
+        }
+        self.opt(m, key)
+    }
+
+    /// Converts a value at `path` to `T`, checking strings for control
+    /// characters on the way.
+    pub fn convert<T: DeserializeOwned>(&mut self, path: &str, v: &Value) -> Option<T> {
+        self.check_strings(path, v);
+        match serde_norway::from_value::<T>(v.clone()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.error(path, strip_location(&e.to_string()));
+                None
+            }
+        }
+    }
+
+    /// Reports control characters in any string below `v`. They have no
+    /// legitimate use in image definitions, and a newline in a value that
+    /// ends up in a line-based format (a bootloader env, a config file)
+    /// injects a second entry.
+    pub fn check_strings(&mut self, path: &str, v: &Value) {
+        match v {
+            Value::String(s) => {
+                if let Some(c) = s.chars().find(|c| c.is_control()) {
+                    self.error(path, format!("control character {:?} is not allowed in values", c));
+                }
+            }
+            Value::Sequence(seq) => {
+                for (i, item) in seq.iter().enumerate() {
+                    self.check_strings(&format!("{path}[{i}]"), item);
+                }
+            }
+            Value::Mapping(map) => {
+                for (k, item) in map {
+                    let key = k.as_str().unwrap_or("?");
+                    self.check_strings(&join_key(path, key), item);
+                }
+            }
+            Value::Tagged(t) => self.check_strings(path, &t.value),
+            _ => {}
+        }
+    }
+
+    /// Reports every key of `m` that was never asked for.
+    pub fn finish(&mut self, m: MapView<'_>) {
+        for k in m.map.keys() {
+            let Some(k) = k.as_str() else { continue };
+            if !m.seen.contains(k) && !m.allowed.contains(&k) {
+                let path = join_key(&m.path, k);
+                let expected = m.allowed.join(", ");
+                self.error(&path, format!("unknown key '{k}' (expected one of: {expected})"));
+            } else if !m.seen.contains(k) {
+                // Allowed but not read: a bug in the caller, not the input.
+                debug_assert!(false, "key {k} allowed but never read");
+            }
+        }
+    }
+}
+
+impl MapView<'_> {
+    /// The mapping's own key path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The keys present, in document order.
+    pub fn keys(&self) -> Vec<String> {
+        self.map.keys().filter_map(|k| k.as_str().map(str::to_string)).collect()
+    }
+
+    /// Whether `key` is present.
+    pub fn has(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+}
+
+/// A short description of a value's type for messages.
+pub fn describe(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(text: &str) -> Doc {
+        Doc::parse(Path::new("x.yaml"), text).unwrap()
+    }
+
+    #[test]
+    fn positions_of_nested_keys_and_items() {
+        let d = doc("name: a\nlayout:\n  slot: 1GiB\n  esp: 2\nlayers:\n  - one\n  - two\n");
+        assert_eq!(d.position("layout.slot"), (3, 3));
+        assert_eq!(d.position("layout.esp"), (4, 3));
+        assert_eq!(d.position("layers[1]"), (7, 5));
+        assert_eq!(d.position("layout.nope"), (2, 1));
+    }
+
+    #[test]
+    fn collects_every_problem() {
+        let d = doc("a: 1\nb: x\nc: \"x\\ny\"\nzz: 3\n");
+        let mut r = Reader::new(&d);
+        let mut m = r.map("", &d.value, &["a", "b", "c", "d"]).unwrap();
+        let _: Option<String> = r.req(&mut m, "a");
+        let _: Option<u64> = r.req(&mut m, "b");
+        let _: Option<String> = r.req(&mut m, "c");
+        let _: Option<String> = r.req(&mut m, "d");
+        r.finish(m);
+        let text = r.diags.sorted().to_string();
+        assert_eq!(
+            text,
+            "x.yaml:1:1: d: missing required key 'd'\n\
+             x.yaml:2:4: b: invalid type: string \"x\", expected u64\n\
+             x.yaml:3:1: c: control character '\\n' is not allowed in values\n\
+             x.yaml:4:1: zz: unknown key 'zz' (expected one of: a, b, c, d)"
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_a_position() {
+        let e = Doc::parse(Path::new("x.yaml"), "a: [1, 2\nb: 3\n").unwrap_err();
+        let d = &e.0[0];
+        assert!(d.line >= 1, "{d}");
+        assert!(d.message.starts_with("invalid yaml"), "{d}");
+    }
+}

@@ -1,0 +1,15 @@
+//! End-to-end tests: build images with the real CLI and check every
+//! artifact with an independent tool that nobody here wrote (sgdisk,
+//! sfdisk, fsck.fat, unsquashfs, debugfs, bmaptool).
+//!
+//! One integration binary with a module per area, as ripgrep does. Tools
+//! are never optional: a missing one fails the test and names its package.
+
+mod support;
+
+mod bad_input;
+mod demo;
+mod determinism;
+mod escapes;
+mod fixture;
+mod plans;

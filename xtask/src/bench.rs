@@ -1,0 +1,155 @@
+//! `cargo xtask bench`: our stages measured beside peer tools in one run.
+//!
+//! Performance is measured here, never asserted in timed tests. Each bench
+//! builds its own synthetic input, runs slotsmith's stage and the peer tool
+//! on the same input in the same run, and prints times, the ratio and peak
+//! resident memory (ours from VmHWM, the tools' sampled from /proc).
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use slotsmith::tool::{vm_hwm_kib, Tool};
+
+/// Arguments of `cargo xtask bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Which bench to run
+    #[arg(value_enum, default_value = "rootfs")]
+    which: Which,
+    /// Size of the synthetic input
+    #[arg(long, default_value = "512MiB")]
+    size: String,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Which {
+    /// The rootfs filesystem stage against a plain mksquashfs of the same tree
+    Rootfs,
+}
+
+/// Runs the chosen bench.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let size = slotsmith::load::parse_size(&args.size).with_context(|| format!("'{}' is not a size", args.size))?;
+    match args.which {
+        Which::Rootfs => rootfs(size),
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so every run benches the
+/// same tree.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// Writes a tree of about `size` bytes that looks like a rootfs: many small
+/// files, some large ones, text-like (compressible) and binary-like
+/// (incompressible) contents, nested directories.
+fn make_tree(dir: &Path, size: u64) -> anyhow::Result<(u64, u64)> {
+    let mut rng = Rng(0x5107_5317_0000_0001);
+    let words: Vec<&[u8]> = [b"config".as_slice(), b"kernel", b"device", b"update", b"slot", b"verity", b"\n", b" = ", b"true", b"0x1f"]
+        .to_vec();
+    let mut written = 0u64;
+    let mut files = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    while written < size {
+        let d = dir.join(format!("usr/lib/pkg{:03}/sub{:02}", files / 97 % 400, files % 13));
+        fs::create_dir_all(&d)?;
+        let len = match rng.next() % 100 {
+            0..=69 => 512 + rng.next() % 16384,
+            70..=97 => 16384 + rng.next() % (512 << 10),
+            _ => (1 << 20) + rng.next() % (8 << 20),
+        }
+        .min(size - written + 1);
+        let text = rng.next() % 10 < 6;
+        let mut f = fs::File::create(d.join(format!("f{files}")))?;
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            if text {
+                let mut i = 0;
+                while i < n {
+                    let w = words[(rng.next() % words.len() as u64) as usize];
+                    let k = w.len().min(n - i);
+                    buf[i..i + k].copy_from_slice(&w[..k]);
+                    i += k;
+                }
+            } else {
+                for chunk in buf[..n].chunks_mut(8) {
+                    let v = rng.next().to_le_bytes();
+                    chunk.copy_from_slice(&v[..chunk.len()]);
+                }
+            }
+            f.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        written += len;
+        files += 1;
+    }
+    Ok((files, written))
+}
+
+fn rootfs(size: u64) -> anyhow::Result<()> {
+    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
+    let tmp = tempfile::Builder::new().prefix("slotsmith-bench-").tempdir().context("creating a temporary directory")?;
+    let tree_dir = tmp.path().join("tree");
+    eprintln!("generating a {} synthetic tree ...", slotsmith::load::human(size));
+    let (files, bytes) = make_tree(&tree_dir, size)?;
+    // Warm the page cache for both contestants alike.
+    let _ = Tool::new("tar")?.arg("-cf").arg("/dev/null").arg("-C").arg(&tree_dir).arg(".").run();
+
+    let ours_out = tmp.path().join("ours.squashfs");
+    let start = Instant::now();
+    let tree = slotsmith_rootfs_import(&tree_dir)?;
+    let tool = Tool::new("tar2sqfs")?
+        .args(["--quiet", "--no-skip", "--compressor", "zstd", "--num-jobs", &jobs])
+        .args(["--defaults", "uid=0,gid=0,mode=0755,mtime=0"])
+        .arg(&ours_out);
+    let out = tool.run_with_stdin(|w| {
+        slotsmith_rootfs::export::write_tar(&tree, w, &mut |_| {})?;
+        Ok(())
+    })?;
+    let ours_time = start.elapsed().as_secs_f64();
+    let ours_tool_peak = out.peak_rss_kib;
+    let ours_peak = vm_hwm_kib("/proc/self/status").unwrap_or(0);
+    let ours_size = fs::metadata(&ours_out)?.len();
+
+    let peer_out = tmp.path().join("peer.squashfs");
+    let start = Instant::now();
+    let out = Tool::new("mksquashfs")?
+        .arg(&tree_dir)
+        .arg(&peer_out)
+        .args(["-comp", "zstd", "-noappend", "-quiet", "-no-progress", "-all-root", "-processors", &jobs])
+        .run()?;
+    let peer_time = start.elapsed().as_secs_f64();
+    let peer_size = fs::metadata(&peer_out)?.len();
+
+    let m = |n: u64| format!("{:.1} MiB", n as f64 / 1048576.0);
+    println!("bench rootfs: {} tree, {files} files, zstd, {jobs} jobs", m(bytes));
+    println!(
+        "  slotsmith (import, tar stream, tar2sqfs): {ours_time:7.2} s  image {:>10}  peak RSS: slotsmith {}, tar2sqfs {}",
+        m(ours_size),
+        m(ours_peak * 1024),
+        m(ours_tool_peak * 1024)
+    );
+    println!(
+        "  mksquashfs (plain, same tree):            {peer_time:7.2} s  image {:>10}  peak RSS: {}",
+        m(peer_size),
+        m(out.peak_rss_kib * 1024)
+    );
+    println!("  ratio slotsmith/mksquashfs: time {:.2}x, size {:.3}x", ours_time / peer_time, ours_size as f64 / peer_size as f64);
+    Ok(())
+}
+
+fn slotsmith_rootfs_import(dir: &Path) -> anyhow::Result<slotsmith_rootfs::tree::Tree> {
+    slotsmith_rootfs::import::from_directory(dir, slotsmith_rootfs::import::Ownership::Root, &mut |_, _| {})
+}

@@ -1,0 +1,212 @@
+//! `cargo xtask`: the slotsmith command line.
+//!
+//! A thin driver in the style of rust-analyzer's xtask: it parses flags,
+//! finds the project root and calls the library's stages
+//! (`slotsmith::load`, `plan`, `build`). Exit codes: 0 success, 1 build
+//! failure, 2 input error (bad YAML, bad layer, bad arguments).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+
+/// The project root: the workspace this xtask was built from.
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    version,
+    about = "slotsmith: build hardened, verified A/B images for embedded Linux devices",
+    long_about = "slotsmith builds a golden GPT disk image with A/B rootfs slots from a declarative \
+image definition (images/*.yaml), Yocto-style layers (layers/meta-*/) and hardening policies \
+(policies/*.yaml).\n\nIMAGE is a name under images/ (demo) or a path to an image file.",
+    after_help = "Examples:\n  cargo xtask build                  # build the default image, images/demo.yaml\n  cargo xtask plan demo              # print the resolved plan as JSON\n  cargo xtask build images/demo.yaml --json\n  cargo xtask bench rootfs --size 2GiB\n\nExit codes: 0 success, 1 build failure, 2 input error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the resolved build plan of an image as JSON
+    #[command(after_help = "The plan is pure and deterministic: the same inputs and SOURCE_DATE_EPOCH \
+always give the same plan. Nothing is built.\n\nExamples:\n  cargo xtask plan\n  cargo xtask plan demo | jq .disk.partitions\n  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) cargo xtask plan images/demo.yaml")]
+    Plan(PlanArgs),
+    /// Build an image into out/<name>/
+    #[command(after_help = "Outputs in out/<name>/: <name>.img (golden GPT disk image), <name>.img.bmap, \
+the rootfs image, SHA256SUMS and build.json. The build needs no root. A failed build leaves out/ as it was.\n\n\
+SOURCE_DATE_EPOCH (or source-date-epoch in the image) clamps every timestamp: the same inputs give \
+bit-identical outputs.\n\nExamples:\n  cargo xtask build\n  cargo xtask build demo --json > summary.json\n  \
+cargo xtask build images/demo.yaml --out-dir /srv/images")]
+    Build(BuildArgs),
+    /// Measure slotsmith's stages against peer tools
+    #[command(after_help = "Examples:\n  cargo xtask bench              # rootfs stage vs mksquashfs, 512MiB tree\n  cargo xtask bench rootfs --size 2GiB")]
+    Bench(bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ImageArg {
+    /// Image name under images/ or path to an image file [default: demo]
+    image: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    image: ImageArg,
+}
+
+#[derive(clap::Args)]
+struct BuildArgs {
+    #[command(flatten)]
+    image: ImageArg,
+    /// Output root; the image goes to <OUT_DIR>/<name>/ [default: <project>/out]
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// Scratch directory [default: <project>/work]
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Cache for Debian base tarballs [default: $SLOTSMITH_CACHE or ~/.cache/slotsmith]
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Print the build summary as JSON on stdout
+    #[arg(long)]
+    json: bool,
+    /// Print no progress
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Runs the CLI with the process arguments and returns the exit code.
+pub fn main() -> i32 {
+    let mut args: Vec<String> = std::env::args().collect();
+    // `cargo xtask build` reaches us as `xtask build`, and the standalone
+    // binary as `slotsmith build`; both parse the same.
+    if args.get(1).map(String::as_str) == Some("xtask") {
+        args.remove(1);
+    }
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match run(cli) {
+        Ok(()) => 0,
+        Err(Failure::Input(d)) => {
+            eprintln!("{d}");
+            eprintln!("error: {} problem(s) in the inputs", d.0.len());
+            2
+        }
+        Err(Failure::Build(e)) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+/// Keeps `ExitCode` out of the library API but documents the mapping.
+pub fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(code as u8)
+}
+
+enum Failure {
+    Input(slotsmith::diag::Diagnostics),
+    Build(anyhow::Error),
+}
+
+impl From<slotsmith::diag::Diagnostics> for Failure {
+    fn from(d: slotsmith::diag::Diagnostics) -> Self {
+        Failure::Input(d)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Build(e)
+    }
+}
+
+fn env_epoch() -> Result<Option<u64>, Failure> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v.trim().parse::<u64>().map(Some).map_err(|_| {
+            Failure::Input(slotsmith::diag::Diagnostics(vec![slotsmith::diag::Diagnostic {
+                file: "SOURCE_DATE_EPOCH".into(),
+                line: 0,
+                col: 0,
+                key: String::new(),
+                message: format!("'{v}' is not a number of seconds since 1970"),
+            }]))
+        }),
+        _ => Ok(None),
+    }
+}
+
+fn load_and_plan(image: &ImageArg) -> Result<(PathBuf, slotsmith::plan::Plan, PathBuf), Failure> {
+    let root = project_root();
+    let arg = image.image.clone().unwrap_or_else(|| "demo".to_string());
+    let path = slotsmith::load::resolve_image_arg(&root, &arg);
+    let loaded = slotsmith::load::load_image(&path)?;
+    let plan = slotsmith::plan::plan(&loaded, env_epoch()?)?;
+    Ok((path, plan, loaded.image.root.clone()))
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Plan(a) => {
+            let (_, plan, _) = load_and_plan(&a.image)?;
+            let json = serde_json::to_string_pretty(&plan).map_err(anyhow::Error::from)?;
+            println!("{json}");
+            Ok(())
+        }
+        Command::Build(a) => {
+            let (_, plan, image_root) = load_and_plan(&a.image)?;
+            let cache_dir = a.cache_dir.clone().unwrap_or_else(default_cache);
+            let opts = slotsmith::build::BuildOptions {
+                project_root: image_root.clone(),
+                out_root: a.out_dir.clone().unwrap_or_else(|| image_root.join("out")),
+                work_root: a.work_dir.clone().unwrap_or_else(|| image_root.join("work")),
+                cache_dir,
+            };
+            let mut progress = slotsmith::progress::Progress::new(a.quiet);
+            let outcome = slotsmith::build::build(&plan, &opts, &mut progress)?;
+            if a.json {
+                let summary = serde_json::json!({
+                    "out_dir": outcome.out_dir,
+                    "build": outcome.record,
+                    "stages": progress.stages,
+                });
+                println!("{}", serde_json::to_string_pretty(&summary).map_err(anyhow::Error::from)?);
+            } else if !a.quiet {
+                let total: f64 = progress.stages.iter().map(|s| s.seconds).sum();
+                eprintln!("built {} {} in {total:.1}s:", plan.image.name, plan.image.version);
+                for art in &outcome.record.artifacts {
+                    eprintln!("  {}/{}  {}  sha256:{}", outcome.out_dir.display(), art.name, slotsmith::load::human(art.size), &art.sha256[..16]);
+                }
+            }
+            Ok(())
+        }
+        Command::Bench(a) => bench::run(a).map_err(Failure::Build),
+    }
+}
+
+fn default_cache() -> PathBuf {
+    if let Some(c) = std::env::var_os("SLOTSMITH_CACHE") {
+        return PathBuf::from(c);
+    }
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(x).join("slotsmith");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".cache/slotsmith"),
+        None => project_root().join("work/cache"),
+    }
+}
