@@ -70,10 +70,10 @@ fn layer_rules_are_load_errors() {
     let r = plan(&p, "l");
     assert_eq!(r.code, 2);
     for w in [
-        "layers/meta-a/conf/layer.yaml:5:1: depends: layer meta-a depends on collection 'missing'",
-        "layers/meta-b/conf/layer.yaml:2:1: priority: layers meta-a and meta-b both write /etc/motd with the same priority 5",
-        "layers/meta-old/conf/layer.yaml:3:1: series-compat: layer is compatible with series [sumo], but this slotsmith is series 'anvil'",
-        "images/l.yaml:14:5: layers[3]: no layer at layers/meta-none",
+        "layers/meta-a/conf/layer.yaml:5:10: depends: layer meta-a depends on collection 'missing'",
+        "layers/meta-b/conf/layer.yaml:2:11: priority: layers meta-a and meta-b both write /etc/motd with the same priority 5",
+        "layers/meta-old/conf/layer.yaml:3:16: series-compat: layer is compatible with series [sumo], but this slotsmith is series 'anvil'",
+        "images/l.yaml:13:5: layers[3]: no layer at layers/meta-none",
     ] {
         assert!(r.stderr.contains(w), "missing {w:?} in:\n{}", r.stderr);
     }
@@ -98,6 +98,9 @@ fn oversize_rootfs_names_both_sizes_and_leaves_out_untouched() {
         h.set_path("blob").unwrap();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1);
         h.set_cksum();
         b.append(&h, &data[..]).unwrap();
         b.finish().unwrap();

@@ -19,7 +19,7 @@ pub fn build_fixture(filesystem: &str) -> (Project, PathBuf, serde_json::Value) 
         "core",
         5,
         "files:\n  /var/lib/app:\n    type: directory\n    mode: \"0750\"\n    owner: 1000\n    group: 1000\n  \
-/usr/bin/tool:\n    mode: \"0755\"\n    xattrs:\n      security.capability: \"0x01000002002000000000000000000000000000000\"\n\
+/usr/bin/tool:\n    mode: \"0755\"\n    xattrs:\n      security.capability: \"0x0100000200200000000000000000000000000000\"\n\
 remove:\n  - /etc/update-motd.d-placeholder\n",
     );
     p.write("layers/meta-core/files/etc/motd", "hello from the core layer\n");

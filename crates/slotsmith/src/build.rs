@@ -144,6 +144,9 @@ pub fn build(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyho
     let mut tree = import_base(plan, opts, &store, progress)?;
     apply_layers(plan, opts, &mut tree, progress)?;
     tree.clamp_mtimes(sde as i64);
+    if plan.rootfs.filesystem == Filesystem::Squashfs {
+        drop_acls(&mut tree, progress);
+    }
 
     let rootfs_path = staging.path().join(&plan.outputs.rootfs);
     build_rootfs(plan, &tree, &work, &rootfs_path, progress)?;
@@ -218,6 +221,26 @@ pub fn build(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyho
     progress.finish();
     fs::remove_dir_all(&work).with_context(|| format!("removing work directory {}", work.display()))?;
     Ok(BuildOutcome { out_dir, record })
+}
+
+/// squashfs has no place for POSIX ACLs (`system.posix_acl_*` xattrs; a
+/// Debian base has them on /var/log/journal). They are dropped, and the
+/// paths are named, rather than failing the build.
+fn drop_acls(tree: &mut Tree, progress: &mut Progress) {
+    let with_acl: Vec<RelPath> = tree
+        .iter()
+        .filter(|(_, n)| n.meta.xattrs.keys().any(|k| k.starts_with("system.posix_acl_")))
+        .map(|(p, _)| p.clone())
+        .collect();
+    for p in &with_acl {
+        if let Some(n) = tree.get_mut(p) {
+            n.meta.xattrs.retain(|k, _| !k.starts_with("system.posix_acl_"));
+        }
+    }
+    if !with_acl.is_empty() {
+        let names: Vec<String> = with_acl.iter().map(|p| p.to_string()).collect();
+        progress.note(&format!("squashfs cannot store POSIX ACLs; dropped them on {}", names.join(", ")));
+    }
 }
 
 fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -421,6 +444,9 @@ fn build_rootfs(plan: &Plan, tree: &Tree, work: &Path, out: &Path, progress: &mu
                 .arg("--no-skip")
                 .args(["--compressor", comp])
                 .args(["--block-size", &block.to_string()])
+                // Output is identical for any job count (tested), so use
+                // every core.
+                .args(["--num-jobs", &jobs()])
                 .args(["--defaults", &format!("uid=0,gid=0,mode=0755,mtime={sde}")])
                 .arg(out)
                 .epoch(sde);
@@ -506,6 +532,10 @@ fn build_rootfs(plan: &Plan, tree: &Tree, work: &Path, out: &Path, progress: &mu
         );
     }
     Ok(())
+}
+
+fn jobs() -> String {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string()
 }
 
 /// Writes the disk image; returns the byte ranges the bmap must map.

@@ -402,10 +402,13 @@ pub fn parse_size(s: &str) -> Option<u64> {
 
 /// Formats a byte count the way sizes are written in image files.
 pub fn human(n: u64) -> String {
-    for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+    for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20)] {
         if n >= 1 << shift && n % (1 << shift) == 0 {
             return format!("{}{unit}", n >> shift);
         }
+    }
+    if n < 1 << 20 && n >= 1 << 10 && n % (1 << 10) == 0 {
+        return format!("{}KiB", n >> 10);
     }
     if n >= 1 << 20 {
         return format!("{:.1}MiB ({n} bytes)", n as f64 / (1u64 << 20) as f64);
@@ -530,8 +533,8 @@ fn read_layer(r: &mut Reader<'_>, root: &Path, name: &str, dir: &Path) -> Option
                         let v = v.as_mapping().and_then(|mm| mm.get(k.as_str())).unwrap_or(&Value::Null);
                         declared.insert(p.as_str().to_string(), (key, v));
                     }
-                    Ok(_) => r.error(&key, "paths must be absolute, such as /etc/motd"),
-                    Err(e) => r.error(&key, format!("{e:#}")),
+                    Ok(_) => r.key_error(&key, "paths must be absolute, such as /etc/motd"),
+                    Err(e) => r.key_error(&key, format!("{e:#}")),
                 }
             }
         }

@@ -52,6 +52,7 @@ impl Progress {
 
     /// Prints a note inside the current stage.
     pub fn note(&mut self, what: &str) {
+        self.last_tick = Instant::now();
         if !self.quiet {
             eprintln!("    {what}");
         }

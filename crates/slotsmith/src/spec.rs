@@ -225,7 +225,8 @@ pub struct LayerEntry {
     /// What it is.
     #[serde(flatten)]
     pub kind: LayerEntryKind,
-    /// Permission bits (with setuid, setgid and sticky).
+    /// Permission bits (with setuid, setgid and sticky), shown in octal.
+    #[serde(serialize_with = "octal")]
     pub mode: u32,
     /// Owner uid.
     pub uid: u32,
@@ -269,4 +270,9 @@ pub struct Loaded {
     pub image: ImageSpec,
     /// Its layers in application order: ascending priority, then listed order.
     pub layers: Vec<LayerSpec>,
+}
+
+/// Serialises a mode as the octal string a reviewer expects ("0755").
+fn octal<S: serde::Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{mode:04o}"))
 }

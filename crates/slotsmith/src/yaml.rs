@@ -25,7 +25,10 @@ pub struct Doc {
     pub file: PathBuf,
     /// The document's value (`Null` for an empty file).
     pub value: Value,
-    spans: BTreeMap<String, (usize, usize)>,
+    /// Where each key is written.
+    keys: BTreeMap<String, (usize, usize)>,
+    /// Where each value starts.
+    values: BTreeMap<String, (usize, usize)>,
 }
 
 impl Doc {
@@ -50,19 +53,25 @@ impl Doc {
         // serde_norway accepted the text, so the event parser only fails on
         // constructs it handles differently; positions are then best effort.
         let _ = Parser::new_from_str(text).load(&mut index, false);
-        Ok(Doc { file: file.to_path_buf(), value, spans: index.spans })
+        Ok(Doc { file: file.to_path_buf(), value, keys: index.keys, values: index.values })
     }
 
     /// A document with no content, as a placeholder.
     pub fn empty() -> Doc {
-        Doc { file: PathBuf::new(), value: Value::Null, spans: BTreeMap::new() }
+        Doc { file: PathBuf::new(), value: Value::Null, keys: BTreeMap::new(), values: BTreeMap::new() }
     }
 
-    /// Line and column of a key path, or of its closest known ancestor.
+    /// Line and column of the value at a key path (else of the key, else of
+    /// the closest known ancestor): where a wrong value is written.
     pub fn position(&self, key: &str) -> (usize, usize) {
+        if let Some(&p) = self.values.get(key).or_else(|| self.keys.get(key)) {
+            return p;
+        }
+        // An absent key: point at the nearest ancestor's key, where the
+        // mapping that lacks it is written.
         let mut k = key.to_string();
         loop {
-            if let Some(&p) = self.spans.get(&k) {
+            if let Some(&p) = self.keys.get(&k).or_else(|| self.values.get(&k)) {
                 return p;
             }
             match k.rfind(['.', '[']) {
@@ -73,9 +82,20 @@ impl Doc {
         }
     }
 
-    /// A diagnostic at `key`.
+    /// Line and column of the key itself: where an unknown key is written.
+    pub fn key_position(&self, key: &str) -> (usize, usize) {
+        self.keys.get(key).copied().unwrap_or_else(|| self.position(key))
+    }
+
+    /// A diagnostic about the value at `key`.
     pub fn diag(&self, key: &str, message: impl Into<String>) -> Diagnostic {
         let (line, col) = self.position(key);
+        Diagnostic { file: self.file.clone(), line, col, key: key.to_string(), message: message.into() }
+    }
+
+    /// A diagnostic about the key itself.
+    pub fn key_diag(&self, key: &str, message: impl Into<String>) -> Diagnostic {
+        let (line, col) = self.key_position(key);
         Diagnostic { file: self.file.clone(), line, col, key: key.to_string(), message: message.into() }
     }
 }
@@ -91,7 +111,8 @@ fn strip_location(msg: &str) -> String {
 
 #[derive(Default)]
 struct SpanIndex {
-    spans: BTreeMap<String, (usize, usize)>,
+    keys: BTreeMap<String, (usize, usize)>,
+    values: BTreeMap<String, (usize, usize)>,
     stack: Vec<Frame>,
 }
 
@@ -110,15 +131,19 @@ impl SpanIndex {
             Some(Frame::Seq { path, next }) => {
                 let p = format!("{path}[{next}]");
                 *next += 1;
-                self.spans.entry(p.clone()).or_insert(pos);
+                self.values.entry(p.clone()).or_insert(pos);
                 Some(p)
             }
             Some(Frame::Map { path, key }) => match key.take() {
-                Some(k) => Some(join_key(path, &k)),
+                Some(k) => {
+                    let p = join_key(path, &k);
+                    self.values.entry(p.clone()).or_insert(pos);
+                    Some(p)
+                }
                 None => {
                     // A key. Non-scalar keys are rejected later by the reader.
                     let k = scalar.unwrap_or("?").to_string();
-                    self.spans.entry(join_key(path, &k)).or_insert(pos);
+                    self.keys.entry(join_key(path, &k)).or_insert(pos);
                     *key = Some(k);
                     None
                 }
@@ -193,6 +218,13 @@ impl<'a> Reader<'a> {
     /// Records a diagnostic at `key`.
     pub fn error(&mut self, key: &str, message: impl Into<String>) {
         let d = self.doc.diag(key, message);
+        self.diags.push(d);
+    }
+
+    /// Records a diagnostic about the key itself (such as a bad path used
+    /// as a key), positioned at the key rather than its value.
+    pub fn key_error(&mut self, key: &str, message: impl Into<String>) {
+        let d = self.doc.key_diag(key, message);
         self.diags.push(d);
     }
 
@@ -292,7 +324,8 @@ impl<'a> Reader<'a> {
             if !m.seen.contains(k) && !m.allowed.contains(&k) {
                 let path = join_key(&m.path, k);
                 let expected = m.allowed.join(", ");
-                self.error(&path, format!("unknown key '{k}' (expected one of: {expected})"));
+                let d = self.doc.key_diag(&path, format!("unknown key '{k}' (expected one of: {expected})"));
+                self.diags.push(d);
             } else if !m.seen.contains(k) {
                 // Allowed but not read: a bug in the caller, not the input.
                 debug_assert!(false, "key {k} allowed but never read");
@@ -342,8 +375,9 @@ mod tests {
     #[test]
     fn positions_of_nested_keys_and_items() {
         let d = doc("name: a\nlayout:\n  slot: 1GiB\n  esp: 2\nlayers:\n  - one\n  - two\n");
-        assert_eq!(d.position("layout.slot"), (3, 3));
-        assert_eq!(d.position("layout.esp"), (4, 3));
+        assert_eq!(d.position("layout.slot"), (3, 9));
+        assert_eq!(d.key_position("layout.slot"), (3, 3));
+        assert_eq!(d.position("layout.esp"), (4, 8));
         assert_eq!(d.position("layers[1]"), (7, 5));
         assert_eq!(d.position("layout.nope"), (2, 1));
     }
@@ -353,7 +387,7 @@ mod tests {
         let d = doc("a: 1\nb: x\nc: \"x\\ny\"\nzz: 3\n");
         let mut r = Reader::new(&d);
         let mut m = r.map("", &d.value, &["a", "b", "c", "d"]).unwrap();
-        let _: Option<String> = r.req(&mut m, "a");
+        let _: Option<u64> = r.req(&mut m, "a");
         let _: Option<u64> = r.req(&mut m, "b");
         let _: Option<String> = r.req(&mut m, "c");
         let _: Option<String> = r.req(&mut m, "d");
@@ -363,7 +397,7 @@ mod tests {
             text,
             "x.yaml:1:1: d: missing required key 'd'\n\
              x.yaml:2:4: b: invalid type: string \"x\", expected u64\n\
-             x.yaml:3:1: c: control character '\\n' is not allowed in values\n\
+             x.yaml:3:4: c: control character '\\n' is not allowed in values\n\
              x.yaml:4:1: zz: unknown key 'zz' (expected one of: a, b, c, d)"
         );
     }
