@@ -6,7 +6,12 @@ use std::fs;
 use crate::support::*;
 
 fn plan(p: &Project, image: &str) -> CliRun {
-    slotsmith(&["plan", p.image(image).to_str().unwrap()], &[], false, None)
+    slotsmith(
+        &["plan", p.image(image).to_str().unwrap()],
+        &[],
+        false,
+        None,
+    )
 }
 
 #[test]
@@ -28,9 +33,17 @@ base:\n  tarball: fixtures/base.tar.gz\nlayout:\n  esp: 16MiB\n  slot: lots\n  d
         "images/bad.yaml:12:3: layout.slott: unknown key 'slott'",
     ];
     for w in want {
-        assert!(r.stderr.lines().any(|l| l.starts_with(w)), "missing {w:?} in:\n{}", r.stderr);
+        assert!(
+            r.stderr.lines().any(|l| l.starts_with(w)),
+            "missing {w:?} in:\n{}",
+            r.stderr
+        );
     }
-    assert!(r.stderr.contains("error: 5 problem(s) in the inputs"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("error: 5 problem(s) in the inputs"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -40,9 +53,16 @@ fn malformed_yaml_has_a_position() {
     let r = plan(&p, "broken");
     assert_eq!(r.code, 2);
     let first = r.stderr.lines().next().unwrap();
-    assert!(first.starts_with("images/broken.yaml:") && first.contains("invalid yaml"), "{}", r.stderr);
+    assert!(
+        first.starts_with("images/broken.yaml:") && first.contains("invalid yaml"),
+        "{}",
+        r.stderr
+    );
     let pos: Vec<&str> = first.splitn(4, ':').collect();
-    assert!(pos[1].parse::<usize>().unwrap() >= 2, "line number in {first}");
+    assert!(
+        pos[1].parse::<usize>().unwrap() >= 2,
+        "line number in {first}"
+    );
 }
 
 #[test]
@@ -54,7 +74,12 @@ fn control_characters_are_rejected() {
     p.write("images/ctl.yaml", &text);
     let r = plan(&p, "ctl");
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("images/ctl.yaml:4:8: board: control character '\\n' is not allowed"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("images/ctl.yaml:4:8: board: control character '\\n' is not allowed"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -65,8 +90,20 @@ fn layer_rules_are_load_errors() {
     p.write("layers/meta-a/files/etc/motd", "a\n");
     layer(&p, "meta-b", "b", 5, "");
     p.write("layers/meta-b/files/etc/motd", "b\n");
-    p.write("layers/meta-old/conf/layer.yaml", "collection: old\npriority: 1\nseries-compat: [sumo]\n");
-    p.write("images/l.yaml", &fixture_image("l", "fixtures/base.tar.gz", &["meta-a", "meta-b", "meta-old", "meta-none"], "squashfs", "16MiB"));
+    p.write(
+        "layers/meta-old/conf/layer.yaml",
+        "collection: old\npriority: 1\nseries-compat: [sumo]\n",
+    );
+    p.write(
+        "images/l.yaml",
+        &fixture_image(
+            "l",
+            "fixtures/base.tar.gz",
+            &["meta-a", "meta-b", "meta-old", "meta-none"],
+            "squashfs",
+            "16MiB",
+        ),
+    );
     let r = plan(&p, "l");
     assert_eq!(r.code, 2);
     for w in [
@@ -105,19 +142,41 @@ fn oversize_rootfs_names_both_sizes_and_leaves_out_untouched() {
         b.append(&h, &data[..]).unwrap();
         b.finish().unwrap();
     }
-    p.write("images/big.yaml", &fixture_image("big", "fixtures/big.tar", &[], "squashfs", "4MiB"));
+    p.write(
+        "images/big.yaml",
+        &fixture_image("big", "fixtures/big.tar", &[], "squashfs", "4MiB"),
+    );
     let out = p.path().join("out");
     let r = slotsmith(
-        &["build", p.image("big").to_str().unwrap(), "--out-dir", out.to_str().unwrap(), "--work-dir", p.path().join("work").to_str().unwrap()],
+        &[
+            "build",
+            p.image("big").to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--work-dir",
+            p.path().join("work").to_str().unwrap(),
+        ],
         &[],
         false,
         None,
     );
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("but its slot holds only 4MiB (layout.slot in images/big.yaml)"), "{}", r.stderr);
-    assert!(r.stderr.contains("the rootfs image is 6.0MiB"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("but its slot holds only 4MiB (layout.slot in images/big.yaml)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("the rootfs image is 6.0MiB"),
+        "{}",
+        r.stderr
+    );
     // Nothing new or half-written under out/.
-    let left: Vec<_> = fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert!(left.is_empty(), "left in out/: {left:?}");
 }
 
@@ -125,17 +184,28 @@ fn oversize_rootfs_names_both_sizes_and_leaves_out_untouched() {
 fn missing_tool_names_its_package() {
     let p = Project::new();
     base_tarball(&p.path().join("fixtures/base.tar.gz"));
-    p.write("images/t.yaml", &fixture_image("t", "fixtures/base.tar.gz", &[], "squashfs", "16MiB"));
+    p.write(
+        "images/t.yaml",
+        &fixture_image("t", "fixtures/base.tar.gz", &[], "squashfs", "16MiB"),
+    );
     let out = p.path().join("out");
     let r = slotsmith(
-        &["build", p.image("t").to_str().unwrap(), "--out-dir", out.to_str().unwrap(), "--work-dir", p.path().join("work").to_str().unwrap()],
+        &[
+            "build",
+            p.image("t").to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--work-dir",
+            p.path().join("work").to_str().unwrap(),
+        ],
         &[("PATH", "/nonexistent")],
         false,
         None,
     );
     assert_eq!(r.code, 1);
     assert!(
-        r.stderr.contains("tar2sqfs not found: install the Debian package squashfs-tools-ng"),
+        r.stderr
+            .contains("tar2sqfs not found: install the Debian package squashfs-tools-ng"),
         "{}",
         r.stderr
     );

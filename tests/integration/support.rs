@@ -13,7 +13,10 @@ pub fn cli() -> PathBuf {
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Fails unless `tool` is installed, naming the Debian package. Tests never
@@ -27,7 +30,12 @@ pub fn require(tool: &str, package: &str) {
 
 /// Runs a tool, panicking with its stderr on failure; returns stdout.
 pub fn run(program: &str, args: &[&str]) -> String {
-    let out = duct::cmd(program, args).stdout_capture().stderr_capture().unchecked().run().unwrap();
+    let out = duct::cmd(program, args)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .unwrap();
     assert!(
         out.status.success(),
         "{program} {args:?} failed: {}\n{}",
@@ -47,19 +55,41 @@ pub struct CliRun {
 /// Runs the CLI. With `as_nobody`, it runs as uid/gid 65534 via setpriv
 /// (when the tests run as root; otherwise the tests are already
 /// unprivileged). `umask` wraps the call in `sh -c 'umask ...'`.
-pub fn slotsmith(args: &[&str], env: &[(&str, &str)], as_nobody: bool, umask: Option<&str>) -> CliRun {
+pub fn slotsmith(
+    args: &[&str],
+    env: &[(&str, &str)],
+    as_nobody: bool,
+    umask: Option<&str>,
+) -> CliRun {
     let bin = cli();
     let mut argv: Vec<String> = Vec::new();
     let root = rustix::process::geteuid().is_root();
     if as_nobody && root {
-        argv.extend(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"].map(String::from));
+        argv.extend(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+            ]
+            .map(String::from),
+        );
     }
     if let Some(u) = umask {
-        argv.extend(["sh".into(), "-c".into(), format!("umask {u} && exec \"$@\""), "sh".into()]);
+        argv.extend([
+            "sh".into(),
+            "-c".into(),
+            format!("umask {u} && exec \"$@\""),
+            "sh".into(),
+        ]);
     }
     argv.push(bin.to_string_lossy().into_owned());
     argv.extend(args.iter().map(|s| s.to_string()));
-    let mut e = duct::cmd(&argv[0], &argv[1..]).stdout_capture().stderr_capture().unchecked();
+    let mut e = duct::cmd(&argv[0], &argv[1..])
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked();
     for (k, v) in env {
         e = e.env(k, v);
     }
@@ -78,7 +108,10 @@ pub struct Project {
 
 impl Project {
     pub fn new() -> Project {
-        let dir = tempfile::Builder::new().prefix("slotsmith-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("slotsmith-test-")
+            .tempdir()
+            .unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         for d in ["images", "layers", "policies", "fixtures"] {
             fs::create_dir(dir.path().join(d)).unwrap();
@@ -102,7 +135,12 @@ impl Project {
         let p = self.path().join(rel);
         fs::create_dir_all(&p).unwrap();
         if rustix::process::geteuid().is_root() {
-            rustix::fs::chown(&p, Some(rustix::process::Uid::from_raw(65534)), Some(rustix::process::Gid::from_raw(65534))).unwrap();
+            rustix::fs::chown(
+                &p,
+                Some(rustix::process::Uid::from_raw(65534)),
+                Some(rustix::process::Gid::from_raw(65534)),
+            )
+            .unwrap();
         }
         p
     }
@@ -113,7 +151,9 @@ impl Project {
 }
 
 /// A file capability: cap_net_raw+ep, as a v2 `security.capability` value.
-pub const CAP_NET_RAW_EP: [u8; 20] = [1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+pub const CAP_NET_RAW_EP: [u8; 20] = [
+    1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
 
 fn header(path: &str, kind: tar::EntryType, mode: u32, uid: u64, size: u64) -> tar::Header {
     let mut h = tar::Header::new_ustar();
@@ -145,17 +185,39 @@ pub fn base_tarball(path: &Path) {
         b.append(&h, data).unwrap();
     };
     dir(&mut b, "./", 0o755);
-    for d in ["bin", "dev", "etc", "tmp", "usr", "usr/bin", "usr/lib", "var", "var/lib"] {
-        dir(&mut b, &format!("./{d}/"), if d == "tmp" { 0o1777 } else { 0o755 });
+    for d in [
+        "bin", "dev", "etc", "tmp", "usr", "usr/bin", "usr/lib", "var", "var/lib",
+    ] {
+        dir(
+            &mut b,
+            &format!("./{d}/"),
+            if d == "tmp" { 0o1777 } else { 0o755 },
+        );
     }
-    file(&mut b, "./etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n");
-    file(&mut b, "./etc/shadow", 0o640, b"root:*:19000:0:99999:7:::\n");
+    file(
+        &mut b,
+        "./etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\n",
+    );
+    file(
+        &mut b,
+        "./etc/shadow",
+        0o640,
+        b"root:*:19000:0:99999:7:::\n",
+    );
     file(&mut b, "./etc/update-motd.d-placeholder", 0o644, b"x\n");
     file(&mut b, "./usr/bin/su", 0o4755, b"#!/bin/sh\necho su\n");
-    let big: Vec<u8> = (0..300_000u32).flat_map(|i| (i.wrapping_mul(2654435761)).to_le_bytes()).collect();
+    let big: Vec<u8> = (0..300_000u32)
+        .flat_map(|i| (i.wrapping_mul(2654435761)).to_le_bytes())
+        .collect();
     file(&mut b, "./usr/lib/libbig.so", 0o644, &big);
     // A file capability, carried as a PAX SCHILY.xattr record.
-    b.append_pax_extensions([("SCHILY.xattr.security.capability", CAP_NET_RAW_EP.as_slice())]).unwrap();
+    b.append_pax_extensions([(
+        "SCHILY.xattr.security.capability",
+        CAP_NET_RAW_EP.as_slice(),
+    )])
+    .unwrap();
     file(&mut b, "./usr/bin/ping", 0o755, b"\x7fELF fake ping\n");
     // A character device node: /dev/console is 5:1.
     let mut h = header("./dev/console", tar::EntryType::Char, 0o600, 0, 0);
@@ -193,8 +255,17 @@ pub fn layer(project: &Project, name: &str, collection: &str, priority: i64, ext
 }
 
 /// The fixture image file text.
-pub fn fixture_image(name: &str, base: &str, layers: &[&str], filesystem: &str, slot: &str) -> String {
-    let layers = layers.iter().map(|l| format!("  - {l}\n")).collect::<String>();
+pub fn fixture_image(
+    name: &str,
+    base: &str,
+    layers: &[&str],
+    filesystem: &str,
+    slot: &str,
+) -> String {
+    let layers = layers
+        .iter()
+        .map(|l| format!("  - {l}\n"))
+        .collect::<String>();
     format!(
         "name: {name}\nversion: 2.1.0\narch: x86-64\nboard: test-board\nhardware-compatibility: [\"1.0\", \"1.1\"]\n\
 source-date-epoch: 1700000000\nbase:\n  tarball: {base}\nlayers:\n{layers}rootfs:\n  filesystem: {filesystem}\n\

@@ -32,7 +32,8 @@ enum Which {
 
 /// Runs the chosen bench.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let size = slotsmith::load::parse_size(&args.size).with_context(|| format!("'{}' is not a size", args.size))?;
+    let size = slotsmith::load::parse_size(&args.size)
+        .with_context(|| format!("'{}' is not a size", args.size))?;
     match args.which {
         Which::Rootfs => rootfs(size),
     }
@@ -56,13 +57,28 @@ impl Rng {
 /// (incompressible) contents, nested directories.
 fn make_tree(dir: &Path, size: u64) -> anyhow::Result<(u64, u64)> {
     let mut rng = Rng(0x5107_5317_0000_0001);
-    let words: Vec<&[u8]> = [b"config".as_slice(), b"kernel", b"device", b"update", b"slot", b"verity", b"\n", b" = ", b"true", b"0x1f"]
-        .to_vec();
+    let words: Vec<&[u8]> = [
+        b"config".as_slice(),
+        b"kernel",
+        b"device",
+        b"update",
+        b"slot",
+        b"verity",
+        b"\n",
+        b" = ",
+        b"true",
+        b"0x1f",
+    ]
+    .to_vec();
     let mut written = 0u64;
     let mut files = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     while written < size {
-        let d = dir.join(format!("usr/lib/pkg{:03}/sub{:02}", files / 97 % 400, files % 13));
+        let d = dir.join(format!(
+            "usr/lib/pkg{:03}/sub{:02}",
+            files / 97 % 400,
+            files % 13
+        ));
         fs::create_dir_all(&d)?;
         let len = match rng.next() % 100 {
             0..=69 => 512 + rng.next() % 16384,
@@ -99,19 +115,41 @@ fn make_tree(dir: &Path, size: u64) -> anyhow::Result<(u64, u64)> {
 }
 
 fn rootfs(size: u64) -> anyhow::Result<()> {
-    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
-    let tmp = tempfile::Builder::new().prefix("slotsmith-bench-").tempdir().context("creating a temporary directory")?;
+    let jobs = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .to_string();
+    let tmp = tempfile::Builder::new()
+        .prefix("slotsmith-bench-")
+        .tempdir()
+        .context("creating a temporary directory")?;
     let tree_dir = tmp.path().join("tree");
-    eprintln!("generating a {} synthetic tree ...", slotsmith::load::human(size));
+    eprintln!(
+        "generating a {} synthetic tree ...",
+        slotsmith::load::human(size)
+    );
     let (files, bytes) = make_tree(&tree_dir, size)?;
     // Warm the page cache for both contestants alike.
-    let _ = Tool::new("tar")?.arg("-cf").arg("/dev/null").arg("-C").arg(&tree_dir).arg(".").run();
+    let _ = Tool::new("tar")?
+        .arg("-cf")
+        .arg("/dev/null")
+        .arg("-C")
+        .arg(&tree_dir)
+        .arg(".")
+        .run();
 
     let ours_out = tmp.path().join("ours.squashfs");
     let start = Instant::now();
     let tree = slotsmith_rootfs_import(&tree_dir)?;
     let tool = Tool::new("tar2sqfs")?
-        .args(["--quiet", "--no-skip", "--compressor", "zstd", "--num-jobs", &jobs])
+        .args([
+            "--quiet",
+            "--no-skip",
+            "--compressor",
+            "zstd",
+            "--num-jobs",
+            &jobs,
+        ])
         .args(["--defaults", "uid=0,gid=0,mode=0755,mtime=0"])
         .arg(&ours_out);
     let out = tool.run_with_stdin(|w| {
@@ -128,13 +166,25 @@ fn rootfs(size: u64) -> anyhow::Result<()> {
     let out = Tool::new("mksquashfs")?
         .arg(&tree_dir)
         .arg(&peer_out)
-        .args(["-comp", "zstd", "-noappend", "-quiet", "-no-progress", "-all-root", "-processors", &jobs])
+        .args([
+            "-comp",
+            "zstd",
+            "-noappend",
+            "-quiet",
+            "-no-progress",
+            "-all-root",
+            "-processors",
+            &jobs,
+        ])
         .run()?;
     let peer_time = start.elapsed().as_secs_f64();
     let peer_size = fs::metadata(&peer_out)?.len();
 
     let m = |n: u64| format!("{:.1} MiB", n as f64 / 1048576.0);
-    println!("bench rootfs: {} tree, {files} files, zstd, {jobs} jobs", m(bytes));
+    println!(
+        "bench rootfs: {} tree, {files} files, zstd, {jobs} jobs",
+        m(bytes)
+    );
     println!(
         "  slotsmith (import, tar stream, tar2sqfs): {ours_time:7.2} s  image {:>10}  peak RSS: slotsmith {}, tar2sqfs {}",
         m(ours_size),
@@ -146,10 +196,18 @@ fn rootfs(size: u64) -> anyhow::Result<()> {
         m(peer_size),
         m(out.peak_rss_kib * 1024)
     );
-    println!("  ratio slotsmith/mksquashfs: time {:.2}x, size {:.3}x", ours_time / peer_time, ours_size as f64 / peer_size as f64);
+    println!(
+        "  ratio slotsmith/mksquashfs: time {:.2}x, size {:.3}x",
+        ours_time / peer_time,
+        ours_size as f64 / peer_size as f64
+    );
     Ok(())
 }
 
 fn slotsmith_rootfs_import(dir: &Path) -> anyhow::Result<slotsmith_rootfs::tree::Tree> {
-    slotsmith_rootfs::import::from_directory(dir, slotsmith_rootfs::import::Ownership::Root, &mut |_, _| {})
+    slotsmith_rootfs::import::from_directory(
+        dir,
+        slotsmith_rootfs::import::Ownership::Root,
+        &mut |_, _| {},
+    )
 }

@@ -14,7 +14,10 @@ mod bench;
 
 /// The project root: the workspace this xtask was built from.
 pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 #[derive(Parser)]
@@ -36,18 +39,24 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Print the resolved build plan of an image as JSON
-    #[command(after_help = "The plan is pure and deterministic: the same inputs and SOURCE_DATE_EPOCH \
-always give the same plan. Nothing is built.\n\nExamples:\n  cargo xtask plan\n  cargo xtask plan demo | jq .disk.partitions\n  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) cargo xtask plan images/demo.yaml")]
+    #[command(
+        after_help = "The plan is pure and deterministic: the same inputs and SOURCE_DATE_EPOCH \
+always give the same plan. Nothing is built.\n\nExamples:\n  cargo xtask plan\n  cargo xtask plan demo | jq .disk.partitions\n  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) cargo xtask plan images/demo.yaml"
+    )]
     Plan(PlanArgs),
     /// Build an image into out/<name>/
-    #[command(after_help = "Outputs in out/<name>/: <name>.img (golden GPT disk image), <name>.img.bmap, \
+    #[command(
+        after_help = "Outputs in out/<name>/: <name>.img (golden GPT disk image), <name>.img.bmap, \
 the rootfs image, SHA256SUMS and build.json. The build needs no root. A failed build leaves out/ as it was.\n\n\
 SOURCE_DATE_EPOCH (or source-date-epoch in the image) clamps every timestamp: the same inputs give \
 bit-identical outputs.\n\nExamples:\n  cargo xtask build\n  cargo xtask build demo --json > summary.json\n  \
-cargo xtask build images/demo.yaml --out-dir /srv/images")]
+cargo xtask build images/demo.yaml --out-dir /srv/images"
+    )]
     Build(BuildArgs),
     /// Measure slotsmith's stages against peer tools
-    #[command(after_help = "Examples:\n  cargo xtask bench              # rootfs stage vs mksquashfs, 512MiB tree\n  cargo xtask bench rootfs --size 2GiB")]
+    #[command(
+        after_help = "Examples:\n  cargo xtask bench              # rootfs stage vs mksquashfs, 512MiB tree\n  cargo xtask bench rootfs --size 2GiB"
+    )]
     Bench(bench::BenchArgs),
 }
 
@@ -138,13 +147,15 @@ impl From<anyhow::Error> for Failure {
 fn env_epoch() -> Result<Option<u64>, Failure> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => v.trim().parse::<u64>().map(Some).map_err(|_| {
-            Failure::Input(slotsmith::diag::Diagnostics(vec![slotsmith::diag::Diagnostic {
-                file: "SOURCE_DATE_EPOCH".into(),
-                line: 0,
-                col: 0,
-                key: String::new(),
-                message: format!("'{v}' is not a number of seconds since 1970"),
-            }]))
+            Failure::Input(slotsmith::diag::Diagnostics(vec![
+                slotsmith::diag::Diagnostic {
+                    file: "SOURCE_DATE_EPOCH".into(),
+                    line: 0,
+                    col: 0,
+                    key: String::new(),
+                    message: format!("'{v}' is not a number of seconds since 1970"),
+                },
+            ]))
         }),
         _ => Ok(None),
     }
@@ -173,7 +184,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let opts = slotsmith::build::BuildOptions {
                 project_root: image_root.clone(),
                 out_root: a.out_dir.clone().unwrap_or_else(|| image_root.join("out")),
-                work_root: a.work_dir.clone().unwrap_or_else(|| image_root.join("work")),
+                work_root: a
+                    .work_dir
+                    .clone()
+                    .unwrap_or_else(|| image_root.join("work")),
                 cache_dir,
             };
             let mut progress = slotsmith::progress::Progress::new(a.quiet);
@@ -184,12 +198,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     "build": outcome.record,
                     "stages": progress.stages,
                 });
-                println!("{}", serde_json::to_string_pretty(&summary).map_err(anyhow::Error::from)?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).map_err(anyhow::Error::from)?
+                );
             } else if !a.quiet {
                 let total: f64 = progress.stages.iter().map(|s| s.seconds).sum();
-                eprintln!("built {} {} in {total:.1}s:", plan.image.name, plan.image.version);
+                eprintln!(
+                    "built {} {} in {total:.1}s:",
+                    plan.image.name, plan.image.version
+                );
                 for art in &outcome.record.artifacts {
-                    eprintln!("  {}/{}  {}  sha256:{}", outcome.out_dir.display(), art.name, slotsmith::load::human(art.size), &art.sha256[..16]);
+                    eprintln!(
+                        "  {}/{}  {}  sha256:{}",
+                        outcome.out_dir.display(),
+                        art.name,
+                        slotsmith::load::human(art.size),
+                        &art.sha256[..16]
+                    );
                 }
             }
             Ok(())

@@ -42,17 +42,89 @@ pub fn bmap_xml(
     image_size: u64,
     mapped: &[(u64, u64)],
 ) -> Result<String> {
-    let blocks_count = image_size.div_ceil(BLOCK_SIZE);
     let ranges = block_ranges(image_size, mapped)?;
-    let mapped_count: u64 = ranges.iter().map(|(a, b)| b - a + 1).sum();
-
     let mut buf = vec![0u8; BUF_SIZE];
-    let mut block_map = String::new();
+    let mut digests = Vec::with_capacity(ranges.len());
     for &(first, last) in &ranges {
         let start = first * BLOCK_SIZE;
         let end = ((last + 1) * BLOCK_SIZE).min(image_size);
         let digest = hash_range(image, start, end, &mut buf)
             .with_context(|| format!("hash image blocks {first}-{last}"))?;
+        digests.push(digest);
+    }
+    Ok(render(image_size, &ranges, &digests))
+}
+
+/// Like [`bmap_xml`], but reads the whole image once, front to back, and
+/// also returns the sha256 of the whole image. A build needs both; one
+/// sequential pass instead of two halves the hashing of a multi-GiB image.
+pub fn bmap_xml_and_sha256(
+    image: &mut (impl Read + Seek),
+    image_size: u64,
+    mapped: &[(u64, u64)],
+) -> Result<(String, [u8; 32])> {
+    let ranges = block_ranges(image_size, mapped)?;
+    image
+        .seek(SeekFrom::Start(0))
+        .context("seek image to the start")?;
+    let mut buf = vec![0u8; BUF_SIZE];
+    let mut whole = Sha256::new();
+    let mut digests = Vec::with_capacity(ranges.len());
+    let mut current: Option<Sha256> = None;
+    let mut next = 0usize;
+    let mut pos = 0u64;
+    while pos < image_size {
+        let n = usize::try_from(image_size - pos)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        image
+            .read_exact(&mut buf[..n])
+            .with_context(|| format!("read image bytes {pos}..{}", pos + n as u64))?;
+        whole.update(&buf[..n]);
+        // Feed the part of this chunk that falls inside mapped ranges.
+        let chunk_end = pos + n as u64;
+        let mut at = pos;
+        while at < chunk_end && next < ranges.len() {
+            let (first, last) = ranges[next];
+            let start = first * BLOCK_SIZE;
+            let end = ((last + 1) * BLOCK_SIZE).min(image_size);
+            if at < start {
+                if start >= chunk_end {
+                    break;
+                }
+                at = start;
+            }
+            let stop = end.min(chunk_end);
+            let h = current.get_or_insert_with(Sha256::new);
+            h.update(&buf[(at - pos) as usize..(stop - pos) as usize]);
+            at = stop;
+            if stop == end {
+                digests.push(
+                    current
+                        .take()
+                        .map(|h| h.finalize().into())
+                        .unwrap_or_default(),
+                );
+                next += 1;
+            }
+        }
+        pos = chunk_end;
+    }
+    ensure!(
+        digests.len() == ranges.len(),
+        "mapped ranges extend past the image"
+    );
+    Ok((
+        render(image_size, &ranges, &digests),
+        whole.finalize().into(),
+    ))
+}
+
+fn render(image_size: u64, ranges: &[(u64, u64)], digests: &[[u8; 32]]) -> String {
+    let blocks_count = image_size.div_ceil(BLOCK_SIZE);
+    let mapped_count: u64 = ranges.iter().map(|(a, b)| b - a + 1).sum();
+    let mut block_map = String::new();
+    for (&(first, last), digest) in ranges.iter().zip(digests) {
         let span = if first == last {
             first.to_string()
         } else {
@@ -65,7 +137,6 @@ pub fn bmap_xml(
             hex::encode(digest)
         );
     }
-
     let render = |checksum: &str| {
         format!(
             "<?xml version=\"1.0\" ?>\n\
@@ -83,7 +154,7 @@ pub fn bmap_xml(
         )
     };
     let file_checksum = hex::encode(Sha256::digest(render(ZERO_CHECKSUM).as_bytes()));
-    Ok(render(&file_checksum))
+    render(&file_checksum)
 }
 
 /// Converts byte ranges to sorted, merged, inclusive block ranges.
@@ -140,6 +211,17 @@ fn hash_range(
 mod tests {
     use super::*;
     use std::io::Cursor;
+
+    #[test]
+    fn one_pass_matches_two_passes() {
+        let size = 40 * 4096 + 123;
+        let img: Vec<u8> = (0..size).map(|i| (i * 7 % 253) as u8).collect();
+        let mapped = [(0, 1), (5 * 4096, 9 * 4096 + 5), (30 * 4096, size as u64)];
+        let a = bmap_xml(&mut Cursor::new(&img), size as u64, &mapped).unwrap();
+        let (b, whole) = bmap_xml_and_sha256(&mut Cursor::new(&img), size as u64, &mapped).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(whole, <[u8; 32]>::from(Sha256::digest(&img)));
+    }
 
     #[test]
     fn widens_clamps_and_merges() {

@@ -14,7 +14,7 @@
 //! data into the filesystem image, never through the host filesystem.
 
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -124,22 +124,34 @@ pub struct BuildOutcome {
 }
 
 /// Builds `plan` into `out_root/<name>/`.
-pub fn build(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyhow::Result<BuildOutcome> {
+pub fn build(
+    plan: &Plan,
+    opts: &BuildOptions,
+    progress: &mut Progress,
+) -> anyhow::Result<BuildOutcome> {
     let name = &plan.image.name;
     let sde = plan.source_date_epoch;
     let work = opts.work_root.join(name);
     if work.exists() {
-        fs::remove_dir_all(&work).with_context(|| format!("removing old work directory {}", work.display()))?;
+        fs::remove_dir_all(&work)
+            .with_context(|| format!("removing old work directory {}", work.display()))?;
     }
     let store = work.join("store");
-    fs::create_dir_all(&store).with_context(|| format!("creating work directory {}", store.display()))?;
-    fs::create_dir_all(&opts.out_root).with_context(|| format!("creating {}", opts.out_root.display()))?;
+    fs::create_dir_all(&store)
+        .with_context(|| format!("creating work directory {}", store.display()))?;
+    fs::create_dir_all(&opts.out_root)
+        .with_context(|| format!("creating {}", opts.out_root.display()))?;
     // The staging directory lives beside the final one so the publishing
     // rename never crosses filesystems. It is removed on any error.
     let staging = tempfile::Builder::new()
         .prefix(&format!(".{name}.partial-"))
         .tempdir_in(&opts.out_root)
-        .with_context(|| format!("creating a staging directory in {}", opts.out_root.display()))?;
+        .with_context(|| {
+            format!(
+                "creating a staging directory in {}",
+                opts.out_root.display()
+            )
+        })?;
 
     let mut tree = import_base(plan, opts, &store, progress)?;
     apply_layers(plan, opts, &mut tree, progress)?;
@@ -150,25 +162,43 @@ pub fn build(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyho
 
     let rootfs_path = staging.path().join(&plan.outputs.rootfs);
     build_rootfs(plan, &tree, &work, &rootfs_path, progress)?;
-    let rootfs_size = fs::metadata(&rootfs_path).with_context(|| format!("reading {}", rootfs_path.display()))?.len();
+    let rootfs_size = fs::metadata(&rootfs_path)
+        .with_context(|| format!("reading {}", rootfs_path.display()))?
+        .len();
 
     let img_path = staging.path().join(&plan.outputs.image);
-    progress.stage("disk", &format!("writing {} ({})", plan.outputs.image, human(plan.disk.size)));
+    progress.stage(
+        "disk",
+        &format!("writing {} ({})", plan.outputs.image, human(plan.disk.size)),
+    );
     let mapped = write_disk(plan, &img_path, &rootfs_path, rootfs_size)?;
 
     progress.stage("checksums", "bmap, SHA256SUMS and build.json");
     let bmap_path = staging.path().join(&plan.outputs.bmap);
+    let mut artifacts = Vec::new();
     {
-        let mut img = File::open(&img_path).with_context(|| format!("opening {}", img_path.display()))?;
-        let xml = disk::bmap::bmap_xml(&mut img, plan.disk.size, &mapped)
+        // One sequential pass gives both the bmap and the image's sha256.
+        let mut img = std::io::BufReader::with_capacity(
+            1 << 20,
+            File::open(&img_path).with_context(|| format!("opening {}", img_path.display()))?,
+        );
+        let (xml, sha) = disk::bmap::bmap_xml_and_sha256(&mut img, plan.disk.size, &mapped)
             .with_context(|| format!("computing the block map of {}", img_path.display()))?;
         write_new(&bmap_path, xml.as_bytes())?;
+        artifacts.push(Artifact {
+            name: plan.outputs.image.clone(),
+            sha256: hex::encode(sha),
+            size: plan.disk.size,
+        });
     }
-    let mut artifacts = Vec::new();
-    for file in [&plan.outputs.image, &plan.outputs.bmap, &plan.outputs.rootfs] {
+    for file in [&plan.outputs.bmap, &plan.outputs.rootfs] {
         let (sha256, size) =
             hash_file(&staging.path().join(file)).with_context(|| format!("hashing {file}"))?;
-        artifacts.push(Artifact { name: file.clone(), sha256, size });
+        artifacts.push(Artifact {
+            name: file.clone(),
+            sha256,
+            size,
+        });
     }
     artifacts.sort_by(|a, b| a.name.cmp(&b.name));
     let record = BuildRecord {
@@ -207,8 +237,15 @@ pub fn build(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyho
     json.push(b'\n');
     write_new(&staging.path().join(&plan.outputs.build_json), &json)?;
     let mut sums = String::new();
-    let mut all: Vec<(String, String)> = record.artifacts.iter().map(|a| (a.name.clone(), a.sha256.clone())).collect();
-    all.push((plan.outputs.build_json.clone(), hex::encode(Sha256::digest(&json))));
+    let mut all: Vec<(String, String)> = record
+        .artifacts
+        .iter()
+        .map(|a| (a.name.clone(), a.sha256.clone()))
+        .collect();
+    all.push((
+        plan.outputs.build_json.clone(),
+        hex::encode(Sha256::digest(&json)),
+    ));
     all.sort();
     for (file, sha) in all {
         sums.push_str(&format!("{sha}  {file}\n"));
@@ -219,7 +256,8 @@ pub fn build(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyho
     let out_dir = opts.out_root.join(&plan.outputs.dir);
     publish(staging, &out_dir)?;
     progress.finish();
-    fs::remove_dir_all(&work).with_context(|| format!("removing work directory {}", work.display()))?;
+    fs::remove_dir_all(&work)
+        .with_context(|| format!("removing work directory {}", work.display()))?;
     Ok(BuildOutcome { out_dir, record })
 }
 
@@ -229,24 +267,36 @@ pub fn build(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyho
 fn drop_acls(tree: &mut Tree, progress: &mut Progress) {
     let with_acl: Vec<RelPath> = tree
         .iter()
-        .filter(|(_, n)| n.meta.xattrs.keys().any(|k| k.starts_with("system.posix_acl_")))
+        .filter(|(_, n)| {
+            n.meta
+                .xattrs
+                .keys()
+                .any(|k| k.starts_with("system.posix_acl_"))
+        })
         .map(|(p, _)| p.clone())
         .collect();
     for p in &with_acl {
         if let Some(n) = tree.get_mut(p) {
-            n.meta.xattrs.retain(|k, _| !k.starts_with("system.posix_acl_"));
+            n.meta
+                .xattrs
+                .retain(|k, _| !k.starts_with("system.posix_acl_"));
         }
     }
     if !with_acl.is_empty() {
         let names: Vec<String> = with_acl.iter().map(|p| p.to_string()).collect();
-        progress.note(&format!("squashfs cannot store POSIX ACLs; dropped them on {}", names.join(", ")));
+        progress.note(&format!(
+            "squashfs cannot store POSIX ACLs; dropped them on {}",
+            names.join(", ")
+        ));
     }
 }
 
 fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut f = File::create_new(path).with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
-    f.sync_all().with_context(|| format!("syncing {}", path.display()))
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))
 }
 
 /// Moves the finished staging directory to `out_dir`. When an older build
@@ -275,18 +325,26 @@ fn publish(staging: tempfile::TempDir, out_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn import_base(plan: &Plan, opts: &BuildOptions, store: &Path, progress: &mut Progress) -> anyhow::Result<Tree> {
+fn import_base(
+    plan: &Plan,
+    opts: &BuildOptions,
+    store: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<Tree> {
     let tarball = match &plan.base.spec {
         BaseSpec::Tarball { path, sha256, .. } => {
             let abs = resolve(&opts.project_root, path);
             progress.stage("base", &format!("importing tarball {path}"));
-            let (actual, _) = hash_file(&abs).with_context(|| format!("reading base tarball {}", abs.display()))?;
+            let (actual, _) = hash_file(&abs)
+                .with_context(|| format!("reading base tarball {}", abs.display()))?;
             if &actual != sha256 {
                 bail!("base tarball {} changed since it was planned (sha256 {actual}, plan has {sha256})", abs.display());
             }
             abs
         }
-        BaseSpec::Directory { path, ownership, .. } => {
+        BaseSpec::Directory {
+            path, ownership, ..
+        } => {
             let abs = resolve(&opts.project_root, path);
             progress.stage("base", &format!("importing directory {path}"));
             let own = match ownership {
@@ -297,7 +355,11 @@ fn import_base(plan: &Plan, opts: &BuildOptions, store: &Path, progress: &mut Pr
                 progress.tick(|| format!("{n} entries, {}", mib(b)))
             })
             .with_context(|| format!("importing base directory {}", abs.display()))?;
-            progress.note(&format!("{} entries, {} of file data", tree.len(), mib(tree.total_file_bytes())));
+            progress.note(&format!(
+                "{} entries, {} of file data",
+                tree.len(),
+                mib(tree.total_file_bytes())
+            ));
             return Ok(tree);
         }
         BaseSpec::Debian { .. } => {
@@ -309,7 +371,11 @@ fn import_base(plan: &Plan, opts: &BuildOptions, store: &Path, progress: &mut Pr
         progress.tick(|| format!("{n} entries, {}", mib(b)))
     })
     .with_context(|| format!("importing base tarball {}", tarball.display()))?;
-    progress.note(&format!("{} entries, {} of file data", tree.len(), mib(tree.total_file_bytes())));
+    progress.note(&format!(
+        "{} entries, {} of file data",
+        tree.len(),
+        mib(tree.total_file_bytes())
+    ));
     Ok(tree)
 }
 
@@ -324,18 +390,33 @@ fn resolve(root: &Path, p: &str) -> PathBuf {
 
 /// Returns the cached mmdebstrap tarball for the plan's cache key, making it
 /// first when absent. The cache entry appears by rename only when complete.
-fn debian_base(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyhow::Result<PathBuf> {
-    let BaseSpec::Debian { suite, variant, packages, mirror } = &plan.base.spec else {
+fn debian_base(
+    plan: &Plan,
+    opts: &BuildOptions,
+    progress: &mut Progress,
+) -> anyhow::Result<PathBuf> {
+    let BaseSpec::Debian {
+        suite,
+        variant,
+        packages,
+        mirror,
+    } = &plan.base.spec
+    else {
         bail!("not a debian base");
     };
-    let key = plan.base.cache_key.as_deref().context("debian base without a cache key")?;
+    let key = plan
+        .base
+        .cache_key
+        .as_deref()
+        .context("debian base without a cache key")?;
     let dir = opts.cache_dir.join("debian");
     let cached = dir.join(format!("{key}.tar"));
     if cached.is_file() {
         progress.note(&format!("using cached base {}", cached.display()));
         return Ok(cached);
     }
-    fs::create_dir_all(&dir).with_context(|| format!("creating cache directory {}", dir.display()))?;
+    fs::create_dir_all(&dir)
+        .with_context(|| format!("creating cache directory {}", dir.display()))?;
     let tmp = dir.join(format!("{key}.tar.partial-{}", std::process::id()));
     let arch = plan.base.debian_arch.as_deref().unwrap_or("amd64");
     let mut tool = Tool::new("mmdebstrap")?
@@ -354,7 +435,10 @@ fn debian_base(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> any
             // The host's apt sources, as the image definition promises: each
             // existing sources file is pasted into the chroot's sources.
             let mut any = false;
-            for f in ["/etc/apt/sources.list", "/etc/apt/sources.list.d/debian.sources"] {
+            for f in [
+                "/etc/apt/sources.list",
+                "/etc/apt/sources.list.d/debian.sources",
+            ] {
                 if Path::new(f).is_file() && fs::metadata(f).map(|m| m.len() > 0).unwrap_or(false) {
                     tool = tool.arg(f);
                     any = true;
@@ -375,16 +459,26 @@ fn debian_base(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> any
     Ok(cached)
 }
 
-fn apply_layers(plan: &Plan, opts: &BuildOptions, tree: &mut Tree, progress: &mut Progress) -> anyhow::Result<()> {
+fn apply_layers(
+    plan: &Plan,
+    opts: &BuildOptions,
+    tree: &mut Tree,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
     if plan.layers.is_empty() {
         return Ok(());
     }
-    progress.stage("layers", &format!("applying {} layer(s)", plan.layers.len()));
+    progress.stage(
+        "layers",
+        &format!("applying {} layer(s)", plan.layers.len()),
+    );
     let sde = plan.source_date_epoch as i64;
     for layer in &plan.layers {
         let mut ops = Vec::new();
         for p in &layer.remove {
-            ops.push(rootfs::overlay::Op::Remove { path: RelPath::parse(p)? });
+            ops.push(rootfs::overlay::Op::Remove {
+                path: RelPath::parse(p)?,
+            });
         }
         for e in &layer.entries {
             let kind = match &e.kind {
@@ -393,18 +487,35 @@ fn apply_layers(plan: &Plan, opts: &BuildOptions, tree: &mut Tree, progress: &mu
                     size: *size,
                 },
                 LayerEntryKind::Directory => Kind::Dir,
-                LayerEntryKind::Symlink { target } => Kind::Symlink { target: target.clone() },
-                LayerEntryKind::Char { major, minor } => Kind::CharDev { major: *major, minor: *minor },
-                LayerEntryKind::Block { major, minor } => Kind::BlockDev { major: *major, minor: *minor },
+                LayerEntryKind::Symlink { target } => Kind::Symlink {
+                    target: target.clone(),
+                },
+                LayerEntryKind::Char { major, minor } => Kind::CharDev {
+                    major: *major,
+                    minor: *minor,
+                },
+                LayerEntryKind::Block { major, minor } => Kind::BlockDev {
+                    major: *major,
+                    minor: *minor,
+                },
                 LayerEntryKind::Fifo => Kind::Fifo,
             };
             let mut xattrs = std::collections::BTreeMap::new();
             for (k, v) in &e.xattrs {
-                xattrs.insert(k.clone(), hex::decode(v).with_context(|| format!("xattr {k} of {}", e.path))?);
+                xattrs.insert(
+                    k.clone(),
+                    hex::decode(v).with_context(|| format!("xattr {k} of {}", e.path))?,
+                );
             }
             // Layer files take the epoch as mtime: git checkouts give
             // arbitrary mtimes, which must not reach the image.
-            let meta = Meta { mode: e.mode, uid: e.uid, gid: e.gid, mtime: sde, xattrs };
+            let meta = Meta {
+                mode: e.mode,
+                uid: e.uid,
+                gid: e.gid,
+                mtime: sde,
+                xattrs,
+            };
             let path = RelPath::parse(&e.path)?;
             // A layer directory that already exists keeps the base's
             // attributes unless the layer declares its own.
@@ -415,10 +526,19 @@ fn apply_layers(plan: &Plan, opts: &BuildOptions, tree: &mut Tree, progress: &mu
                     }
                 }
             }
-            ops.push(rootfs::overlay::Op::Put { path, node: Node { kind, meta } });
+            ops.push(rootfs::overlay::Op::Put {
+                path,
+                node: Node { kind, meta },
+            });
         }
-        rootfs::overlay::apply(tree, &ops).with_context(|| format!("applying layer {}", layer.name))?;
-        progress.note(&format!("{}: {} entries, {} removals", layer.name, layer.entries.len(), layer.remove.len()));
+        rootfs::overlay::apply(tree, &ops)
+            .with_context(|| format!("applying layer {}", layer.name))?;
+        progress.note(&format!(
+            "{}: {} entries, {} removals",
+            layer.name,
+            layer.entries.len(),
+            layer.remove.len()
+        ));
     }
     Ok(())
 }
@@ -431,14 +551,30 @@ fn e_declares_attrs(e: &crate::spec::LayerEntry) -> bool {
     e.mode != 0o755 || e.uid != 0 || e.gid != 0 || !e.xattrs.is_empty()
 }
 
-fn build_rootfs(plan: &Plan, tree: &Tree, work: &Path, out: &Path, progress: &mut Progress) -> anyhow::Result<()> {
+fn build_rootfs(
+    plan: &Plan,
+    tree: &Tree,
+    work: &Path,
+    out: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
     let sde = plan.source_date_epoch;
     let max = plan.rootfs.max_size;
     match plan.rootfs.filesystem {
         Filesystem::Squashfs => {
-            let comp = plan.rootfs.compression.map(|c| c.tool_name()).unwrap_or("zstd");
-            progress.stage("rootfs", &format!("squashfs ({comp}) from {} entries", tree.len()));
-            let block = plan.rootfs.block_size.unwrap_or(crate::plan::SQUASHFS_BLOCK);
+            let comp = plan
+                .rootfs
+                .compression
+                .map(|c| c.tool_name())
+                .unwrap_or("zstd");
+            progress.stage(
+                "rootfs",
+                &format!("squashfs ({comp}) from {} entries", tree.len()),
+            );
+            let block = plan
+                .rootfs
+                .block_size
+                .unwrap_or(crate::plan::SQUASHFS_BLOCK);
             let tool = Tool::new("tar2sqfs")?
                 .arg("--quiet")
                 .arg("--no-skip")
@@ -479,13 +615,21 @@ fn build_rootfs(plan: &Plan, tree: &Tree, work: &Path, out: &Path, progress: &mu
             let staging = work.join("ext4-staging");
             fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
             rootfs::ext4::materialize(tree, &staging).context("staging the ext4 rootfs tree")?;
-            let uuid = plan.rootfs.ext4_uuid.context("ext4 plan without a uuid")?.to_string();
+            let uuid = plan
+                .rootfs
+                .ext4_uuid
+                .context("ext4 plan without a uuid")?
+                .to_string();
             Tool::new("mke2fs")?
-                .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-L", "rootfs", "-U", &uuid])
+                .args([
+                    "-q", "-F", "-t", "ext4", "-b", "4096", "-L", "rootfs", "-U", &uuid,
+                ])
                 // No journal: the slot is read-only under dm-verity.
                 .args(["-O", "^has_journal"])
                 .arg("-E")
-                .arg(format!("hash_seed={uuid},root_owner=0:0,nodiscard,lazy_itable_init=0"))
+                .arg(format!(
+                    "hash_seed={uuid},root_owner=0:0,nodiscard,lazy_itable_init=0"
+                ))
                 .arg("-d")
                 .arg(&staging)
                 .arg(out)
@@ -495,14 +639,16 @@ fn build_rootfs(plan: &Plan, tree: &Tree, work: &Path, out: &Path, progress: &mu
                 .run()
                 .context("writing the ext4 rootfs (is the slot large enough?)")?;
             let xattr_dir = work.join("ext4-xattrs");
-            fs::create_dir(&xattr_dir).with_context(|| format!("creating {}", xattr_dir.display()))?;
+            fs::create_dir(&xattr_dir)
+                .with_context(|| format!("creating {}", xattr_dir.display()))?;
             let fixup = rootfs::ext4::debugfs_script(tree, &xattr_dir)?;
             let script = fixup.script;
             for (p, v) in fixup.xattr_files {
                 fs::write(&p, v).with_context(|| format!("writing {}", p.display()))?;
             }
             let script_path = work.join("ext4-fixup.debugfs");
-            fs::write(&script_path, script).with_context(|| format!("writing {}", script_path.display()))?;
+            fs::write(&script_path, script)
+                .with_context(|| format!("writing {}", script_path.display()))?;
             let out_msg = Tool::new("debugfs")?
                 .arg("-w")
                 .arg("-f")
@@ -514,15 +660,26 @@ fn build_rootfs(plan: &Plan, tree: &Tree, work: &Path, out: &Path, progress: &mu
                 .context("setting owners, modes, devices and xattrs in the ext4 rootfs")?;
             // debugfs reports per-command errors on stderr but exits 0.
             let err = String::from_utf8_lossy(&out_msg.stderr);
-            let real: Vec<&str> =
-                err.lines().filter(|l| !l.starts_with("debugfs ") && !l.trim().is_empty()).collect();
+            let real: Vec<&str> = err
+                .lines()
+                .filter(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
+                .collect();
             if !real.is_empty() {
-                bail!("debugfs reported errors while fixing the ext4 rootfs:\n  {}", real.join("\n  "));
+                bail!(
+                    "debugfs reported errors while fixing the ext4 rootfs:\n  {}",
+                    real.join("\n  ")
+                );
             }
         }
     }
-    let size = fs::metadata(out).with_context(|| format!("reading {}", out.display()))?.len();
-    progress.note(&format!("rootfs image: {} (slot {})", human(size), human(max)));
+    let size = fs::metadata(out)
+        .with_context(|| format!("reading {}", out.display()))?
+        .len();
+    progress.note(&format!(
+        "rootfs image: {} (slot {})",
+        human(size),
+        human(max)
+    ));
     if size > max {
         bail!(
             "the rootfs image is {} but its slot holds only {} (layout.slot in {})",
@@ -535,11 +692,19 @@ fn build_rootfs(plan: &Plan, tree: &Tree, work: &Path, out: &Path, progress: &mu
 }
 
 fn jobs() -> String {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string()
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .to_string()
 }
 
 /// Writes the disk image; returns the byte ranges the bmap must map.
-fn write_disk(plan: &Plan, img_path: &Path, rootfs_path: &Path, rootfs_size: u64) -> anyhow::Result<Vec<(u64, u64)>> {
+fn write_disk(
+    plan: &Plan,
+    img_path: &Path,
+    rootfs_path: &Path,
+    rootfs_size: u64,
+) -> anyhow::Result<Vec<(u64, u64)>> {
     let d = &plan.disk;
     let mut img = File::options()
         .read(true)
@@ -548,7 +713,8 @@ fn write_disk(plan: &Plan, img_path: &Path, rootfs_path: &Path, rootfs_size: u64
         .open(img_path)
         .with_context(|| format!("creating {}", img_path.display()))?;
     // A sparse file: only written extents take space.
-    img.set_len(d.size).with_context(|| format!("sizing {}", img_path.display()))?;
+    img.set_len(d.size)
+        .with_context(|| format!("sizing {}", img_path.display()))?;
     let layout = disk::gpt::GptLayout {
         sector_size: d.sector_size,
         disk_size: d.size,
@@ -566,10 +732,15 @@ fn write_disk(plan: &Plan, img_path: &Path, rootfs_path: &Path, rootfs_size: u64
             })
             .collect(),
     };
-    disk::gpt::write_gpt(&mut img, &layout).with_context(|| format!("writing the GPT of {}", img_path.display()))?;
+    disk::gpt::write_gpt(&mut img, &layout)
+        .with_context(|| format!("writing the GPT of {}", img_path.display()))?;
     // GPT primary and backup areas are always mapped.
-    let mut mapped = vec![(0, 34 * d.sector_size), (d.size - 33 * d.sector_size, d.size)];
-    let rootfs_file = File::open(rootfs_path).with_context(|| format!("opening {}", rootfs_path.display()))?;
+    let mut mapped = vec![
+        (0, 34 * d.sector_size),
+        (d.size - 33 * d.sector_size, d.size),
+    ];
+    let rootfs_file =
+        File::open(rootfs_path).with_context(|| format!("opening {}", rootfs_path.display()))?;
     for p in &d.partitions {
         match p.content {
             Content::Esp => {
@@ -588,7 +759,8 @@ fn write_disk(plan: &Plan, img_path: &Path, rootfs_path: &Path, rootfs_size: u64
                         .collect(),
                 };
                 let window = disk::window::Window::new(&mut img, p.offset, p.size);
-                disk::fat::format_fat(window, p.size, &spec).context("formatting the boot partition")?;
+                disk::fat::format_fat(window, p.size, &spec)
+                    .context("formatting the boot partition")?;
                 mapped.extend(disk::sparse::nonzero_extents(&mut img, p.offset, p.size)?);
             }
             Content::Rootfs => {
@@ -620,7 +792,7 @@ fn write_disk(plan: &Plan, img_path: &Path, rootfs_path: &Path, rootfs_size: u64
             }
         }
     }
-    img.sync_all().with_context(|| format!("syncing {}", img_path.display()))?;
-    let _ = img.read(&mut [0u8; 0]);
+    img.sync_all()
+        .with_context(|| format!("syncing {}", img_path.display()))?;
     Ok(mapped)
 }

@@ -39,9 +39,19 @@ const BASE_KEYS: &[&str] = &["tarball", "directory", "ownership", "debian"];
 const DEBIAN_KEYS: &[&str] = &["suite", "variant", "packages", "mirror"];
 const ROOTFS_KEYS: &[&str] = &["filesystem", "compression"];
 const LAYOUT_KEYS: &[&str] = &["alignment", "esp", "slot", "data", "fill-slot-b"];
-const LAYER_KEYS: &[&str] =
-    &["collection", "priority", "version", "depends", "series-compat", "description", "files", "remove"];
-const ENTRY_KEYS: &[&str] = &["type", "mode", "owner", "group", "xattrs", "target", "major", "minor"];
+const LAYER_KEYS: &[&str] = &[
+    "collection",
+    "priority",
+    "version",
+    "depends",
+    "series-compat",
+    "description",
+    "files",
+    "remove",
+];
+const ENTRY_KEYS: &[&str] = &[
+    "type", "mode", "owner", "group", "xattrs", "target", "major", "minor",
+];
 
 /// Resolves what the user typed (`demo`, `images/demo.yaml`, or any path)
 /// to an image file.
@@ -53,7 +63,9 @@ pub fn resolve_image_arg(root: &Path, arg: &str) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {
-        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
     }
 }
 
@@ -61,7 +73,11 @@ pub fn resolve_image_arg(root: &Path, arg: &str) -> PathBuf {
 /// the directory holding the image file (`<root>/images/<name>.yaml`).
 pub fn load_image(image_path: &Path) -> Result<Loaded, Diagnostics> {
     let abs = absolute(image_path);
-    let root = abs.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    let root = abs
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
     let shown = display_path(&root, &abs);
     let text = read_text(&abs, &shown)?;
     let doc = Doc::parse(Path::new(&shown), &text)?;
@@ -79,7 +95,9 @@ fn absolute(p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {
-        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
     }
 }
 
@@ -109,7 +127,10 @@ fn read_image(r: &mut Reader<'_>, root: &Path, shown: &str) -> Option<ImageSpec>
     let name: Option<String> = r.req(&mut m, "name");
     if let Some(n) = &name {
         if !valid_name(n) {
-            r.error("name", "must be 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit");
+            r.error(
+                "name",
+                "must be 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit",
+            );
         }
     }
     let version: Option<String> = r.req(&mut m, "version");
@@ -121,24 +142,40 @@ fn read_image(r: &mut Reader<'_>, root: &Path, shown: &str) -> Option<ImageSpec>
     let arch = r.req::<String>(&mut m, "arch").and_then(|a| {
         let parsed = Arch::parse(&a);
         if parsed.is_none() {
-            r.error("arch", format!("unknown architecture '{a}' (expected x86-64 or arm64)"));
+            r.error(
+                "arch",
+                format!("unknown architecture '{a}' (expected x86-64 or arm64)"),
+            );
         }
         parsed
     });
     let board: Option<String> = r.req(&mut m, "board");
     if let Some(b) = &board {
-        if b.is_empty() || !b.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-            r.error("board", "must be non-empty and use only A-Z, a-z, 0-9, '.', '_' and '-'");
+        if b.is_empty()
+            || !b
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            r.error(
+                "board",
+                "must be non-empty and use only A-Z, a-z, 0-9, '.', '_' and '-'",
+            );
         }
     }
     let hw: Option<Vec<String>> = r.req(&mut m, "hardware-compatibility");
     if let Some(hw) = &hw {
         if hw.is_empty() {
-            r.error("hardware-compatibility", "list at least one hardware revision");
+            r.error(
+                "hardware-compatibility",
+                "list at least one hardware revision",
+            );
         }
         for (i, s) in hw.iter().enumerate() {
             if s.is_empty() || s.contains(char::is_whitespace) || s.contains('"') {
-                r.error(&format!("hardware-compatibility[{i}]"), "must be non-empty, without spaces or quotes");
+                r.error(
+                    &format!("hardware-compatibility[{i}]"),
+                    "must be non-empty, without spaces or quotes",
+                );
             }
         }
     }
@@ -151,15 +188,24 @@ fn read_image(r: &mut Reader<'_>, root: &Path, shown: &str) -> Option<ImageSpec>
     let mut seen = BTreeSet::new();
     for (i, l) in layers.iter().enumerate() {
         if !valid_dir_name(l) {
-            r.error(&format!("layers[{i}]"), format!("'{l}' is not a layer directory name under layers/"));
+            r.error(
+                &format!("layers[{i}]"),
+                format!("'{l}' is not a layer directory name under layers/"),
+            );
         } else if !seen.insert(l.clone()) {
-            r.error(&format!("layers[{i}]"), format!("layer '{l}' is listed twice"));
+            r.error(
+                &format!("layers[{i}]"),
+                format!("layer '{l}' is listed twice"),
+            );
         }
     }
     let policies: Vec<String> = r.opt(&mut m, "policies").unwrap_or_default();
     for (i, p) in policies.iter().enumerate() {
         if !valid_dir_name(p) || !root.join("policies").join(format!("{p}.yaml")).is_file() {
-            r.error(&format!("policies[{i}]"), format!("no policy file policies/{p}.yaml"));
+            r.error(
+                &format!("policies[{i}]"),
+                format!("no policy file policies/{p}.yaml"),
+            );
         }
     }
     let (filesystem, compression) = match r.raw(&mut m, "rootfs") {
@@ -194,11 +240,21 @@ fn read_image(r: &mut Reader<'_>, root: &Path, shown: &str) -> Option<ImageSpec>
 
 fn read_base(r: &mut Reader<'_>, root: &Path, v: &Value) -> Option<BaseSpec> {
     let mut m = r.map("base", v, BASE_KEYS)?;
-    let kinds: Vec<String> =
-        ["tarball", "directory", "debian"].iter().filter(|k| m.has(k)).map(|k| k.to_string()).collect();
+    let kinds: Vec<String> = ["tarball", "directory", "debian"]
+        .iter()
+        .filter(|k| m.has(k))
+        .map(|k| k.to_string())
+        .collect();
     if kinds.len() != 1 {
-        let found = if kinds.is_empty() { "none".to_string() } else { kinds.join(" and ") };
-        r.error("base", format!("set exactly one of tarball, directory or debian (found {found})"));
+        let found = if kinds.is_empty() {
+            "none".to_string()
+        } else {
+            kinds.join(" and ")
+        };
+        r.error(
+            "base",
+            format!("set exactly one of tarball, directory or debian (found {found})"),
+        );
         // Mark all as read so they are not also reported as unknown.
         for k in BASE_KEYS {
             r.raw(&mut m, k);
@@ -212,15 +268,29 @@ fn read_base(r: &mut Reader<'_>, root: &Path, v: &Value) -> Option<BaseSpec> {
             let abs = root.join(&p);
             match hash_file(&abs) {
                 Ok((sha256, size)) => {
-                    let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    let name = abs
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     let known = [".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.zst", ".tar.bz2"];
                     if !known.iter().any(|s| name.ends_with(s)) {
-                        r.error("base.tarball", format!("'{p}' is not a .tar, .tar.gz, .tar.xz, .tar.zst or .tar.bz2"));
+                        r.error(
+                            "base.tarball",
+                            format!("'{p}' is not a .tar, .tar.gz, .tar.xz, .tar.zst or .tar.bz2"),
+                        );
                     }
-                    Some(BaseSpec::Tarball { path: display_path(root, &abs), abs, sha256, size })
+                    Some(BaseSpec::Tarball {
+                        path: display_path(root, &abs),
+                        abs,
+                        sha256,
+                        size,
+                    })
                 }
                 Err(e) => {
-                    r.error("base.tarball", format!("cannot read '{}': {e}", abs.display()));
+                    r.error(
+                        "base.tarball",
+                        format!("cannot read '{}': {e}", abs.display()),
+                    );
                     None
                 }
             }
@@ -232,15 +302,25 @@ fn read_base(r: &mut Reader<'_>, root: &Path, v: &Value) -> Option<BaseSpec> {
                 None | Some("root") => DirOwnership::Root,
                 Some("preserve") => DirOwnership::Preserve,
                 Some(o) => {
-                    r.error("base.ownership", format!("unknown ownership '{o}' (expected root or preserve)"));
+                    r.error(
+                        "base.ownership",
+                        format!("unknown ownership '{o}' (expected root or preserve)"),
+                    );
                     DirOwnership::Root
                 }
             };
             if !abs.is_dir() {
-                r.error("base.directory", format!("'{}' is not a directory", abs.display()));
+                r.error(
+                    "base.directory",
+                    format!("'{}' is not a directory", abs.display()),
+                );
                 None
             } else {
-                Some(BaseSpec::Directory { path: display_path(root, &abs), abs, ownership })
+                Some(BaseSpec::Directory {
+                    path: display_path(root, &abs),
+                    abs,
+                    ownership,
+                })
             }
         }
         _ => {
@@ -249,7 +329,10 @@ fn read_base(r: &mut Reader<'_>, root: &Path, v: &Value) -> Option<BaseSpec> {
         }
     };
     if m.has("ownership") && !matches!(base, Some(BaseSpec::Directory { .. })) {
-        r.error("base.ownership", "ownership applies only to a directory base");
+        r.error(
+            "base.ownership",
+            "ownership applies only to a directory base",
+        );
     }
     r.raw(&mut m, "ownership");
     r.finish(m);
@@ -260,43 +343,86 @@ fn read_debian(r: &mut Reader<'_>, v: &Value) -> Option<BaseSpec> {
     let mut m = r.map("base.debian", v, DEBIAN_KEYS)?;
     let suite: Option<String> = r.req(&mut m, "suite");
     if let Some(s) = &suite {
-        if s.is_empty() || !s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-            r.error("base.debian.suite", format!("'{s}' is not a Debian suite name"));
+        if s.is_empty()
+            || !s
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            r.error(
+                "base.debian.suite",
+                format!("'{s}' is not a Debian suite name"),
+            );
         }
     }
-    let variant: String = r.opt(&mut m, "variant").unwrap_or_else(|| "apt".to_string());
-    let variants = ["extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important", "standard"];
+    let variant: String = r
+        .opt(&mut m, "variant")
+        .unwrap_or_else(|| "apt".to_string());
+    let variants = [
+        "extract",
+        "custom",
+        "essential",
+        "apt",
+        "required",
+        "minbase",
+        "buildd",
+        "important",
+        "standard",
+    ];
     if !variants.contains(&variant.as_str()) {
-        r.error("base.debian.variant", format!("unknown mmdebstrap variant '{variant}'"));
+        r.error(
+            "base.debian.variant",
+            format!("unknown mmdebstrap variant '{variant}'"),
+        );
     }
     let mut packages: Vec<String> = r.opt(&mut m, "packages").unwrap_or_default();
     for (i, p) in packages.iter().enumerate() {
         let ok = p.len() >= 2
-            && p.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+            && p.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
         if !ok {
-            r.error(&format!("base.debian.packages[{i}]"), format!("'{p}' is not a Debian package name"));
+            r.error(
+                &format!("base.debian.packages[{i}]"),
+                format!("'{p}' is not a Debian package name"),
+            );
         }
     }
     packages.sort();
     packages.dedup();
     let mirror: Option<String> = r.opt(&mut m, "mirror");
     if let Some(u) = &mirror {
-        if !(u.starts_with("http://") || u.starts_with("https://") || u.starts_with("file:/")) || u.contains(' ') {
-            r.error("base.debian.mirror", "must be an http://, https:// or file:/ URL without spaces");
+        if !(u.starts_with("http://") || u.starts_with("https://") || u.starts_with("file:/"))
+            || u.contains(' ')
+        {
+            r.error(
+                "base.debian.mirror",
+                "must be an http://, https:// or file:/ URL without spaces",
+            );
         }
     }
     r.finish(m);
-    Some(BaseSpec::Debian { suite: suite?, variant, packages, mirror })
+    Some(BaseSpec::Debian {
+        suite: suite?,
+        variant,
+        packages,
+        mirror,
+    })
 }
 
 fn read_rootfs(r: &mut Reader<'_>, v: &Value) -> (Option<Filesystem>, Option<Compression>) {
-    let Some(mut m) = r.map("rootfs", v, ROOTFS_KEYS) else { return (None, None) };
+    let Some(mut m) = r.map("rootfs", v, ROOTFS_KEYS) else {
+        return (None, None);
+    };
     let fs = match r.opt::<String>(&mut m, "filesystem").as_deref() {
         None | Some("squashfs") => Some(Filesystem::Squashfs),
         Some("ext4") => Some(Filesystem::Ext4),
         Some(o) => {
-            r.error("rootfs.filesystem", format!("unknown filesystem '{o}' (expected squashfs or ext4)"));
+            r.error(
+                "rootfs.filesystem",
+                format!("unknown filesystem '{o}' (expected squashfs or ext4)"),
+            );
             None
         }
     };
@@ -306,7 +432,10 @@ fn read_rootfs(r: &mut Reader<'_>, v: &Value) -> (Option<Filesystem>, Option<Com
         Some("gzip") => Some(Compression::Gzip),
         Some("lz4") => Some(Compression::Lz4),
         Some(o) => {
-            r.error("rootfs.compression", format!("unknown compression '{o}' (expected zstd, xz, gzip or lz4)"));
+            r.error(
+                "rootfs.compression",
+                format!("unknown compression '{o}' (expected zstd, xz, gzip or lz4)"),
+            );
             None
         }
     };
@@ -319,38 +448,48 @@ fn read_rootfs(r: &mut Reader<'_>, v: &Value) -> (Option<Filesystem>, Option<Com
 
 fn read_layout(r: &mut Reader<'_>, v: &Value) -> Option<LayoutSpec> {
     let mut m = r.map("layout", v, LAYOUT_KEYS)?;
-    let size = |r: &mut Reader<'_>, m: &mut MapView<'_>, key: &str, default: Option<u64>| -> Option<u64> {
-        let path = join_key("layout", key);
-        let raw = match r.raw(m, key) {
-            Some(v) => v.clone(),
-            None => match default {
-                Some(d) => return Some(d),
-                None => {
-                    r.error(&path, format!("missing required key '{key}'"));
+    let size =
+        |r: &mut Reader<'_>, m: &mut MapView<'_>, key: &str, default: Option<u64>| -> Option<u64> {
+            let path = join_key("layout", key);
+            let raw = match r.raw(m, key) {
+                Some(v) => v.clone(),
+                None => match default {
+                    Some(d) => return Some(d),
+                    None => {
+                        r.error(&path, format!("missing required key '{key}'"));
+                        return None;
+                    }
+                },
+            };
+            let text = match &raw {
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => s.clone(),
+                other => {
+                    r.error(
+                        &path,
+                        format!(
+                            "expected a size such as 64MiB, found {}",
+                            crate::yaml::describe(other)
+                        ),
+                    );
                     return None;
                 }
-            },
-        };
-        let text = match &raw {
-            Value::Number(n) => n.to_string(),
-            Value::String(s) => s.clone(),
-            other => {
-                r.error(&path, format!("expected a size such as 64MiB, found {}", crate::yaml::describe(other)));
-                return None;
+            };
+            match parse_size(&text) {
+                Some(0) => {
+                    r.error(&path, "size must not be zero");
+                    None
+                }
+                Some(n) => Some(n),
+                None => {
+                    r.error(
+                        &path,
+                        format!("'{text}' is not a size (use bytes or KiB, MiB, GiB, TiB)"),
+                    );
+                    None
+                }
             }
         };
-        match parse_size(&text) {
-            Some(0) => {
-                r.error(&path, "size must not be zero");
-                None
-            }
-            Some(n) => Some(n),
-            None => {
-                r.error(&path, format!("'{text}' is not a size (use bytes or KiB, MiB, GiB, TiB)"));
-                None
-            }
-        }
-    };
     let alignment = size(r, &mut m, "alignment", Some(1 << 20));
     let esp = size(r, &mut m, "esp", None);
     let slot = size(r, &mut m, "slot", None);
@@ -358,28 +497,52 @@ fn read_layout(r: &mut Reader<'_>, v: &Value) -> Option<LayoutSpec> {
     let fill_slot_b: bool = r.opt(&mut m, "fill-slot-b").unwrap_or(true);
     if let Some(a) = alignment {
         if !a.is_power_of_two() || a < 4096 {
-            r.error("layout.alignment", format!("{a} must be a power of two of at least 4096 bytes"));
+            r.error(
+                "layout.alignment",
+                format!("{a} must be a power of two of at least 4096 bytes"),
+            );
         }
     }
     if let Some(e) = esp {
         // FAT16 needs at least 4085 clusters; below ~8 MiB the ESP cannot
         // hold a kernel anyway.
         if e < 8 << 20 {
-            r.error("layout.esp", format!("{} is too small for a boot partition (minimum 8MiB)", human(e)));
+            r.error(
+                "layout.esp",
+                format!(
+                    "{} is too small for a boot partition (minimum 8MiB)",
+                    human(e)
+                ),
+            );
         }
     }
     if let Some(d) = data {
         if d < 8 << 20 {
-            r.error("layout.data", format!("{} is too small for an ext4 data partition (minimum 8MiB)", human(d)));
+            r.error(
+                "layout.data",
+                format!(
+                    "{} is too small for an ext4 data partition (minimum 8MiB)",
+                    human(d)
+                ),
+            );
         }
     }
     if let Some(s) = slot {
         if s < 4 << 20 {
-            r.error("layout.slot", format!("{} is too small for a rootfs slot (minimum 4MiB)", human(s)));
+            r.error(
+                "layout.slot",
+                format!("{} is too small for a rootfs slot (minimum 4MiB)", human(s)),
+            );
         }
     }
     r.finish(m);
-    Some(LayoutSpec { alignment: alignment?, esp: esp?, slot: slot?, data: data?, fill_slot_b })
+    Some(LayoutSpec {
+        alignment: alignment?,
+        esp: esp?,
+        slot: slot?,
+        data: data?,
+        fill_slot_b,
+    })
 }
 
 /// Parses `4096`, `64KiB`, `64MiB`, `1GiB`, `1TiB` (also `K`, `M`, `G`, `T`
@@ -419,21 +582,32 @@ pub fn human(n: u64) -> String {
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 63
-        && n.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && n.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 fn valid_version(v: &str) -> bool {
     let (core, suffix) = v.split_once('-').unwrap_or((v, ""));
     let parts: Vec<&str> = core.split('.').collect();
     (1..=4).contains(&parts.len())
-        && parts.iter().all(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()))
-        && suffix.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()))
+        && suffix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
         && (suffix.is_empty() == !v.contains('-'))
 }
 
 fn valid_dir_name(n: &str) -> bool {
-    !n.is_empty() && n != "." && n != ".." && n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    !n.is_empty()
+        && n != "."
+        && n != ".."
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 /// sha256 and size of a file, streamed.
@@ -459,7 +633,10 @@ fn load_layers(image: &ImageSpec, image_doc: &Doc, diags: &mut Diagnostics) -> V
         let dir = image.root.join("layers").join(name);
         let conf = dir.join("conf/layer.yaml");
         if !conf.is_file() {
-            diags.push(image_doc.diag(&format!("layers[{i}]"), format!("no layer at layers/{name} (missing conf/layer.yaml)")));
+            diags.push(image_doc.diag(
+                &format!("layers[{i}]"),
+                format!("no layer at layers/{name} (missing conf/layer.yaml)"),
+            ));
             continue;
         }
         match load_layer(&image.root, name, &dir, &conf) {
@@ -475,7 +652,12 @@ fn load_layers(image: &ImageSpec, image_doc: &Doc, diags: &mut Diagnostics) -> V
 }
 
 /// Loads one layer: its `conf/layer.yaml` and its `files/` tree.
-pub fn load_layer(root: &Path, name: &str, dir: &Path, conf: &Path) -> Result<LayerSpec, Diagnostics> {
+pub fn load_layer(
+    root: &Path,
+    name: &str,
+    dir: &Path,
+    conf: &Path,
+) -> Result<LayerSpec, Diagnostics> {
     let shown = display_path(root, conf);
     let text = read_text(conf, &shown)?;
     let doc = Doc::parse(Path::new(&shown), &text)?;
@@ -493,7 +675,10 @@ fn read_layer(r: &mut Reader<'_>, root: &Path, name: &str, dir: &Path) -> Option
     let collection: Option<String> = r.req(&mut m, "collection");
     if let Some(c) = &collection {
         if !valid_dir_name(c) {
-            r.error("collection", format!("'{c}' is not a collection name (A-Z, a-z, 0-9, '.', '_', '-')"));
+            r.error(
+                "collection",
+                format!("'{c}' is not a collection name (A-Z, a-z, 0-9, '.', '_', '-')"),
+            );
         }
     }
     let priority: Option<i64> = r.req(&mut m, "priority");
@@ -506,7 +691,10 @@ fn read_layer(r: &mut Reader<'_>, root: &Path, name: &str, dir: &Path) -> Option
             Some((n, v)) => match v.parse::<u32>() {
                 Ok(v) => (n, Some(v)),
                 Err(_) => {
-                    r.error(&format!("depends[{i}]"), format!("'{d}': the version after ':' must be a number"));
+                    r.error(
+                        &format!("depends[{i}]"),
+                        format!("'{d}': the version after ':' must be a number"),
+                    );
                     continue;
                 }
             },
@@ -518,7 +706,10 @@ fn read_layer(r: &mut Reader<'_>, root: &Path, name: &str, dir: &Path) -> Option
     if m.has("series-compat") && !series_compat.iter().any(|s| s == SERIES) {
         r.error(
             "series-compat",
-            format!("layer is compatible with series [{}], but this slotsmith is series '{SERIES}'", series_compat.join(", ")),
+            format!(
+                "layer is compatible with series [{}], but this slotsmith is series '{SERIES}'",
+                series_compat.join(", ")
+            ),
         );
     }
     let _: Option<String> = r.opt(&mut m, "description");
@@ -530,7 +721,10 @@ fn read_layer(r: &mut Reader<'_>, root: &Path, name: &str, dir: &Path) -> Option
                 let key = join_key("files", &k);
                 match RelPath::parse(&k) {
                     Ok(p) if !p.as_str().is_empty() && k.starts_with('/') => {
-                        let v = v.as_mapping().and_then(|mm| mm.get(k.as_str())).unwrap_or(&Value::Null);
+                        let v = v
+                            .as_mapping()
+                            .and_then(|mm| mm.get(k.as_str()))
+                            .unwrap_or(&Value::Null);
                         declared.insert(p.as_str().to_string(), (key, v));
                     }
                     Ok(_) => r.key_error(&key, "paths must be absolute, such as /etc/motd"),
@@ -543,8 +737,13 @@ fn read_layer(r: &mut Reader<'_>, root: &Path, name: &str, dir: &Path) -> Option
     let remove_raw: Vec<String> = r.opt(&mut m, "remove").unwrap_or_default();
     for (i, p) in remove_raw.iter().enumerate() {
         match RelPath::parse(p) {
-            Ok(rp) if p.starts_with('/') && !rp.as_str().is_empty() => remove.push(format!("/{}", rp.as_str())),
-            Ok(_) => r.error(&format!("remove[{i}]"), "paths must be absolute and not the root"),
+            Ok(rp) if p.starts_with('/') && !rp.as_str().is_empty() => {
+                remove.push(format!("/{}", rp.as_str()))
+            }
+            Ok(_) => r.error(
+                &format!("remove[{i}]"),
+                "paths must be absolute and not the root",
+            ),
             Err(e) => r.error(&format!("remove[{i}]"), format!("{e:#}")),
         }
     }
@@ -579,7 +778,11 @@ fn read_layer_tree(
     let files = dir.join("files");
     let mut entries = Vec::new();
     if files.is_dir() {
-        for e in walkdir::WalkDir::new(&files).follow_links(false).sort_by_file_name().min_depth(1) {
+        for e in walkdir::WalkDir::new(&files)
+            .follow_links(false)
+            .sort_by_file_name()
+            .min_depth(1)
+        {
             let e = match e {
                 Ok(e) => e,
                 Err(err) => {
@@ -607,7 +810,12 @@ fn read_layer_tree(
             let ft = md.file_type();
             let (kind, mode) = if ft.is_symlink() {
                 match fs::read_link(e.path()) {
-                    Ok(t) => (LayerEntryKind::Symlink { target: t.to_string_lossy().into_owned() }, 0o777),
+                    Ok(t) => (
+                        LayerEntryKind::Symlink {
+                            target: t.to_string_lossy().into_owned(),
+                        },
+                        0o777,
+                    ),
                     Err(err) => {
                         r.error("", format!("cannot read link {shown}: {err}"));
                         continue;
@@ -618,8 +826,19 @@ fn read_layer_tree(
             } else if ft.is_file() {
                 match hash_file(e.path()) {
                     Ok((sha256, size)) => {
-                        let mode = if md.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
-                        (LayerEntryKind::File { source: shown.clone(), sha256, size }, mode)
+                        let mode = if md.permissions().mode() & 0o111 != 0 {
+                            0o755
+                        } else {
+                            0o644
+                        };
+                        (
+                            LayerEntryKind::File {
+                                source: shown.clone(),
+                                sha256,
+                                size,
+                            },
+                            mode,
+                        )
                     }
                     Err(err) => {
                         r.error("", format!("cannot read {shown}: {err}"));
@@ -630,7 +849,14 @@ fn read_layer_tree(
                 r.error("", format!("{shown}: only files, directories and symlinks belong in files/; declare devices and fifos in conf/layer.yaml"));
                 continue;
             };
-            let mut entry = LayerEntry { path: format!("/{}", path.as_str()), kind, mode, uid: 0, gid: 0, xattrs: BTreeMap::new() };
+            let mut entry = LayerEntry {
+                path: format!("/{}", path.as_str()),
+                kind,
+                mode,
+                uid: 0,
+                gid: 0,
+                xattrs: BTreeMap::new(),
+            };
             if let Some((key, v)) = declared.remove(path.as_str()) {
                 apply_declared(r, &key, v, &mut entry, true);
             }
@@ -656,8 +882,16 @@ fn read_layer_tree(
 }
 
 /// Applies a `files:` entry. `exists` tells whether files/ holds the path.
-fn apply_declared(r: &mut Reader<'_>, key: &str, v: &Value, entry: &mut LayerEntry, exists: bool) -> bool {
-    let Some(mut m) = r.map(key, v, ENTRY_KEYS) else { return false };
+fn apply_declared(
+    r: &mut Reader<'_>,
+    key: &str,
+    v: &Value,
+    entry: &mut LayerEntry,
+    exists: bool,
+) -> bool {
+    let Some(mut m) = r.map(key, v, ENTRY_KEYS) else {
+        return false;
+    };
     let ty: Option<String> = r.opt(&mut m, "type");
     let major: Option<u32> = r.opt(&mut m, "major");
     let minor: Option<u32> = r.opt(&mut m, "minor");
@@ -665,7 +899,10 @@ fn apply_declared(r: &mut Reader<'_>, key: &str, v: &Value, entry: &mut LayerEnt
     let mut ok = true;
     match (exists, ty.as_deref()) {
         (true, Some(_)) => {
-            r.error(&join_key(key, "type"), "the path exists in files/, so its type comes from there");
+            r.error(
+                &join_key(key, "type"),
+                "the path exists in files/, so its type comes from there",
+            );
             ok = false;
         }
         (true, None) => {}
@@ -686,7 +923,9 @@ fn apply_declared(r: &mut Reader<'_>, key: &str, v: &Value, entry: &mut LayerEnt
                     }
                 },
                 "char" | "block" => match (major, minor) {
-                    (Some(major), Some(minor)) if t == "char" => LayerEntryKind::Char { major, minor },
+                    (Some(major), Some(minor)) if t == "char" => {
+                        LayerEntryKind::Char { major, minor }
+                    }
                     (Some(major), Some(minor)) => LayerEntryKind::Block { major, minor },
                     _ => {
                         r.error(key, "a device needs 'major' and 'minor'");
@@ -710,7 +949,12 @@ fn apply_declared(r: &mut Reader<'_>, key: &str, v: &Value, entry: &mut LayerEnt
     if target.is_some() && !matches!(entry.kind, LayerEntryKind::Symlink { .. }) {
         r.error(&join_key(key, "target"), "only a symlink has a target");
     }
-    if (major.is_some() || minor.is_some()) && !matches!(entry.kind, LayerEntryKind::Char { .. } | LayerEntryKind::Block { .. }) {
+    if (major.is_some() || minor.is_some())
+        && !matches!(
+            entry.kind,
+            LayerEntryKind::Char { .. } | LayerEntryKind::Block { .. }
+        )
+    {
         r.error(key, "only a device has major and minor numbers");
     }
     if let Some(raw) = r.raw(&mut m, "mode") {
@@ -741,7 +985,10 @@ fn apply_declared(r: &mut Reader<'_>, key: &str, v: &Value, entry: &mut LayerEnt
                 Some(Ok(bytes)) => {
                     entry.xattrs.insert(name, hex::encode(bytes));
                 }
-                _ => r.error(&xk, "xattr values are hex strings with a 0x prefix, such as 0x0100000200200000"),
+                _ => r.error(
+                    &xk,
+                    "xattr values are hex strings with a 0x prefix, such as 0x0100000200200000",
+                ),
             }
         }
     }
@@ -750,7 +997,8 @@ fn apply_declared(r: &mut Reader<'_>, key: &str, v: &Value, entry: &mut LayerEnt
 }
 
 fn check_layer_set(image: &ImageSpec, doc: &Doc, layers: &[LayerSpec], diags: &mut Diagnostics) {
-    let by_collection: BTreeMap<&str, &LayerSpec> = layers.iter().map(|l| (l.collection.as_str(), l)).collect();
+    let by_collection: BTreeMap<&str, &LayerSpec> =
+        layers.iter().map(|l| (l.collection.as_str(), l)).collect();
     for l in layers {
         for (dep, ver) in &l.depends {
             match by_collection.get(dep.as_str()) {
@@ -780,14 +1028,24 @@ fn check_layer_set(image: &ImageSpec, doc: &Doc, layers: &[LayerSpec], diags: &m
     for l in layers {
         if let Some(other) = collections.insert(&l.collection, &l.name) {
             let i = image.layers.iter().position(|n| n == &l.name).unwrap_or(0);
-            diags.push(doc.diag(&format!("layers[{i}]"), format!("layers {other} and {} both provide collection '{}'", l.name, l.collection)));
+            diags.push(doc.diag(
+                &format!("layers[{i}]"),
+                format!(
+                    "layers {other} and {} both provide collection '{}'",
+                    l.name, l.collection
+                ),
+            ));
         }
     }
     // Equal priorities cannot settle who owns a path, so writing (or
     // removing) the same path from two such layers is an error, as in Yocto.
     let mut writers: BTreeMap<(i64, &str), &str> = BTreeMap::new();
     for l in layers {
-        let paths = l.entries.iter().filter(|e| e.kind != LayerEntryKind::Directory).map(|e| e.path.as_str());
+        let paths = l
+            .entries
+            .iter()
+            .filter(|e| e.kind != LayerEntryKind::Directory)
+            .map(|e| e.path.as_str());
         for p in paths.chain(l.remove.iter().map(String::as_str)) {
             if let Some(other) = writers.insert((l.priority, p), &l.name) {
                 if other != l.name {
@@ -825,7 +1083,15 @@ mod tests {
         for ok in ["1", "1.0.0", "1.2.3.4", "2.0.0-rc1"] {
             assert!(valid_version(ok), "{ok}");
         }
-        for bad in ["", "v1", "1..2", "1.2.3.4.5", "1.0-", "1.0 beta", "123456.1"] {
+        for bad in [
+            "",
+            "v1",
+            "1..2",
+            "1.2.3.4.5",
+            "1.0-",
+            "1.0 beta",
+            "123456.1",
+        ] {
             assert!(!valid_version(bad), "{bad}");
         }
     }

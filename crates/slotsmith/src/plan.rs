@@ -316,13 +316,29 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
         diags.push(diag("layout", "sizes overflow".into()));
         return Err(diags);
     };
-    let b_content = if l.fill_slot_b { Content::Rootfs } else { Content::Empty };
+    let b_content = if l.fill_slot_b {
+        Content::Rootfs
+    } else {
+        Content::Empty
+    };
     let parts: [(&str, &str, u64, u64, Content); 6] = [
         ("esp", guid::ESP, esp, 0, Content::Esp),
         ("root-a", root_type, slot, ATTR_READ_ONLY, Content::Rootfs),
-        ("root-a-verity", verity_type, verity, ATTR_READ_ONLY, Content::VerityReserved),
+        (
+            "root-a-verity",
+            verity_type,
+            verity,
+            ATTR_READ_ONLY,
+            Content::VerityReserved,
+        ),
         ("root-b", root_type, slot, ATTR_READ_ONLY, b_content),
-        ("root-b-verity", verity_type, verity, ATTR_READ_ONLY, Content::VerityReserved),
+        (
+            "root-b-verity",
+            verity_type,
+            verity,
+            ATTR_READ_ONLY,
+            Content::VerityReserved,
+        ),
         ("data", guid::LINUX_DATA, data, 0, Content::Data),
     ];
     // The first partition starts at the first aligned offset after the
@@ -351,7 +367,12 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
     };
 
     let (cache_key, debian_arch) = match &img.base {
-        BaseSpec::Debian { suite, variant, packages, mirror } => {
+        BaseSpec::Debian {
+            suite,
+            variant,
+            packages,
+            mirror,
+        } => {
             let key = serde_json::json!({
                 "tool": "mmdebstrap",
                 "suite": suite,
@@ -361,7 +382,10 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
                 "arch": img.arch.debian(),
                 "source_date_epoch": sde,
             });
-            (Some(hex::encode(Sha256::digest(key.to_string()))), Some(img.arch.debian().to_string()))
+            (
+                Some(hex::encode(Sha256::digest(key.to_string()))),
+                Some(img.arch.debian().to_string()),
+            )
         }
         _ => (None, None),
     };
@@ -405,7 +429,11 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             hardware_compatibility: img.hardware_compatibility.clone(),
         },
         source_date_epoch: sde,
-        base: PlanBase { spec: img.base.clone(), cache_key, debian_arch },
+        base: PlanBase {
+            spec: img.base.clone(),
+            cache_key,
+            debian_arch,
+        },
         layers,
         rootfs: PlanRootfs {
             filesystem: img.filesystem,
@@ -414,13 +442,25 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             max_size: slot,
             ext4_uuid: (img.filesystem == Filesystem::Ext4).then(|| ident("rootfs ext4")),
         },
-        disk: PlanDisk { sector_size: SECTOR, size: disk_size, guid: ident("disk"), alignment: a, partitions },
+        disk: PlanDisk {
+            sector_size: SECTOR,
+            size: disk_size,
+            guid: ident("disk"),
+            alignment: a,
+            partitions,
+        },
         esp: PlanEsp {
             label: "ESP".into(),
             volume_id,
-            files: vec![PlanEspFile { path: "slotsmith/release".into(), text: release }],
+            files: vec![PlanEspFile {
+                path: "slotsmith/release".into(),
+                text: release,
+            }],
         },
-        data: PlanData { label: "data".into(), uuid: ident("data ext4") },
+        data: PlanData {
+            label: "data".into(),
+            uuid: ident("data ext4"),
+        },
         outputs: PlanOutputs {
             dir: img.name.clone(),
             image: format!("{}.img", img.name),

@@ -28,7 +28,12 @@ pub struct Progress {
 impl Progress {
     /// A reporter; `quiet` silences everything but the collected times.
     pub fn new(quiet: bool) -> Progress {
-        Progress { quiet, current: None, last_tick: Instant::now(), stages: Vec::new() }
+        Progress {
+            quiet,
+            current: None,
+            last_tick: Instant::now(),
+            stages: Vec::new(),
+        }
     }
 
     /// Starts a stage (ending the previous one).
@@ -65,7 +70,10 @@ impl Progress {
             if !self.quiet {
                 eprintln!("    {name} done in {seconds:.1}s");
             }
-            self.stages.push(StageTime { stage: name, seconds: (seconds * 1000.0).round() / 1000.0 });
+            self.stages.push(StageTime {
+                stage: name,
+                seconds: (seconds * 1000.0).round() / 1000.0,
+            });
         }
     }
 }

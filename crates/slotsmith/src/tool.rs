@@ -33,7 +33,10 @@ const PACKAGES: &[(&str, &str)] = &[
 
 /// The Debian package that provides `program`, when known.
 pub fn package_of(program: &str) -> Option<&'static str> {
-    PACKAGES.iter().find(|(p, _)| *p == program).map(|(_, pkg)| *pkg)
+    PACKAGES
+        .iter()
+        .find(|(p, _)| *p == program)
+        .map(|(_, pkg)| *pkg)
 }
 
 /// Finds `program` on `PATH` (plus the sbin directories, which are not on
@@ -51,7 +54,9 @@ pub fn which(program: &str) -> anyhow::Result<PathBuf> {
         }
     }
     match package_of(program) {
-        Some(pkg) => bail!("{program} not found: install the Debian package {pkg} (apt-get install {pkg})"),
+        Some(pkg) => {
+            bail!("{program} not found: install the Debian package {pkg} (apt-get install {pkg})")
+        }
         None => bail!("{program} not found on PATH"),
     }
 }
@@ -82,7 +87,14 @@ impl Tool {
     /// Prepares `program`; fails at once when it is not installed.
     pub fn new(program: &'static str) -> anyhow::Result<Tool> {
         let path = which(program)?;
-        Ok(Tool { program, path, args: Vec::new(), envs: Vec::new(), dir: None, sde: None })
+        Ok(Tool {
+            program,
+            path,
+            args: Vec::new(),
+            envs: Vec::new(),
+            dir: None,
+            sde: None,
+        })
     }
 
     /// Adds one argument.
@@ -93,13 +105,15 @@ impl Tool {
 
     /// Adds several arguments.
     pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Tool {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
         self
     }
 
     /// Sets an extra environment variable.
     pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Tool {
-        self.envs.push((k.as_ref().to_os_string(), v.as_ref().to_os_string()));
+        self.envs
+            .push((k.as_ref().to_os_string(), v.as_ref().to_os_string()));
         self
     }
 
@@ -131,7 +145,9 @@ impl Tool {
     }
 
     fn expression(&self) -> duct::Expression {
-        let mut e = duct::cmd(&self.path, &self.args).env("LC_ALL", "C").env("TZ", "UTC");
+        let mut e = duct::cmd(&self.path, &self.args)
+            .env("LC_ALL", "C")
+            .env("TZ", "UTC");
         if let Some(sde) = self.sde {
             e = e.env("SOURCE_DATE_EPOCH", sde.to_string());
         }
@@ -146,9 +162,15 @@ impl Tool {
 
     /// Runs to completion; a non-zero exit is an error with argv and stderr.
     pub fn run(self) -> anyhow::Result<Output> {
-        let handle = self.expression().stdin_null().start().with_context(|| format!("starting {}", self.argv()))?;
+        let handle = self
+            .expression()
+            .stdin_null()
+            .start()
+            .with_context(|| format!("starting {}", self.argv()))?;
         let sampler = PeakSampler::start(handle.pids());
-        let out = handle.into_output().with_context(|| format!("waiting for {}", self.argv()))?;
+        let out = handle
+            .into_output()
+            .with_context(|| format!("waiting for {}", self.argv()))?;
         self.check(out, sampler.stop())
     }
 
@@ -161,14 +183,20 @@ impl Tool {
         feed: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
     ) -> anyhow::Result<Output> {
         let (reader, mut writer) = std::io::pipe().context("creating a pipe")?;
-        let handle = self.expression().stdin_file(reader).start().with_context(|| format!("starting {}", self.argv()))?;
+        let handle = self
+            .expression()
+            .stdin_file(reader)
+            .start()
+            .with_context(|| format!("starting {}", self.argv()))?;
         let sampler = PeakSampler::start(handle.pids());
         let fed = {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut writer);
             feed(&mut w).and_then(|()| w.flush().context("flushing the pipe"))
         };
         drop(writer);
-        let out = handle.into_output().with_context(|| format!("waiting for {}", self.argv()))?;
+        let out = handle
+            .into_output()
+            .with_context(|| format!("waiting for {}", self.argv()))?;
         let checked = self.check(out, sampler.stop());
         match (fed, checked) {
             (Ok(()), r) => r,
@@ -179,10 +207,22 @@ impl Tool {
 
     fn check(&self, out: std::process::Output, peak_rss_kib: u64) -> anyhow::Result<Output> {
         if out.status.success() {
-            return Ok(Output { stdout: out.stdout, stderr: out.stderr, peak_rss_kib });
+            return Ok(Output {
+                stdout: out.stdout,
+                stderr: out.stderr,
+                peak_rss_kib,
+            });
         }
-        let code = out.status.code().map_or_else(|| "a signal".to_string(), |c| format!("exit code {c}"));
-        bail!("{} failed with {code}\n  command: {}\n  stderr: {}", self.program, self.argv(), tail(&out.stderr))
+        let code = out
+            .status
+            .code()
+            .map_or_else(|| "a signal".to_string(), |c| format!("exit code {c}"));
+        bail!(
+            "{} failed with {code}\n  command: {}\n  stderr: {}",
+            self.program,
+            self.argv(),
+            tail(&out.stderr)
+        )
     }
 }
 
@@ -233,7 +273,9 @@ pub fn tail(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let text = text.trim_end();
     let start = text.len().saturating_sub(2048);
-    let start = (start..text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
+    let start = (start..text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len());
     let t = &text[start..];
     if t.is_empty() {
         "(empty)".to_string()
@@ -255,9 +297,18 @@ mod tests {
 
     #[test]
     fn failure_carries_argv_and_stderr() {
-        let e = Tool::new("mke2fs").unwrap().arg("-t").arg("no such fs").arg("/nonexistent/x").run().unwrap_err();
+        let e = Tool::new("mke2fs")
+            .unwrap()
+            .arg("-t")
+            .arg("no such fs")
+            .arg("/nonexistent/x")
+            .run()
+            .unwrap_err();
         let msg = format!("{e:#}");
-        assert!(msg.contains("command: mke2fs -t 'no such fs' /nonexistent/x"), "{msg}");
+        assert!(
+            msg.contains("command: mke2fs -t 'no such fs' /nonexistent/x"),
+            "{msg}"
+        );
         assert!(msg.contains("stderr: "), "{msg}");
         assert!(!msg.contains("stderr: (empty)"), "{msg}");
     }

@@ -38,7 +38,10 @@ impl Doc {
         let value = match serde_norway::from_str::<Value>(text) {
             Ok(v) => v,
             Err(e) => {
-                let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+                let (line, col) = e
+                    .location()
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((0, 0));
                 diags.push(Diagnostic {
                     file: file.to_path_buf(),
                     line,
@@ -53,12 +56,22 @@ impl Doc {
         // serde_norway accepted the text, so the event parser only fails on
         // constructs it handles differently; positions are then best effort.
         let _ = Parser::new_from_str(text).load(&mut index, false);
-        Ok(Doc { file: file.to_path_buf(), value, keys: index.keys, values: index.values })
+        Ok(Doc {
+            file: file.to_path_buf(),
+            value,
+            keys: index.keys,
+            values: index.values,
+        })
     }
 
     /// A document with no content, as a placeholder.
     pub fn empty() -> Doc {
-        Doc { file: PathBuf::new(), value: Value::Null, keys: BTreeMap::new(), values: BTreeMap::new() }
+        Doc {
+            file: PathBuf::new(),
+            value: Value::Null,
+            keys: BTreeMap::new(),
+            values: BTreeMap::new(),
+        }
     }
 
     /// Line and column of the value at a key path (else of the key, else of
@@ -84,19 +97,34 @@ impl Doc {
 
     /// Line and column of the key itself: where an unknown key is written.
     pub fn key_position(&self, key: &str) -> (usize, usize) {
-        self.keys.get(key).copied().unwrap_or_else(|| self.position(key))
+        self.keys
+            .get(key)
+            .copied()
+            .unwrap_or_else(|| self.position(key))
     }
 
     /// A diagnostic about the value at `key`.
     pub fn diag(&self, key: &str, message: impl Into<String>) -> Diagnostic {
         let (line, col) = self.position(key);
-        Diagnostic { file: self.file.clone(), line, col, key: key.to_string(), message: message.into() }
+        Diagnostic {
+            file: self.file.clone(),
+            line,
+            col,
+            key: key.to_string(),
+            message: message.into(),
+        }
     }
 
     /// A diagnostic about the key itself.
     pub fn key_diag(&self, key: &str, message: impl Into<String>) -> Diagnostic {
         let (line, col) = self.key_position(key);
-        Diagnostic { file: self.file.clone(), line, col, key: key.to_string(), message: message.into() }
+        Diagnostic {
+            file: self.file.clone(),
+            line,
+            col,
+            key: key.to_string(),
+            message: message.into(),
+        }
     }
 }
 
@@ -165,14 +193,20 @@ impl MarkedEventReceiver for SpanIndex {
                 if let Some(path) = self.value_path(mark, None) {
                     self.stack.push(Frame::Map { path, key: None });
                 } else {
-                    self.stack.push(Frame::Map { path: "?".into(), key: None });
+                    self.stack.push(Frame::Map {
+                        path: "?".into(),
+                        key: None,
+                    });
                 }
             }
             Event::SequenceStart(..) => {
                 if let Some(path) = self.value_path(mark, None) {
                     self.stack.push(Frame::Seq { path, next: 0 });
                 } else {
-                    self.stack.push(Frame::Seq { path: "?".into(), next: 0 });
+                    self.stack.push(Frame::Seq {
+                        path: "?".into(),
+                        next: 0,
+                    });
                 }
             }
             Event::MappingEnd | Event::SequenceEnd => {
@@ -212,7 +246,10 @@ pub struct MapView<'a> {
 impl<'a> Reader<'a> {
     /// A reader with no diagnostics yet.
     pub fn new(doc: &'a Doc) -> Reader<'a> {
-        Reader { doc, diags: Diagnostics::default() }
+        Reader {
+            doc,
+            diags: Diagnostics::default(),
+        }
     }
 
     /// Records a diagnostic at `key`.
@@ -229,7 +266,12 @@ impl<'a> Reader<'a> {
     }
 
     /// Opens `value` at `path` as a mapping whose keys must be in `allowed`.
-    pub fn map<'v>(&mut self, path: &str, value: &'v Value, allowed: &'static [&'static str]) -> Option<MapView<'v>> {
+    pub fn map<'v>(
+        &mut self,
+        path: &str,
+        value: &'v Value,
+        allowed: &'static [&'static str],
+    ) -> Option<MapView<'v>> {
         match value {
             Value::Mapping(map) => {
                 let mut ok = true;
@@ -239,12 +281,24 @@ impl<'a> Reader<'a> {
                         ok = false;
                     }
                 }
-                ok.then(|| MapView { path: path.to_string(), map, seen: BTreeSet::new(), allowed })
+                ok.then(|| MapView {
+                    path: path.to_string(),
+                    map,
+                    seen: BTreeSet::new(),
+                    allowed,
+                })
             }
             Value::Tagged(t) => self.map(path, &t.value, allowed),
             other => {
-                let what = if path.is_empty() { "the document" } else { "this key" };
-                self.error(path, format!("{what} must be a mapping, found {}", describe(other)));
+                let what = if path.is_empty() {
+                    "the document"
+                } else {
+                    "this key"
+                };
+                self.error(
+                    path,
+                    format!("{what} must be a mapping, found {}", describe(other)),
+                );
                 None
             }
         }
@@ -298,7 +352,10 @@ impl<'a> Reader<'a> {
         match v {
             Value::String(s) => {
                 if let Some(c) = s.chars().find(|c| c.is_control()) {
-                    self.error(path, format!("control character {:?} is not allowed in values", c));
+                    self.error(
+                        path,
+                        format!("control character {:?} is not allowed in values", c),
+                    );
                 }
             }
             Value::Sequence(seq) => {
@@ -324,7 +381,10 @@ impl<'a> Reader<'a> {
             if !m.seen.contains(k) && !m.allowed.contains(&k) {
                 let path = join_key(&m.path, k);
                 let expected = m.allowed.join(", ");
-                let d = self.doc.key_diag(&path, format!("unknown key '{k}' (expected one of: {expected})"));
+                let d = self.doc.key_diag(
+                    &path,
+                    format!("unknown key '{k}' (expected one of: {expected})"),
+                );
                 self.diags.push(d);
             } else if !m.seen.contains(k) {
                 // Allowed but not read: a bug in the caller, not the input.
@@ -342,7 +402,10 @@ impl MapView<'_> {
 
     /// The keys present, in document order.
     pub fn keys(&self) -> Vec<String> {
-        self.map.keys().filter_map(|k| k.as_str().map(str::to_string)).collect()
+        self.map
+            .keys()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect()
     }
 
     /// Whether `key` is present.
