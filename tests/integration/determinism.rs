@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::support::*;
 
-fn build_in(umask: &str, as_nobody: bool) -> BTreeMap<String, String> {
+fn build_in(umask: &str, as_nobody: bool, key: &Path) -> BTreeMap<String, String> {
     let p = Project::new();
     base_tarball(&p.path().join("fixtures/base.tar.gz"));
     layer(
@@ -19,17 +19,19 @@ fn build_in(umask: &str, as_nobody: bool) -> BTreeMap<String, String> {
     );
     p.write("layers/meta-x/files/etc/secret", "s3cret\n");
     p.write("layers/meta-x/files/usr/share/x/readme", "x\n");
-    p.write(
-        "images/rep.yaml",
-        &fixture_image(
-            "rep",
-            "fixtures/base.tar.gz",
-            &["meta-x"],
-            "squashfs",
-            "16MiB",
-        ),
-    );
+    let image = fixture_image("rep", "fixtures/base.tar.gz", &["meta-x"], "squashfs", "16MiB")
+        + &format!(
+            "signing:
+  boot:
+    key: {}
+    public-key: {}
+",
+            key.join("boot.key.pem").display(),
+            key.join("boot.pub.pem").display()
+        );
+    p.write("images/rep.yaml", &image);
     let out = p.writable("out");
+    p.dev_keys_writable();
     let work = p.writable("work");
     let r = slotsmith(
         &[
@@ -64,8 +66,19 @@ fn hashes(dir: &Path) -> BTreeMap<String, String> {
 
 #[test]
 fn two_builds_are_bit_identical() {
-    let a = build_in("022", true);
-    let b = build_in("077", false);
-    assert_eq!(a.len(), 5, "{a:?}");
+    // One boot key for both builds: a signature depends on the key.
+    let keys = tempfile::Builder::new().prefix("slotsmith-keys-").tempdir().unwrap();
+    fs::set_permissions(keys.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let dir = keys.path().join("k");
+    slotsmith_sign::generate(&dir, "boot").unwrap();
+    if rustix::process::geteuid().is_root() {
+        // The unprivileged build must own its private key (mode 0600).
+        for f in ["", "boot.key.pem", "boot.pub.pem"] {
+            rustix::fs::chown(&dir.join(f), Some(rustix::process::Uid::from_raw(65534)), Some(rustix::process::Gid::from_raw(65534))).unwrap();
+        }
+    }
+    let a = build_in("022", true, &dir);
+    let b = build_in("077", false, &dir);
+    assert_eq!(a.len(), 14, "{a:?}");
     assert_eq!(a, b);
 }

@@ -56,6 +56,7 @@ fn write_tar(path: &Path, entries: &[E]) {
 
 fn build(p: &Project, name: &str) -> CliRun {
     let out = p.writable("out");
+    p.dev_keys_writable();
     let work = p.writable("work");
     slotsmith(
         &[

@@ -42,6 +42,7 @@ remove:\n  - /etc/update-motd.d-placeholder\n",
         ),
     );
     let out = p.writable("out");
+    p.dev_keys_writable();
     let work = p.writable("work");
     let cache = p.writable("cache");
     let image = p.image(&name);
@@ -349,7 +350,7 @@ fn squashfs_fixture_passes_independent_verifiers() {
         String::from_utf8_lossy(&check.stdout)
     );
     let sums = fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
-    assert_eq!(sums.lines().count(), 4, "{sums}");
+    assert_eq!(sums.lines().count(), 13, "{sums}");
 }
 
 #[test]

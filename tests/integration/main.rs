@@ -13,3 +13,4 @@ mod determinism;
 mod escapes;
 mod fixture;
 mod plans;
+mod verified_boot;

@@ -113,7 +113,7 @@ impl Project {
             .tempdir()
             .unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        for d in ["images", "layers", "policies", "fixtures"] {
+        for d in ["images", "layers", "policies", "fixtures", "keys"] {
             fs::create_dir(dir.path().join(d)).unwrap();
         }
         Project { dir }
@@ -130,7 +130,7 @@ impl Project {
         p
     }
 
-    /// A directory the unprivileged build user may write (out/, work/).
+    /// A directory the unprivileged build user may write (out/, work/, keys/).
     pub fn writable(&self, rel: &str) -> PathBuf {
         let p = self.path().join(rel);
         fs::create_dir_all(&p).unwrap();
@@ -143,6 +143,11 @@ impl Project {
             .unwrap();
         }
         p
+    }
+
+    /// Lets the unprivileged build user create the development keys.
+    pub fn dev_keys_writable(&self) {
+        self.writable("keys");
     }
 
     pub fn image(&self, name: &str) -> PathBuf {
@@ -208,6 +213,10 @@ pub fn base_tarball(path: &Path) {
     );
     file(&mut b, "./etc/update-motd.d-placeholder", 0o644, b"x\n");
     file(&mut b, "./usr/bin/su", 0o4755, b"#!/bin/sh\necho su\n");
+    // A stand-in kernel and initrd: verified boot hashes and signs them.
+    let kernel: Vec<u8> = (0..150_000u32).flat_map(|i| (i ^ 0x5a5a_a5a5).to_le_bytes()).collect();
+    file(&mut b, "./boot/vmlinuz-6.1.0-test", 0o644, &kernel);
+    file(&mut b, "./boot/initrd.img-6.1.0-test", 0o644, b"initrd stand-in\n");
     let big: Vec<u8> = (0..300_000u32)
         .flat_map(|i| (i.wrapping_mul(2654435761)).to_le_bytes())
         .collect();

@@ -143,6 +143,24 @@ pub fn read_fat_file<D: Read + Write + Seek>(dev: D, path: &str) -> Result<Vec<u
     Ok(out)
 }
 
+/// sha256 and size of the file at `path` on the FAT volume, streamed
+/// through a fixed buffer (kernels and initrds are tens of MiB).
+pub fn hash_fat_file<D: Read + Write + Seek>(dev: D, path: &str) -> Result<([u8; 32], u64)> {
+    use sha2::Digest;
+    let fs = mount(dev)?;
+    let res = {
+        let mut file = fs
+            .root_dir()
+            .open_file(path.trim_start_matches('/'))
+            .with_context(|| format!("open {path} in fat volume"))?;
+        let mut h = sha2::Sha256::new();
+        let n = std::io::copy(&mut file, &mut h).with_context(|| format!("read {path} from fat volume"))?;
+        (h.finalize().into(), n)
+    };
+    fs.unmount().context("unmount fat volume")?;
+    Ok(res)
+}
+
 /// Lists every regular file of the FAT volume on `dev` recursively as
 /// (`/`-separated path, size in bytes), sorted by path. Directories
 /// themselves are not listed.

@@ -328,7 +328,10 @@ impl<'a> Reader<'a> {
         } else {
             at(
                 lineno,
-                format!("unknown key `{}` (expected {expected})", found.escape_debug()),
+                format!(
+                    "unknown key `{}` (expected {expected})",
+                    found.escape_debug()
+                ),
             )
         }
     }
@@ -408,7 +411,10 @@ fn parse_strict(bytes: &[u8]) -> Result<Manifest, Malformed> {
                     version.escape_debug()
                 ),
             ),
-            None => at(1, format!("not a slotsmith boot manifest: expected `{MAGIC}`")),
+            None => at(
+                1,
+                format!("not a slotsmith boot manifest: expected `{MAGIC}`"),
+            ),
         });
     }
 
@@ -430,7 +436,9 @@ fn parse_strict(bytes: &[u8]) -> Result<Manifest, Malformed> {
         Some("dtb") => Some(field(&mut r, "dtb", parse_file)?),
         _ => None,
     };
-    let cmdline = field(&mut r, "cmdline", |v| check_cmdline(v).map(|()| v.to_owned()))?;
+    let cmdline = field(&mut r, "cmdline", |v| {
+        check_cmdline(v).map(|()| v.to_owned())
+    })?;
     let verity_root_hash = field(&mut r, "verity-root-hash", parse_hex32)?;
     let verity_salt = field(&mut r, "verity-salt", parse_hex32)?;
     let verity_data_blocks = field(&mut r, "verity-data-blocks", parse_u64)?;
@@ -440,7 +448,9 @@ fn parse_strict(bytes: &[u8]) -> Result<Manifest, Malformed> {
             if n == u64::from(VERITY_BLOCK_SIZE) {
                 Ok(())
             } else {
-                Err(format!("must be {VERITY_BLOCK_SIZE}, the only block size of format v1"))
+                Err(format!(
+                    "must be {VERITY_BLOCK_SIZE}, the only block size of format v1"
+                ))
             }
         })
     })?;
@@ -448,7 +458,9 @@ fn parse_strict(bytes: &[u8]) -> Result<Manifest, Malformed> {
         if v == VERITY_HASH {
             Ok(())
         } else {
-            Err(format!("must be `{VERITY_HASH}`, the only hash of format v1"))
+            Err(format!(
+                "must be `{VERITY_HASH}`, the only hash of format v1"
+            ))
         }
     })?;
     let root_partition_uuid = field(&mut r, "root-partition-uuid", parse_uuid)?;
@@ -710,64 +722,258 @@ mod tests {
     #[test]
     fn each_strictness_rule_is_enforced_with_a_line_number() {
         let good = text(true);
-        let cases: Vec<(&str, String, &str)> = vec![
-            ("crlf", good.replacen("slot a\n", "slot a\r\n", 1), "line 5: carriage return"),
-            ("trailing space", good.replacen("slot a\n", "slot a \n", 1), "line 5: trailing whitespace"),
-            ("leading space", good.replacen("slot a\n", " slot a\n", 1), "line 5: leading whitespace"),
-            ("tab", good.replacen("slot a\n", "slot\ta\n", 1), "line 5: byte 0x09 at column 5 is not printable ASCII"),
-            ("nul", good.replacen("image demo", "image de\0mo", 1), "line 2: byte 0x00"),
-            ("non-ascii", good.replacen("image demo", "image démo", 1), "line 2: byte 0xc3"),
-            ("del", good.replacen("ro quiet", "ro\x7fquiet", 1), "line 9: byte 0x7f"),
-            ("empty line", good.replacen("slot a\n", "slot a\n\n", 1), "line 6: empty line"),
-            ("no final newline", good.strip_suffix('\n').unwrap().to_owned(), "line 17: missing final newline"),
-            ("wrong magic", good.replacen(MAGIC, "abimg-manifest-v1", 1), "line 1: not a slotsmith boot manifest"),
-            ("future version", good.replacen(MAGIC, "slotsmith-boot-manifest v2", 1), "line 1: unsupported manifest format `v2`"),
-            ("duplicate", good.replacen("slot a\n", "slot a\nslot a\n", 1), "line 6: duplicate `slot` line"),
-            ("duplicate last", format!("{good}verity-partition-uuid 0b0b0b0b-0b0b-0b0b-0b0b-0b0b0b0b0b0b\n"), "line 18: duplicate `verity-partition-uuid` line"),
-            ("unknown key", good.replacen("slot a\n", "slot a\nowner mallory\n", 1), "line 6: unknown key `owner` (expected `kernel`)"),
-            ("unknown at end", format!("{good}extra 1\n"), "line 18: unknown key `extra` (expected the end of the manifest)"),
-            ("out of order", good.replacen("image demo\nversion 1.0.0\n", "version 1.0.0\nimage demo\n", 1), "line 2: `version` is out of order: expected `image` here"),
-            ("dtb before initrd", good.replacen(&format!("initrd /a/initrd.img sha256={} size=1048576\n", "22".repeat(32)), "", 1).replacen("cmdline", &format!("initrd /a/initrd.img sha256={} size=1048576\ncmdline", "22".repeat(32)), 1), "line 8: `initrd` is out of order: expected `cmdline` here"),
-            ("missing line", good.replacen("verity-hash sha256\n", "", 1), "line 15: `root-partition-uuid` is out of order: expected `verity-hash` here"),
-            ("truncated", good.replacen("verity-partition-uuid 0b0b0b0b-0b0b-0b0b-0b0b-0b0b0b0b0b0b\n", "", 1), "line 17: expected `verity-partition-uuid`, found the end of the manifest"),
-            ("no value", replace_line(&good, "slot", "slot\n"), "line 5: `slot` has no value"),
-            ("double space", replace_line(&good, "image", "image  demo\n"), "line 2: image: contains a space"),
-            ("uppercase hex", good.replacen(&"cd".repeat(32), &"CD".repeat(32), 1), "line 10: verity-root-hash: must be 64 lowercase hex digits"),
-            ("short hex", good.replacen(&"01".repeat(32), &"01".repeat(31), 1), "line 11: verity-salt: must be 64 lowercase hex digits, found 62 characters"),
-            ("long hex", good.replacen(&"01".repeat(32), &"01".repeat(33), 1), "line 11: verity-salt: must be 64 lowercase hex digits, found 66 characters"),
-            ("leading zero", replace_line(&good, "security-version", "security-version 03\n"), "line 4: security-version: \"03\" has a leading zero"),
-            ("plus sign", replace_line(&good, "security-version", "security-version +3\n"), "line 4: security-version: \"+3\" is not a decimal number"),
-            ("negative", replace_line(&good, "verity-data-blocks", "verity-data-blocks -1\n"), "line 12: verity-data-blocks: \"-1\" is not a decimal number"),
-            ("overflow", replace_line(&good, "verity-data-blocks", "verity-data-blocks 18446744073709551616\n"), "line 12: verity-data-blocks: 18446744073709551616 does not fit in 64 bits"),
-            ("block size", replace_line(&good, "verity-block-size", "verity-block-size 512\n"), "line 14: verity-block-size: must be 4096"),
-            ("block size zero-padded", replace_line(&good, "verity-block-size", "verity-block-size 04096\n"), "line 14: verity-block-size: \"04096\" has a leading zero"),
-            ("hash", replace_line(&good, "verity-hash", "verity-hash sha1\n"), "line 15: verity-hash: must be `sha256`"),
-            ("uppercase uuid", good.replacen("a1a1a1a1-a1a1-a1a1-a1a1-a1a1a1a1a1a1", "A1A1A1A1-A1A1-A1A1-A1A1-A1A1A1A1A1A1", 1), "line 16: root-partition-uuid: \"A1A1A1A1-A1A1-A1A1-A1A1-A1A1A1A1A1A1\" is not in canonical form"),
-            ("simple uuid", good.replacen("a1a1a1a1-a1a1-a1a1-a1a1-a1a1a1a1a1a1", &"a1".repeat(16), 1), "line 16: root-partition-uuid: \"a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1\" is not in canonical form"),
-            ("braced uuid", good.replacen("a1a1a1a1-a1a1-a1a1-a1a1-a1a1a1a1a1a1", "{a1a1a1a1-a1a1-a1a1-a1a1-a1a1a1a1a1a1}", 1), "line 16: root-partition-uuid: \"{a1a1a1a1-a1a1-a1a1-a1a1-a1a1a1a1a1a1}\" is not in canonical form"),
-            ("bad uuid", good.replacen("0b0b0b0b-0b0b", "0b0b0b0b-zzzz", 1), "line 17: verity-partition-uuid: \"0b0b0b0b-zzzz-0b0b-0b0b-0b0b0b0b0b0b\" is not a UUID"),
-            ("relative path", good.replacen("kernel /a/vmlinuz", "kernel a/vmlinuz", 1), "line 6: kernel: path \"a/vmlinuz\" is not absolute"),
-            ("file missing size", good.replacen(" size=8123456", "", 1), "line 6: kernel: expected `<path> sha256=<64 hex> size=<bytes>`"),
-            ("file fields swapped", good.replacen(&format!("sha256={} size=8123456", "11".repeat(32)), &format!("size=8123456 sha256={}", "11".repeat(32)), 1), "line 6: kernel: second field must be `sha256=<64 hex>`"),
-            ("file size leading zero", good.replacen("size=1048576", "size=01048576", 1), "line 7: initrd: size \"01048576\" has a leading zero"),
-            ("empty cmdline", replace_line(&good, "cmdline", "cmdline\n"), "line 9: `cmdline` has no value"),
-        ];
-        for (name, doc, want) in cases {
+        let check = |name: &str, doc: String, want: &str| {
             let got = reject(&doc);
             assert!(
                 got.starts_with(&format!("manifest is malformed: {want}")),
                 "{name}: got {got:?}, want prefix {want:?}"
             );
-        }
+        };
+        check(
+            "crlf",
+            good.replacen("slot a\n", "slot a\r\n", 1),
+            "line 5: carriage return",
+        );
+        check(
+            "trailing space",
+            good.replacen("slot a\n", "slot a \n", 1),
+            "line 5: trailing whitespace",
+        );
+        check(
+            "leading space",
+            good.replacen("slot a\n", " slot a\n", 1),
+            "line 5: leading whitespace",
+        );
+        check(
+            "tab",
+            good.replacen("slot a\n", "slot\ta\n", 1),
+            "line 5: byte 0x09 at column 5 is not printable ASCII",
+        );
+        check(
+            "nul",
+            good.replacen("image demo", "image de\0mo", 1),
+            "line 2: byte 0x00",
+        );
+        check(
+            "non-ascii",
+            good.replacen("image demo", "image démo", 1),
+            "line 2: byte 0xc3",
+        );
+        check(
+            "del",
+            good.replacen("ro quiet", "ro\x7fquiet", 1),
+            "line 9: byte 0x7f",
+        );
+        check(
+            "empty line",
+            good.replacen("slot a\n", "slot a\n\n", 1),
+            "line 6: empty line",
+        );
+        check(
+            "no final newline",
+            good.strip_suffix('\n').unwrap().to_owned(),
+            "line 17: missing final newline",
+        );
+        check(
+            "wrong magic",
+            good.replacen(MAGIC, "abimg-manifest-v1", 1),
+            "line 1: not a slotsmith boot manifest",
+        );
+        check(
+            "future version",
+            good.replacen(MAGIC, "slotsmith-boot-manifest v2", 1),
+            "line 1: unsupported manifest format `v2`",
+        );
+        check(
+            "duplicate",
+            good.replacen("slot a\n", "slot a\nslot a\n", 1),
+            "line 6: duplicate `slot` line",
+        );
+        check(
+            "duplicate last",
+            format!("{good}verity-partition-uuid 0b0b0b0b-0b0b-0b0b-0b0b-0b0b0b0b0b0b\n"),
+            "line 18: duplicate `verity-partition-uuid` line",
+        );
+        check(
+            "unknown key",
+            good.replacen("slot a\n", "slot a\nowner mallory\n", 1),
+            "line 6: unknown key `owner` (expected `kernel`)",
+        );
+        check(
+            "unknown at end",
+            format!("{good}extra 1\n"),
+            "line 18: unknown key `extra` (expected the end of the manifest)",
+        );
+        check(
+            "out of order",
+            good.replacen(
+                "image demo\nversion 1.0.0\n",
+                "version 1.0.0\nimage demo\n",
+                1,
+            ),
+            "line 2: `version` is out of order: expected `image` here",
+        );
+        check(
+            "dtb before initrd",
+            good.replacen(
+                &format!(
+                    "initrd /a/initrd.img sha256={} size=1048576\n",
+                    "22".repeat(32)
+                ),
+                "",
+                1,
+            )
+            .replacen(
+                "cmdline",
+                &format!(
+                    "initrd /a/initrd.img sha256={} size=1048576\ncmdline",
+                    "22".repeat(32)
+                ),
+                1,
+            ),
+            "line 8: `initrd` is out of order: expected `cmdline` here",
+        );
+        check(
+            "missing line",
+            good.replacen("verity-hash sha256\n", "", 1),
+            "line 15: `root-partition-uuid` is out of order: expected `verity-hash` here",
+        );
+        check(
+            "truncated",
+            good.replacen(
+                "verity-partition-uuid 0b0b0b0b-0b0b-0b0b-0b0b-0b0b0b0b0b0b\n",
+                "",
+                1,
+            ),
+            "line 17: expected `verity-partition-uuid`, found the end of the manifest",
+        );
+        check(
+            "no value",
+            replace_line(&good, "slot", "slot\n"),
+            "line 5: `slot` has no value",
+        );
+        check(
+            "double space",
+            replace_line(&good, "image", "image  demo\n"),
+            "line 2: image: contains a space",
+        );
+        check(
+            "uppercase hex",
+            good.replacen(&"cd".repeat(32), &"CD".repeat(32), 1),
+            "line 10: verity-root-hash: must be 64 lowercase hex digits",
+        );
+        check(
+            "short hex",
+            good.replacen(&"01".repeat(32), &"01".repeat(31), 1),
+            "line 11: verity-salt: must be 64 lowercase hex digits, found 62 characters",
+        );
+        check(
+            "long hex",
+            good.replacen(&"01".repeat(32), &"01".repeat(33), 1),
+            "line 11: verity-salt: must be 64 lowercase hex digits, found 66 characters",
+        );
+        check(
+            "leading zero",
+            replace_line(&good, "security-version", "security-version 03\n"),
+            "line 4: security-version: \"03\" has a leading zero",
+        );
+        check(
+            "plus sign",
+            replace_line(&good, "security-version", "security-version +3\n"),
+            "line 4: security-version: \"+3\" is not a decimal number",
+        );
+        check(
+            "negative",
+            replace_line(&good, "verity-data-blocks", "verity-data-blocks -1\n"),
+            "line 12: verity-data-blocks: \"-1\" is not a decimal number",
+        );
+        check(
+            "overflow",
+            replace_line(
+                &good,
+                "verity-data-blocks",
+                "verity-data-blocks 18446744073709551616\n",
+            ),
+            "line 12: verity-data-blocks: 18446744073709551616 does not fit in 64 bits",
+        );
+        check(
+            "block size",
+            replace_line(&good, "verity-block-size", "verity-block-size 512\n"),
+            "line 14: verity-block-size: must be 4096",
+        );
+        check(
+            "block size zero-padded",
+            replace_line(&good, "verity-block-size", "verity-block-size 04096\n"),
+            "line 14: verity-block-size: \"04096\" has a leading zero",
+        );
+        check(
+            "hash",
+            replace_line(&good, "verity-hash", "verity-hash sha1\n"),
+            "line 15: verity-hash: must be `sha256`",
+        );
+        let root = "a1a1a1a1-a1a1-a1a1-a1a1-a1a1a1a1a1a1";
+        let root_err = "line 16: root-partition-uuid";
+        check(
+            "uppercase uuid",
+            good.replacen(root, &root.to_uppercase(), 1),
+            &format!(
+                "{root_err}: {:?} is not in canonical form",
+                root.to_uppercase()
+            ),
+        );
+        check(
+            "simple uuid",
+            good.replacen(root, &root.replace('-', ""), 1),
+            &format!(
+                "{root_err}: {:?} is not in canonical form",
+                root.replace('-', "")
+            ),
+        );
+        check(
+            "braced uuid",
+            good.replacen(root, &format!("{{{root}}}"), 1),
+            &format!("{root_err}: \"{{{root}}}\" is not in canonical form"),
+        );
+        check(
+            "bad uuid",
+            good.replacen("0b0b0b0b-0b0b", "0b0b0b0b-zzzz", 1),
+            "line 17: verity-partition-uuid: \"0b0b0b0b-zzzz-0b0b-0b0b-0b0b0b0b0b0b\" is not a UUID",
+        );
+        check(
+            "relative path",
+            good.replacen("kernel /a/vmlinuz", "kernel a/vmlinuz", 1),
+            "line 6: kernel: path \"a/vmlinuz\" is not absolute",
+        );
+        check(
+            "file missing size",
+            good.replacen(" size=8123456", "", 1),
+            "line 6: kernel: expected `<path> sha256=<64 hex> size=<bytes>`",
+        );
+        check(
+            "file fields swapped",
+            good.replacen(
+                &format!("sha256={} size=8123456", "11".repeat(32)),
+                &format!("size=8123456 sha256={}", "11".repeat(32)),
+                1,
+            ),
+            "line 6: kernel: second field must be `sha256=<64 hex>`",
+        );
+        check(
+            "file size leading zero",
+            good.replacen("size=1048576", "size=01048576", 1),
+            "line 7: initrd: size \"01048576\" has a leading zero",
+        );
+        check(
+            "empty cmdline",
+            replace_line(&good, "cmdline", "cmdline\n"),
+            "line 9: `cmdline` has no value",
+        );
     }
 
     #[test]
     fn size_and_emptiness_limits() {
         assert_eq!(reject(""), "manifest is malformed: empty");
-        let big = format!(
-            "{MAGIC}\nimage {}\n",
-            "x".repeat(MAX_MANIFEST_SIZE)
-        );
+        let big = format!("{MAGIC}\nimage {}\n", "x".repeat(MAX_MANIFEST_SIZE));
         assert!(reject(&big).contains("over the 65536-byte limit"));
         let mut m = sample(true);
         m.cmdline = "x".repeat(MAX_MANIFEST_SIZE);
@@ -777,18 +983,52 @@ mod tests {
 
     #[test]
     fn to_bytes_refuses_unrepresentable_fields() {
-        let cases: Vec<(Box<dyn Fn(&mut Manifest)>, &str)> = vec![
-            (Box::new(|m| m.image = "de mo".into()), "invalid manifest field image: contains a space"),
-            (Box::new(|m| m.image = String::new()), "invalid manifest field image: is empty"),
-            (Box::new(|m| m.version = "1.0\n".into()), "invalid manifest field version: contains byte 0x0a"),
-            (Box::new(|m| m.slot = "ä".into()), "invalid manifest field slot: contains byte 0xc3"),
-            (Box::new(|m| m.kernel.path = "vmlinuz".into()), "invalid manifest field kernel path: path \"vmlinuz\" is not absolute"),
-            (Box::new(|m| m.kernel.path = "/a b".into()), "invalid manifest field kernel path: path contains a space"),
-            (Box::new(|m| m.dtb.as_mut().unwrap().path = String::new()), "invalid manifest field dtb path: path is empty"),
-            (Box::new(|m| m.cmdline = String::new()), "invalid manifest field cmdline: is empty"),
-            (Box::new(|m| m.cmdline = "quiet ".into()), "invalid manifest field cmdline: must not start or end with a space"),
-            (Box::new(|m| m.cmdline = "quiet\nslot b".into()), "invalid manifest field cmdline: contains byte 0x0a"),
-            (Box::new(|m| m.cmdline = "a\tb".into()), "invalid manifest field cmdline: contains byte 0x09"),
+        type Mutation = Box<dyn Fn(&mut Manifest)>;
+        let cases: Vec<(Mutation, &str)> = vec![
+            (
+                Box::new(|m| m.image = "de mo".into()),
+                "invalid manifest field image: contains a space",
+            ),
+            (
+                Box::new(|m| m.image = String::new()),
+                "invalid manifest field image: is empty",
+            ),
+            (
+                Box::new(|m| m.version = "1.0\n".into()),
+                "invalid manifest field version: contains byte 0x0a",
+            ),
+            (
+                Box::new(|m| m.slot = "ä".into()),
+                "invalid manifest field slot: contains byte 0xc3",
+            ),
+            (
+                Box::new(|m| m.kernel.path = "vmlinuz".into()),
+                "invalid manifest field kernel path: path \"vmlinuz\" is not absolute",
+            ),
+            (
+                Box::new(|m| m.kernel.path = "/a b".into()),
+                "invalid manifest field kernel path: path contains a space",
+            ),
+            (
+                Box::new(|m| m.dtb.as_mut().unwrap().path = String::new()),
+                "invalid manifest field dtb path: path is empty",
+            ),
+            (
+                Box::new(|m| m.cmdline = String::new()),
+                "invalid manifest field cmdline: is empty",
+            ),
+            (
+                Box::new(|m| m.cmdline = "quiet ".into()),
+                "invalid manifest field cmdline: must not start or end with a space",
+            ),
+            (
+                Box::new(|m| m.cmdline = "quiet\nslot b".into()),
+                "invalid manifest field cmdline: contains byte 0x0a",
+            ),
+            (
+                Box::new(|m| m.cmdline = "a\tb".into()),
+                "invalid manifest field cmdline: contains byte 0x09",
+            ),
         ];
         for (mutate, want) in cases {
             let mut m = sample(true);
@@ -805,7 +1045,9 @@ mod tests {
     #[test]
     fn every_single_byte_edit_is_rejected_or_canonical() {
         let good = sample(true).to_bytes().unwrap();
-        let replacements = [b'0', b'9', b'a', b'A', b'f', b'g', b' ', b'\n', b'-', b'=', b'/', 0];
+        let replacements = [
+            b'0', b'9', b'a', b'A', b'f', b'g', b' ', b'\n', b'-', b'=', b'/', 0,
+        ];
         let mut accepted = 0;
         let mut check = |doc: &[u8]| {
             if let Ok(m) = Manifest::parse(doc) {
@@ -839,7 +1081,10 @@ mod tests {
         let m = sample(true);
         let (bytes, sig) = sign_manifest(&m, &signer).unwrap();
         assert_eq!(bytes, m.to_bytes().unwrap());
-        assert_eq!(verify_manifest(&bytes, &sig, &signer.public_key()).unwrap(), m);
+        assert_eq!(
+            verify_manifest(&bytes, &sig, &signer.public_key()).unwrap(),
+            m
+        );
     }
 
     #[test]
@@ -855,7 +1100,8 @@ mod tests {
             bad[i] ^= 0x01;
             let err = verify_manifest(&bad, &sig, &key).unwrap_err();
             assert!(
-                err.to_string().starts_with("manifest signature does not verify"),
+                err.to_string()
+                    .starts_with("manifest signature does not verify"),
                 "{err:#}"
             );
         }
@@ -867,11 +1113,8 @@ mod tests {
         // Correctly signed but non-canonical bytes are still refused, as
         // malformed: the signature is not a licence to be sloppy.
         let sloppy = String::from_utf8(bytes).unwrap().replace('\n', "\r\n");
-        let sig = ed25519_dalek::Signer::sign(
-            &SigningKey::from_bytes(&[5; 32]),
-            sloppy.as_bytes(),
-        )
-        .to_bytes();
+        let sig = ed25519_dalek::Signer::sign(&SigningKey::from_bytes(&[5; 32]), sloppy.as_bytes())
+            .to_bytes();
         let err = verify_manifest(sloppy.as_bytes(), &sig, &key).unwrap_err();
         assert_eq!(
             err.to_string(),

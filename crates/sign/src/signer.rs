@@ -173,9 +173,7 @@ mod tests {
         let mut forged = [0u8; 64];
         forged[0] = 1;
         let msg = b"any rootfs at all";
-        assert!(weak
-            .verify(msg, &Signature::from_bytes(&forged))
-            .is_ok());
+        assert!(weak.verify(msg, &Signature::from_bytes(&forged)).is_ok());
         let err = check_signature(&weak, msg, &forged).unwrap_err();
         assert!(err.to_string().contains("small-order"), "{err}");
     }
@@ -186,12 +184,11 @@ mod tests {
         // encoding; accepting it would make signatures malleable.
         let signer = rfc_signer();
         let sig = signer.sign(&[0x72]).unwrap();
-        let l: [u8; 32] = hex::decode(
-            "edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010",
-        )
-        .unwrap()
-        .try_into()
-        .unwrap();
+        let l: [u8; 32] =
+            hex::decode("edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010")
+                .unwrap()
+                .try_into()
+                .unwrap();
         let mut s_plus_l = [0u8; 32];
         let mut carry = 0u16;
         for i in 0..32 {
@@ -210,6 +207,9 @@ mod tests {
         let signer = rfc_signer();
         let shown = format!("{signer:?} {}", signer.describe());
         assert!(!shown.contains(SEED), "{shown}");
-        assert!(shown.contains(&fingerprint(&signer.public_key())), "{shown}");
+        assert!(
+            shown.contains(&fingerprint(&signer.public_key())),
+            "{shown}"
+        );
     }
 }

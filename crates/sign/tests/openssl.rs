@@ -115,7 +115,16 @@ fn openssl_generated_keys_load() {
     openssl_ok(&["genpkey", "-algorithm", "ed25519", "-out", s(&sk)]);
     openssl_ok(&["pkey", "-in", s(&sk), "-pubout", "-out", s(&pk)]);
     openssl_ok(&["pkey", "-in", s(&sk), "-outform", "DER", "-out", s(&der)]);
-    openssl_ok(&["pkey", "-in", s(&sk), "-pubout", "-outform", "DER", "-out", s(&pk_der)]);
+    openssl_ok(&[
+        "pkey",
+        "-in",
+        s(&sk),
+        "-pubout",
+        "-outform",
+        "DER",
+        "-out",
+        s(&pk_der),
+    ]);
     chmod(&sk, 0o600);
     chmod(&der, 0o600);
 
@@ -185,7 +194,10 @@ fn generate_never_overwrites() {
     let (sk, pk) = generate(dir.path(), "boot").unwrap();
     let before = (fs::read(&sk).unwrap(), fs::read(&pk).unwrap());
     let err = generate(dir.path(), "boot").unwrap_err().to_string();
-    assert!(err.contains("already exists: refusing to overwrite a key"), "{err}");
+    assert!(
+        err.contains("already exists: refusing to overwrite a key"),
+        "{err}"
+    );
     assert_eq!((fs::read(&sk).unwrap(), fs::read(&pk).unwrap()), before);
 
     // Only the public half present: still refused, and no private key is
@@ -221,13 +233,27 @@ fn wrong_files_give_clear_errors() {
     fs::copy(&pk, &pub_as_private).unwrap();
     chmod(&pub_as_private, 0o600);
     let err = load_signing_key(&pub_as_private).unwrap_err().to_string();
-    assert!(err.contains("is a public key, but a private key was expected"), "{err}");
+    assert!(
+        err.contains("is a public key, but a private key was expected"),
+        "{err}"
+    );
 
     let err = load_verifying_key(&sk).unwrap_err().to_string();
-    assert!(err.contains("is a private key, but a public key was expected"), "{err}");
+    assert!(
+        err.contains("is a private key, but a public key was expected"),
+        "{err}"
+    );
 
     let rsa = dir.path().join("rsa.pem");
-    openssl_ok(&["genpkey", "-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:1024", "-out", s(&rsa)]);
+    openssl_ok(&[
+        "genpkey",
+        "-algorithm",
+        "rsa",
+        "-pkeyopt",
+        "rsa_keygen_bits:1024",
+        "-out",
+        s(&rsa),
+    ]);
     chmod(&rsa, 0o600);
     let err = load_signing_key(&rsa).unwrap_err().to_string();
     assert!(err.contains("not an Ed25519 PKCS#8 private key"), "{err}");
@@ -251,7 +277,15 @@ fn signatures_match_openssl_byte_for_byte() {
     fs::write(&msg_path, msg).unwrap();
 
     openssl_ok(&[
-        "pkeyutl", "-sign", "-inkey", s(&sk), "-rawin", "-in", s(&msg_path), "-out", s(&sig_path),
+        "pkeyutl",
+        "-sign",
+        "-inkey",
+        s(&sk),
+        "-rawin",
+        "-in",
+        s(&msg_path),
+        "-out",
+        s(&sig_path),
     ]);
     let openssl_sig = fs::read(&sig_path).unwrap();
 
@@ -262,8 +296,16 @@ fn signatures_match_openssl_byte_for_byte() {
     // openssl accepts ours, and refuses it after one flipped message byte.
     let verify = |msg_file: &Path| {
         openssl(&[
-            "pkeyutl", "-verify", "-pubin", "-inkey", s(&pk), "-rawin", "-in", s(msg_file),
-            "-sigfile", s(&sig_path),
+            "pkeyutl",
+            "-verify",
+            "-pubin",
+            "-inkey",
+            s(&pk),
+            "-rawin",
+            "-in",
+            s(msg_file),
+            "-sigfile",
+            s(&sig_path),
         ])
         .0
     };
@@ -295,19 +337,37 @@ fn openssl_verifies_signed_manifests_and_rejects_tampering() {
     fs::write(&sig_path, sig).unwrap();
     let verify = || {
         openssl(&[
-            "pkeyutl", "-verify", "-pubin", "-inkey", s(&pk), "-rawin", "-in",
-            s(&manifest_path), "-sigfile", s(&sig_path),
+            "pkeyutl",
+            "-verify",
+            "-pubin",
+            "-inkey",
+            s(&pk),
+            "-rawin",
+            "-in",
+            s(&manifest_path),
+            "-sigfile",
+            s(&sig_path),
         ])
         .0
     };
     assert!(verify());
     let key = load_verifying_key(&pk).unwrap();
-    assert_eq!(verify_manifest(&bytes, &sig, &key).unwrap(), sample_manifest());
+    assert_eq!(
+        verify_manifest(&bytes, &sig, &key).unwrap(),
+        sample_manifest()
+    );
 
     // Same signature as openssl would make over the same file.
     let openssl_sig_path = dir.path().join("openssl.sig");
     openssl_ok(&[
-        "pkeyutl", "-sign", "-inkey", s(&sk), "-rawin", "-in", s(&manifest_path), "-out",
+        "pkeyutl",
+        "-sign",
+        "-inkey",
+        s(&sk),
+        "-rawin",
+        "-in",
+        s(&manifest_path),
+        "-out",
         s(&openssl_sig_path),
     ]);
     assert_eq!(fs::read(&openssl_sig_path).unwrap(), sig);
@@ -322,7 +382,8 @@ fn openssl_verifies_signed_manifests_and_rejects_tampering() {
     assert!(!verify());
     let err = verify_manifest(tampered.as_bytes(), &sig, &key).unwrap_err();
     assert!(
-        err.to_string().starts_with("manifest signature does not verify"),
+        err.to_string()
+            .starts_with("manifest signature does not verify"),
         "{err:#}"
     );
 }

@@ -111,9 +111,294 @@ pub struct BuildRecord {
     pub artifacts: Vec<Artifact>,
     /// The partition table.
     pub partitions: Vec<BuiltPartition>,
+    /// Fingerprint of the boot public key (sha256 of the raw key).
+    pub boot_key: String,
+    /// Anti-rollback counter in the manifests.
+    pub security_version: u64,
+    /// Each filled slot's verity parameters and partitions.
+    pub slots: Vec<SlotRecord>,
     /// The rootfs image.
     pub rootfs: RootfsFacts,
 }
+
+/// A filled slot in build.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotRecord {
+    /// `a` or `b`.
+    pub slot: String,
+    /// dm-verity root hash.
+    pub root_hash: String,
+    /// dm-verity salt.
+    pub salt: String,
+    /// Data blocks covered.
+    pub data_blocks: u64,
+    /// Hash block where the tree starts.
+    pub hash_start_block: u64,
+    /// Root partition name, offset and size.
+    pub root_partition: PartRef,
+    /// Verity partition name, offset and size.
+    pub verity_partition: PartRef,
+    /// Root partition UUID (first half of the root hash).
+    pub root_uuid: String,
+    /// Verity partition UUID (second half of the root hash).
+    pub verity_uuid: String,
+}
+
+/// A partition reference in build.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartRef {
+    /// GPT name.
+    pub name: String,
+    /// Byte offset.
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A boot file (kernel, initrd, dtb) copied to out/ and the ESP.
+struct BootFile {
+    /// `kernel`, `initrd` or `dtb`.
+    role: &'static str,
+    /// File name in out/ and in each slot's ESP directory.
+    output: String,
+    /// sha256.
+    sha256: [u8; 32],
+    /// Size in bytes.
+    size: u64,
+}
+
+/// A signed slot.
+struct SignedSlot {
+    record: SlotRecord,
+    root_uuid: uuid::Uuid,
+    verity_uuid: uuid::Uuid,
+    manifest: Vec<u8>,
+    signature: [u8; 64],
+}
+
+fn partition_uuid(p: &crate::plan::PlanPartition, slots: &[SignedSlot]) -> uuid::Uuid {
+    for s in slots {
+        if p.name == s.record.root_partition.name {
+            return s.root_uuid;
+        }
+        if p.name == s.record.verity_partition.name {
+            return s.verity_uuid;
+        }
+    }
+    p.uuid
+}
+
+/// Finds the kernel, initrd and dtb, copies them to out/ and hashes them.
+fn boot_files(plan: &Plan, opts: &BuildOptions, tree: &Tree, out: &Path) -> anyhow::Result<Vec<BootFile>> {
+    use crate::spec::KernelSource;
+    let mut sources: Vec<(&'static str, String, PathBuf)> = Vec::new();
+    match &plan.boot.kernel.source {
+        KernelSource::FromRootfs => {
+            let kernels: Vec<&RelPath> = tree
+                .iter()
+                .filter(|(p, n)| p.as_str().starts_with("boot/vmlinuz-") && !matches!(n.kind, Kind::Symlink { .. } | Kind::Dir))
+                .map(|(p, _)| p)
+                .collect();
+            let kernel = match kernels.as_slice() {
+                [k] => *k,
+                [] => bail!("no kernel in the rootfs (/boot/vmlinuz-*): install one (e.g. linux-image-amd64) or set kernel.image in {}", plan.image.file),
+                many => bail!(
+                    "several kernels in the rootfs ({}): set kernel.image in {}",
+                    many.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+                    plan.image.file
+                ),
+            };
+            let version = kernel.as_str().trim_start_matches("boot/vmlinuz-").to_string();
+            sources.push(("kernel", "vmlinuz".into(), tree_content(tree, kernel)?));
+            let initrd = RelPath::parse(&format!("boot/initrd.img-{version}"))?;
+            if tree.get(&initrd).is_some() {
+                sources.push(("initrd", "initrd.img".into(), tree_content(tree, &initrd)?));
+            }
+        }
+        KernelSource::Files { image, initrd, dtb } => {
+            sources.push(("kernel", "vmlinuz".into(), resolve(&opts.project_root, &image.path)));
+            if let Some(i) = initrd {
+                sources.push(("initrd", "initrd.img".into(), resolve(&opts.project_root, &i.path)));
+            }
+            if let Some(d) = dtb {
+                sources.push(("dtb", "board.dtb".into(), resolve(&opts.project_root, &d.path)));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for (role, output, src) in sources {
+        let mut input = rootfs::overlay::read_source_file(&src).with_context(|| format!("opening {role} {}", src.display()))?;
+        let dest = out.join(&output);
+        let mut f = File::create_new(&dest).with_context(|| format!("creating {}", dest.display()))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = std::io::Read::read(&mut input, &mut buf).with_context(|| format!("reading {role} {}", src.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            f.write_all(&buf[..n]).with_context(|| format!("writing {}", dest.display()))?;
+            size += n as u64;
+        }
+        if size == 0 {
+            bail!("{role} {} is empty", src.display());
+        }
+        files.push(BootFile { role, output, sha256: h.finalize().into(), size });
+    }
+    Ok(files)
+}
+
+/// The on-disk contents of a regular file (or hardlink) in the tree.
+fn tree_content(tree: &Tree, p: &RelPath) -> anyhow::Result<PathBuf> {
+    let mut node = tree.get(p).with_context(|| format!("{p} is not in the rootfs"))?;
+    if let Kind::Hardlink { target } = &node.kind {
+        node = tree.get(target).with_context(|| format!("{p} links to missing {target}"))?;
+    }
+    match &node.kind {
+        Kind::File { content, .. } => Ok(content.path().to_path_buf()),
+        _ => bail!("{p} is not a regular file"),
+    }
+}
+
+/// Builds each filled slot's verity tree and signs its manifest.
+fn sign_slots(
+    plan: &Plan,
+    rootfs: &Path,
+    rootfs_size: u64,
+    boot: &[BootFile],
+    out: &Path,
+    signer: &crate::signing::BootSigner,
+) -> anyhow::Result<Vec<SignedSlot>> {
+    if rootfs_size == 0 || rootfs_size % slotsmith_verity::BLOCK != 0 {
+        bail!("the rootfs image is {rootfs_size} bytes, not a whole number of 4096-byte blocks");
+    }
+    let data = File::open(rootfs).with_context(|| format!("opening {}", rootfs.display()))?;
+    let mut signed = Vec::new();
+    for s in &plan.boot.slots {
+        let mut salt = [0u8; 32];
+        hex::decode_to_slice(&s.verity_salt, &mut salt).context("plan has a malformed verity salt")?;
+        let hash_path = out.join(&s.verity_output);
+        let mut hash = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&hash_path)
+            .with_context(|| format!("creating {}", hash_path.display()))?;
+        let params = slotsmith_verity::VerityParams { salt, uuid: s.verity_uuid };
+        let info = slotsmith_verity::format_file(&data, rootfs_size, &mut hash, &params)
+            .with_context(|| format!("building the verity tree of slot {}", s.name))?;
+        let part = |name: &str| -> anyhow::Result<PartRef> {
+            let p = plan.partition(name).with_context(|| format!("plan lacks partition {name}"))?;
+            Ok(PartRef { name: name.to_string(), offset: p.offset, size: p.size })
+        };
+        let (root_part, verity_part) = (part(&s.root_partition)?, part(&s.verity_partition)?);
+        if info.hash_size > verity_part.size {
+            bail!(
+                "the verity tree of slot {} ({} bytes) does not fit {} ({} bytes)",
+                s.name,
+                info.hash_size,
+                verity_part.name,
+                verity_part.size
+            );
+        }
+        // Discoverable Partitions Specification: the root partition's UUID
+        // is the first 128 bits of the root hash, the verity partition's the
+        // last 128 bits, so a booting system can find the pair from the
+        // signed root hash alone.
+        let root_uuid = uuid::Uuid::from_slice(&info.root_hash[..16])?;
+        let verity_uuid = uuid::Uuid::from_slice(&info.root_hash[16..])?;
+        let file_ref = |f: &BootFile| slotsmith_sign::FileRef {
+            path: format!("{}/{}", s.esp_dir, f.output),
+            sha256: f.sha256,
+            size: f.size,
+        };
+        let find = |role: &str| boot.iter().find(|f| f.role == role).map(file_ref);
+        let manifest = slotsmith_sign::Manifest {
+            image: plan.image.name.clone(),
+            version: plan.image.version.clone(),
+            security_version: plan.boot.security_version,
+            slot: s.name.clone(),
+            kernel: find("kernel").context("no kernel")?,
+            initrd: find("initrd"),
+            dtb: find("dtb"),
+            cmdline: manifest_cmdline(plan, s),
+            verity_root_hash: info.root_hash,
+            verity_salt: info.salt,
+            verity_data_blocks: info.data_blocks,
+            verity_hash_start_block: info.hash_start_block,
+            root_partition_uuid: root_uuid,
+            verity_partition_uuid: verity_uuid,
+        };
+        let (bytes, signature) = slotsmith_sign::sign_manifest(&manifest, signer.signer.as_ref())
+            .with_context(|| format!("signing the boot manifest of slot {}", s.name))?;
+        write_new(&out.join(&s.manifest_output), &bytes)?;
+        write_new(&out.join(&s.signature_output), &signature)?;
+        signed.push(SignedSlot {
+            record: SlotRecord {
+                slot: s.name.clone(),
+                root_hash: hex::encode(info.root_hash),
+                salt: hex::encode(info.salt),
+                data_blocks: info.data_blocks,
+                hash_start_block: info.hash_start_block,
+                root_partition: root_part,
+                verity_partition: verity_part,
+                root_uuid: root_uuid.to_string(),
+                verity_uuid: verity_uuid.to_string(),
+            },
+            root_uuid,
+            verity_uuid,
+            manifest: bytes,
+            signature,
+        });
+    }
+    Ok(signed)
+}
+
+/// The kernel command line signed into a slot's manifest: the image's own
+/// arguments, then the slot. The initramfs finds the root partitions by
+/// label (`root-<slot>`, `root-<slot>-verity`): an update rewrites a slot's
+/// contents but not the GPT, so UUIDs would go stale.
+fn manifest_cmdline(plan: &Plan, s: &crate::plan::PlanSlot) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if !plan.boot.kernel.cmdline.trim().is_empty() {
+        parts.push(plan.boot.kernel.cmdline.trim().to_string());
+    }
+    parts.push(format!("slotsmith.slot={}", s.name));
+    parts.push("ro".into());
+    parts.join(" ")
+}
+
+/// The boot partition's files: the release note, then per filled slot its
+/// kernel, initrd and dtb, manifest and signature in `/<slot>/`.
+fn esp_files(plan: &Plan, boot: &[BootFile], slots: &[SignedSlot], out: &Path) -> Vec<disk::fat::FatFile> {
+    let mut files: Vec<disk::fat::FatFile> = plan
+        .esp
+        .files
+        .iter()
+        .map(|f| disk::fat::FatFile { path: f.path.clone(), source: disk::fat::FatSource::Bytes(f.text.clone().into_bytes()) })
+        .collect();
+    for (ps, signed) in plan.boot.slots.iter().zip(slots) {
+        let dir = ps.esp_dir.trim_start_matches('/');
+        for f in boot {
+            files.push(disk::fat::FatFile {
+                path: format!("{dir}/{}", f.output),
+                source: disk::fat::FatSource::File(out.join(&f.output)),
+            });
+        }
+        files.push(disk::fat::FatFile {
+            path: format!("{dir}/manifest"),
+            source: disk::fat::FatSource::Bytes(signed.manifest.clone()),
+        });
+        files.push(disk::fat::FatFile {
+            path: format!("{dir}/manifest.sig"),
+            source: disk::fat::FatSource::Bytes(signed.signature.to_vec()),
+        });
+    }
+    files
+}
+
 
 /// What `build` returns.
 pub struct BuildOutcome {
@@ -153,6 +438,9 @@ pub fn build(
             )
         })?;
 
+    // Keys first: a missing or badly protected key fails in a second, not
+    // after the base import.
+    let signer = crate::signing::boot_signer(plan, &opts.project_root, progress)?;
     let mut tree = import_base(plan, opts, &store, progress)?;
     apply_layers(plan, opts, &mut tree, progress)?;
     tree.clamp_mtimes(sde as i64);
@@ -166,12 +454,20 @@ pub fn build(
         .with_context(|| format!("reading {}", rootfs_path.display()))?
         .len();
 
+    progress.stage("verity", &format!("dm-verity trees and signed boot manifests ({})", signer.signer.describe()));
+    let boot_files = boot_files(plan, opts, &tree, staging.path())?;
+    let slots = sign_slots(plan, &rootfs_path, rootfs_size, &boot_files, staging.path(), &signer)?;
+    write_new(
+        &staging.path().join(&plan.outputs.boot_public_key),
+        slotsmith_sign::public_key_pem(&signer.public_key).as_bytes(),
+    )?;
+
     let img_path = staging.path().join(&plan.outputs.image);
     progress.stage(
         "disk",
         &format!("writing {} ({})", plan.outputs.image, human(plan.disk.size)),
     );
-    let mapped = write_disk(plan, &img_path, &rootfs_path, rootfs_size)?;
+    let mapped = write_disk(plan, &img_path, &rootfs_path, rootfs_size, &boot_files, &slots, staging.path())?;
 
     progress.stage("checksums", "bmap, SHA256SUMS and build.json");
     let bmap_path = staging.path().join(&plan.outputs.bmap);
@@ -191,7 +487,12 @@ pub fn build(
             size: plan.disk.size,
         });
     }
-    for file in [&plan.outputs.bmap, &plan.outputs.rootfs] {
+    let mut others = vec![plan.outputs.bmap.clone(), plan.outputs.rootfs.clone(), plan.outputs.boot_public_key.clone()];
+    others.extend(boot_files.iter().map(|f| f.output.clone()));
+    for s in &plan.boot.slots {
+        others.extend([s.verity_output.clone(), s.manifest_output.clone(), s.signature_output.clone()]);
+    }
+    for file in &others {
         let (sha256, size) =
             hash_file(&staging.path().join(file)).with_context(|| format!("hashing {file}"))?;
         artifacts.push(Artifact {
@@ -201,6 +502,7 @@ pub fn build(
         });
     }
     artifacts.sort_by(|a, b| a.name.cmp(&b.name));
+    let uuid_of = |p: &crate::plan::PlanPartition| -> String { partition_uuid(p, &slots).to_string() };
     let record = BuildRecord {
         schema: 1,
         image: name.clone(),
@@ -216,7 +518,7 @@ pub fn build(
                 number: p.number,
                 name: p.name.clone(),
                 type_guid: p.type_guid.to_string(),
-                uuid: p.uuid.to_string(),
+                uuid: uuid_of(p),
                 offset: p.offset,
                 size: p.size,
                 first_lba: p.first_lba,
@@ -225,6 +527,9 @@ pub fn build(
                 content: p.content,
             })
             .collect(),
+        boot_key: slotsmith_sign::fingerprint(&signer.public_key),
+        security_version: plan.boot.security_version,
+        slots: slots.iter().map(|s| s.record.clone()).collect(),
         rootfs: RootfsFacts {
             filesystem: plan.rootfs.filesystem,
             size: rootfs_size,
@@ -704,6 +1009,9 @@ fn write_disk(
     img_path: &Path,
     rootfs_path: &Path,
     rootfs_size: u64,
+    boot: &[BootFile],
+    slots: &[SignedSlot],
+    out: &Path,
 ) -> anyhow::Result<Vec<(u64, u64)>> {
     let d = &plan.disk;
     let mut img = File::options()
@@ -725,7 +1033,7 @@ fn write_disk(
             .map(|p| disk::gpt::PartitionEntry {
                 name: p.name.clone(),
                 type_guid: p.type_guid,
-                part_guid: p.uuid,
+                part_guid: partition_uuid(p, slots),
                 first_lba: p.first_lba,
                 last_lba: p.last_lba,
                 attributes: p.attributes,
@@ -748,15 +1056,7 @@ fn write_disk(
                     label: plan.esp.label.clone(),
                     volume_id: plan.esp.volume_id,
                     mtime: plan.source_date_epoch as i64,
-                    files: plan
-                        .esp
-                        .files
-                        .iter()
-                        .map(|f| disk::fat::FatFile {
-                            path: f.path.clone(),
-                            source: disk::fat::FatSource::Bytes(f.text.clone().into_bytes()),
-                        })
-                        .collect(),
+                    files: esp_files(plan, boot, slots, out),
                 };
                 let window = disk::window::Window::new(&mut img, p.offset, p.size);
                 disk::fat::format_fat(window, p.size, &spec)
@@ -770,7 +1070,17 @@ fn write_disk(
                 // device leaves no stale bytes from an older image in it.
                 mapped.push((p.offset, p.offset + p.size));
             }
-            Content::Empty | Content::VerityReserved => mapped.push((p.offset, p.offset + p.size)),
+            Content::VerityReserved => {
+                if let Some(slot) = plan.boot.slots.iter().find(|s| s.verity_partition == p.name) {
+                    let path = out.join(&slot.verity_output);
+                    let f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+                    let len = f.metadata()?.len();
+                    disk::sparse::copy_into(&f, len, &img, p.offset)
+                        .with_context(|| format!("copying the verity tree into {}", p.name))?;
+                }
+                mapped.push((p.offset, p.offset + p.size));
+            }
+            Content::Empty => mapped.push((p.offset, p.offset + p.size)),
             Content::Data => {
                 img.flush().context("flushing the image")?;
                 Tool::new("mke2fs")?

@@ -11,6 +11,8 @@ pub mod diag;
 pub mod load;
 pub mod plan;
 pub mod progress;
+pub mod signing;
 pub mod spec;
 pub mod tool;
+pub mod verify;
 pub mod yaml;

@@ -34,7 +34,14 @@ const IMAGE_KEYS: &[&str] = &[
     "policies",
     "rootfs",
     "layout",
+    "release",
+    "security-version",
+    "kernel",
+    "signing",
 ];
+const KERNEL_KEYS: &[&str] = &["from-rootfs", "image", "initrd", "dtb", "cmdline"];
+const SIGNING_KEYS: &[&str] = &["boot"];
+const KEY_KEYS: &[&str] = &["key", "key-env", "external-signer", "public-key"];
 const BASE_KEYS: &[&str] = &["tarball", "directory", "ownership", "debian"];
 const DEBIAN_KEYS: &[&str] = &["suite", "variant", "packages", "mirror"];
 const ROOTFS_KEYS: &[&str] = &["filesystem", "compression"];
@@ -219,8 +226,20 @@ fn read_image(r: &mut Reader<'_>, root: &Path, shown: &str) -> Option<ImageSpec>
             None
         }
     };
+    let release: bool = r.opt(&mut m, "release").unwrap_or(false);
+    let security_version: u64 = r.opt(&mut m, "security-version").unwrap_or(0);
+    let kernel = match r.raw(&mut m, "kernel") {
+        Some(v) => read_kernel(r, root, v),
+        None => Some(KernelSpec { source: KernelSource::FromRootfs, cmdline: String::new() }),
+    };
+    let boot_key = read_signing(r, r.doc.value.get("signing"), release);
+    r.raw(&mut m, "signing");
     r.finish(m);
     Some(ImageSpec {
+        release,
+        security_version,
+        kernel: kernel?,
+        boot_key: boot_key?,
         file: shown.to_string(),
         root: root.to_path_buf(),
         name: name?,
@@ -543,6 +562,118 @@ fn read_layout(r: &mut Reader<'_>, v: &Value) -> Option<LayoutSpec> {
         data: data?,
         fill_slot_b,
     })
+}
+
+fn read_kernel(r: &mut Reader<'_>, root: &Path, v: &Value) -> Option<KernelSpec> {
+    let mut m = r.map("kernel", v, KERNEL_KEYS)?;
+    let from_rootfs: Option<bool> = r.opt(&mut m, "from-rootfs");
+    let file = |r: &mut Reader<'_>, m: &mut MapView<'_>, key: &str| -> Option<Option<FileInput>> {
+        let p: Option<String> = r.opt(m, key);
+        let Some(p) = p else { return Some(None) };
+        let abs = root.join(&p);
+        match hash_file(&abs) {
+            Ok((sha256, size)) => Some(Some(FileInput { path: display_path(root, &abs), sha256, size })),
+            Err(e) => {
+                r.error(&join_key("kernel", key), format!("cannot read '{}': {e}", abs.display()));
+                None
+            }
+        }
+    };
+    let image = file(r, &mut m, "image");
+    let initrd = file(r, &mut m, "initrd");
+    let dtb = file(r, &mut m, "dtb");
+    let cmdline: String = r.opt(&mut m, "cmdline").unwrap_or_default();
+    if cmdline.len() > 4096 || !cmdline.chars().all(|c| (' '..='~').contains(&c)) {
+        r.error("kernel.cmdline", "must be printable ASCII, at most 4096 characters");
+    }
+    r.finish(m);
+    let (image, initrd, dtb) = (image?, initrd?, dtb?);
+    let source = match (from_rootfs, image) {
+        (Some(true), Some(_)) => {
+            r.error("kernel", "set either from-rootfs: true or image, not both");
+            return None;
+        }
+        (Some(true) | None, None) => {
+            if initrd.is_some() || dtb.is_some() {
+                r.error("kernel", "initrd and dtb need an explicit kernel image");
+                return None;
+            }
+            KernelSource::FromRootfs
+        }
+        (Some(false), None) => {
+            r.error("kernel", "from-rootfs is false but no kernel image is given");
+            return None;
+        }
+        (_, Some(image)) => KernelSource::Files { image, initrd, dtb },
+    };
+    Some(KernelSpec { source, cmdline })
+}
+
+fn read_signing(r: &mut Reader<'_>, v: Option<&Value>, release: bool) -> Option<BootKeySpec> {
+    let dev = BootKeySpec { source: KeySource::Development, public_key: None };
+    let Some(v) = v else {
+        if release {
+            r.error("signing", "a release image must name its boot key (signing.boot); development keys are refused");
+            return None;
+        }
+        return Some(dev);
+    };
+    let mut m = r.map("signing", v, SIGNING_KEYS)?;
+    let boot = r.raw(&mut m, "boot");
+    r.finish(m);
+    let Some(boot) = boot else {
+        if release {
+            r.error("signing.boot", "a release image must name its boot key");
+            return None;
+        }
+        return Some(dev);
+    };
+    let mut m = r.map("signing.boot", boot, KEY_KEYS)?;
+    let key: Option<String> = r.opt(&mut m, "key");
+    let key_env: Option<String> = r.opt(&mut m, "key-env");
+    let external: Option<Vec<String>> = r.opt(&mut m, "external-signer");
+    let public_key: Option<String> = r.opt(&mut m, "public-key");
+    r.finish(m);
+    let set = [key.is_some(), key_env.is_some(), external.is_some()].iter().filter(|b| **b).count();
+    if set != 1 {
+        r.error("signing.boot", "set exactly one of key, key-env or external-signer");
+        return None;
+    }
+    if public_key.is_none() {
+        r.error("signing.boot.public-key", "missing required key 'public-key' (the SPKI PEM the device trusts)");
+        return None;
+    }
+    let source = if let Some(path) = key {
+        if release && is_dev_key_path(&path) {
+            r.error("signing.boot.key", "a release image refuses keys from keys/dev/");
+            return None;
+        }
+        KeySource::File { path }
+    } else if let Some(var) = key_env {
+        if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            r.error("signing.boot.key-env", "must be an environment variable name");
+            return None;
+        }
+        KeySource::Env { var }
+    } else {
+        let argv = external.unwrap_or_default();
+        if argv.is_empty() || !argv.iter().any(|a| a.contains("{in}")) || !argv.iter().any(|a| a.contains("{out}")) {
+            r.error("signing.boot.external-signer", "give the command as a list that uses {in} and {out}");
+            return None;
+        }
+        KeySource::External { argv }
+    };
+    if release && public_key.as_deref().is_some_and(is_dev_key_path) {
+        r.error("signing.boot.public-key", "a release image refuses keys from keys/dev/");
+        return None;
+    }
+    Some(BootKeySpec { source, public_key })
+}
+
+/// Whether a configured key path points into the development key directory.
+pub fn is_dev_key_path(p: &str) -> bool {
+    let p = p.trim_start_matches("./");
+    p.starts_with("keys/dev/") || p.contains("/keys/dev/")
 }
 
 /// Parses `4096`, `64KiB`, `64MiB`, `1GiB`, `1TiB` (also `K`, `M`, `G`, `T`

@@ -64,8 +64,51 @@ pub struct Plan {
     pub esp: PlanEsp,
     /// The data partition's filesystem.
     pub data: PlanData,
+    /// Verified boot: kernel, keys, and what each slot's manifest says.
+    pub boot: PlanBoot,
     /// Output file names inside `out/<name>/`.
     pub outputs: PlanOutputs,
+}
+
+/// Verified boot settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanBoot {
+    /// A release build refuses development keys.
+    pub release: bool,
+    /// Anti-rollback counter written into every manifest.
+    pub security_version: u64,
+    /// The kernel and its command line.
+    pub kernel: KernelSpec,
+    /// Where the boot signing key is (never the key itself).
+    pub key: BootKeySpec,
+    /// The slots the golden image fills, each with its own verity tree and
+    /// signed manifest.
+    pub slots: Vec<PlanSlot>,
+}
+
+/// One filled slot.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanSlot {
+    /// `a` or `b`.
+    pub name: String,
+    /// Its root partition.
+    pub root_partition: String,
+    /// Its verity partition.
+    pub verity_partition: String,
+    /// dm-verity salt: derived from the image identity and the slot, so
+    /// the two slots get different root hashes (and so different
+    /// DPS partition UUIDs) for the same rootfs.
+    pub verity_salt: String,
+    /// dm-verity superblock UUID, derived.
+    pub verity_uuid: Uuid,
+    /// Directory of this slot's files on the boot partition.
+    pub esp_dir: String,
+    /// The verity hash image in out/.
+    pub verity_output: String,
+    /// The manifest in out/.
+    pub manifest_output: String,
+    /// Its raw 64-byte Ed25519 signature in out/.
+    pub signature_output: String,
 }
 
 /// The image's identity.
@@ -171,6 +214,11 @@ pub struct PlanPartition {
     pub attributes: u64,
     /// What the golden image puts there.
     pub content: Content,
+    /// True for the root and verity partitions of a filled slot: their
+    /// UUIDs are the first and last 128 bits of the verity root hash
+    /// (Discoverable Partitions Specification), known only at build time;
+    /// `uuid` is then the fallback for an empty slot.
+    pub uuid_from_root_hash: bool,
 }
 
 /// The disk.
@@ -232,6 +280,8 @@ pub struct PlanOutputs {
     pub sums: String,
     /// The build record.
     pub build_json: String,
+    /// The boot public key the manifests verify with.
+    pub boot_public_key: String,
 }
 
 impl Plan {
@@ -262,19 +312,6 @@ pub fn derive_uuid(parts: &[&str]) -> Uuid {
     let mut b = [0u8; 16];
     b.copy_from_slice(&d[..16]);
     uuid::Builder::from_custom_bytes(b).into_uuid()
-}
-
-/// Size of a dm-verity hash area (superblock block plus every tree level)
-/// for `data` bytes, in format 1 with 4 KiB blocks and sha256.
-pub fn verity_hash_size(data: u64) -> u64 {
-    let per_block = VERITY_BLOCK / 32;
-    let mut blocks = data.div_ceil(VERITY_BLOCK);
-    let mut total = 0;
-    while blocks > 1 {
-        blocks = blocks.div_ceil(per_block);
-        total += blocks;
-    }
-    VERITY_BLOCK + total * VERITY_BLOCK
 }
 
 fn align_up(n: u64, a: u64) -> Option<u64> {
@@ -311,7 +348,7 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
     let slot = align_up(l.slot, a);
     let esp = align_up(l.esp, a);
     let data = align_up(l.data, a);
-    let verity = slot.and_then(|s| align_up(verity_hash_size(s), a));
+    let verity = slot.and_then(|s| align_up(slotsmith_verity::hash_size(s), a));
     let (Some(slot), Some(esp), Some(data), Some(verity)) = (slot, esp, data, verity) else {
         diags.push(diag("layout", "sizes overflow".into()));
         return Err(diags);
@@ -357,6 +394,8 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             size,
             attributes,
             content,
+            uuid_from_root_hash: matches!(content, Content::Rootfs)
+                || (matches!(content, Content::VerityReserved) && (name == "root-a-verity" || l.fill_slot_b)),
         });
         offset += size;
     }
@@ -418,6 +457,25 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
         u32::from_le_bytes([d[0], d[1], d[2], d[3]])
     };
 
+    let slot_names: &[&str] = if l.fill_slot_b { &["a", "b"] } else { &["a"] };
+    let slots = slot_names
+        .iter()
+        .map(|slot| {
+            let salt = Sha256::digest(format!("slotsmith verity salt v1\0{}\0{}\0{slot}", img.name, img.version));
+            PlanSlot {
+                name: slot.to_string(),
+                root_partition: format!("root-{slot}"),
+                verity_partition: format!("root-{slot}-verity"),
+                verity_salt: hex::encode(salt),
+                verity_uuid: ident(&format!("verity superblock {slot}")),
+                esp_dir: format!("/{slot}"),
+                verity_output: format!("root-{slot}.verity"),
+                manifest_output: format!("boot-{slot}.manifest"),
+                signature_output: format!("boot-{slot}.manifest.sig"),
+            }
+        })
+        .collect();
+
     let plan = Plan {
         schema: PLAN_SCHEMA,
         image: PlanImage {
@@ -461,6 +519,13 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             label: "data".into(),
             uuid: ident("data ext4"),
         },
+        boot: PlanBoot {
+            release: img.release,
+            security_version: img.security_version,
+            kernel: img.kernel.clone(),
+            key: img.boot_key.clone(),
+            slots,
+        },
         outputs: PlanOutputs {
             dir: img.name.clone(),
             image: format!("{}.img", img.name),
@@ -468,6 +533,7 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             rootfs: rootfs_name.into(),
             sums: "SHA256SUMS".into(),
             build_json: "build.json".into(),
+            boot_public_key: "boot.pub.pem".into(),
         },
     };
     diags.into_result(plan)
@@ -476,17 +542,6 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn verity_sizes_match_veritysetup() {
-        // 64 MiB: 16384 data blocks, 128 leaf blocks + 1 top block, plus the
-        // superblock block: 532480 bytes, as veritysetup writes it.
-        assert_eq!(verity_hash_size(64 << 20), 532480);
-        // A single data block has no tree levels at all.
-        assert_eq!(verity_hash_size(4096), 4096);
-        // 16385 blocks: 129 leaves, 2 + 1 upper blocks: 132 hash blocks.
-        assert_eq!(verity_hash_size(16385 * 4096), 4096 + 132 * 4096);
-    }
 
     #[test]
     fn derived_uuids_are_stable_and_distinct() {

@@ -63,6 +63,11 @@ impl Progress {
         }
     }
 
+    /// Prints a warning that must not be missed, even with --quiet.
+    pub fn warn(&mut self, what: &str) {
+        eprintln!("WARNING: {what}");
+    }
+
     /// Ends the current stage, recording its time.
     pub fn finish(&mut self) {
         if let Some((name, start)) = self.current.take() {

@@ -145,6 +145,83 @@ pub struct LayoutSpec {
     pub fill_slot_b: bool,
 }
 
+/// Where the kernel (and optional initrd and device tree) come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "source")]
+pub enum KernelSource {
+    /// `/boot/vmlinuz-*` in the base rootfs, with the matching
+    /// `/boot/initrd.img-*` when present.
+    FromRootfs,
+    /// Files named by the image, relative to the project root.
+    Files {
+        /// The kernel image.
+        image: FileInput,
+        /// The initrd.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        initrd: Option<FileInput>,
+        /// The device tree blob.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dtb: Option<FileInput>,
+    },
+}
+
+/// An input file with its hash, so plans change when it does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileInput {
+    /// Path as shown (relative to the project root when inside it).
+    pub path: String,
+    /// sha256 of the contents.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// The kernel and its command line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KernelSpec {
+    /// Where it comes from.
+    #[serde(flatten)]
+    pub source: KernelSource,
+    /// The kernel command line recorded in the signed boot manifest.
+    pub cmdline: String,
+}
+
+/// How a signing key is reached. Key material never enters the spec or
+/// the plan: only where to find it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum KeySource {
+    /// The development key under `keys/dev/`, generated on first use.
+    /// Never allowed for a release image.
+    Development,
+    /// A PKCS#8 PEM private key file.
+    File {
+        /// The path as written in the image.
+        path: String,
+    },
+    /// An environment variable holding the private key file's path.
+    Env {
+        /// The variable's name.
+        var: String,
+    },
+    /// A command (HSM, offline signing) that gets the bytes to sign in the
+    /// file `{in}` and writes the raw signature to `{out}`.
+    External {
+        /// The argv, with `{in}` and `{out}` placeholders.
+        argv: Vec<String>,
+    },
+}
+
+/// The boot signing key of an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BootKeySpec {
+    /// Where the private key (or signer) is.
+    pub source: KeySource,
+    /// The public key (SPKI PEM); `None` for the development key, whose
+    /// public half sits next to it.
+    pub public_key: Option<String>,
+}
+
 /// A validated `images/<name>.yaml`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageSpec {
@@ -177,6 +254,14 @@ pub struct ImageSpec {
     pub compression: Compression,
     /// The partition layout.
     pub layout: LayoutSpec,
+    /// Release images refuse development keys.
+    pub release: bool,
+    /// Monotonic anti-rollback counter recorded in the boot manifests.
+    pub security_version: u64,
+    /// The kernel.
+    pub kernel: KernelSpec,
+    /// The boot signing key.
+    pub boot_key: BootKeySpec,
 }
 
 /// The kind of a layer entry.

@@ -63,7 +63,7 @@ pub fn which(program: &str) -> anyhow::Result<PathBuf> {
 
 /// A prepared invocation of an external program.
 pub struct Tool {
-    program: &'static str,
+    program: String,
     path: PathBuf,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
@@ -85,10 +85,15 @@ pub struct Output {
 
 impl Tool {
     /// Prepares `program`; fails at once when it is not installed.
-    pub fn new(program: &'static str) -> anyhow::Result<Tool> {
-        let path = which(program)?;
+    pub fn new(program: &str) -> anyhow::Result<Tool> {
+        let path = if program.contains('/') {
+            // An explicit path (a configured signer hook) is used as given.
+            PathBuf::from(program)
+        } else {
+            which(program)?
+        };
         Ok(Tool {
-            program,
+            program: program.to_string(),
             path,
             args: Vec::new(),
             envs: Vec::new(),
@@ -131,7 +136,7 @@ impl Tool {
 
     /// The argv as one shell-like line, for messages.
     pub fn argv(&self) -> String {
-        let mut s = self.program.to_string();
+        let mut s = self.program.clone();
         for a in &self.args {
             let a = a.to_string_lossy();
             if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$\\".contains(c)) {

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::FileExt;
+use std::sync::{mpsc, Mutex};
 use std::thread;
 
 const BLOCK_BYTES: usize = BLOCK as usize;
@@ -25,9 +26,10 @@ const MIN_BLOCKS_PER_THREAD: usize = 256;
 /// of the page cache is still in L2 when the hasher reads it back.
 pub(crate) const FILE_PIECE: usize = 256 * 1024;
 
-/// Bytes read per step from a generic reader; big enough that the per-chunk
-/// thread start-up is noise, small enough to keep two chunks cheap.
-pub(crate) const READER_CHUNK: usize = 8 * 1024 * 1024;
+/// Bytes per read from a generic reader and per queued hashing job: large
+/// enough that queueing costs nothing, small enough that a chunk is still
+/// cache-warm when a worker hashes it.
+pub(crate) const READER_CHUNK: usize = 1024 * 1024;
 
 /// Threads to hash with: one per available core.
 pub(crate) fn default_threads() -> usize {
@@ -103,9 +105,11 @@ fn join_all<T>(handles: Vec<thread::ScopedJoinHandle<'_, T>>) -> Result<Vec<T>> 
 /// Fills `out` (32 bytes per data block, `data_size / 4096` blocks) with the
 /// data-block digests read from `data`, `chunk` bytes at a time.
 ///
-/// `R` need not be `Send`: the calling thread does all the reading, and
-/// while it reads chunk k+1 into one buffer, scoped workers hash chunk k
-/// from the other, so I/O overlaps hashing with only two chunks resident.
+/// `R` need not be `Send`: the calling thread does all the reading and
+/// feeds chunks through a bounded queue to long-lived scoped workers, each
+/// job carrying its own disjoint slice of `out`. Reading thus overlaps
+/// hashing, idle workers pick up the next chunk (no per-chunk barrier), and
+/// only `2 × workers` chunks are ever resident.
 pub(crate) fn hash_reader<R: Read>(
     mut data: R,
     data_size: u64,
@@ -116,42 +120,88 @@ pub(crate) fn hash_reader<R: Read>(
 ) -> Result<()> {
     let total = usize::try_from(data_size / BLOCK).context("data too large for this platform")?;
     let chunk_blocks = (chunk / BLOCK_BYTES).max(1);
-    let first = chunk_blocks.min(total);
-    let mut current = alloc(first * BLOCK_BYTES)?;
-    let mut next = alloc(chunk_blocks.min(total - first) * BLOCK_BYTES)?;
-    read_data(&mut data, &mut current, 0, data_size)?;
-    let mut done = 0usize;
-    let mut in_current = first;
-    while in_current > 0 {
-        let after = done + in_current;
-        let in_next = chunk_blocks.min(total - after);
-        let slots = &mut out[done * DIGEST_SIZE..after * DIGEST_SIZE];
-        let blocks = &current[..in_current * BLOCK_BYTES];
-        let next_buf = &mut next[..in_next * BLOCK_BYTES];
-        let data_ref = &mut data;
-        thread::scope(|scope| -> Result<()> {
-            let workers = workers_for(in_current, threads);
-            let per = in_current.div_ceil(workers);
-            let mut handles = Vec::with_capacity(workers);
-            for (part, part_slots) in blocks
-                .chunks(per * BLOCK_BYTES)
-                .zip(slots.chunks_mut(per * DIGEST_SIZE))
-            {
-                let handle = thread::Builder::new()
-                    .name("verity-hash".into())
-                    .spawn_scoped(scope, move || hash_blocks(salt, part, part_slots))
-                    .context("cannot start a hashing thread")?;
-                handles.push(handle);
-            }
-            let read = read_data(data_ref, next_buf, after as u64 * BLOCK, data_size);
-            join_all(handles)?;
-            read
-        })?;
-        std::mem::swap(&mut current, &mut next);
-        done = after;
-        in_current = in_next;
+    let workers = workers_for(total, threads);
+    let out = &mut out[..total * DIGEST_SIZE];
+    if workers == 1 {
+        // Not worth a thread: read and hash in turn.
+        let mut buf = alloc(chunk_blocks.min(total) * BLOCK_BYTES)?;
+        for (index, slots) in out.chunks_mut(chunk_blocks * DIGEST_SIZE).enumerate() {
+            let bytes = &mut buf[..slots.len() / DIGEST_SIZE * BLOCK_BYTES];
+            read_data(
+                &mut data,
+                bytes,
+                (index * chunk_blocks * BLOCK_BYTES) as u64,
+                data_size,
+            )?;
+            hash_blocks(salt, bytes, slots);
+        }
+        return Ok(());
     }
-    Ok(())
+
+    struct Job<'a> {
+        buf: Vec<u8>,
+        slots: &'a mut [u8],
+    }
+    let (job_tx, job_rx) = mpsc::sync_channel::<Job<'_>>(workers);
+    let job_rx = Mutex::new(job_rx);
+    let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+    thread::scope(|scope| -> Result<()> {
+        let mut handles = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let job_rx = &job_rx;
+            let free_tx = free_tx.clone();
+            let work = move || loop {
+                // The lock is held only while waiting for the next job; a
+                // closed (or poisoned) queue means the reader is done.
+                let job = match job_rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok(job) = job else { return };
+                let count = job.slots.len() / DIGEST_SIZE;
+                hash_blocks(salt, &job.buf[..count * BLOCK_BYTES], job.slots);
+                // The reader may already have given up after an error.
+                let _ = free_tx.send(job.buf);
+            };
+            let handle = thread::Builder::new()
+                .name("verity-hash".into())
+                .spawn_scoped(scope, work)
+                .context("cannot start a hashing thread")?;
+            handles.push(handle);
+        }
+        // The reader owns the queue's sender, so returning (done or failed)
+        // closes the queue and lets the workers drain it and exit.
+        let read = (move || -> Result<()> {
+            // Rebinding consumes the captures (FnOnce), so the output slices
+            // keep their full lifetime instead of a borrow of the closure.
+            let (out, job_tx) = (out, job_tx);
+            let mut spare = 2 * workers;
+            for (index, slots) in out.chunks_mut(chunk_blocks * DIGEST_SIZE).enumerate() {
+                let mut buf = if spare > 0 {
+                    spare -= 1;
+                    alloc(chunk_blocks * BLOCK_BYTES)?
+                } else {
+                    free_rx
+                        .recv()
+                        .map_err(|_| anyhow!("hashing threads stopped early"))?
+                };
+                let bytes = &mut buf[..slots.len() / DIGEST_SIZE * BLOCK_BYTES];
+                read_data(
+                    &mut data,
+                    bytes,
+                    (index * chunk_blocks * BLOCK_BYTES) as u64,
+                    data_size,
+                )?;
+                job_tx
+                    .send(Job { buf, slots })
+                    .map_err(|_| anyhow!("hashing threads stopped early"))?;
+            }
+            Ok(())
+        })();
+        let joined = join_all(handles);
+        read?;
+        joined.map(drop)
+    })
 }
 
 fn read_data<R: Read>(data: &mut R, buf: &mut [u8], offset: u64, data_size: u64) -> Result<()> {
@@ -293,6 +343,47 @@ mod tests {
                 hash_file(&file, data.len() as u64, &salt, &mut got, threads, piece).unwrap();
                 assert_eq!(got, want, "file, {threads} threads, piece {piece}");
             }
+        }
+    }
+
+    /// Fails with an I/O error after `left` bytes.
+    struct Broken {
+        left: usize,
+    }
+    impl Read for Broken {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.left == 0 {
+                return Err(std::io::Error::other("disk on fire"));
+            }
+            let n = buf.len().min(self.left);
+            buf[..n].fill(0);
+            self.left -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn failing_reader_stops_the_workers() {
+        // Enough blocks for several workers and many queued chunks, so the
+        // error path has to shut a busy pipeline down without hanging.
+        let salt = [0u8; 32];
+        let blocks = 4000usize;
+        let mut out = vec![0u8; blocks * DIGEST_SIZE];
+        let size = (blocks * BLOCK_BYTES) as u64;
+        for threads in [2, 4] {
+            let short = pattern(3000 * BLOCK_BYTES);
+            let e = hash_reader(&short[..], size, &salt, &mut out, threads, 8 * BLOCK_BYTES)
+                .unwrap_err();
+            assert!(e.to_string().starts_with("data ended before"), "{e}");
+            let broken = Broken {
+                left: 1234 * BLOCK_BYTES + 5,
+            };
+            let e =
+                hash_reader(broken, size, &salt, &mut out, threads, 8 * BLOCK_BYTES).unwrap_err();
+            assert_eq!(
+                format!("{e:#}"),
+                "cannot read data at byte 5046272: disk on fire"
+            );
         }
     }
 

@@ -1,0 +1,146 @@
+//! Resolving an image's boot key into a signer.
+//!
+//! The plan only says *where* a key is (a file, an environment variable, an
+//! external command, or the development key); this module turns that into
+//! a [`Signer`] at build time. Security rules enforced here:
+//! - a release image never uses, nor generates, a key under `keys/dev/`
+//!   (checked on the canonical path, so a symlink cannot smuggle one in);
+//! - a private key readable by group or others is refused, as ssh does
+//!   (`slotsmith_sign::keys::load_signing_key`);
+//! - the configured public key must match the private key, and a signature
+//!   returned by an external signer is verified against it before use, so
+//!   a misconfigured HSM cannot produce an image the device will reject.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use ed25519_dalek::VerifyingKey;
+use slotsmith_sign::{check_signature, keys, KeySigner, Signer};
+
+use crate::plan::Plan;
+use crate::progress::Progress;
+use crate::spec::KeySource;
+use crate::tool::Tool;
+
+/// Directory of the development keys, relative to the project root.
+pub const DEV_KEY_DIR: &str = "keys/dev";
+
+/// A signer plus a line describing it for logs.
+pub struct BootSigner {
+    /// Signs manifests.
+    pub signer: Box<dyn Signer>,
+    /// The public key the device trusts.
+    pub public_key: VerifyingKey,
+}
+
+/// Resolves the plan's boot key.
+pub fn boot_signer(plan: &Plan, root: &Path, progress: &mut Progress) -> anyhow::Result<BootSigner> {
+    let key = &plan.boot.key;
+    let release = plan.boot.release;
+    let dev_dir = root.join(DEV_KEY_DIR);
+    let configured_public = key.public_key.as_deref().map(|p| resolve(root, p));
+    let private_path = match &key.source {
+        KeySource::Development => {
+            if release {
+                bail!("a release image refuses development keys; set signing.boot in {}", plan.image.file);
+            }
+            let private = dev_dir.join("boot.key.pem");
+            if !private.exists() {
+                keys::generate(&dev_dir, "boot").with_context(|| format!("generating a development boot key in {}", dev_dir.display()))?;
+                progress.warn(&format!(
+                    "generated a DEVELOPMENT boot key: {} (not for release; images signed with it must never ship)",
+                    private.display()
+                ));
+            }
+            progress.warn(&format!("signing with the DEVELOPMENT boot key {}", private.display()));
+            Some(private)
+        }
+        KeySource::File { path } => Some(resolve(root, path)),
+        KeySource::Env { var } => match std::env::var_os(var) {
+            Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+            _ => bail!("signing.boot.key-env names {var}, which is not set"),
+        },
+        KeySource::External { .. } => None,
+    };
+    if release {
+        for p in private_path.iter().chain(configured_public.iter()) {
+            refuse_dev_key(p, &dev_dir)?;
+        }
+    }
+    match (&key.source, private_path) {
+        (KeySource::External { argv }, _) => {
+            let public = configured_public.context("an external signer needs signing.boot.public-key")?;
+            let public_key = keys::load_verifying_key(&public).with_context(|| format!("loading boot public key {}", public.display()))?;
+            Ok(BootSigner { signer: Box::new(ExternalSigner { argv: argv.clone(), public_key }), public_key })
+        }
+        (_, Some(private)) => {
+            let sk = keys::load_signing_key(&private).with_context(|| format!("loading boot key {}", private.display()))?;
+            let signer = KeySigner::new(sk);
+            let public_key = signer.public_key();
+            let public = configured_public.unwrap_or_else(|| dev_dir.join("boot.pub.pem"));
+            let configured = keys::load_verifying_key(&public).with_context(|| format!("loading boot public key {}", public.display()))?;
+            if configured != public_key {
+                bail!("boot key {} does not match public key {}", private.display(), public.display());
+            }
+            Ok(BootSigner { signer: Box::new(signer), public_key })
+        }
+        (_, None) => bail!("no boot key configured"),
+    }
+}
+
+fn resolve(root: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    }
+}
+
+/// Refuses a key that resolves (through any symlink) into `keys/dev/`.
+fn refuse_dev_key(p: &Path, dev_dir: &Path) -> anyhow::Result<()> {
+    let real = fs::canonicalize(p).with_context(|| format!("resolving key path {}", p.display()))?;
+    if let Ok(dev) = fs::canonicalize(dev_dir) {
+        if real.starts_with(&dev) {
+            bail!("a release image refuses keys from {}: {} is a development key", DEV_KEY_DIR, p.display());
+        }
+    }
+    Ok(())
+}
+
+/// Signs through a configured command, for HSMs and offline signing: the
+/// command gets the exact bytes to sign in the file `{in}` and must write
+/// the raw 64-byte Ed25519 signature to `{out}`.
+pub struct ExternalSigner {
+    argv: Vec<String>,
+    public_key: VerifyingKey,
+}
+
+impl Signer for ExternalSigner {
+    fn public_key(&self) -> VerifyingKey {
+        self.public_key
+    }
+
+    fn sign(&self, msg: &[u8]) -> anyhow::Result<[u8; 64]> {
+        let dir = tempfile::Builder::new().prefix("slotsmith-sign-").tempdir().context("creating a signing directory")?;
+        let input = dir.path().join("to-sign");
+        let output = dir.path().join("signature");
+        fs::write(&input, msg).with_context(|| format!("writing {}", input.display()))?;
+        let subst = |a: &String| a.replace("{in}", &input.to_string_lossy()).replace("{out}", &output.to_string_lossy());
+        let mut tool = Tool::new(&self.argv[0])?;
+        for a in &self.argv[1..] {
+            tool = tool.arg(subst(a));
+        }
+        tool.run().context("running the external boot signer")?;
+        let sig = fs::read(&output).with_context(|| format!("reading the signature the external signer wrote to {}", output.display()))?;
+        check_signature(&self.public_key, msg, &sig).context("the external signer returned a signature that does not verify with signing.boot.public-key")?;
+        let mut out = [0u8; 64];
+        out.copy_from_slice(&sig);
+        Ok(out)
+    }
+
+    fn describe(&self) -> String {
+        format!("external signer {}", self.argv[0])
+    }
+}
