@@ -95,6 +95,36 @@ fn default_image_builds_and_verifies() {
         ],
     );
     assert_eq!(sha256(&copy), sha256(&img));
+    // cargo xtask verify accepts the default image with its boot key, and
+    // its kernel is Debian's real one.
+    let r = slotsmith(
+        &[
+            "verify",
+            img.to_str().unwrap(),
+            "--boot-key",
+            dir.join("boot.pub.pem").to_str().unwrap(),
+        ],
+        &[],
+        false,
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("slot a: demo 1.0.0 (security version 1)")
+            && r.stderr.contains("slot b: demo 1.0.0"),
+        "{}",
+        r.stderr
+    );
+    let kernel = fs::read(dir.join("vmlinuz")).unwrap();
+    assert!(
+        kernel.len() > 4 << 20 && &kernel[0x202..0x206] == b"HdrS",
+        "a bzImage kernel"
+    );
+    let manifest = fs::read_to_string(dir.join("boot-a.manifest")).unwrap();
+    assert!(
+        manifest.contains("\ncmdline console=ttyS0,115200 quiet slotsmith.slot=a ro\n"),
+        "{manifest}"
+    );
     let record: serde_json::Value =
         serde_json::from_slice(&fs::read(dir.join("build.json")).unwrap()).unwrap();
     assert_eq!(record["image"], "demo");

@@ -19,16 +19,21 @@ fn build_in(umask: &str, as_nobody: bool, key: &Path) -> BTreeMap<String, String
     );
     p.write("layers/meta-x/files/etc/secret", "s3cret\n");
     p.write("layers/meta-x/files/usr/share/x/readme", "x\n");
-    let image = fixture_image("rep", "fixtures/base.tar.gz", &["meta-x"], "squashfs", "16MiB")
-        + &format!(
-            "signing:
+    let image = fixture_image(
+        "rep",
+        "fixtures/base.tar.gz",
+        &["meta-x"],
+        "squashfs",
+        "16MiB",
+    ) + &format!(
+        "signing:
   boot:
     key: {}
     public-key: {}
 ",
-            key.join("boot.key.pem").display(),
-            key.join("boot.pub.pem").display()
-        );
+        key.join("boot.key.pem").display(),
+        key.join("boot.pub.pem").display()
+    );
     p.write("images/rep.yaml", &image);
     let out = p.writable("out");
     p.dev_keys_writable();
@@ -67,14 +72,26 @@ fn hashes(dir: &Path) -> BTreeMap<String, String> {
 #[test]
 fn two_builds_are_bit_identical() {
     // One boot key for both builds: a signature depends on the key.
-    let keys = tempfile::Builder::new().prefix("slotsmith-keys-").tempdir().unwrap();
-    fs::set_permissions(keys.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let keys = tempfile::Builder::new()
+        .prefix("slotsmith-keys-")
+        .tempdir()
+        .unwrap();
+    fs::set_permissions(
+        keys.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let dir = keys.path().join("k");
     slotsmith_sign::generate(&dir, "boot").unwrap();
     if rustix::process::geteuid().is_root() {
         // The unprivileged build must own its private key (mode 0600).
         for f in ["", "boot.key.pem", "boot.pub.pem"] {
-            rustix::fs::chown(&dir.join(f), Some(rustix::process::Uid::from_raw(65534)), Some(rustix::process::Gid::from_raw(65534))).unwrap();
+            rustix::fs::chown(
+                &dir.join(f),
+                Some(rustix::process::Uid::from_raw(65534)),
+                Some(rustix::process::Gid::from_raw(65534)),
+            )
+            .unwrap();
         }
     }
     let a = build_in("022", true, &dir);

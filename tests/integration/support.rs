@@ -214,9 +214,16 @@ pub fn base_tarball(path: &Path) {
     file(&mut b, "./etc/update-motd.d-placeholder", 0o644, b"x\n");
     file(&mut b, "./usr/bin/su", 0o4755, b"#!/bin/sh\necho su\n");
     // A stand-in kernel and initrd: verified boot hashes and signs them.
-    let kernel: Vec<u8> = (0..150_000u32).flat_map(|i| (i ^ 0x5a5a_a5a5).to_le_bytes()).collect();
+    let kernel: Vec<u8> = (0..150_000u32)
+        .flat_map(|i| (i ^ 0x5a5a_a5a5).to_le_bytes())
+        .collect();
     file(&mut b, "./boot/vmlinuz-6.1.0-test", 0o644, &kernel);
-    file(&mut b, "./boot/initrd.img-6.1.0-test", 0o644, b"initrd stand-in\n");
+    file(
+        &mut b,
+        "./boot/initrd.img-6.1.0-test",
+        0o644,
+        b"initrd stand-in\n",
+    );
     let big: Vec<u8> = (0..300_000u32)
         .flat_map(|i| (i.wrapping_mul(2654435761)).to_le_bytes())
         .collect();

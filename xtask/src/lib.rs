@@ -55,11 +55,13 @@ cargo xtask build images/demo.yaml --out-dir /srv/images"
     )]
     Build(BuildArgs),
     /// Verify a built image from the file alone
-    #[command(after_help = "Checks the GPT against the signed boot manifests, recomputes each slot's \
+    #[command(
+        after_help = "Checks the GPT against the signed boot manifests, recomputes each slot's \
 dm-verity root hash from the partition bytes, and checks each manifest's Ed25519 signature and the \
 kernel, initrd and device tree hashes on the boot partition. Exits 1 with one precise reason per \
 problem.\n\nExamples:\n  cargo xtask verify out/demo/demo.img --boot-key out/demo/boot.pub.pem\n  \
-cargo xtask verify golden.img --boot-key keys/release/boot.pub.pem --json")]
+cargo xtask verify golden.img --boot-key keys/release/boot.pub.pem --json"
+    )]
     Verify(VerifyArgs),
     /// Manage signing keys
     #[command(subcommand)]
@@ -86,9 +88,11 @@ struct VerifyArgs {
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Generate a key pair: <role>.key.pem (PKCS#8, mode 0600) and <role>.pub.pem (SPKI)
-    #[command(after_help = "Refuses to overwrite an existing key. Both files work with openssl.\n\n\
+    #[command(
+        after_help = "Refuses to overwrite an existing key. Both files work with openssl.\n\n\
 Examples:\n  cargo xtask keys generate --role boot --out keys/release\n  \
-openssl pkey -in keys/release/boot.key.pem -noout")]
+openssl pkey -in keys/release/boot.key.pem -noout"
+    )]
     Generate(KeysGenerateArgs),
 }
 
@@ -273,7 +277,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .with_context(|| format!("loading boot key {}", a.boot_key.display()))?;
             let report = slotsmith::verify::verify_image(&a.path, &key)?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?
+                );
             } else {
                 for s in &report.slots {
                     eprintln!(
@@ -284,7 +291,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 for s in &report.empty_slots {
                     eprintln!("slot {s}: empty");
                 }
-                eprintln!("{}: verified with boot key {}", report.image, slotsmith_sign::fingerprint(&key));
+                eprintln!(
+                    "{}: verified with boot key {}",
+                    report.image,
+                    slotsmith_sign::fingerprint(&key)
+                );
             }
             Ok(())
         }
@@ -294,7 +305,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             let (private, public) = slotsmith_sign::generate(&a.out, name)?;
             let key = slotsmith_sign::load_verifying_key(&public)?;
-            eprintln!("wrote {} (private, mode 0600) and {}", private.display(), public.display());
+            eprintln!(
+                "wrote {} (private, mode 0600) and {}",
+                private.display(),
+                public.display()
+            );
             eprintln!("fingerprint {}", slotsmith_sign::fingerprint(&key));
             Ok(())
         }

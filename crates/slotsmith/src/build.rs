@@ -189,14 +189,22 @@ fn partition_uuid(p: &crate::plan::PlanPartition, slots: &[SignedSlot]) -> uuid:
 }
 
 /// Finds the kernel, initrd and dtb, copies them to out/ and hashes them.
-fn boot_files(plan: &Plan, opts: &BuildOptions, tree: &Tree, out: &Path) -> anyhow::Result<Vec<BootFile>> {
+fn boot_files(
+    plan: &Plan,
+    opts: &BuildOptions,
+    tree: &Tree,
+    out: &Path,
+) -> anyhow::Result<Vec<BootFile>> {
     use crate::spec::KernelSource;
     let mut sources: Vec<(&'static str, String, PathBuf)> = Vec::new();
     match &plan.boot.kernel.source {
         KernelSource::FromRootfs => {
             let kernels: Vec<&RelPath> = tree
                 .iter()
-                .filter(|(p, n)| p.as_str().starts_with("boot/vmlinuz-") && !matches!(n.kind, Kind::Symlink { .. } | Kind::Dir))
+                .filter(|(p, n)| {
+                    p.as_str().starts_with("boot/vmlinuz-")
+                        && !matches!(n.kind, Kind::Symlink { .. } | Kind::Dir)
+                })
                 .map(|(p, _)| p)
                 .collect();
             let kernel = match kernels.as_slice() {
@@ -208,7 +216,10 @@ fn boot_files(plan: &Plan, opts: &BuildOptions, tree: &Tree, out: &Path) -> anyh
                     plan.image.file
                 ),
             };
-            let version = kernel.as_str().trim_start_matches("boot/vmlinuz-").to_string();
+            let version = kernel
+                .as_str()
+                .trim_start_matches("boot/vmlinuz-")
+                .to_string();
             sources.push(("kernel", "vmlinuz".into(), tree_content(tree, kernel)?));
             let initrd = RelPath::parse(&format!("boot/initrd.img-{version}"))?;
             if tree.get(&initrd).is_some() {
@@ -216,45 +227,70 @@ fn boot_files(plan: &Plan, opts: &BuildOptions, tree: &Tree, out: &Path) -> anyh
             }
         }
         KernelSource::Files { image, initrd, dtb } => {
-            sources.push(("kernel", "vmlinuz".into(), resolve(&opts.project_root, &image.path)));
+            sources.push((
+                "kernel",
+                "vmlinuz".into(),
+                resolve(&opts.project_root, &image.path),
+            ));
             if let Some(i) = initrd {
-                sources.push(("initrd", "initrd.img".into(), resolve(&opts.project_root, &i.path)));
+                sources.push((
+                    "initrd",
+                    "initrd.img".into(),
+                    resolve(&opts.project_root, &i.path),
+                ));
             }
             if let Some(d) = dtb {
-                sources.push(("dtb", "board.dtb".into(), resolve(&opts.project_root, &d.path)));
+                sources.push((
+                    "dtb",
+                    "board.dtb".into(),
+                    resolve(&opts.project_root, &d.path),
+                ));
             }
         }
     }
     let mut files = Vec::new();
     for (role, output, src) in sources {
-        let mut input = rootfs::overlay::read_source_file(&src).with_context(|| format!("opening {role} {}", src.display()))?;
+        let mut input = rootfs::overlay::read_source_file(&src)
+            .with_context(|| format!("opening {role} {}", src.display()))?;
         let dest = out.join(&output);
-        let mut f = File::create_new(&dest).with_context(|| format!("creating {}", dest.display()))?;
+        let mut f =
+            File::create_new(&dest).with_context(|| format!("creating {}", dest.display()))?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut size = 0u64;
         loop {
-            let n = std::io::Read::read(&mut input, &mut buf).with_context(|| format!("reading {role} {}", src.display()))?;
+            let n = std::io::Read::read(&mut input, &mut buf)
+                .with_context(|| format!("reading {role} {}", src.display()))?;
             if n == 0 {
                 break;
             }
             h.update(&buf[..n]);
-            f.write_all(&buf[..n]).with_context(|| format!("writing {}", dest.display()))?;
+            f.write_all(&buf[..n])
+                .with_context(|| format!("writing {}", dest.display()))?;
             size += n as u64;
         }
         if size == 0 {
             bail!("{role} {} is empty", src.display());
         }
-        files.push(BootFile { role, output, sha256: h.finalize().into(), size });
+        files.push(BootFile {
+            role,
+            output,
+            sha256: h.finalize().into(),
+            size,
+        });
     }
     Ok(files)
 }
 
 /// The on-disk contents of a regular file (or hardlink) in the tree.
 fn tree_content(tree: &Tree, p: &RelPath) -> anyhow::Result<PathBuf> {
-    let mut node = tree.get(p).with_context(|| format!("{p} is not in the rootfs"))?;
+    let mut node = tree
+        .get(p)
+        .with_context(|| format!("{p} is not in the rootfs"))?;
     if let Kind::Hardlink { target } = &node.kind {
-        node = tree.get(target).with_context(|| format!("{p} links to missing {target}"))?;
+        node = tree
+            .get(target)
+            .with_context(|| format!("{p} links to missing {target}"))?;
     }
     match &node.kind {
         Kind::File { content, .. } => Ok(content.path().to_path_buf()),
@@ -278,7 +314,8 @@ fn sign_slots(
     let mut signed = Vec::new();
     for s in &plan.boot.slots {
         let mut salt = [0u8; 32];
-        hex::decode_to_slice(&s.verity_salt, &mut salt).context("plan has a malformed verity salt")?;
+        hex::decode_to_slice(&s.verity_salt, &mut salt)
+            .context("plan has a malformed verity salt")?;
         let hash_path = out.join(&s.verity_output);
         let mut hash = File::options()
             .read(true)
@@ -286,12 +323,21 @@ fn sign_slots(
             .create_new(true)
             .open(&hash_path)
             .with_context(|| format!("creating {}", hash_path.display()))?;
-        let params = slotsmith_verity::VerityParams { salt, uuid: s.verity_uuid };
+        let params = slotsmith_verity::VerityParams {
+            salt,
+            uuid: s.verity_uuid,
+        };
         let info = slotsmith_verity::format_file(&data, rootfs_size, &mut hash, &params)
             .with_context(|| format!("building the verity tree of slot {}", s.name))?;
         let part = |name: &str| -> anyhow::Result<PartRef> {
-            let p = plan.partition(name).with_context(|| format!("plan lacks partition {name}"))?;
-            Ok(PartRef { name: name.to_string(), offset: p.offset, size: p.size })
+            let p = plan
+                .partition(name)
+                .with_context(|| format!("plan lacks partition {name}"))?;
+            Ok(PartRef {
+                name: name.to_string(),
+                offset: p.offset,
+                size: p.size,
+            })
         };
         let (root_part, verity_part) = (part(&s.root_partition)?, part(&s.verity_partition)?);
         if info.hash_size > verity_part.size {
@@ -331,8 +377,9 @@ fn sign_slots(
             root_partition_uuid: root_uuid,
             verity_partition_uuid: verity_uuid,
         };
-        let (bytes, signature) = slotsmith_sign::sign_manifest(&manifest, signer.signer.as_ref())
-            .with_context(|| format!("signing the boot manifest of slot {}", s.name))?;
+        let (bytes, signature) =
+            slotsmith_sign::sign_manifest(&manifest, signer.signer.as_ref())
+                .with_context(|| format!("signing the boot manifest of slot {}", s.name))?;
         write_new(&out.join(&s.manifest_output), &bytes)?;
         write_new(&out.join(&s.signature_output), &signature)?;
         signed.push(SignedSlot {
@@ -372,12 +419,20 @@ fn manifest_cmdline(plan: &Plan, s: &crate::plan::PlanSlot) -> String {
 
 /// The boot partition's files: the release note, then per filled slot its
 /// kernel, initrd and dtb, manifest and signature in `/<slot>/`.
-fn esp_files(plan: &Plan, boot: &[BootFile], slots: &[SignedSlot], out: &Path) -> Vec<disk::fat::FatFile> {
+fn esp_files(
+    plan: &Plan,
+    boot: &[BootFile],
+    slots: &[SignedSlot],
+    out: &Path,
+) -> Vec<disk::fat::FatFile> {
     let mut files: Vec<disk::fat::FatFile> = plan
         .esp
         .files
         .iter()
-        .map(|f| disk::fat::FatFile { path: f.path.clone(), source: disk::fat::FatSource::Bytes(f.text.clone().into_bytes()) })
+        .map(|f| disk::fat::FatFile {
+            path: f.path.clone(),
+            source: disk::fat::FatSource::Bytes(f.text.clone().into_bytes()),
+        })
         .collect();
     for (ps, signed) in plan.boot.slots.iter().zip(slots) {
         let dir = ps.esp_dir.trim_start_matches('/');
@@ -398,7 +453,6 @@ fn esp_files(plan: &Plan, boot: &[BootFile], slots: &[SignedSlot], out: &Path) -
     }
     files
 }
-
 
 /// What `build` returns.
 pub struct BuildOutcome {
@@ -454,9 +508,22 @@ pub fn build(
         .with_context(|| format!("reading {}", rootfs_path.display()))?
         .len();
 
-    progress.stage("verity", &format!("dm-verity trees and signed boot manifests ({})", signer.signer.describe()));
+    progress.stage(
+        "verity",
+        &format!(
+            "dm-verity trees and signed boot manifests ({})",
+            signer.signer.describe()
+        ),
+    );
     let boot_files = boot_files(plan, opts, &tree, staging.path())?;
-    let slots = sign_slots(plan, &rootfs_path, rootfs_size, &boot_files, staging.path(), &signer)?;
+    let slots = sign_slots(
+        plan,
+        &rootfs_path,
+        rootfs_size,
+        &boot_files,
+        staging.path(),
+        &signer,
+    )?;
     write_new(
         &staging.path().join(&plan.outputs.boot_public_key),
         slotsmith_sign::public_key_pem(&signer.public_key).as_bytes(),
@@ -467,7 +534,15 @@ pub fn build(
         "disk",
         &format!("writing {} ({})", plan.outputs.image, human(plan.disk.size)),
     );
-    let mapped = write_disk(plan, &img_path, &rootfs_path, rootfs_size, &boot_files, &slots, staging.path())?;
+    let mapped = write_disk(
+        plan,
+        &img_path,
+        &rootfs_path,
+        rootfs_size,
+        &boot_files,
+        &slots,
+        staging.path(),
+    )?;
 
     progress.stage("checksums", "bmap, SHA256SUMS and build.json");
     let bmap_path = staging.path().join(&plan.outputs.bmap);
@@ -487,10 +562,18 @@ pub fn build(
             size: plan.disk.size,
         });
     }
-    let mut others = vec![plan.outputs.bmap.clone(), plan.outputs.rootfs.clone(), plan.outputs.boot_public_key.clone()];
+    let mut others = vec![
+        plan.outputs.bmap.clone(),
+        plan.outputs.rootfs.clone(),
+        plan.outputs.boot_public_key.clone(),
+    ];
     others.extend(boot_files.iter().map(|f| f.output.clone()));
     for s in &plan.boot.slots {
-        others.extend([s.verity_output.clone(), s.manifest_output.clone(), s.signature_output.clone()]);
+        others.extend([
+            s.verity_output.clone(),
+            s.manifest_output.clone(),
+            s.signature_output.clone(),
+        ]);
     }
     for file in &others {
         let (sha256, size) =
@@ -502,7 +585,8 @@ pub fn build(
         });
     }
     artifacts.sort_by(|a, b| a.name.cmp(&b.name));
-    let uuid_of = |p: &crate::plan::PlanPartition| -> String { partition_uuid(p, &slots).to_string() };
+    let uuid_of =
+        |p: &crate::plan::PlanPartition| -> String { partition_uuid(p, &slots).to_string() };
     let record = BuildRecord {
         schema: 1,
         image: name.clone(),
@@ -1071,9 +1155,15 @@ fn write_disk(
                 mapped.push((p.offset, p.offset + p.size));
             }
             Content::VerityReserved => {
-                if let Some(slot) = plan.boot.slots.iter().find(|s| s.verity_partition == p.name) {
+                if let Some(slot) = plan
+                    .boot
+                    .slots
+                    .iter()
+                    .find(|s| s.verity_partition == p.name)
+                {
                     let path = out.join(&slot.verity_output);
-                    let f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+                    let f =
+                        File::open(&path).with_context(|| format!("opening {}", path.display()))?;
                     let len = f.metadata()?.len();
                     disk::sparse::copy_into(&f, len, &img, p.offset)
                         .with_context(|| format!("copying the verity tree into {}", p.name))?;

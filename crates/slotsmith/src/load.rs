@@ -230,7 +230,10 @@ fn read_image(r: &mut Reader<'_>, root: &Path, shown: &str) -> Option<ImageSpec>
     let security_version: u64 = r.opt(&mut m, "security-version").unwrap_or(0);
     let kernel = match r.raw(&mut m, "kernel") {
         Some(v) => read_kernel(r, root, v),
-        None => Some(KernelSpec { source: KernelSource::FromRootfs, cmdline: String::new() }),
+        None => Some(KernelSpec {
+            source: KernelSource::FromRootfs,
+            cmdline: String::new(),
+        }),
     };
     let boot_key = read_signing(r, r.doc.value.get("signing"), release);
     r.raw(&mut m, "signing");
@@ -572,9 +575,16 @@ fn read_kernel(r: &mut Reader<'_>, root: &Path, v: &Value) -> Option<KernelSpec>
         let Some(p) = p else { return Some(None) };
         let abs = root.join(&p);
         match hash_file(&abs) {
-            Ok((sha256, size)) => Some(Some(FileInput { path: display_path(root, &abs), sha256, size })),
+            Ok((sha256, size)) => Some(Some(FileInput {
+                path: display_path(root, &abs),
+                sha256,
+                size,
+            })),
             Err(e) => {
-                r.error(&join_key("kernel", key), format!("cannot read '{}': {e}", abs.display()));
+                r.error(
+                    &join_key("kernel", key),
+                    format!("cannot read '{}': {e}", abs.display()),
+                );
                 None
             }
         }
@@ -584,7 +594,10 @@ fn read_kernel(r: &mut Reader<'_>, root: &Path, v: &Value) -> Option<KernelSpec>
     let dtb = file(r, &mut m, "dtb");
     let cmdline: String = r.opt(&mut m, "cmdline").unwrap_or_default();
     if cmdline.len() > 4096 || !cmdline.chars().all(|c| (' '..='~').contains(&c)) {
-        r.error("kernel.cmdline", "must be printable ASCII, at most 4096 characters");
+        r.error(
+            "kernel.cmdline",
+            "must be printable ASCII, at most 4096 characters",
+        );
     }
     r.finish(m);
     let (image, initrd, dtb) = (image?, initrd?, dtb?);
@@ -601,7 +614,10 @@ fn read_kernel(r: &mut Reader<'_>, root: &Path, v: &Value) -> Option<KernelSpec>
             KernelSource::FromRootfs
         }
         (Some(false), None) => {
-            r.error("kernel", "from-rootfs is false but no kernel image is given");
+            r.error(
+                "kernel",
+                "from-rootfs is false but no kernel image is given",
+            );
             return None;
         }
         (_, Some(image)) => KernelSource::Files { image, initrd, dtb },
@@ -610,7 +626,10 @@ fn read_kernel(r: &mut Reader<'_>, root: &Path, v: &Value) -> Option<KernelSpec>
 }
 
 fn read_signing(r: &mut Reader<'_>, v: Option<&Value>, release: bool) -> Option<BootKeySpec> {
-    let dev = BootKeySpec { source: KeySource::Development, public_key: None };
+    let dev = BootKeySpec {
+        source: KeySource::Development,
+        public_key: None,
+    };
     let Some(v) = v else {
         if release {
             r.error("signing", "a release image must name its boot key (signing.boot); development keys are refused");
@@ -634,37 +653,61 @@ fn read_signing(r: &mut Reader<'_>, v: Option<&Value>, release: bool) -> Option<
     let external: Option<Vec<String>> = r.opt(&mut m, "external-signer");
     let public_key: Option<String> = r.opt(&mut m, "public-key");
     r.finish(m);
-    let set = [key.is_some(), key_env.is_some(), external.is_some()].iter().filter(|b| **b).count();
+    let set = [key.is_some(), key_env.is_some(), external.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
     if set != 1 {
-        r.error("signing.boot", "set exactly one of key, key-env or external-signer");
+        r.error(
+            "signing.boot",
+            "set exactly one of key, key-env or external-signer",
+        );
         return None;
     }
     if public_key.is_none() {
-        r.error("signing.boot.public-key", "missing required key 'public-key' (the SPKI PEM the device trusts)");
+        r.error(
+            "signing.boot.public-key",
+            "missing required key 'public-key' (the SPKI PEM the device trusts)",
+        );
         return None;
     }
     let source = if let Some(path) = key {
         if release && is_dev_key_path(&path) {
-            r.error("signing.boot.key", "a release image refuses keys from keys/dev/");
+            r.error(
+                "signing.boot.key",
+                "a release image refuses keys from keys/dev/",
+            );
             return None;
         }
         KeySource::File { path }
     } else if let Some(var) = key_env {
         if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            r.error("signing.boot.key-env", "must be an environment variable name");
+            r.error(
+                "signing.boot.key-env",
+                "must be an environment variable name",
+            );
             return None;
         }
         KeySource::Env { var }
     } else {
         let argv = external.unwrap_or_default();
-        if argv.is_empty() || !argv.iter().any(|a| a.contains("{in}")) || !argv.iter().any(|a| a.contains("{out}")) {
-            r.error("signing.boot.external-signer", "give the command as a list that uses {in} and {out}");
+        if argv.is_empty()
+            || !argv.iter().any(|a| a.contains("{in}"))
+            || !argv.iter().any(|a| a.contains("{out}"))
+        {
+            r.error(
+                "signing.boot.external-signer",
+                "give the command as a list that uses {in} and {out}",
+            );
             return None;
         }
         KeySource::External { argv }
     };
     if release && public_key.as_deref().is_some_and(is_dev_key_path) {
-        r.error("signing.boot.public-key", "a release image refuses keys from keys/dev/");
+        r.error(
+            "signing.boot.public-key",
+            "a release image refuses keys from keys/dev/",
+        );
         return None;
     }
     Some(BootKeySpec { source, public_key })

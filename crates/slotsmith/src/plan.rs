@@ -395,7 +395,8 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             attributes,
             content,
             uuid_from_root_hash: matches!(content, Content::Rootfs)
-                || (matches!(content, Content::VerityReserved) && (name == "root-a-verity" || l.fill_slot_b)),
+                || (matches!(content, Content::VerityReserved)
+                    && (name == "root-a-verity" || l.fill_slot_b)),
         });
         offset += size;
     }
@@ -461,7 +462,10 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
     let slots = slot_names
         .iter()
         .map(|slot| {
-            let salt = Sha256::digest(format!("slotsmith verity salt v1\0{}\0{}\0{slot}", img.name, img.version));
+            let salt = Sha256::digest(format!(
+                "slotsmith verity salt v1\0{}\0{}\0{slot}",
+                img.name, img.version
+            ));
             PlanSlot {
                 name: slot.to_string(),
                 root_partition: format!("root-{slot}"),

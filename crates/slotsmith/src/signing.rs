@@ -35,7 +35,11 @@ pub struct BootSigner {
 }
 
 /// Resolves the plan's boot key.
-pub fn boot_signer(plan: &Plan, root: &Path, progress: &mut Progress) -> anyhow::Result<BootSigner> {
+pub fn boot_signer(
+    plan: &Plan,
+    root: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<BootSigner> {
     let key = &plan.boot.key;
     let release = plan.boot.release;
     let dev_dir = root.join(DEV_KEY_DIR);
@@ -43,17 +47,25 @@ pub fn boot_signer(plan: &Plan, root: &Path, progress: &mut Progress) -> anyhow:
     let private_path = match &key.source {
         KeySource::Development => {
             if release {
-                bail!("a release image refuses development keys; set signing.boot in {}", plan.image.file);
+                bail!(
+                    "a release image refuses development keys; set signing.boot in {}",
+                    plan.image.file
+                );
             }
             let private = dev_dir.join("boot.key.pem");
             if !private.exists() {
-                keys::generate(&dev_dir, "boot").with_context(|| format!("generating a development boot key in {}", dev_dir.display()))?;
+                keys::generate(&dev_dir, "boot").with_context(|| {
+                    format!("generating a development boot key in {}", dev_dir.display())
+                })?;
                 progress.warn(&format!(
                     "generated a DEVELOPMENT boot key: {} (not for release; images signed with it must never ship)",
                     private.display()
                 ));
             }
-            progress.warn(&format!("signing with the DEVELOPMENT boot key {}", private.display()));
+            progress.warn(&format!(
+                "signing with the DEVELOPMENT boot key {}",
+                private.display()
+            ));
             Some(private)
         }
         KeySource::File { path } => Some(resolve(root, path)),
@@ -70,20 +82,37 @@ pub fn boot_signer(plan: &Plan, root: &Path, progress: &mut Progress) -> anyhow:
     }
     match (&key.source, private_path) {
         (KeySource::External { argv }, _) => {
-            let public = configured_public.context("an external signer needs signing.boot.public-key")?;
-            let public_key = keys::load_verifying_key(&public).with_context(|| format!("loading boot public key {}", public.display()))?;
-            Ok(BootSigner { signer: Box::new(ExternalSigner { argv: argv.clone(), public_key }), public_key })
+            let public =
+                configured_public.context("an external signer needs signing.boot.public-key")?;
+            let public_key = keys::load_verifying_key(&public)
+                .with_context(|| format!("loading boot public key {}", public.display()))?;
+            Ok(BootSigner {
+                signer: Box::new(ExternalSigner {
+                    argv: argv.clone(),
+                    public_key,
+                }),
+                public_key,
+            })
         }
         (_, Some(private)) => {
-            let sk = keys::load_signing_key(&private).with_context(|| format!("loading boot key {}", private.display()))?;
+            let sk = keys::load_signing_key(&private)
+                .with_context(|| format!("loading boot key {}", private.display()))?;
             let signer = KeySigner::new(sk);
             let public_key = signer.public_key();
             let public = configured_public.unwrap_or_else(|| dev_dir.join("boot.pub.pem"));
-            let configured = keys::load_verifying_key(&public).with_context(|| format!("loading boot public key {}", public.display()))?;
+            let configured = keys::load_verifying_key(&public)
+                .with_context(|| format!("loading boot public key {}", public.display()))?;
             if configured != public_key {
-                bail!("boot key {} does not match public key {}", private.display(), public.display());
+                bail!(
+                    "boot key {} does not match public key {}",
+                    private.display(),
+                    public.display()
+                );
             }
-            Ok(BootSigner { signer: Box::new(signer), public_key })
+            Ok(BootSigner {
+                signer: Box::new(signer),
+                public_key,
+            })
         }
         (_, None) => bail!("no boot key configured"),
     }
@@ -100,10 +129,15 @@ fn resolve(root: &Path, p: &str) -> PathBuf {
 
 /// Refuses a key that resolves (through any symlink) into `keys/dev/`.
 fn refuse_dev_key(p: &Path, dev_dir: &Path) -> anyhow::Result<()> {
-    let real = fs::canonicalize(p).with_context(|| format!("resolving key path {}", p.display()))?;
+    let real =
+        fs::canonicalize(p).with_context(|| format!("resolving key path {}", p.display()))?;
     if let Ok(dev) = fs::canonicalize(dev_dir) {
         if real.starts_with(&dev) {
-            bail!("a release image refuses keys from {}: {} is a development key", DEV_KEY_DIR, p.display());
+            bail!(
+                "a release image refuses keys from {}: {} is a development key",
+                DEV_KEY_DIR,
+                p.display()
+            );
         }
     }
     Ok(())
@@ -123,17 +157,28 @@ impl Signer for ExternalSigner {
     }
 
     fn sign(&self, msg: &[u8]) -> anyhow::Result<[u8; 64]> {
-        let dir = tempfile::Builder::new().prefix("slotsmith-sign-").tempdir().context("creating a signing directory")?;
+        let dir = tempfile::Builder::new()
+            .prefix("slotsmith-sign-")
+            .tempdir()
+            .context("creating a signing directory")?;
         let input = dir.path().join("to-sign");
         let output = dir.path().join("signature");
         fs::write(&input, msg).with_context(|| format!("writing {}", input.display()))?;
-        let subst = |a: &String| a.replace("{in}", &input.to_string_lossy()).replace("{out}", &output.to_string_lossy());
+        let subst = |a: &String| {
+            a.replace("{in}", &input.to_string_lossy())
+                .replace("{out}", &output.to_string_lossy())
+        };
         let mut tool = Tool::new(&self.argv[0])?;
         for a in &self.argv[1..] {
             tool = tool.arg(subst(a));
         }
         tool.run().context("running the external boot signer")?;
-        let sig = fs::read(&output).with_context(|| format!("reading the signature the external signer wrote to {}", output.display()))?;
+        let sig = fs::read(&output).with_context(|| {
+            format!(
+                "reading the signature the external signer wrote to {}",
+                output.display()
+            )
+        })?;
         check_signature(&self.public_key, msg, &sig).context("the external signer returned a signature that does not verify with signing.boot.public-key")?;
         let mut out = [0u8; 64];
         out.copy_from_slice(&sig);

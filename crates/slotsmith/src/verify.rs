@@ -67,7 +67,10 @@ impl<T: Read> Read for ReadOnly<T> {
 
 impl<T> Write for ReadOnly<T> {
     fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-        Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "verification opens the image read-only"))
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "verification opens the image read-only",
+        ))
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
@@ -84,13 +87,23 @@ impl<T: Seek> Seek for ReadOnly<T> {
 pub fn verify_image(path: &Path, key: &VerifyingKey) -> anyhow::Result<VerifyReport> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut reader = &file;
-    let table = gpt::read_gpt(&mut reader, SECTOR).with_context(|| format!("GPT of {} is damaged", path.display()))?;
+    let table = gpt::read_gpt(&mut reader, SECTOR)
+        .with_context(|| format!("GPT of {} is damaged", path.display()))?;
     let find = |name: &str| table.partitions.iter().find(|p| p.name == name);
     let esp = find("esp").context("the GPT has no 'esp' partition")?;
     if esp.type_guid != guid::ESP.parse::<Uuid>()? {
-        bail!("partition 'esp' has type {}, not the EFI System Partition type", esp.type_guid);
+        bail!(
+            "partition 'esp' has type {}, not the EFI System Partition type",
+            esp.type_guid
+        );
     }
-    let esp_win = || ReadOnly(Window::new(&file, esp.first_lba * SECTOR, (esp.last_lba + 1 - esp.first_lba) * SECTOR));
+    let esp_win = || {
+        ReadOnly(Window::new(
+            &file,
+            esp.first_lba * SECTOR,
+            (esp.last_lba + 1 - esp.first_lba) * SECTOR,
+        ))
+    };
 
     let mut problems = Vec::new();
     let mut slots = Vec::new();
@@ -104,14 +117,18 @@ pub fn verify_image(path: &Path, key: &VerifyingKey) -> anyhow::Result<VerifyRep
                 continue;
             }
             Err(e) => {
-                problems.push(format!("slot {slot}: no boot manifest {manifest_path} on the boot partition: {e:#}"));
+                problems.push(format!(
+                    "slot {slot}: no boot manifest {manifest_path} on the boot partition: {e:#}"
+                ));
                 continue;
             }
         };
         let sig = match fat::read_fat_file(esp_win(), &format!("/{slot}/manifest.sig")) {
             Ok(s) => s,
             Err(e) => {
-                problems.push(format!("slot {slot}: no signature /{slot}/manifest.sig on the boot partition: {e:#}"));
+                problems.push(format!(
+                    "slot {slot}: no signature /{slot}/manifest.sig on the boot partition: {e:#}"
+                ));
                 continue;
             }
         };
@@ -151,9 +168,17 @@ pub fn verify_image(path: &Path, key: &VerifyingKey) -> anyhow::Result<VerifyRep
         }
     }
     if !problems.is_empty() {
-        bail!("{} failed verification:\n  {}", path.display(), problems.join("\n  "));
+        bail!(
+            "{} failed verification:\n  {}",
+            path.display(),
+            problems.join("\n  ")
+        );
     }
-    Ok(VerifyReport { image: path.display().to_string(), slots, empty_slots: empty })
+    Ok(VerifyReport {
+        image: path.display().to_string(),
+        slots,
+        empty_slots: empty,
+    })
 }
 
 /// Compares one slot of the image with its manifest; returns every
@@ -175,20 +200,37 @@ fn check_slot<W: Read + Write + Seek>(
         table.partitions.iter().find(|p| p.name == root_name),
         table.partitions.iter().find(|p| p.name == verity_name),
     ) else {
-        out.push(format!("the GPT lacks partition {root_name} or {verity_name}"));
+        out.push(format!(
+            "the GPT lacks partition {root_name} or {verity_name}"
+        ));
         return out;
     };
     let root_types = [guid::ROOT_X86_64, guid::ROOT_ARM64];
     let verity_types = [guid::ROOT_VERITY_X86_64, guid::ROOT_VERITY_ARM64];
-    if !root_types.iter().any(|t| t.parse::<Uuid>().ok() == Some(root.type_guid)) {
-        out.push(format!("partition {root_name} has type {}, not a DPS root type", root.type_guid));
+    if !root_types
+        .iter()
+        .any(|t| t.parse::<Uuid>().ok() == Some(root.type_guid))
+    {
+        out.push(format!(
+            "partition {root_name} has type {}, not a DPS root type",
+            root.type_guid
+        ));
     }
-    if !verity_types.iter().any(|t| t.parse::<Uuid>().ok() == Some(verity.type_guid)) {
-        out.push(format!("partition {verity_name} has type {}, not a DPS root-verity type", verity.type_guid));
+    if !verity_types
+        .iter()
+        .any(|t| t.parse::<Uuid>().ok() == Some(verity.type_guid))
+    {
+        out.push(format!(
+            "partition {verity_name} has type {}, not a DPS root-verity type",
+            verity.type_guid
+        ));
     }
     for p in [root, verity] {
         if p.attributes & ATTR_READ_ONLY == 0 {
-            out.push(format!("partition {} lacks the read-only attribute (bit 60)", p.name));
+            out.push(format!(
+                "partition {} lacks the read-only attribute (bit 60)",
+                p.name
+            ));
         }
     }
     let want_root = Uuid::from_slice(&m.verity_root_hash[..16]).unwrap_or_default();
@@ -197,10 +239,16 @@ fn check_slot<W: Read + Write + Seek>(
         out.push("the manifest's partition UUIDs are not derived from its root hash".into());
     }
     if root.part_guid != m.root_partition_uuid {
-        out.push(format!("GPT partition {root_name} has UUID {}, the manifest says {}", root.part_guid, m.root_partition_uuid));
+        out.push(format!(
+            "GPT partition {root_name} has UUID {}, the manifest says {}",
+            root.part_guid, m.root_partition_uuid
+        ));
     }
     if verity.part_guid != m.verity_partition_uuid {
-        out.push(format!("GPT partition {verity_name} has UUID {}, the manifest says {}", verity.part_guid, m.verity_partition_uuid));
+        out.push(format!(
+            "GPT partition {verity_name} has UUID {}, the manifest says {}",
+            verity.part_guid, m.verity_partition_uuid
+        ));
     }
     // The verity tree, recomputed from the partition bytes.
     let root_size = (root.last_lba + 1 - root.first_lba) * SECTOR;
@@ -217,14 +265,23 @@ fn check_slot<W: Read + Write + Seek>(
                     out.push("the verity superblock salt differs from the manifest's".into());
                 }
             }
-            Err(e) => out.push(format!("dm-verity check of {root_name} against {verity_name} failed: {e:#}")),
+            Err(e) => out.push(format!(
+                "dm-verity check of {root_name} against {verity_name} failed: {e:#}"
+            )),
         }
     }
     // The boot files.
-    let files = [Some(("kernel", &m.kernel)), m.initrd.as_ref().map(|f| ("initrd", f)), m.dtb.as_ref().map(|f| ("dtb", f))];
+    let files = [
+        Some(("kernel", &m.kernel)),
+        m.initrd.as_ref().map(|f| ("initrd", f)),
+        m.dtb.as_ref().map(|f| ("dtb", f)),
+    ];
     for (what, f) in files.into_iter().flatten() {
         if !f.path.starts_with(&format!("/{slot}/")) {
-            out.push(format!("{what} {} is outside /{slot}/ on the boot partition", f.path));
+            out.push(format!(
+                "{what} {} is outside /{slot}/ on the boot partition",
+                f.path
+            ));
             continue;
         }
         match fat::hash_fat_file(esp(), &f.path) {
