@@ -7,7 +7,6 @@
 //! external programs.
 
 pub mod build;
-pub mod diag;
 pub mod load;
 pub mod plan;
 pub mod progress;
@@ -15,4 +14,5 @@ pub mod signing;
 pub mod spec;
 pub mod tool;
 pub mod verify;
-pub mod yaml;
+
+pub use slotsmith_yaml::{diag, yaml};

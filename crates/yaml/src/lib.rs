@@ -1,0 +1,7 @@
+//! YAML input with positioned diagnostics, shared by every loader
+//! (images, layers, policies): `diag` holds the diagnostic types, `yaml`
+//! the reader that collects every problem with its file, line, column and
+//! key path before failing.
+
+pub mod diag;
+pub mod yaml;
