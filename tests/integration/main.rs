@@ -13,4 +13,5 @@ mod determinism;
 mod escapes;
 mod fixture;
 mod plans;
+mod swu;
 mod verified_boot;

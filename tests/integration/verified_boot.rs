@@ -478,6 +478,26 @@ fn keys_generate_release_rules_and_permissions() {
     assert!(r.stderr.contains("exists"), "{}", r.stderr);
     assert_eq!(fs::read(&key).unwrap(), before);
 
+    // Release images also need a release update key and certificate.
+    let r = slotsmith(
+        &[
+            "keys",
+            "generate",
+            "--role",
+            "update",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+        false,
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let upd = format!(
+        "  update:\n    key: {}\n    cert: {}\n",
+        out.join("update.key.pem").display(),
+        out.join("update.cert.pem").display()
+    );
     // A release image refuses to generate development keys.
     let p = Project::new();
     base_tarball(&p.path().join("fixtures/base.tar.gz"));
@@ -492,14 +512,14 @@ fn keys_generate_release_rules_and_permissions() {
     assert_eq!(r.code, 2);
     assert!(
         r.stderr
-            .contains("signing: a release image must name its boot key"),
+            .contains("signing.boot: a release image must name its boot key"),
         "{}",
         r.stderr
     );
     assert!(!p.path().join("keys/dev").exists());
     // ... and refuses a key under keys/dev/, even through a symlink.
     slotsmith_sign::generate(&p.path().join("keys/dev"), "boot").unwrap();
-    p.write("images/rel.yaml", &format!("{base}release: true\nsigning:\n  boot:\n    key: keys/dev/boot.key.pem\n    public-key: keys/dev/boot.pub.pem\n"));
+    p.write("images/rel.yaml", &format!("{base}release: true\nsigning:\n{upd}  boot:\n    key: keys/dev/boot.key.pem\n    public-key: keys/dev/boot.pub.pem\n"));
     let r = slotsmith(
         &["plan", p.image("rel").to_str().unwrap()],
         &[],
@@ -514,7 +534,7 @@ fn keys_generate_release_rules_and_permissions() {
         r.stderr
     );
     std::os::unix::fs::symlink(p.path().join("keys/dev"), p.path().join("keys/innocent")).unwrap();
-    p.write("images/rel.yaml", &format!("{base}release: true\nsigning:\n  boot:\n    key: keys/innocent/boot.key.pem\n    public-key: keys/innocent/boot.pub.pem\n"));
+    p.write("images/rel.yaml", &format!("{base}release: true\nsigning:\n{upd}  boot:\n    key: keys/innocent/boot.key.pem\n    public-key: keys/innocent/boot.pub.pem\n"));
     let r = build_project(&p, "rel");
     assert_eq!(r.code, 1);
     assert!(
@@ -529,7 +549,7 @@ fn keys_generate_release_rules_and_permissions() {
     p.write(
         "images/rel.yaml",
         &format!(
-            "{base}release: true\nsigning:\n  boot:\n    key: {}\n    public-key: {}\n",
+            "{base}release: true\nsigning:\n{upd}  boot:\n    key: {}\n    public-key: {}\n",
             key.display(),
             out.join("boot.pub.pem").display()
         ),
@@ -549,7 +569,7 @@ fn keys_generate_release_rules_and_permissions() {
     let script = tmp.path().join("hsm-sign");
     fs::write(&script, format!("#!/bin/sh\nset -e\nopenssl pkeyutl -sign -inkey {} -rawin -in \"$1\" -out \"$2\"\necho signed >> {}\n", key.display(), tmp.path().join("log").display())).unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    p.write("images/rel.yaml", &format!("{base}release: true\nsigning:\n  boot:\n    external-signer: [\"{}\", \"{{in}}\", \"{{out}}\"]\n    public-key: {}\n", script.display(), out.join("boot.pub.pem").display()));
+    p.write("images/rel.yaml", &format!("{base}release: true\nsigning:\n{upd}  boot:\n    external-signer: [\"{}\", \"{{in}}\", \"{{out}}\"]\n    public-key: {}\n", script.display(), out.join("boot.pub.pem").display()));
     let r = build_project(&p, "rel");
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(

@@ -75,11 +75,14 @@ cargo xtask verify golden.img --boot-key keys/release/boot.pub.pem --json"
 
 #[derive(clap::Args)]
 struct VerifyArgs {
-    /// The image file (out/<name>/<name>.img)
+    /// The image (out/<name>/<name>.img) or update (out/<name>/<name>-<version>.swu)
     path: PathBuf,
-    /// The boot public key (SPKI PEM) the manifests must verify with
+    /// For an image: the boot public key (SPKI PEM) the manifests must verify with
     #[arg(long)]
-    boot_key: PathBuf,
+    boot_key: Option<PathBuf>,
+    /// For an update: the certificate (PEM) the signature must chain to: the signer's own or its CA
+    #[arg(long)]
+    update_cert: Option<PathBuf>,
     /// Print the report as JSON on stdout
     #[arg(long)]
     json: bool,
@@ -104,12 +107,26 @@ struct KeysGenerateArgs {
     /// Directory for the key files (created with mode 0700 if absent)
     #[arg(long)]
     out: PathBuf,
+    /// Update role: issue the certificate from this CA certificate (PEM) instead of self-signing
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// Update role: the CA's private key (PEM)
+    #[arg(long)]
+    ca_key: Option<PathBuf>,
+    /// Update role: the certificate's common name
+    #[arg(long)]
+    common_name: Option<String>,
+    /// Update role: certificate validity in days
+    #[arg(long, default_value_t = 3650)]
+    days: u32,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum KeyRole {
-    /// Ed25519 key for the boot manifests
+    /// Ed25519 key for the boot manifests: boot.key.pem, boot.pub.pem
     Boot,
+    /// ECDSA P-256 key and X.509 certificate for .swu signatures: update.key.pem, update.cert.pem
+    Update,
 }
 
 #[derive(clap::Args)]
@@ -196,6 +213,18 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+fn input_error(key: &str, message: &str) -> Failure {
+    Failure::Input(slotsmith::diag::Diagnostics(vec![
+        slotsmith::diag::Diagnostic {
+            file: "command line".into(),
+            line: 0,
+            col: 0,
+            key: key.to_string(),
+            message: message.to_string(),
+        },
+    ]))
+}
+
 fn env_epoch() -> Result<Option<u64>, Failure> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => v.trim().parse::<u64>().map(Some).map_err(|_| {
@@ -272,9 +301,40 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Verify(a) if a.path.extension().is_some_and(|e| e == "swu") => {
+            let cert = a.update_cert.as_ref().ok_or_else(|| {
+                input_error(
+                    "--update-cert",
+                    "verifying an update (.swu) needs --update-cert CERT.pem",
+                )
+            })?;
+            let report = slotsmith::verify::verify_swu(&a.path, cert)?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?
+                );
+            } else {
+                eprintln!(
+                    "{}: version {} for hardware {}",
+                    report.update,
+                    report.version,
+                    report.hardware_compatibility.join(", ")
+                );
+                for c in &report.collections {
+                    eprintln!("  {c}");
+                }
+                eprintln!("  members: {}", report.members.join(", "));
+                eprintln!("{}: verified: signed by {}", report.update, report.signer);
+            }
+            Ok(())
+        }
         Command::Verify(a) => {
-            let key = slotsmith_sign::load_verifying_key(&a.boot_key)
-                .with_context(|| format!("loading boot key {}", a.boot_key.display()))?;
+            let boot_key = a.boot_key.as_ref().ok_or_else(|| {
+                input_error("--boot-key", "verifying an image needs --boot-key PUB.pem")
+            })?;
+            let key = slotsmith_sign::load_verifying_key(boot_key)
+                .with_context(|| format!("loading boot key {}", boot_key.display()))?;
             let report = slotsmith::verify::verify_image(&a.path, &key)?;
             if a.json {
                 println!(
@@ -299,20 +359,66 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Keys(KeysCommand::Generate(a)) => {
-            let name = match a.role {
-                KeyRole::Boot => "boot",
-            };
-            let (private, public) = slotsmith_sign::generate(&a.out, name)?;
-            let key = slotsmith_sign::load_verifying_key(&public)?;
-            eprintln!(
-                "wrote {} (private, mode 0600) and {}",
-                private.display(),
-                public.display()
-            );
-            eprintln!("fingerprint {}", slotsmith_sign::fingerprint(&key));
-            Ok(())
-        }
+        Command::Keys(KeysCommand::Generate(a)) => match a.role {
+            KeyRole::Boot => {
+                let (private, public) = slotsmith_sign::generate(&a.out, "boot")?;
+                let key = slotsmith_sign::load_verifying_key(&public)?;
+                eprintln!(
+                    "wrote {} (private, mode 0600) and {}",
+                    private.display(),
+                    public.display()
+                );
+                eprintln!("fingerprint {}", slotsmith_sign::fingerprint(&key));
+                Ok(())
+            }
+            KeyRole::Update => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let issuer = match (&a.ca_cert, &a.ca_key) {
+                    (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+                    (None, None) => None,
+                    _ => {
+                        return Err(input_error(
+                            "--ca-cert",
+                            "give both --ca-cert and --ca-key, or neither",
+                        ))
+                    }
+                };
+                let cn = a
+                    .common_name
+                    .clone()
+                    .unwrap_or_else(|| "slotsmith update signer".to_string());
+                let (private, cert) = slotsmith_cms::generate_update_key(
+                    &a.out,
+                    "update",
+                    &cn,
+                    now.saturating_sub(3600),
+                    a.days,
+                    issuer,
+                )?;
+                eprintln!(
+                    "wrote {} (private, mode 0600) and {}",
+                    private.display(),
+                    cert.display()
+                );
+                eprintln!(
+                    "the certificate is {}; devices trust {} (swupdate -k)",
+                    if issuer.is_some() {
+                        "issued by the given CA"
+                    } else {
+                        "self-signed"
+                    },
+                    if issuer.is_some() {
+                        "the CA certificate"
+                    } else {
+                        "this certificate"
+                    }
+                );
+                Ok(())
+            }
+        },
         Command::Bench(a) => bench::run(a).map_err(Failure::Build),
     }
 }

@@ -126,6 +126,8 @@ pub struct BuildRecord {
 pub struct SlotRecord {
     /// `a` or `b`.
     pub slot: String,
+    /// Whether the golden image holds this slot (an update can fill either).
+    pub filled: bool,
     /// dm-verity root hash.
     pub root_hash: String,
     /// dm-verity salt.
@@ -169,6 +171,7 @@ struct BootFile {
 
 /// A signed slot.
 struct SignedSlot {
+    filled: bool,
     record: SlotRecord,
     root_uuid: uuid::Uuid,
     verity_uuid: uuid::Uuid,
@@ -177,7 +180,7 @@ struct SignedSlot {
 }
 
 fn partition_uuid(p: &crate::plan::PlanPartition, slots: &[SignedSlot]) -> uuid::Uuid {
-    for s in slots {
+    for s in slots.iter().filter(|s| s.filled) {
         if p.name == s.record.root_partition.name {
             return s.root_uuid;
         }
@@ -383,8 +386,10 @@ fn sign_slots(
         write_new(&out.join(&s.manifest_output), &bytes)?;
         write_new(&out.join(&s.signature_output), &signature)?;
         signed.push(SignedSlot {
+            filled: s.filled,
             record: SlotRecord {
                 slot: s.name.clone(),
+                filled: s.filled,
                 root_hash: hex::encode(info.root_hash),
                 salt: hex::encode(info.salt),
                 data_blocks: info.data_blocks,
@@ -434,7 +439,13 @@ fn esp_files(
             source: disk::fat::FatSource::Bytes(f.text.clone().into_bytes()),
         })
         .collect();
-    for (ps, signed) in plan.boot.slots.iter().zip(slots) {
+    for (ps, signed) in plan
+        .boot
+        .slots
+        .iter()
+        .zip(slots)
+        .filter(|(ps, _)| ps.filled)
+    {
         let dir = ps.esp_dir.trim_start_matches('/');
         for f in boot {
             files.push(disk::fat::FatFile {
@@ -495,6 +506,7 @@ pub fn build(
     // Keys first: a missing or badly protected key fails in a second, not
     // after the base import.
     let signer = crate::signing::boot_signer(plan, &opts.project_root, progress)?;
+    let update_signer = crate::signing::update_signer(plan, &opts.project_root, progress)?;
     let mut tree = import_base(plan, opts, &store, progress)?;
     apply_layers(plan, opts, &mut tree, progress)?;
     tree.clamp_mtimes(sde as i64);
@@ -528,6 +540,23 @@ pub fn build(
         &staging.path().join(&plan.outputs.boot_public_key),
         slotsmith_sign::public_key_pem(&signer.public_key).as_bytes(),
     )?;
+
+    progress.stage("update", &format!("{} for SWUpdate", plan.update.file));
+    build_swu(
+        plan,
+        &work,
+        staging.path(),
+        &boot_files,
+        rootfs_size,
+        &update_signer,
+    )?;
+    let cert = fs::read(&update_signer.cert).with_context(|| {
+        format!(
+            "reading update certificate {}",
+            update_signer.cert.display()
+        )
+    })?;
+    write_new(&staging.path().join(&plan.outputs.update_cert), &cert)?;
 
     let img_path = staging.path().join(&plan.outputs.image);
     progress.stage(
@@ -563,6 +592,8 @@ pub fn build(
         });
     }
     let mut others = vec![
+        plan.update.file.clone(),
+        plan.outputs.update_cert.clone(),
         plan.outputs.bmap.clone(),
         plan.outputs.rootfs.clone(),
         plan.outputs.boot_public_key.clone(),
@@ -1077,6 +1108,164 @@ fn build_rootfs(
             plan.image.file
         );
     }
+    Ok(())
+}
+
+/// Writes `<name>-<version>.swu`: sw-description (one collection per slot),
+/// its CMS signature, then the payloads, streamed from out/ with no
+/// temporary copies (zstd payloads are compressed once into the work
+/// directory). Pass 1 hashes each payload once for both the sha256 in
+/// sw-description and the cpio checksum in its header.
+fn build_swu(
+    plan: &Plan,
+    work: &Path,
+    out: &Path,
+    boot: &[BootFile],
+    rootfs_size: u64,
+    signer: &crate::signing::UpdateSigner,
+) -> anyhow::Result<()> {
+    use slotsmith_swu as swu;
+    let u = &plan.update;
+    let zstd = u.compression == crate::spec::UpdateCompression::Zstd;
+    let zdir = work.join("swu");
+    fs::create_dir_all(&zdir).with_context(|| format!("creating {}", zdir.display()))?;
+    // Every member once, in archive order: the rootfs first (both slots
+    // install the same bytes), then per slot its verity tree and boot files.
+    let mut prepared: std::collections::BTreeMap<String, (String, swu::PreparedPayload)> =
+        Default::default();
+    let mut order: Vec<String> = Vec::new();
+    let mut prepare = |name: &str| -> anyhow::Result<()> {
+        if prepared.contains_key(name) {
+            return Ok(());
+        }
+        let compression = if zstd {
+            swu::PayloadCompression::Zstd {
+                level: swu::DEFAULT_ZSTD_LEVEL,
+                output: zdir.join(format!("{name}.zst")),
+            }
+        } else {
+            swu::PayloadCompression::None
+        };
+        let p = swu::prepare_payload(&out.join(name), &compression)
+            .with_context(|| format!("preparing payload {name}"))?;
+        let member = if zstd {
+            format!("{name}.zst")
+        } else {
+            name.to_string()
+        };
+        prepared.insert(name.to_string(), (member.clone(), p));
+        order.push(name.to_string());
+        Ok(())
+    };
+    prepare(&plan.outputs.rootfs)?;
+    for s in &plan.boot.slots {
+        prepare(&s.verity_output)?;
+        for f in boot {
+            prepare(&f.output)?;
+        }
+        prepare(&s.manifest_output)?;
+        prepare(&s.signature_output)?;
+    }
+    let bootloader = match u.bootloader {
+        crate::spec::Bootloader::UBoot => swu::Bootloader::UBoot,
+        crate::spec::Bootloader::Grub => swu::Bootloader::Grub,
+    };
+    let mut collections = Vec::new();
+    for (i, s) in plan.boot.slots.iter().enumerate() {
+        let device = |part: &str| -> anyhow::Result<String> {
+            u.devices
+                .get(part)
+                .cloned()
+                .with_context(|| format!("no device for {part}"))
+        };
+        let raw = |name: &str,
+                   part: &str,
+                   installed: u64,
+                   capacity: u64|
+         -> anyhow::Result<swu::Payload> {
+            let (member, p) = &prepared[name];
+            let mut payload = p.payload(
+                member,
+                swu::Target::Raw {
+                    device: device(part)?,
+                },
+            );
+            payload.fit = Some(swu::Fit {
+                installed_size: installed,
+                capacity,
+            });
+            Ok(payload)
+        };
+        let verity_size = fs::metadata(out.join(&s.verity_output))?.len();
+        let boot_dir = format!("{}/{}", u.boot_mount.trim_end_matches('/'), s.name);
+        let file = |name: &str, dest: &str| -> swu::Payload {
+            let (member, p) = &prepared[name];
+            p.payload(
+                member,
+                swu::Target::File {
+                    path: format!("{boot_dir}/{dest}"),
+                },
+            )
+        };
+        let mut payloads = vec![
+            raw(
+                &plan.outputs.rootfs,
+                &s.root_partition,
+                rootfs_size,
+                u.root_partition_size,
+            )?,
+            raw(
+                &s.verity_output,
+                &s.verity_partition,
+                verity_size,
+                u.verity_partition_size,
+            )?,
+        ];
+        for f in boot {
+            payloads.push(file(&f.output, &f.output));
+        }
+        payloads.push(file(&s.manifest_output, "manifest"));
+        payloads.push(file(&s.signature_output, "manifest.sig"));
+        collections.push(swu::Collection {
+            set: u.set.clone(),
+            mode: u.modes[i].clone(),
+            slot: s.name.clone(),
+            payloads,
+            bootenv: swu::bootenv_for(bootloader, &s.name),
+        });
+    }
+    let desc = swu::SwDescription {
+        name: format!("{} {}", plan.image.name, plan.image.version),
+        version: plan.image.version.clone(),
+        hardware_compatibility: plan.image.hardware_compatibility.clone(),
+        collections,
+    };
+    let text = desc.to_libconfig().context("writing sw-description")?;
+    let signature = signer
+        .sign(text.as_bytes())
+        .context("signing sw-description")?;
+    let members: Vec<(String, PathBuf, u64, u32)> = order
+        .iter()
+        .map(|n| {
+            let (member, p) = &prepared[n];
+            p.member(member)
+        })
+        .collect();
+    let path = out.join(&u.file);
+    let f = File::create_new(&path).with_context(|| format!("creating {}", path.display()))?;
+    let w = swu::write_swu(
+        std::io::BufWriter::with_capacity(1 << 20, f),
+        text.as_bytes(),
+        &signature,
+        &members,
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    let f = w
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("flushing {}", path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))?;
     Ok(())
 }
 

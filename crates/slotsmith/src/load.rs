@@ -38,9 +38,19 @@ const IMAGE_KEYS: &[&str] = &[
     "security-version",
     "kernel",
     "signing",
+    "update",
 ];
 const KERNEL_KEYS: &[&str] = &["from-rootfs", "image", "initrd", "dtb", "cmdline"];
-const SIGNING_KEYS: &[&str] = &["boot"];
+const SIGNING_KEYS: &[&str] = &["boot", "update"];
+const UPDATE_KEY_KEYS: &[&str] = &["key", "key-env", "external-signer", "cert"];
+const UPDATE_KEYS: &[&str] = &[
+    "bootloader",
+    "compression",
+    "set",
+    "modes",
+    "boot-mount",
+    "devices",
+];
 const KEY_KEYS: &[&str] = &["key", "key-env", "external-signer", "public-key"];
 const BASE_KEYS: &[&str] = &["tarball", "directory", "ownership", "debian"];
 const DEBIAN_KEYS: &[&str] = &["suite", "variant", "packages", "mirror"];
@@ -235,14 +245,18 @@ fn read_image(r: &mut Reader<'_>, root: &Path, shown: &str) -> Option<ImageSpec>
             cmdline: String::new(),
         }),
     };
-    let boot_key = read_signing(r, r.doc.value.get("signing"), release);
+    let keys = read_signing(r, r.doc.value.get("signing"), release);
     r.raw(&mut m, "signing");
+    let update = read_update(r, r.doc.value.get("update"), true);
+    r.raw(&mut m, "update");
     r.finish(m);
     Some(ImageSpec {
         release,
         security_version,
         kernel: kernel?,
-        boot_key: boot_key?,
+        boot_key: keys.clone()?.0,
+        update_key: keys?.1,
+        update: update?,
         file: shown.to_string(),
         root: root.to_path_buf(),
         name: name?,
@@ -625,65 +639,99 @@ fn read_kernel(r: &mut Reader<'_>, root: &Path, v: &Value) -> Option<KernelSpec>
     Some(KernelSpec { source, cmdline })
 }
 
-fn read_signing(r: &mut Reader<'_>, v: Option<&Value>, release: bool) -> Option<BootKeySpec> {
-    let dev = BootKeySpec {
-        source: KeySource::Development,
-        public_key: None,
-    };
-    let Some(v) = v else {
-        if release {
-            r.error("signing", "a release image must name its boot key (signing.boot); development keys are refused");
-            return None;
+fn read_signing(
+    r: &mut Reader<'_>,
+    v: Option<&Value>,
+    release: bool,
+) -> Option<(BootKeySpec, UpdateKeySpec)> {
+    let mut boot = None;
+    let mut update = None;
+    if let Some(v) = v {
+        let mut m = r.map("signing", v, SIGNING_KEYS)?;
+        boot = r.raw(&mut m, "boot");
+        update = r.raw(&mut m, "update");
+        r.finish(m);
+    }
+    let boot = match boot {
+        None if release => {
+            r.error(
+                "signing.boot",
+                "a release image must name its boot key; development keys are refused",
+            );
+            None
         }
-        return Some(dev);
+        None => Some((KeySource::Development, None)),
+        Some(v) => read_key(r, "signing.boot", v, release, "public-key"),
     };
-    let mut m = r.map("signing", v, SIGNING_KEYS)?;
-    let boot = r.raw(&mut m, "boot");
-    r.finish(m);
-    let Some(boot) = boot else {
-        if release {
-            r.error("signing.boot", "a release image must name its boot key");
-            return None;
+    let update = match update {
+        None if release => {
+            r.error("signing.update", "a release image must name its update key and certificate; development keys are refused");
+            None
         }
-        return Some(dev);
+        None => Some((KeySource::Development, None)),
+        Some(v) => read_key(r, "signing.update", v, release, "cert"),
     };
-    let mut m = r.map("signing.boot", boot, KEY_KEYS)?;
+    let (boot, update) = (boot?, update?);
+    Some((
+        BootKeySpec {
+            source: boot.0,
+            public_key: boot.1,
+        },
+        UpdateKeySpec {
+            source: update.0,
+            cert: update.1,
+        },
+    ))
+}
+
+/// Reads one role's key: exactly one of `key`, `key-env` and
+/// `external-signer`, plus the public half (`public_key_field`).
+fn read_key(
+    r: &mut Reader<'_>,
+    path: &str,
+    v: &Value,
+    release: bool,
+    public_key_field: &'static str,
+) -> Option<(KeySource, Option<String>)> {
+    let allowed: &'static [&'static str] = if public_key_field == "cert" {
+        UPDATE_KEY_KEYS
+    } else {
+        KEY_KEYS
+    };
+    let mut m = r.map(path, v, allowed)?;
     let key: Option<String> = r.opt(&mut m, "key");
     let key_env: Option<String> = r.opt(&mut m, "key-env");
     let external: Option<Vec<String>> = r.opt(&mut m, "external-signer");
-    let public_key: Option<String> = r.opt(&mut m, "public-key");
+    let public: Option<String> = r.opt(&mut m, public_key_field);
     r.finish(m);
     let set = [key.is_some(), key_env.is_some(), external.is_some()]
         .iter()
         .filter(|b| **b)
         .count();
     if set != 1 {
-        r.error(
-            "signing.boot",
-            "set exactly one of key, key-env or external-signer",
-        );
+        r.error(path, "set exactly one of key, key-env or external-signer");
         return None;
     }
-    if public_key.is_none() {
+    let Some(public) = public else {
         r.error(
-            "signing.boot.public-key",
-            "missing required key 'public-key' (the SPKI PEM the device trusts)",
+            &join_key(path, public_key_field),
+            format!("missing required key '{public_key_field}' (what the device trusts)"),
         );
         return None;
-    }
-    let source = if let Some(path) = key {
-        if release && is_dev_key_path(&path) {
+    };
+    let source = if let Some(p) = key {
+        if release && is_dev_key_path(&p) {
             r.error(
-                "signing.boot.key",
+                &join_key(path, "key"),
                 "a release image refuses keys from keys/dev/",
             );
             return None;
         }
-        KeySource::File { path }
+        KeySource::File { path: p }
     } else if let Some(var) = key_env {
         if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             r.error(
-                "signing.boot.key-env",
+                &join_key(path, "key-env"),
                 "must be an environment variable name",
             );
             return None;
@@ -696,21 +744,116 @@ fn read_signing(r: &mut Reader<'_>, v: Option<&Value>, release: bool) -> Option<
             || !argv.iter().any(|a| a.contains("{out}"))
         {
             r.error(
-                "signing.boot.external-signer",
+                &join_key(path, "external-signer"),
                 "give the command as a list that uses {in} and {out}",
             );
             return None;
         }
         KeySource::External { argv }
     };
-    if release && public_key.as_deref().is_some_and(is_dev_key_path) {
+    if release && is_dev_key_path(&public) {
         r.error(
-            "signing.boot.public-key",
+            &join_key(path, public_key_field),
             "a release image refuses keys from keys/dev/",
         );
         return None;
     }
-    Some(BootKeySpec { source, public_key })
+    Some((source, Some(public)))
+}
+
+fn read_update(r: &mut Reader<'_>, v: Option<&Value>, layout_ok: bool) -> Option<UpdateSpec> {
+    let mut spec = UpdateSpec {
+        bootloader: Bootloader::UBoot,
+        compression: UpdateCompression::None,
+        set: "stable".into(),
+        modes: ["copy1".into(), "copy2".into()],
+        boot_mount: "/boot/efi".into(),
+        devices: std::collections::BTreeMap::new(),
+    };
+    let Some(v) = v else { return Some(spec) };
+    let mut m = r.map("update", v, UPDATE_KEYS)?;
+    match r.opt::<String>(&mut m, "bootloader").as_deref() {
+        None | Some("u-boot") => {}
+        Some("grub") => spec.bootloader = Bootloader::Grub,
+        Some(o) => r.error(
+            "update.bootloader",
+            format!("unknown bootloader '{o}' (expected u-boot or grub)"),
+        ),
+    }
+    match r.opt::<String>(&mut m, "compression").as_deref() {
+        None | Some("none") => {}
+        Some("zstd") => spec.compression = UpdateCompression::Zstd,
+        Some(o) => r.error(
+            "update.compression",
+            format!("unknown compression '{o}' (expected none or zstd)"),
+        ),
+    }
+    // libconfig setting names: SWUpdate selects them with -e set,mode.
+    let setting_name = |s: &str| {
+        s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if let Some(set) = r.opt::<String>(&mut m, "set") {
+        if !setting_name(&set) {
+            r.error(
+                "update.set",
+                "must start with a letter and use only A-Z, a-z, 0-9, '-' and '_'",
+            );
+        }
+        spec.set = set;
+    }
+    if let Some(modes) = r.opt::<Vec<String>>(&mut m, "modes") {
+        if modes.len() != 2 || modes[0] == modes[1] || !modes.iter().all(|s| setting_name(s)) {
+            r.error(
+                "update.modes",
+                "give two different mode names, for slot a then slot b, such as [copy1, copy2]",
+            );
+        } else {
+            spec.modes = [modes[0].clone(), modes[1].clone()];
+        }
+    }
+    if let Some(b) = r.opt::<String>(&mut m, "boot-mount") {
+        if !b.starts_with('/')
+            || b.contains(char::is_whitespace)
+            || b.contains('"')
+            || b.split('/').any(|c| c == "..")
+        {
+            r.error(
+                "update.boot-mount",
+                "must be an absolute path without spaces, quotes or '..'",
+            );
+        }
+        spec.boot_mount = b;
+    }
+    if let Some(d) = r.opt::<std::collections::BTreeMap<String, String>>(&mut m, "devices") {
+        let known = ["root-a", "root-a-verity", "root-b", "root-b-verity"];
+        for (k, dev) in d {
+            let key = join_key("update.devices", &k);
+            if !known.contains(&k.as_str()) {
+                r.key_error(
+                    &key,
+                    format!(
+                        "unknown partition '{k}' (expected one of: {})",
+                        known.join(", ")
+                    ),
+                );
+            } else if !dev.starts_with('/')
+                || dev.contains(char::is_whitespace)
+                || dev.contains('"')
+            {
+                r.error(
+                    &key,
+                    "must be an absolute device path without spaces or quotes",
+                );
+            } else {
+                spec.devices.insert(k, dev);
+            }
+        }
+    }
+    r.finish(m);
+    let _ = layout_ok;
+    Some(spec)
 }
 
 /// Whether a configured key path points into the development key directory.

@@ -66,8 +66,35 @@ pub struct Plan {
     pub data: PlanData,
     /// Verified boot: kernel, keys, and what each slot's manifest says.
     pub boot: PlanBoot,
+    /// The SWUpdate update built beside the golden image.
+    pub update: PlanUpdate,
     /// Output file names inside `out/<name>/`.
     pub outputs: PlanOutputs,
+}
+
+/// The `.swu` update.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanUpdate {
+    /// Output file name, `<name>-<version>.swu`.
+    pub file: String,
+    /// Bootloader env flavour.
+    pub bootloader: Bootloader,
+    /// Payload compression.
+    pub compression: UpdateCompression,
+    /// sw-description set name.
+    pub set: String,
+    /// Mode name per slot (a, b).
+    pub modes: [String; 2],
+    /// Where the device mounts the boot partition.
+    pub boot_mount: String,
+    /// Device path of every slot partition.
+    pub devices: std::collections::BTreeMap<String, String>,
+    /// Where the update key and certificate are.
+    pub key: UpdateKeySpec,
+    /// Size of each root partition: the rootfs payload must fit.
+    pub root_partition_size: u64,
+    /// Size of each verity partition.
+    pub verity_partition_size: u64,
 }
 
 /// Verified boot settings.
@@ -91,6 +118,8 @@ pub struct PlanBoot {
 pub struct PlanSlot {
     /// `a` or `b`.
     pub name: String,
+    /// Whether the golden image writes this slot (and its boot files).
+    pub filled: bool,
     /// Its root partition.
     pub root_partition: String,
     /// Its verity partition.
@@ -282,6 +311,8 @@ pub struct PlanOutputs {
     pub build_json: String,
     /// The boot public key the manifests verify with.
     pub boot_public_key: String,
+    /// The update signer certificate.
+    pub update_cert: String,
 }
 
 impl Plan {
@@ -458,8 +489,10 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
         u32::from_le_bytes([d[0], d[1], d[2], d[3]])
     };
 
-    let slot_names: &[&str] = if l.fill_slot_b { &["a", "b"] } else { &["a"] };
-    let slots = slot_names
+    // Both slots always get a verity tree and a signed manifest: the update
+    // needs them for either slot. `filled` says whether the golden image
+    // writes the slot.
+    let slots = ["a", "b"]
         .iter()
         .map(|slot| {
             let salt = Sha256::digest(format!(
@@ -468,6 +501,7 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             ));
             PlanSlot {
                 name: slot.to_string(),
+                filled: *slot == "a" || l.fill_slot_b,
                 root_partition: format!("root-{slot}"),
                 verity_partition: format!("root-{slot}-verity"),
                 verity_salt: hex::encode(salt),
@@ -479,6 +513,29 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             }
         })
         .collect();
+
+    let mut devices = std::collections::BTreeMap::new();
+    for p in ["root-a", "root-a-verity", "root-b", "root-b-verity"] {
+        let d = img
+            .update
+            .devices
+            .get(p)
+            .cloned()
+            .unwrap_or_else(|| format!("/dev/disk/by-partlabel/{p}"));
+        devices.insert(p.to_string(), d);
+    }
+    let update = PlanUpdate {
+        file: format!("{}-{}.swu", img.name, img.version),
+        bootloader: img.update.bootloader,
+        compression: img.update.compression,
+        set: img.update.set.clone(),
+        modes: img.update.modes.clone(),
+        boot_mount: img.update.boot_mount.clone(),
+        devices,
+        key: img.update_key.clone(),
+        root_partition_size: slot,
+        verity_partition_size: verity,
+    };
 
     let plan = Plan {
         schema: PLAN_SCHEMA,
@@ -530,6 +587,7 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             key: img.boot_key.clone(),
             slots,
         },
+        update,
         outputs: PlanOutputs {
             dir: img.name.clone(),
             image: format!("{}.img", img.name),
@@ -538,6 +596,7 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             sums: "SHA256SUMS".into(),
             build_json: "build.json".into(),
             boot_public_key: "boot.pub.pem".into(),
+            update_cert: "update.cert.pem".into(),
         },
     };
     diags.into_result(plan)

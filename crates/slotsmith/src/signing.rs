@@ -189,3 +189,141 @@ impl Signer for ExternalSigner {
         format!("external signer {}", self.argv[0])
     }
 }
+
+/// How update signatures (detached CMS over sw-description) are made.
+pub enum UpdateSigning {
+    /// An in-process ECDSA P-256 key.
+    Key(slotsmith_cms::UpdateSigner),
+    /// A command that signs the CMS signed attributes.
+    External {
+        /// The argv with `{in}` and `{out}`.
+        argv: Vec<String>,
+        /// The signer certificate.
+        cert: PathBuf,
+    },
+}
+
+/// The resolved update signer and the certificate devices trust.
+pub struct UpdateSigner {
+    /// How to sign.
+    pub signing: UpdateSigning,
+    /// The signer certificate (PEM).
+    pub cert: PathBuf,
+}
+
+impl UpdateSigner {
+    /// A detached DER CMS SignedData over `content`. With an external
+    /// signer, the command gets the DER signed attributes in `{in}` and
+    /// writes an ECDSA-SHA256 signature (DER, as `openssl dgst -sha256
+    /// -sign` makes) to `{out}`; it is checked against the certificate
+    /// before the SignedData is assembled.
+    pub fn sign(&self, content: &[u8]) -> anyhow::Result<Vec<u8>> {
+        match &self.signing {
+            UpdateSigning::Key(k) => k.sign_detached(content),
+            UpdateSigning::External { argv, cert } => {
+                let dir = tempfile::Builder::new()
+                    .prefix("slotsmith-sign-")
+                    .tempdir()
+                    .context("creating a signing directory")?;
+                let input = dir.path().join("signed-attributes.der");
+                let output = dir.path().join("signature.der");
+                fs::write(&input, slotsmith_cms::signed_attrs_der(content))
+                    .with_context(|| format!("writing {}", input.display()))?;
+                let subst = |a: &String| {
+                    a.replace("{in}", &input.to_string_lossy())
+                        .replace("{out}", &output.to_string_lossy())
+                };
+                let mut tool = Tool::new(&argv[0])?;
+                for a in &argv[1..] {
+                    tool = tool.arg(subst(a));
+                }
+                tool.run().context("running the external update signer")?;
+                let sig = fs::read(&output).with_context(|| {
+                    format!(
+                        "reading the signature the external signer wrote to {}",
+                        output.display()
+                    )
+                })?;
+                slotsmith_cms::assemble(cert, content, &sig).context("the external update signer returned a signature that does not verify with signing.update.cert")
+            }
+        }
+    }
+}
+
+/// Resolves the plan's update key, generating the development key and
+/// certificate on first use (never for a release image).
+pub fn update_signer(
+    plan: &Plan,
+    root: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<UpdateSigner> {
+    let key = &plan.update.key;
+    let release = plan.boot.release;
+    let dev_dir = root.join(DEV_KEY_DIR);
+    let cert = match &key.cert {
+        Some(c) => resolve(root, c),
+        None => dev_dir.join("update.cert.pem"),
+    };
+    let private = match &key.source {
+        KeySource::Development => {
+            if release {
+                bail!(
+                    "a release image refuses development keys; set signing.update in {}",
+                    plan.image.file
+                );
+            }
+            let private = dev_dir.join("update.key.pem");
+            if !private.exists() {
+                // Valid from a day before the epoch for 20 years: a device
+                // clock anywhere in that range accepts the certificate.
+                let not_before = plan.source_date_epoch.saturating_sub(86400);
+                slotsmith_cms::generate_update_key(
+                    &dev_dir,
+                    "update",
+                    "slotsmith development update signer",
+                    not_before,
+                    7305,
+                    None,
+                )
+                .with_context(|| {
+                    format!(
+                        "generating a development update key in {}",
+                        dev_dir.display()
+                    )
+                })?;
+                progress.warn(&format!(
+                    "generated a DEVELOPMENT update key and certificate: {} (not for release; devices must never trust it)",
+                    private.display()
+                ));
+            }
+            progress.warn(&format!(
+                "signing the update with the DEVELOPMENT key {}",
+                private.display()
+            ));
+            Some(private)
+        }
+        KeySource::File { path } => Some(resolve(root, path)),
+        KeySource::Env { var } => match std::env::var_os(var) {
+            Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+            _ => bail!("signing.update.key-env names {var}, which is not set"),
+        },
+        KeySource::External { .. } => None,
+    };
+    if release {
+        for p in private.iter().chain(std::iter::once(&cert)) {
+            refuse_dev_key(p, &dev_dir)?;
+        }
+    }
+    let signing = match (&key.source, private) {
+        (KeySource::External { argv }, _) => UpdateSigning::External {
+            argv: argv.clone(),
+            cert: cert.clone(),
+        },
+        (_, Some(private)) => UpdateSigning::Key(
+            slotsmith_cms::UpdateSigner::load(&private, &cert)
+                .with_context(|| format!("loading update key {}", private.display()))?,
+        ),
+        (_, None) => bail!("no update key configured"),
+    };
+    Ok(UpdateSigner { signing, cert })
+}

@@ -262,6 +262,58 @@ pub struct ImageSpec {
     pub kernel: KernelSpec,
     /// The boot signing key.
     pub boot_key: BootKeySpec,
+    /// The update (CMS) signing key and certificate.
+    pub update_key: UpdateKeySpec,
+    /// How the SWUpdate `.swu` installs.
+    pub update: UpdateSpec,
+}
+
+/// The update signing key: ECDSA P-256 with an X.509 certificate, because
+/// SWUpdate verifies CMS and cannot verify Ed25519 CMS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpdateKeySpec {
+    /// Where the private key (or signer) is.
+    pub source: KeySource,
+    /// The signer certificate (PEM) embedded in every signature; `None` for
+    /// the development key, whose certificate sits next to it.
+    pub cert: Option<String>,
+}
+
+/// The device's bootloader, which decides the env variable names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bootloader {
+    /// U-Boot, through libubootenv.
+    UBoot,
+    /// GRUB, through grubenv.
+    Grub,
+}
+
+/// Payload compression inside the `.swu`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateCompression {
+    /// Stored as built.
+    None,
+    /// zstd (SWUpdate decompresses while writing).
+    Zstd,
+}
+
+/// The SWUpdate update's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpdateSpec {
+    /// Bootloader env flavour.
+    pub bootloader: Bootloader,
+    /// Payload compression.
+    pub compression: UpdateCompression,
+    /// The sw-description set name (`swupdate -e <set>,<mode>`).
+    pub set: String,
+    /// Mode names for slot a and slot b.
+    pub modes: [String; 2],
+    /// Where the boot partition is mounted on the device.
+    pub boot_mount: String,
+    /// Device paths per partition; default `/dev/disk/by-partlabel/<name>`.
+    pub devices: BTreeMap<String, String>,
 }
 
 /// The kind of a layer entry.

@@ -298,3 +298,69 @@ fn check_slot<W: Read + Write + Seek>(
     }
     out
 }
+
+/// What a successful `.swu` verification saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwuReport {
+    /// The update file.
+    pub update: String,
+    /// The version it installs.
+    pub version: String,
+    /// Accepted hardware revisions.
+    pub hardware_compatibility: Vec<String>,
+    /// The CMS signer's subject.
+    pub signer: String,
+    /// Collections as `set,mode -> slot`.
+    pub collections: Vec<String>,
+    /// Members in archive order.
+    pub members: Vec<String>,
+}
+
+/// Verifies a `.swu` from the file alone: the member order and every cpio
+/// checksum, the CMS signature over sw-description against the trusted
+/// certificate (the signer itself or a CA that issued it), every sha256
+/// that sw-description lists, and that each slot payload fits its target.
+pub fn verify_swu(path: &Path, cert: &Path) -> anyhow::Result<SwuReport> {
+    // Container structure and checksums, then the signature, then (only
+    // once authenticated) sw-description and the sha256 of every member.
+    let mut signer = String::new();
+    let contents = slotsmith_swu::read_swu_authenticated(path, |text, sig| {
+        signer =
+            slotsmith_cms::verify_detached(sig, text, cert).context("sw-description signature")?;
+        Ok(())
+    })
+    .with_context(|| format!("{} is not a valid update", path.display()))?;
+    let mut problems = Vec::new();
+    let mut collections = Vec::new();
+    for c in &contents.description.collections {
+        collections.push(format!("{},{} -> slot {}", c.set, c.mode, c.slot));
+        for p in &c.payloads {
+            match (&p.target, p.fit) {
+                (slotsmith_swu::Target::Raw { device }, Some(fit)) if fit.installed_size > fit.capacity => problems.push(format!(
+                    "slot {}: payload {} needs {} bytes but {device} holds {}",
+                    c.slot, p.filename, fit.installed_size, fit.capacity
+                )),
+                (slotsmith_swu::Target::Raw { device }, None) => problems.push(format!(
+                    "slot {}: payload {} for {device} carries no size information, so it cannot be checked against the slot",
+                    c.slot, p.filename
+                )),
+                _ => {}
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{} failed verification:\n  {}",
+            path.display(),
+            problems.join("\n  ")
+        );
+    }
+    Ok(SwuReport {
+        update: path.display().to_string(),
+        version: contents.description.version.clone(),
+        hardware_compatibility: contents.description.hardware_compatibility.clone(),
+        signer,
+        collections,
+        members: contents.entries.iter().map(|e| e.name.clone()).collect(),
+    })
+}

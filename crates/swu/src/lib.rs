@@ -1,0 +1,564 @@
+//! SWUpdate `.swu` update packages: writing and verifying them.
+//!
+//! A `.swu` is a cpio "new CRC" archive whose first member is the libconfig
+//! `sw-description`, the second its detached CMS signature, then the
+//! payloads; SWUpdate 2022.12 rejects any other order. Building one takes
+//! two passes over each payload because both
+//! the cpio `check` in the member header and the sha256 in the signed
+//! `sw-description` must be known before the data is written:
+//!
+//! 1. [`prepare_payload`] reads (and optionally compresses) each payload
+//!    once, returning size, cpio check and sha256 of the stored bytes;
+//! 2. the caller builds and signs the [`SwDescription`], then
+//!    [`write_swu`] streams everything into the archive, with no temporary
+//!    copies, re-verifying size and check on the fly.
+//!
+//! [`read_swu`] is the independent check of a finished archive: member
+//! order, checksums, and that every payload the description names is present
+//! with the signed sha256 and size. It does not verify the CMS signature
+//! itself; that is the signing crate's job (and SWUpdate's on the device).
+
+pub mod cpio;
+pub mod swdesc;
+
+pub use cpio::{checksum_and_sha256, read_index, read_index_with_sha256, CpioEntry, CpioWriter};
+pub use swdesc::{
+    bootenv_for, Bootloader, Collection, Compression, Fit, Payload, SwDescription, Target,
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Name of the first member.
+pub const SW_DESCRIPTION: &str = "sw-description";
+/// Name of the second member: DER CMS signature over `sw-description`.
+pub const SW_DESCRIPTION_SIG: &str = "sw-description.sig";
+/// Upper bound for reading `sw-description` and its signature into memory
+/// from an untrusted archive.
+const MAX_METADATA: u64 = 16 * 1024 * 1024;
+/// Default zstd level: fast enough to stay near I/O speed on one core; root
+/// filesystems are usually squashfs/erofs and already compressed.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+/// How [`prepare_payload`] stores a payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayloadCompression {
+    /// Store the file as is; the archive streams it from its own path.
+    None,
+    /// Compress into `output` (caller-provided, e.g. in the build's temp
+    /// dir), which is what the archive then streams.
+    Zstd { level: i32, output: PathBuf },
+}
+
+/// Result of pass 1 for one payload: everything the sw-description and the
+/// cpio header need, describing the bytes at `path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedPayload {
+    /// File holding the bytes to store: the source itself, or the
+    /// compressed copy.
+    pub path: PathBuf,
+    /// Stored size (compressed, if compressed).
+    pub size: u64,
+    /// cpio check of the stored bytes.
+    pub check: u32,
+    /// sha256 of the stored bytes, for `sw-description`.
+    pub sha256: [u8; 32],
+    pub compressed: Compression,
+    /// Size of the source before compression.
+    pub source_size: u64,
+}
+
+impl PreparedPayload {
+    /// The tuple [`write_swu`] takes for this payload under member `name`.
+    pub fn member(&self, name: &str) -> (String, PathBuf, u64, u32) {
+        (name.to_owned(), self.path.clone(), self.size, self.check)
+    }
+
+    /// The sw-description entry for this payload.
+    pub fn payload(&self, filename: &str, target: Target) -> Payload {
+        Payload {
+            filename: filename.to_owned(),
+            sha256: self.sha256,
+            size: self.size,
+            compressed: self.compressed,
+            target,
+            fit: None,
+        }
+    }
+}
+
+/// Pass 1: size, cpio check and sha256 of a payload as it will be stored.
+///
+/// For zstd the payload is compressed once into the caller-provided output
+/// path, and the digests are computed over the compressed bytes as they are
+/// written. We compress once instead of twice (once to hash, once to
+/// stream) because compression is by far the most expensive step of a
+/// build, and because the archive then streams a file whose size and check
+/// [`write_swu`] re-verifies, instead of relying on the compressor giving
+/// byte-identical output twice. The cost is disk space for the compressed
+/// copy, at most about the size of the source.
+///
+/// Compression is single-threaded at a fixed level, so the output is
+/// reproducible for a given zstd version; the frame records the content
+/// size and an XXH64 checksum of the content, so a decompressor on the
+/// device also detects a source that changed while it was being compressed.
+pub fn prepare_payload(path: &Path, compression: &PayloadCompression) -> Result<PreparedPayload> {
+    let mut src = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    match compression {
+        PayloadCompression::None => {
+            let (size, check, sha256) = checksum_and_sha256(&mut src)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Ok(PreparedPayload {
+                path: path.to_owned(),
+                size,
+                check,
+                sha256,
+                compressed: Compression::None,
+                source_size: size,
+            })
+        }
+        PayloadCompression::Zstd { level, output } => {
+            // Creating the output truncates it: never let that be the source.
+            if let Ok(o) = std::fs::metadata(output) {
+                let i = src
+                    .metadata()
+                    .with_context(|| format!("reading metadata of {}", path.display()))?;
+                ensure!(
+                    (o.dev(), o.ino()) != (i.dev(), i.ino()),
+                    "compressed output {} is the source itself",
+                    output.display()
+                );
+            }
+            let source_size = src
+                .metadata()
+                .with_context(|| format!("reading metadata of {}", path.display()))?
+                .len();
+            let out =
+                File::create(output).with_context(|| format!("creating {}", output.display()))?;
+            let sink = HashingWriter {
+                inner: BufWriter::with_capacity(1 << 20, out),
+                sha: Sha256::new(),
+                check: 0,
+                size: 0,
+            };
+            let mut enc = zstd::stream::Encoder::new(sink, *level)
+                .context("setting up the zstd compressor")?;
+            enc.include_checksum(true).context("configuring zstd")?;
+            enc.include_contentsize(true).context("configuring zstd")?;
+            enc.set_pledged_src_size(Some(source_size))
+                .context("configuring zstd")?;
+            let copied = std::io::copy(&mut src, &mut enc).with_context(|| {
+                format!("compressing {} into {}", path.display(), output.display())
+            })?;
+            ensure!(
+                copied == source_size,
+                "{} changed size while it was being compressed",
+                path.display()
+            );
+            let sink = enc
+                .finish()
+                .with_context(|| format!("compressing {}", path.display()))?;
+            let HashingWriter {
+                inner,
+                sha,
+                check,
+                size,
+            } = sink;
+            inner
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(|| format!("writing {}", output.display()))?;
+            Ok(PreparedPayload {
+                path: output.clone(),
+                size,
+                check,
+                sha256: sha.finalize().into(),
+                compressed: Compression::Zstd,
+                source_size,
+            })
+        }
+    }
+}
+
+/// Passes writes through while computing what pass 1 needs.
+struct HashingWriter<W> {
+    inner: W,
+    sha: Sha256,
+    check: u32,
+    size: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.check = self.check.wrapping_add(cpio::byte_sum(&buf[..n]));
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Pass 2: writes the archive: `sw-description`, `sw-description.sig`,
+/// then each `(member name, file, size, check)` in the given order, streamed
+/// from the file. Fails if a file no longer matches its size and check from
+/// pass 1; the output is then incomplete and must be discarded.
+pub fn write_swu<W: Write>(
+    out: W,
+    sw_description: &[u8],
+    signature: &[u8],
+    payloads: &[(String, PathBuf, u64, u32)],
+) -> Result<W> {
+    ensure!(
+        !signature.is_empty(),
+        "the sw-description signature is empty"
+    );
+    let mut w = CpioWriter::new(out);
+    w.add_bytes(SW_DESCRIPTION, sw_description)?;
+    w.add_bytes(SW_DESCRIPTION_SIG, signature)?;
+    for (name, path, size, check) in payloads {
+        let f = File::open(path).with_context(|| format!("opening payload {}", path.display()))?;
+        w.add_stream(name, *size, *check, f)
+            .with_context(|| format!("adding {} as {name}", path.display()))?;
+    }
+    w.finish()
+}
+
+/// What [`read_swu`] found in a verified archive.
+#[derive(Debug, Clone)]
+pub struct SwuContents {
+    /// All members in archive order, `sw-description` and its signature
+    /// included.
+    pub entries: Vec<CpioEntry>,
+    /// sha256 of each member, parallel to `entries`.
+    pub sha256: Vec<[u8; 32]>,
+    pub sw_description: String,
+    pub description: SwDescription,
+    pub signature: Vec<u8>,
+}
+
+/// Reads and verifies a `.swu` written by [`write_swu`]: valid cpio with
+/// correct checksums, `sw-description` first and `sw-description.sig`
+/// second, a description our parser accepts, every payload it names present
+/// with the same sha256 and size, and no member it does not name.
+pub fn read_swu(path: &Path) -> Result<SwuContents> {
+    read_swu_authenticated(path, |_, _| Ok(()))
+}
+
+/// [`read_swu`] that calls `authenticate(sw_description, signature)` after
+/// the container checks and BEFORE sw-description is parsed: untrusted
+/// text is not interpreted until its signature has been checked, as
+/// SWUpdate itself does.
+pub fn read_swu_authenticated(
+    path: &Path,
+    authenticate: impl FnOnce(&[u8], &[u8]) -> Result<()>,
+) -> Result<SwuContents> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let hashed = read_index_with_sha256(&mut f)
+        .with_context(|| format!("reading {} as cpio", path.display()))?;
+    let (entries, sha256): (Vec<CpioEntry>, Vec<[u8; 32]>) = hashed.into_iter().unzip();
+    let name_at = |i: usize| entries.get(i).map(|e| e.name.as_str());
+    ensure!(
+        name_at(0) == Some(SW_DESCRIPTION),
+        "first member must be {SW_DESCRIPTION}, found {}",
+        name_at(0).unwrap_or("nothing")
+    );
+    ensure!(
+        name_at(1) == Some(SW_DESCRIPTION_SIG),
+        "second member must be {SW_DESCRIPTION_SIG}, found {}",
+        name_at(1).unwrap_or("nothing")
+    );
+    let text = read_member(&mut f, &entries[0])?;
+    let sw_description = String::from_utf8(text).context("sw-description is not UTF-8")?;
+    let signature = read_member(&mut f, &entries[1])?;
+    ensure!(!signature.is_empty(), "{SW_DESCRIPTION_SIG} is empty");
+    authenticate(sw_description.as_bytes(), &signature)?;
+    let description = SwDescription::parse(&sw_description)?;
+
+    let index: HashMap<&str, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.name.as_str(), i))
+        .collect();
+    let mut referenced = vec![false; entries.len()];
+    for c in &description.collections {
+        for p in &c.payloads {
+            let Some(&i) = index.get(p.filename.as_str()) else {
+                bail!(
+                    "collection {}.{}: payload {} is not in the archive",
+                    c.set,
+                    c.mode,
+                    p.filename
+                );
+            };
+            ensure!(i >= 2, "payload {} cannot be a metadata member", p.filename);
+            ensure!(
+                sha256[i] == p.sha256,
+                "entry {} ({}): sha256 mismatch: sw-description says {}, data hashes to {}",
+                i + 1,
+                p.filename,
+                hex::encode(p.sha256),
+                hex::encode(sha256[i])
+            );
+            ensure!(
+                entries[i].size == p.size,
+                "entry {} ({}): size mismatch: sw-description says {}, archive has {}",
+                i + 1,
+                p.filename,
+                p.size,
+                entries[i].size
+            );
+            referenced[i] = true;
+        }
+    }
+    if let Some(i) = (2..entries.len()).find(|&i| !referenced[i]) {
+        bail!(
+            "entry {} ({}) is not referenced by sw-description",
+            i + 1,
+            entries[i].name
+        );
+    }
+    Ok(SwuContents {
+        entries,
+        sha256,
+        sw_description,
+        description,
+        signature,
+    })
+}
+
+fn read_member(f: &mut File, e: &CpioEntry) -> Result<Vec<u8>> {
+    ensure!(
+        e.size <= MAX_METADATA,
+        "{} is {} bytes, over the {MAX_METADATA}-byte limit",
+        e.name,
+        e.size
+    );
+    f.seek(SeekFrom::Start(e.offset))
+        .with_context(|| format!("seeking to {}", e.name))?;
+    let mut data = Vec::with_capacity(e.size as usize);
+    f.take(e.size)
+        .read_to_end(&mut data)
+        .with_context(|| format!("reading {}", e.name))?;
+    ensure!(data.len() as u64 == e.size, "{} is truncated", e.name);
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        prepared: Vec<(String, PreparedPayload)>,
+        desc: SwDescription,
+    }
+
+    fn fixture(compression: bool) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let mut prepared = Vec::new();
+        for (i, name) in ["rootfs-b.img", "kernel-b"].iter().enumerate() {
+            let src = dir.path().join(format!("{name}.src"));
+            let data: Vec<u8> = (0..100_000u32)
+                .map(|x| (x * (i as u32 + 3) / 7) as u8)
+                .collect();
+            fs::write(&src, data).unwrap();
+            let how = if compression {
+                PayloadCompression::Zstd {
+                    level: DEFAULT_ZSTD_LEVEL,
+                    output: dir.path().join(format!("{name}.zst")),
+                }
+            } else {
+                PayloadCompression::None
+            };
+            prepared.push((name.to_string(), prepare_payload(&src, &how).unwrap()));
+        }
+        let payloads = vec![
+            prepared[0].1.payload(
+                "rootfs-b.img",
+                Target::Raw {
+                    device: "/dev/sda3".into(),
+                },
+            ),
+            prepared[1].1.payload(
+                "kernel-b",
+                Target::File {
+                    path: "/boot/b/vmlinuz".into(),
+                },
+            ),
+        ];
+        let desc = SwDescription {
+            name: "t".into(),
+            version: "1.0.0".into(),
+            hardware_compatibility: vec!["1.0".into()],
+            collections: vec![Collection::ab("b", Bootloader::UBoot, payloads).unwrap()],
+        };
+        Fixture {
+            dir,
+            prepared,
+            desc,
+        }
+    }
+
+    impl Fixture {
+        fn members(&self) -> Vec<(String, PathBuf, u64, u32)> {
+            self.prepared.iter().map(|(n, p)| p.member(n)).collect()
+        }
+
+        fn write(&self, desc: &str, members: &[(String, PathBuf, u64, u32)]) -> PathBuf {
+            let path = self.dir.path().join("out.swu");
+            let f = File::create(&path).unwrap();
+            write_swu(f, desc.as_bytes(), b"signature", members).unwrap();
+            path
+        }
+
+        fn err(&self, path: &Path) -> String {
+            format!("{:#}", read_swu(path).unwrap_err())
+        }
+    }
+
+    #[test]
+    fn write_then_read() {
+        for zstd in [false, true] {
+            let fx = fixture(zstd);
+            let text = fx.desc.to_libconfig().unwrap();
+            let path = fx.write(&text, &fx.members());
+            let c = read_swu(&path).unwrap();
+            let names: Vec<_> = c.entries.iter().map(|e| e.name.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "sw-description",
+                    "sw-description.sig",
+                    "rootfs-b.img",
+                    "kernel-b"
+                ]
+            );
+            assert_eq!(c.sw_description, text);
+            assert_eq!(c.description, fx.desc);
+            assert_eq!(c.signature, b"signature");
+            let p = &fx.prepared[0].1;
+            assert_eq!(c.sha256[2], p.sha256);
+            if zstd {
+                assert_eq!(p.compressed, Compression::Zstd);
+                let raw = zstd::decode_all(File::open(&p.path).unwrap()).unwrap();
+                assert_eq!(
+                    raw,
+                    fs::read(fx.dir.path().join("rootfs-b.img.src")).unwrap()
+                );
+                assert!(p.size < p.source_size);
+            }
+        }
+    }
+
+    #[test]
+    fn zstd_refuses_to_overwrite_its_source() {
+        let fx = fixture(false);
+        let src = fx.dir.path().join("kernel-b.src");
+        let how = PayloadCompression::Zstd {
+            level: 3,
+            output: src.clone(),
+        };
+        let e = prepare_payload(&src, &how).unwrap_err();
+        assert!(e.to_string().contains("is the source itself"), "{e}");
+        assert_eq!(fs::metadata(&src).unwrap().len(), 100_000);
+    }
+
+    #[test]
+    fn zstd_is_reproducible() {
+        let a = fixture(true);
+        let b = fixture(true);
+        assert_eq!(a.prepared[0].1.sha256, b.prepared[0].1.sha256);
+    }
+
+    #[test]
+    fn reader_rejects_wrong_order() {
+        let fx = fixture(false);
+        let path = fx.dir.path().join("order.swu");
+        let mut w = CpioWriter::new(File::create(&path).unwrap());
+        w.add_bytes("sw-description.sig", b"sig").unwrap();
+        w.add_bytes("sw-description", fx.desc.to_libconfig().unwrap().as_bytes())
+            .unwrap();
+        w.finish().unwrap();
+        assert!(fx
+            .err(&path)
+            .contains("first member must be sw-description, found sw-description.sig"));
+    }
+
+    #[test]
+    fn reader_rejects_bad_checksum() {
+        let fx = fixture(false);
+        let path = fx.write(&fx.desc.to_libconfig().unwrap(), &fx.members());
+        let c = read_swu(&path).unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[c.entries[3].offset as usize + 10] ^= 0x01;
+        fs::write(&path, bytes).unwrap();
+        let e = fx.err(&path);
+        assert!(
+            e.contains("entry 4 (kernel-b): cpio checksum mismatch: header says 0x"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn reader_rejects_sha256_and_size_mismatch() {
+        let fx = fixture(false);
+        let mut d = fx.desc.clone();
+        d.collections[0].payloads[0].sha256[0] ^= 0xff;
+        let path = fx.write(&d.to_libconfig().unwrap(), &fx.members());
+        let e = fx.err(&path);
+        assert!(
+            e.contains("entry 3 (rootfs-b.img): sha256 mismatch: sw-description says "),
+            "{e}"
+        );
+
+        let mut d = fx.desc.clone();
+        d.collections[0].payloads[1].size += 1;
+        let path = fx.write(&d.to_libconfig().unwrap(), &fx.members());
+        assert!(fx.err(&path).contains("size mismatch"));
+    }
+
+    #[test]
+    fn reader_rejects_missing_and_unreferenced_payloads() {
+        let fx = fixture(false);
+        let text = fx.desc.to_libconfig().unwrap();
+        let path = fx.write(&text, &fx.members()[..1]);
+        let e = fx.err(&path);
+        assert!(
+            e.contains("collection stable.copy2: payload kernel-b is not in the archive"),
+            "{e}"
+        );
+
+        let mut members = fx.members();
+        let mut extra = members[1].clone();
+        extra.0 = "stray".into();
+        members.push(extra);
+        let path = fx.write(&text, &members);
+        assert!(fx
+            .err(&path)
+            .contains("entry 5 (stray) is not referenced by sw-description"));
+    }
+
+    #[test]
+    fn writer_rejects_a_changed_payload() {
+        let fx = fixture(false);
+        let (_, p) = &fx.prepared[1];
+        let mut data = fs::read(&p.path).unwrap();
+        data[0] = data[0].wrapping_add(1);
+        fs::write(&p.path, &data).unwrap();
+        let e = write_swu(Vec::new(), b"d", b"s", &fx.members()).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("the source changed since it was hashed"),
+            "{e:#}"
+        );
+    }
+}
