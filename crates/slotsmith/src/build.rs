@@ -103,6 +103,8 @@ pub struct BuildRecord {
     pub image: String,
     /// Image version.
     pub version: String,
+    /// The image file, relative to the project root.
+    pub image_file: String,
     /// sha256 of the plan's canonical JSON.
     pub plan_sha256: String,
     /// The timestamp clamp used.
@@ -309,6 +311,7 @@ fn sign_slots(
     boot: &[BootFile],
     out: &Path,
     signer: &crate::signing::BootSigner,
+    cmdline: &str,
 ) -> anyhow::Result<Vec<SignedSlot>> {
     if rootfs_size == 0 || rootfs_size % slotsmith_verity::BLOCK != 0 {
         bail!("the rootfs image is {rootfs_size} bytes, not a whole number of 4096-byte blocks");
@@ -372,7 +375,7 @@ fn sign_slots(
             kernel: find("kernel").context("no kernel")?,
             initrd: find("initrd"),
             dtb: find("dtb"),
-            cmdline: manifest_cmdline(plan, s),
+            cmdline: manifest_cmdline(cmdline, s),
             verity_root_hash: info.root_hash,
             verity_salt: info.salt,
             verity_data_blocks: info.data_blocks,
@@ -412,14 +415,33 @@ fn sign_slots(
 /// arguments, then the slot. The initramfs finds the root partitions by
 /// label (`root-<slot>`, `root-<slot>-verity`): an update rewrites a slot's
 /// contents but not the GPT, so UUIDs would go stale.
-fn manifest_cmdline(plan: &Plan, s: &crate::plan::PlanSlot) -> String {
+fn manifest_cmdline(base: &str, s: &crate::plan::PlanSlot) -> String {
     let mut parts: Vec<String> = Vec::new();
-    if !plan.boot.kernel.cmdline.trim().is_empty() {
-        parts.push(plan.boot.kernel.cmdline.trim().to_string());
+    if !base.is_empty() {
+        parts.push(base.to_string());
     }
     parts.push(format!("slotsmith.slot={}", s.name));
     parts.push("ro".into());
     parts.join(" ")
+}
+
+/// The image's kernel arguments followed by those the hardening rules add
+/// (each added only once).
+fn base_cmdline(plan: &Plan, hardening: &[String]) -> String {
+    let mut parts: Vec<String> = plan.boot.kernel.cmdline.split_whitespace().map(str::to_string).collect();
+    for a in hardening {
+        if !parts.contains(a) {
+            parts.push(a.clone());
+        }
+    }
+    parts.join(" ")
+}
+
+fn profile_name(plan: &Plan) -> &'static str {
+    match plan.hardening.profile {
+        slotsmith_policy::Profile::Production => "production",
+        slotsmith_policy::Profile::Development => "development",
+    }
 }
 
 /// The boot partition's files: the release note, then per filled slot its
@@ -508,6 +530,18 @@ pub fn build(
     let signer = crate::signing::boot_signer(plan, &opts.project_root, progress)?;
     let update_signer = crate::signing::update_signer(plan, &opts.project_root, progress)?;
     let mut tree = import_base(plan, opts, &store, progress)?;
+    let hardening_args = if plan.hardening.rules.is_empty() {
+        Vec::new()
+    } else {
+        progress.stage("harden", &format!(
+            "{} rule(s) from {}, {} profile",
+            plan.hardening.rules.len(),
+            plan.hardening.policies.join(", "),
+            profile_name(plan)
+        ));
+        crate::harden::apply(plan, &mut tree, &store)?
+    };
+    let cmdline = base_cmdline(plan, &hardening_args);
     apply_layers(plan, opts, &mut tree, progress)?;
     tree.clamp_mtimes(sde as i64);
     if plan.rootfs.filesystem == Filesystem::Squashfs {
@@ -519,6 +553,19 @@ pub fn build(
     let rootfs_size = fs::metadata(&rootfs_path)
         .with_context(|| format!("reading {}", rootfs_path.display()))?
         .len();
+
+    if !plan.hardening.rules.is_empty() {
+        progress.stage("audit", "evaluating every rule on the built rootfs image");
+        let report = crate::harden::audit(plan, &rootfs_path, &tree, &cmdline)?;
+        let s = &report.summary;
+        progress.note(&format!("{} pass, {} fail, {} waived, {} not applicable", s.pass, s.fail, s.waived, s.not_applicable));
+        // Written to staging for publication, and kept in the work
+        // directory so a failed build's report can still be read.
+        crate::harden::write_reports(&report, &staging.path().join("audit"))?;
+        let kept = work.join("audit-report");
+        crate::harden::write_reports(&report, &kept)?;
+        crate::harden::gate(plan, &report, &kept.join("report.md"))?;
+    }
 
     progress.stage(
         "verity",
@@ -535,6 +582,7 @@ pub fn build(
         &boot_files,
         staging.path(),
         &signer,
+        &cmdline,
     )?;
     write_new(
         &staging.path().join(&plan.outputs.boot_public_key),
@@ -606,6 +654,9 @@ pub fn build(
             s.signature_output.clone(),
         ]);
     }
+    if staging.path().join("audit").is_dir() {
+        others.extend(["audit/report.md", "audit/report.json", "audit/report.sarif"].map(String::from));
+    }
     for file in &others {
         let (sha256, size) =
             hash_file(&staging.path().join(file)).with_context(|| format!("hashing {file}"))?;
@@ -622,6 +673,7 @@ pub fn build(
         schema: 1,
         image: name.clone(),
         version: plan.image.version.clone(),
+        image_file: plan.image.file.clone(),
         plan_sha256: plan.hash(),
         source_date_epoch: sde,
         artifacts,

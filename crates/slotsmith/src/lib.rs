@@ -7,6 +7,7 @@
 //! external programs.
 
 pub mod build;
+pub mod harden;
 pub mod load;
 pub mod plan;
 pub mod progress;

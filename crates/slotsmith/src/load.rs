@@ -39,6 +39,8 @@ const IMAGE_KEYS: &[&str] = &[
     "kernel",
     "signing",
     "update",
+    "profile",
+    "waivers",
 ];
 const KERNEL_KEYS: &[&str] = &["from-rootfs", "image", "initrd", "dtb", "cmdline"];
 const SIGNING_KEYS: &[&str] = &["boot", "update"];
@@ -101,10 +103,27 @@ pub fn load_image(image_path: &Path) -> Result<Loaded, Diagnostics> {
     let mut r = Reader::new(&doc);
     let image = read_image(&mut r, &root, &shown);
     let mut diags = r.diags;
-    let Some(image) = image else {
+    let Some(mut image) = image else {
         return Err(diags.sorted());
     };
     let layers = load_layers(&image, &doc, &mut diags);
+    // Policies only when every named file exists (already reported).
+    if image.policies.iter().all(|p| image.root.join("policies").join(format!("{p}.yaml")).is_file()) {
+        match slotsmith_policy::load_policies(&image.root, &image.policies) {
+            Ok(rules) => {
+                for (i, w) in image.waivers.iter().enumerate() {
+                    if !rules.iter().any(|r| r.id == w.rule) {
+                        diags.push(doc.diag(
+                            &format!("waivers[{i}].rule"),
+                            format!("no rule '{}' in the image's policies ({})", w.rule, image.policies.join(", ")),
+                        ));
+                    }
+                }
+                image.rules = rules;
+            }
+            Err(d) => diags.extend(d),
+        }
+    }
     diags.into_result(Loaded { image, layers })
 }
 
@@ -219,13 +238,21 @@ fn read_image(r: &mut Reader<'_>, root: &Path, shown: &str) -> Option<ImageSpec>
     let policies: Vec<String> = r.opt(&mut m, "policies").unwrap_or_default();
     for (i, p) in policies.iter().enumerate() {
         if !valid_dir_name(p) || !root.join("policies").join(format!("{p}.yaml")).is_file() {
-            r.error(
-                &format!("policies[{i}]"),
-                format!("no policy file policies/{p}.yaml"),
-            );
+            r.error(&format!("policies[{i}]"), format!("no policy file policies/{p}.yaml"));
         }
     }
-    let (filesystem, compression) = match r.raw(&mut m, "rootfs") {
+    let profile = match r.opt::<String>(&mut m, "profile").as_deref() {
+        None | Some("production") => Some(slotsmith_policy::Profile::Production),
+        Some("development") => Some(slotsmith_policy::Profile::Development),
+        Some(o) => {
+            r.error("profile", format!("unknown profile '{o}' (expected production or development)"));
+            None
+        }
+    };
+    let waivers = match r.raw(&mut m, "waivers") {
+        Some(v) => slotsmith_policy::read_waivers(r, v),
+        None => Vec::new(),
+    };    let (filesystem, compression) = match r.raw(&mut m, "rootfs") {
         Some(v) => read_rootfs(r, v),
         None => (Some(Filesystem::Squashfs), Some(Compression::Zstd)),
     };
@@ -257,6 +284,9 @@ fn read_image(r: &mut Reader<'_>, root: &Path, shown: &str) -> Option<ImageSpec>
         boot_key: keys.clone()?.0,
         update_key: keys?.1,
         update: update?,
+        profile: profile?,
+        rules: Vec::new(),
+        waivers,
         file: shown.to_string(),
         root: root.to_path_buf(),
         name: name?,

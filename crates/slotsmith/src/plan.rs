@@ -66,10 +66,28 @@ pub struct Plan {
     pub data: PlanData,
     /// Verified boot: kernel, keys, and what each slot's manifest says.
     pub boot: PlanBoot,
+    /// Hardening: the policies' rules, applied to the rootfs and audited on
+    /// the built image.
+    pub hardening: PlanHardening,
     /// The SWUpdate update built beside the golden image.
     pub update: PlanUpdate,
     /// Output file names inside `out/<name>/`.
     pub outputs: PlanOutputs,
+}
+
+/// The resolved hardening policy set.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanHardening {
+    /// `production` or `development`.
+    pub profile: slotsmith_policy::Profile,
+    /// Policy names.
+    pub policies: Vec<String>,
+    /// sha256 over the rules, as the audit report records it.
+    pub policy_set_sha256: String,
+    /// Every rule, as loaded.
+    pub rules: Vec<slotsmith_policy::Rule>,
+    /// Approved exceptions.
+    pub waivers: Vec<slotsmith_policy::Waiver>,
 }
 
 /// The `.swu` update.
@@ -586,6 +604,13 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             kernel: img.kernel.clone(),
             key: img.boot_key.clone(),
             slots,
+        },
+        hardening: PlanHardening {
+            profile: img.profile,
+            policies: img.policies.clone(),
+            policy_set_sha256: slotsmith_policy::audit::policy_set_sha256(&img.rules),
+            rules: img.rules.clone(),
+            waivers: img.waivers.clone(),
         },
         update,
         outputs: PlanOutputs {

@@ -266,6 +266,12 @@ pub struct ImageSpec {
     pub update_key: UpdateKeySpec,
     /// How the SWUpdate `.swu` installs.
     pub update: UpdateSpec,
+    /// Which hardening profile applies.
+    pub profile: slotsmith_policy::Profile,
+    /// The rules of the image's policies.
+    pub rules: Vec<slotsmith_policy::Rule>,
+    /// Approved exceptions, each shown in the audit report.
+    pub waivers: Vec<slotsmith_policy::Waiver>,
 }
 
 /// The update signing key: ECDSA P-256 with an X.509 certificate, because
