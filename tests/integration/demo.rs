@@ -130,3 +130,295 @@ fn default_image_builds_and_verifies() {
     assert_eq!(record["image"], "demo");
     assert_eq!(record["partitions"].as_array().unwrap().len(), 6);
 }
+
+/// The default image's hardening, checked on its real Debian rootfs with
+/// tools that read it as the device would: nft loads the ruleset,
+/// systemctl sees every masked unit as masked, systemd-analyze orders the
+/// sysctl.d files so ours wins; and its `.swu` installs with the real
+/// SWUpdate, at the device paths it names (/dev/disk/by-partlabel/…,
+/// /boot/efi), mapped to sandbox files inside private mount and PID
+/// namespaces.
+#[test]
+fn default_image_hardening_and_update() {
+    for (t, p) in [
+        ("nft", "nftables"),
+        ("systemctl", "systemd"),
+        ("systemd-analyze", "systemd"),
+        ("swupdate", "swupdate"),
+        ("unsquashfs", "squashfs-tools"),
+    ] {
+        require(t, p);
+    }
+    let out = tempfile::Builder::new()
+        .prefix("slotsmith-demo-")
+        .tempdir()
+        .unwrap();
+    let r = slotsmith(
+        &[
+            "build",
+            "--out-dir",
+            out.path().to_str().unwrap(),
+            "--work-dir",
+            out.path().join("work").to_str().unwrap(),
+            "--quiet",
+        ],
+        &[],
+        false,
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let dir = out.path().join("demo");
+    let md = fs::read_to_string(dir.join("audit/report.md")).unwrap();
+    assert!(
+        md.contains("Result: **PASSED**") && md.contains("| Profile | production |"),
+        "the baseline passes in production"
+    );
+
+    let root = out.path().join("root");
+    run(
+        "unsquashfs",
+        &[
+            "-q",
+            "-n",
+            "-d",
+            root.to_str().unwrap(),
+            dir.join("rootfs.squashfs").to_str().unwrap(),
+        ],
+    );
+
+    // nftables: syntax check and a real load in a throwaway network namespace.
+    let conf = root.join("etc/nftables.conf");
+    run(
+        "unshare",
+        &["-rn", "nft", "-c", "-f", conf.to_str().unwrap()],
+    );
+    let listed = run(
+        "unshare",
+        &[
+            "-rn",
+            "sh",
+            "-c",
+            &format!("nft -f {} && nft list ruleset", conf.display()),
+        ],
+    );
+    for chain in ["input", "forward"] {
+        let at = listed
+            .find(&format!("chain {chain} {{"))
+            .unwrap_or_else(|| panic!("no {chain} chain:\n{listed}"));
+        let body = &listed[at..];
+        let end = body.find('}').unwrap();
+        assert!(
+            body[..end].contains("policy drop;"),
+            "{chain} does not drop by default:\n{listed}"
+        );
+    }
+
+    // systemctl --root: every unit the policies mask reports "masked".
+    let loaded = slotsmith::load::load_image(&repo_root().join("images/demo.yaml")).unwrap();
+    let mut units = Vec::new();
+    for rule in &loaded.image.rules {
+        match &rule.setting {
+            slotsmith_policy::Setting::MaskedUnits(u) => units.extend(u.iter().cloned()),
+            slotsmith_policy::Setting::Console(c) => units.extend(c.masked_units()),
+            _ => {}
+        }
+    }
+    assert!(units.len() > 20, "{units:?}");
+    for unit in &units {
+        let out = duct::cmd(
+            "systemctl",
+            [
+                &format!("--root={}", root.display()),
+                "is-enabled",
+                unit.as_str(),
+            ],
+        )
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "masked",
+            "{unit}"
+        );
+    }
+    let nft_state = duct::cmd(
+        "systemctl",
+        [
+            &format!("--root={}", root.display()),
+            "is-enabled",
+            "nftables.service",
+        ],
+    )
+    .stdout_capture()
+    .unchecked()
+    .run()
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&nft_state.stdout).trim(), "enabled");
+
+    // systemd-analyze: our sysctl.d file is read last, after Debian's own
+    // 99-protect-links.conf and 99-sysctl.conf, so its values win.
+    let cat = run(
+        "systemd-analyze",
+        &[
+            "cat-config",
+            &format!("--root={}", root.display()),
+            "sysctl.d",
+        ],
+    );
+    // Each file starts with a "# <root>/<path>" header line.
+    let prefix = format!("# {}/", root.display());
+    let headers: Vec<&str> = cat
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .collect();
+    assert_eq!(
+        headers.last().copied(),
+        Some("etc/sysctl.d/99-zz-slotsmith.conf"),
+        "{headers:?}"
+    );
+    assert!(
+        headers.iter().any(|h| h.ends_with("99-protect-links.conf")),
+        "Debian's file is there to be overridden: {headers:?}"
+    );
+    let ours = &cat[cat
+        .find(&format!("{prefix}etc/sysctl.d/99-zz-slotsmith.conf"))
+        .unwrap()..];
+    assert!(
+        ours.contains("fs.protected_fifos = 2") && ours.contains("kernel.kptr_restrict = 2"),
+        "{ours}"
+    );
+
+    // The update verifies, and the real SWUpdate installs it into slot B.
+    let swu = dir.join("demo-1.0.0.swu");
+    let cert = dir.join("update.cert.pem");
+    let r = slotsmith(
+        &[
+            "verify",
+            swu.to_str().unwrap(),
+            "--update-cert",
+            cert.to_str().unwrap(),
+        ],
+        &[],
+        false,
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let sb = out.path().join("sandbox");
+    for d in ["etc-up", "etc-work", "tmp", "esp", "olddev"] {
+        fs::create_dir_all(sb.join(d)).unwrap();
+    }
+    let record: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("build.json")).unwrap()).unwrap();
+    let size_of = |name: &str| {
+        record["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["size"]
+            .as_u64()
+            .unwrap()
+    };
+    for p in ["root-a", "root-a-verity", "root-b", "root-b-verity"] {
+        fs::File::create(sb.join(p))
+            .unwrap()
+            .set_len(size_of(p))
+            .unwrap();
+    }
+    fs::write(sb.join("uboot.env"), vec![0u8; 0x4000]).unwrap();
+    fs::write(
+        sb.join("etc-up/fw_env.config"),
+        format!("{} 0x0 0x4000\n", sb.join("uboot.env").display()),
+    )
+    .unwrap();
+    fs::write(
+        sb.join("etc-up/u-boot-initial-env"),
+        "slotsmith_slot=a\nbootcount=0\n",
+    )
+    .unwrap();
+    let links: String = ["root-a", "root-a-verity", "root-b", "root-b-verity"]
+        .iter()
+        .map(|p| {
+            format!(
+                "ln -s {} /dev/disk/by-partlabel/{p} && ",
+                sb.join(p).display()
+            )
+        })
+        .collect();
+    // Inside the namespaces: a fresh /dev (tmpfs) with the few nodes
+    // swupdate uses, by-partlabel links to the sandbox slots, and the
+    // sandbox ESP directory at /boot/efi.
+    let script = format!(
+        "set -e; mount --make-rprivate /; \
+         mount --rbind /dev {sb}/olddev; mount -t tmpfs none /dev; \
+         for n in null zero random urandom full tty; do touch /dev/$n; mount --bind {sb}/olddev/$n /dev/$n; done; \
+         mkdir -p /dev/disk/by-partlabel; {links}true; \
+         mount -t tmpfs none /boot; mkdir /boot/efi; mount --bind {sb}/esp /boot/efi; \
+         mount -t overlay overlay -o lowerdir=/etc,upperdir={sb}/etc-up,workdir={sb}/etc-work /etc; \
+         TMPDIR={sb}/tmp swupdate -v -B uboot -k {cert} -H slotsmith-demo:1.0 -e stable,copy2 -i {swu}",
+        sb = sb.display(),
+        cert = cert.display(),
+        swu = swu.display()
+    );
+    let mut log = String::new();
+    let mut rc = -1;
+    for _ in 0..3 {
+        let o = duct::cmd(
+            "timeout",
+            [
+                "--kill-after=10",
+                "600",
+                "unshare",
+                "-m",
+                "-p",
+                "--fork",
+                "sh",
+                "-c",
+                &script,
+            ],
+        )
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .unwrap();
+        rc = o.status.code().unwrap_or(-1);
+        log = String::from_utf8_lossy(&o.stdout).into_owned();
+        // Retry only SWUpdate's known post-install IPC race (see swu.rs).
+        if !(rc != 0 && log.contains("SWUPDATE successful") && !log.contains("ERROR")) {
+            break;
+        }
+    }
+    assert_eq!(rc, 0, "{log}");
+    assert!(log.contains("SWUpdate was successful"), "{log}");
+    let slot_b = fs::read(sb.join("root-b")).unwrap();
+    let rootfs = fs::read(dir.join("rootfs.squashfs")).unwrap();
+    assert_eq!(
+        &slot_b[..rootfs.len()],
+        &rootfs[..],
+        "slot B holds the rootfs"
+    );
+    let verity_b = fs::read(sb.join("root-b-verity")).unwrap();
+    let tree = fs::read(dir.join("root-b.verity")).unwrap();
+    assert_eq!(&verity_b[..tree.len()], &tree[..]);
+    assert!(
+        fs::read(sb.join("root-a")).unwrap().iter().all(|&b| b == 0),
+        "slot A untouched"
+    );
+    assert_eq!(
+        fs::read(sb.join("esp/b/manifest")).unwrap(),
+        fs::read(dir.join("boot-b.manifest")).unwrap()
+    );
+    assert_eq!(
+        fs::read(sb.join("esp/b/vmlinuz")).unwrap(),
+        fs::read(dir.join("vmlinuz")).unwrap()
+    );
+    let env = run(
+        "fw_printenv",
+        &["-c", sb.join("etc-up/fw_env.config").to_str().unwrap()],
+    );
+    assert!(env.contains("slotsmith_slot=b"), "{env}");
+}

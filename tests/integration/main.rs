@@ -12,6 +12,7 @@ mod demo;
 mod determinism;
 mod escapes;
 mod fixture;
+mod hardening;
 mod plans;
 mod swu;
 mod verified_boot;

@@ -213,6 +213,13 @@ pub fn base_tarball(path: &Path) {
     );
     file(&mut b, "./etc/update-motd.d-placeholder", 0o644, b"x\n");
     file(&mut b, "./usr/bin/su", 0o4755, b"#!/bin/sh\necho su\n");
+    // The firewall's unit, so the hardening baseline can enable it.
+    file(
+        &mut b,
+        "./lib/systemd/system/nftables.service",
+        0o644,
+        b"[Unit]\nDescription=nftables\n[Service]\nType=oneshot\nExecStart=/usr/sbin/nft -f /etc/nftables.conf\n[Install]\nWantedBy=sysinit.target\n",
+    );
     // A stand-in kernel and initrd: verified boot hashes and signs them.
     let kernel: Vec<u8> = (0..150_000u32)
         .flat_map(|i| (i ^ 0x5a5a_a5a5).to_le_bytes())

@@ -63,6 +63,23 @@ problem.\n\nExamples:\n  cargo xtask verify out/demo/demo.img --boot-key out/dem
 cargo xtask verify golden.img --boot-key keys/release/boot.pub.pem --json"
     )]
     Verify(VerifyArgs),
+    /// Audit a built image's rootfs against its hardening policies
+    #[command(
+        after_help = "Reads the rootfs image in out/<name>/ back (not the staging tree), \
+evaluates every rule of the image's policies as pass, fail or waived with evidence (path, sha256, \
+effective value), and writes out/<name>/audit/report.md, report.json and report.sarif (SARIF 2.1.0). \
+Exits 1 when a production rule fails without a waiver.\n\nExamples:\n  cargo xtask audit out/demo\n  \
+cargo xtask audit out/demo --json | jq .summary"
+    )]
+    Audit(AuditArgs),
+    /// Check policies/, layers/ and images/ for errors and conflicts
+    #[command(
+        after_help = "Loads every image with its layers and policies (schema errors, duplicate \
+rule ids, unknown control ids), then looks for conflicts: a firewall port for a masked service, one \
+sysctl set to two values, a layer file overriding a file a policy manages. Each finding names the file \
+and line; exit code 2 when there is any.\n\nExamples:\n  cargo xtask lint"
+    )]
+    Lint(LintArgs),
     /// Manage signing keys
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -71,6 +88,22 @@ cargo xtask verify golden.img --boot-key keys/release/boot.pub.pem --json"
         after_help = "Examples:\n  cargo xtask bench              # rootfs stage vs mksquashfs, 512MiB tree\n  cargo xtask bench rootfs --size 2GiB"
     )]
     Bench(bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct LintArgs {
+    /// Project directory holding images/, layers/ and policies/ [default: this repository]
+    #[arg(long)]
+    root: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct AuditArgs {
+    /// The output directory of a build (out/<name>)
+    out: PathBuf,
+    /// Print the report as JSON on stdout
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -179,6 +212,7 @@ pub fn main() -> i32 {
     };
     match run(cli) {
         Ok(()) => 0,
+        Err(Failure::Input(d)) if d.0.is_empty() => 2,
         Err(Failure::Input(d)) => {
             eprintln!("{d}");
             eprintln!("error: {} problem(s) in the inputs", d.0.len());
@@ -419,6 +453,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Ok(())
             }
         },
+        Command::Audit(a) => audit(a),
+        Command::Lint(a) => lint(a.root.unwrap_or_else(project_root)),
         Command::Bench(a) => bench::run(a).map_err(Failure::Build),
     }
 }
@@ -434,4 +470,128 @@ fn default_cache() -> PathBuf {
         Some(h) => PathBuf::from(h).join(".cache/slotsmith"),
         None => project_root().join("work/cache"),
     }
+}
+
+/// `cargo xtask audit out/<name>`: re-derives the plan from the image file
+/// recorded in build.json and audits the rootfs image in the output
+/// directory.
+fn audit(a: AuditArgs) -> Result<(), Failure> {
+    let record_path = a.out.join("build.json");
+    let text = std::fs::read(&record_path)
+        .with_context(|| format!("reading {}", record_path.display()))?;
+    let record: serde_json::Value = serde_json::from_slice(&text)
+        .with_context(|| format!("parsing {}", record_path.display()))?;
+    let image_file = record["image_file"]
+        .as_str()
+        .context("build.json has no image_file")?
+        .to_string();
+    let root = project_root();
+    let loaded = slotsmith::load::load_image(&root.join(&image_file))?;
+    let plan = slotsmith::plan::plan(&loaded, env_epoch()?)?;
+    if plan.hardening.rules.is_empty() {
+        return Err(input_error(
+            "policies",
+            &format!("{image_file} names no policies: nothing to audit"),
+        ));
+    }
+    let rootfs = a.out.join(&plan.outputs.rootfs);
+    let manifest = std::fs::read_to_string(a.out.join("boot-a.manifest"))
+        .context("reading boot-a.manifest for the kernel command line")?;
+    let cmdline = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdline "))
+        .unwrap_or_default()
+        .to_string();
+    let h = &plan.hardening;
+    let fs = slotsmith_policy::SquashfsRootfs::open(&rootfs)
+        .with_context(|| format!("reading {}", rootfs.display()))?;
+    let report = slotsmith_policy::audit(&h.rules, h.profile, &h.waivers, &fs, &cmdline)
+        .for_image(&plan.image.name, &plan.image.version);
+    slotsmith::harden::write_reports(&report, &a.out.join("audit"))?;
+    if a.json {
+        println!("{}", slotsmith_policy::to_json(&report));
+    } else {
+        for r in &report.results {
+            eprintln!("{:<16} {:<8} {}", r.id, r.status.as_str(), r.title);
+        }
+        let s = &report.summary;
+        eprintln!(
+            "{}: {} pass, {} fail, {} waived, {} not applicable; reports in {}",
+            a.out.display(),
+            s.pass,
+            s.fail,
+            s.waived,
+            s.not_applicable,
+            a.out.join("audit").display()
+        );
+    }
+    slotsmith::harden::gate(&plan, &report, &a.out.join("audit/report.md"))?;
+    Ok(())
+}
+
+/// `cargo xtask lint`: every image with its layers and policies, then the
+/// policy conflicts.
+fn lint(root: PathBuf) -> Result<(), Failure> {
+    let mut diags = slotsmith::diag::Diagnostics::default();
+    let mut findings = Vec::new();
+    let mut images: Vec<PathBuf> = std::fs::read_dir(root.join("images"))
+        .with_context(|| format!("reading {}", root.join("images").display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    images.sort();
+    for image in &images {
+        match slotsmith::load::load_image(image) {
+            Err(d) => diags.extend(d),
+            Ok(loaded) => {
+                let mut layer_paths = Vec::new();
+                for l in &loaded.layers {
+                    for e in &l.entries {
+                        layer_paths.push((e.path.clone(), format!("{}/files{}", l.dir, e.path)));
+                    }
+                }
+                for f in slotsmith_policy::lint(&loaded.image.rules, &layer_paths) {
+                    let line = f.to_string();
+                    if !findings.contains(&line) {
+                        findings.push(line);
+                    }
+                }
+            }
+        }
+    }
+    // Policies no image uses are still checked.
+    let mut all: Vec<String> = std::fs::read_dir(root.join("policies"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".yaml"))
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    all.sort();
+    if let Err(d) = slotsmith_policy::load_policies(&root, &all) {
+        diags.extend(d);
+    }
+    let diags = diags.sorted();
+    for d in &diags.0 {
+        eprintln!("{d}");
+    }
+    for f in &findings {
+        eprintln!("{f}");
+    }
+    let n = diags.0.len() + findings.len();
+    if n > 0 {
+        eprintln!("error: {n} problem(s) in images/, layers/ and policies/");
+        return Err(Failure::Input(slotsmith::diag::Diagnostics(Vec::new())));
+    }
+    eprintln!(
+        "lint: {} image(s), {} polic(ies): no problems",
+        images.len(),
+        all.len()
+    );
+    Ok(())
 }

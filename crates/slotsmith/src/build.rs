@@ -428,7 +428,13 @@ fn manifest_cmdline(base: &str, s: &crate::plan::PlanSlot) -> String {
 /// The image's kernel arguments followed by those the hardening rules add
 /// (each added only once).
 fn base_cmdline(plan: &Plan, hardening: &[String]) -> String {
-    let mut parts: Vec<String> = plan.boot.kernel.cmdline.split_whitespace().map(str::to_string).collect();
+    let mut parts: Vec<String> = plan
+        .boot
+        .kernel
+        .cmdline
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
     for a in hardening {
         if !parts.contains(a) {
             parts.push(a.clone());
@@ -533,12 +539,15 @@ pub fn build(
     let hardening_args = if plan.hardening.rules.is_empty() {
         Vec::new()
     } else {
-        progress.stage("harden", &format!(
-            "{} rule(s) from {}, {} profile",
-            plan.hardening.rules.len(),
-            plan.hardening.policies.join(", "),
-            profile_name(plan)
-        ));
+        progress.stage(
+            "harden",
+            &format!(
+                "{} rule(s) from {}, {} profile",
+                plan.hardening.rules.len(),
+                plan.hardening.policies.join(", "),
+                profile_name(plan)
+            ),
+        );
         crate::harden::apply(plan, &mut tree, &store)?
     };
     let cmdline = base_cmdline(plan, &hardening_args);
@@ -558,7 +567,10 @@ pub fn build(
         progress.stage("audit", "evaluating every rule on the built rootfs image");
         let report = crate::harden::audit(plan, &rootfs_path, &tree, &cmdline)?;
         let s = &report.summary;
-        progress.note(&format!("{} pass, {} fail, {} waived, {} not applicable", s.pass, s.fail, s.waived, s.not_applicable));
+        progress.note(&format!(
+            "{} pass, {} fail, {} waived, {} not applicable",
+            s.pass, s.fail, s.waived, s.not_applicable
+        ));
         // Written to staging for publication, and kept in the work
         // directory so a failed build's report can still be read.
         crate::harden::write_reports(&report, &staging.path().join("audit"))?;
@@ -655,7 +667,9 @@ pub fn build(
         ]);
     }
     if staging.path().join("audit").is_dir() {
-        others.extend(["audit/report.md", "audit/report.json", "audit/report.sarif"].map(String::from));
+        others.extend(
+            ["audit/report.md", "audit/report.json", "audit/report.sarif"].map(String::from),
+        );
     }
     for file in &others {
         let (sha256, size) =

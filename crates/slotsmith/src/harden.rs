@@ -42,12 +42,26 @@ impl RootfsRead for TreeView<'_> {
                         };
                         (EntryKind::File, size)
                     }
-                    Kind::Symlink { target } => (EntryKind::Symlink { target: target.clone() }, 0),
+                    Kind::Symlink { target } => (
+                        EntryKind::Symlink {
+                            target: target.clone(),
+                        },
+                        0,
+                    ),
                     Kind::CharDev { .. } => (EntryKind::Char, 0),
                     Kind::BlockDev { .. } => (EntryKind::Block, 0),
                     Kind::Fifo => (EntryKind::Fifo, 0),
                 };
-                (abs(p), Entry { kind, mode: n.meta.mode & 0o7777, uid: n.meta.uid, gid: n.meta.gid, size })
+                (
+                    abs(p),
+                    Entry {
+                        kind,
+                        mode: n.meta.mode & 0o7777,
+                        uid: n.meta.uid,
+                        gid: n.meta.gid,
+                        size,
+                    },
+                )
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -56,7 +70,9 @@ impl RootfsRead for TreeView<'_> {
 
     fn read(&self, path: &str) -> anyhow::Result<Option<Vec<u8>>> {
         let p = RelPath::parse(path)?;
-        let Some(mut node) = self.0.get(&p) else { return Ok(None) };
+        let Some(mut node) = self.0.get(&p) else {
+            return Ok(None);
+        };
         if let Kind::Hardlink { target } = &node.kind {
             match self.0.get(target) {
                 Some(t) => node = t,
@@ -67,7 +83,8 @@ impl RootfsRead for TreeView<'_> {
             Kind::File { content, .. } => {
                 let mut f = overlay::read_source_file(content.path())?;
                 let mut buf = Vec::new();
-                std::io::Read::read_to_end(&mut f, &mut buf).with_context(|| format!("reading {path} from the tree"))?;
+                std::io::Read::read_to_end(&mut f, &mut buf)
+                    .with_context(|| format!("reading {path} from the tree"))?;
                 Ok(Some(buf))
             }
             _ => Ok(None),
@@ -98,17 +115,40 @@ pub fn apply(plan: &Plan, tree: &mut Tree, store: &Path) -> anyhow::Result<Vec<S
         let stored = store.join(format!("policy-{i}"));
         fs::write(&stored, &f.content).with_context(|| format!("writing {}", stored.display()))?;
         let node = Node {
-            kind: Kind::File { content: Content::Store(stored), size: f.content.len() as u64 },
-            meta: Meta { mode: f.mode, uid: f.uid, gid: f.gid, mtime: sde, xattrs: Default::default() },
+            kind: Kind::File {
+                content: Content::Store(stored),
+                size: f.content.len() as u64,
+            },
+            meta: Meta {
+                mode: f.mode,
+                uid: f.uid,
+                gid: f.gid,
+                mtime: sde,
+                xattrs: Default::default(),
+            },
         };
-        ops.push(Op::Put { path: RelPath::parse(&f.path)?, node });
+        ops.push(Op::Put {
+            path: RelPath::parse(&f.path)?,
+            node,
+        });
     }
     for l in &generated.symlinks {
         let node = Node {
-            kind: Kind::Symlink { target: l.target.clone() },
-            meta: Meta { mode: 0o777, uid: 0, gid: 0, mtime: sde, xattrs: Default::default() },
+            kind: Kind::Symlink {
+                target: l.target.clone(),
+            },
+            meta: Meta {
+                mode: 0o777,
+                uid: 0,
+                gid: 0,
+                mtime: sde,
+                xattrs: Default::default(),
+            },
         };
-        ops.push(Op::Put { path: RelPath::parse(&l.path)?, node });
+        ops.push(Op::Put {
+            path: RelPath::parse(&l.path)?,
+            node,
+        });
     }
     overlay::apply(tree, &ops).context("applying the hardening settings")?;
     for c in &generated.chmod {
@@ -121,17 +161,25 @@ pub fn apply(plan: &Plan, tree: &mut Tree, store: &Path) -> anyhow::Result<Vec<S
 }
 
 /// Audits the built rootfs image against the plan's rules.
-pub fn audit(plan: &Plan, rootfs_image: &Path, tree: &Tree, cmdline: &str) -> anyhow::Result<Report> {
+pub fn audit(
+    plan: &Plan,
+    rootfs_image: &Path,
+    tree: &Tree,
+    cmdline: &str,
+) -> anyhow::Result<Report> {
     let h = &plan.hardening;
     let report = match plan.rootfs.filesystem {
         crate::spec::Filesystem::Squashfs => {
-            let fs = slotsmith_policy::SquashfsRootfs::open(rootfs_image)
-                .with_context(|| format!("reading the rootfs image {} back", rootfs_image.display()))?;
+            let fs = slotsmith_policy::SquashfsRootfs::open(rootfs_image).with_context(|| {
+                format!("reading the rootfs image {} back", rootfs_image.display())
+            })?;
             slotsmith_policy::audit(&h.rules, h.profile, &h.waivers, &fs, cmdline)
         }
         // ext4 images are not read back yet: audit the tree they were made
         // from, and say so in the build log.
-        crate::spec::Filesystem::Ext4 => slotsmith_policy::audit(&h.rules, h.profile, &h.waivers, &TreeView(tree), cmdline),
+        crate::spec::Filesystem::Ext4 => {
+            slotsmith_policy::audit(&h.rules, h.profile, &h.waivers, &TreeView(tree), cmdline)
+        }
     };
     Ok(report.for_image(&plan.image.name, &plan.image.version))
 }

@@ -108,14 +108,24 @@ pub fn load_image(image_path: &Path) -> Result<Loaded, Diagnostics> {
     };
     let layers = load_layers(&image, &doc, &mut diags);
     // Policies only when every named file exists (already reported).
-    if image.policies.iter().all(|p| image.root.join("policies").join(format!("{p}.yaml")).is_file()) {
+    if image.policies.iter().all(|p| {
+        image
+            .root
+            .join("policies")
+            .join(format!("{p}.yaml"))
+            .is_file()
+    }) {
         match slotsmith_policy::load_policies(&image.root, &image.policies) {
             Ok(rules) => {
                 for (i, w) in image.waivers.iter().enumerate() {
                     if !rules.iter().any(|r| r.id == w.rule) {
                         diags.push(doc.diag(
                             &format!("waivers[{i}].rule"),
-                            format!("no rule '{}' in the image's policies ({})", w.rule, image.policies.join(", ")),
+                            format!(
+                                "no rule '{}' in the image's policies ({})",
+                                w.rule,
+                                image.policies.join(", ")
+                            ),
                         ));
                     }
                 }
@@ -238,21 +248,28 @@ fn read_image(r: &mut Reader<'_>, root: &Path, shown: &str) -> Option<ImageSpec>
     let policies: Vec<String> = r.opt(&mut m, "policies").unwrap_or_default();
     for (i, p) in policies.iter().enumerate() {
         if !valid_dir_name(p) || !root.join("policies").join(format!("{p}.yaml")).is_file() {
-            r.error(&format!("policies[{i}]"), format!("no policy file policies/{p}.yaml"));
+            r.error(
+                &format!("policies[{i}]"),
+                format!("no policy file policies/{p}.yaml"),
+            );
         }
     }
     let profile = match r.opt::<String>(&mut m, "profile").as_deref() {
         None | Some("production") => Some(slotsmith_policy::Profile::Production),
         Some("development") => Some(slotsmith_policy::Profile::Development),
         Some(o) => {
-            r.error("profile", format!("unknown profile '{o}' (expected production or development)"));
+            r.error(
+                "profile",
+                format!("unknown profile '{o}' (expected production or development)"),
+            );
             None
         }
     };
     let waivers = match r.raw(&mut m, "waivers") {
         Some(v) => slotsmith_policy::read_waivers(r, v),
         None => Vec::new(),
-    };    let (filesystem, compression) = match r.raw(&mut m, "rootfs") {
+    };
+    let (filesystem, compression) = match r.raw(&mut m, "rootfs") {
         Some(v) => read_rootfs(r, v),
         None => (Some(Filesystem::Squashfs), Some(Compression::Zstd)),
     };
