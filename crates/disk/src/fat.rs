@@ -154,7 +154,8 @@ pub fn hash_fat_file<D: Read + Write + Seek>(dev: D, path: &str) -> Result<([u8;
             .open_file(path.trim_start_matches('/'))
             .with_context(|| format!("open {path} in fat volume"))?;
         let mut h = sha2::Sha256::new();
-        let n = std::io::copy(&mut file, &mut h).with_context(|| format!("read {path} from fat volume"))?;
+        let n = std::io::copy(&mut file, &mut h)
+            .with_context(|| format!("read {path} from fat volume"))?;
         (h.finalize().into(), n)
     };
     fs.unmount().context("unmount fat volume")?;
