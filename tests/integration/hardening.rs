@@ -213,3 +213,77 @@ fn lint_finds_conflicts_with_file_and_line() {
         r.stderr
     );
 }
+
+#[test]
+fn a_waiver_turns_a_failure_into_a_documented_exception() {
+    // The same world-writable file, now with an approved waiver: the build
+    // passes and the report shows the rule as waived, with who and why.
+    let p = Project::new();
+    base_tarball(&p.path().join("fixtures/base.tar.gz"));
+    for e in fs::read_dir(repo_root().join("policies")).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), p.path().join("policies").join(e.file_name())).unwrap();
+    }
+    layer(
+        &p,
+        "meta-product",
+        "product",
+        7,
+        "files:\n  /etc/product.conf:\n    mode: \"0666\"\n",
+    );
+    p.write("layers/meta-product/files/etc/product.conf", "x=1\n");
+    let image = fixture_image("w", "fixtures/base.tar.gz", &["meta-product"], "squashfs", "16MiB")
+        + "profile: production\npolicies: [files]\nwaivers:\n  - rule: FILES-PERM-001\n    \
+justification: The product's calibration tool rewrites /etc/product.conf as any user until release 2.2.\n    \
+approver: QA lead, change request CR-1234\n";
+    p.write("images/w.yaml", &image);
+    let out = p.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    let r = slotsmith(
+        &[
+            "build",
+            p.image("w").to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--work-dir",
+            p.path().join("work").to_str().unwrap(),
+            "--quiet",
+        ],
+        &[],
+        false,
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let md = fs::read_to_string(out.join("w/audit/report.md")).unwrap();
+    assert!(
+        md.contains("FILES-PERM-001") && md.contains("WAIVED"),
+        "{md}"
+    );
+    assert!(
+        md.contains("CR-1234") && md.contains("calibration tool"),
+        "the waiver's approver and justification are in the report"
+    );
+    let sarif: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("w/audit/report.sarif")).unwrap())
+            .unwrap();
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    assert!(
+        results
+            .iter()
+            .any(|r| r["ruleId"] == "FILES-PERM-001" && r["suppressions"].is_array()),
+        "{results:?}"
+    );
+    // A waiver for a rule that does not exist is an input error.
+    p.write(
+        "images/w.yaml",
+        &image.replace("rule: FILES-PERM-001", "rule: FILES-PERM-999"),
+    );
+    let r = slotsmith(&["plan", p.image("w").to_str().unwrap()], &[], false, None);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("waivers[0].rule: no rule 'FILES-PERM-999'"),
+        "{}",
+        r.stderr
+    );
+}

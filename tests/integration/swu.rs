@@ -412,3 +412,105 @@ fn zstd_update_installs() {
     let (rc, log) = s.install_ok(&swu);
     assert_installed(&s, rc, &log);
 }
+
+#[test]
+fn external_update_signer_and_ca_issued_certificate() {
+    // A release-style setup: a private CA, an update key issued by it, and
+    // an external signer (standing in for an HSM) that signs the CMS signed
+    // attributes with openssl. Devices trust the CA.
+    let s = Sandbox::build("upde", "none");
+    let keys = s.p.path().join("release");
+    let ca = s.p.path().join("ca");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    slotsmith_cms::generate_ca(&ca, "ca", "Product update CA", now - 86400, 3650).unwrap();
+    let r = slotsmith(
+        &[
+            "keys",
+            "generate",
+            "--role",
+            "update",
+            "--out",
+            keys.to_str().unwrap(),
+            "--ca-cert",
+            ca.join("ca.cert.pem").to_str().unwrap(),
+            "--ca-key",
+            ca.join("ca.key.pem").to_str().unwrap(),
+        ],
+        &[],
+        false,
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    run(
+        "openssl",
+        &[
+            "verify",
+            "-CAfile",
+            ca.join("ca.cert.pem").to_str().unwrap(),
+            keys.join("update.cert.pem").to_str().unwrap(),
+        ],
+    );
+    let hook = s.p.path().join("hsm-sign");
+    fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nset -e\nopenssl dgst -sha256 -sign {} -out \"$2\" \"$1\"\n",
+            keys.join("update.key.pem").display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let yaml = fs::read_to_string(s.p.image("upde")).unwrap()
+        + &format!(
+            "signing:\n  update:\n    external-signer: [\"{}\", \"{{in}}\", \"{{out}}\"]\n    cert: {}\n",
+            hook.display(),
+            keys.join("update.cert.pem").display()
+        );
+    s.p.write("images/upde.yaml", &yaml);
+    let out = s.p.path().join("out");
+    let r = slotsmith(
+        &[
+            "build",
+            s.p.image("upde").to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--work-dir",
+            s.p.path().join("work").to_str().unwrap(),
+            "--quiet",
+        ],
+        &[],
+        false,
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let swu = s.swu();
+    let ca_cert = ca.join("ca.cert.pem");
+    let r = slotsmith(
+        &[
+            "verify",
+            swu.to_str().unwrap(),
+            "--update-cert",
+            ca_cert.to_str().unwrap(),
+        ],
+        &[],
+        false,
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The real agent trusts the CA and installs the update.
+    let mut attempt = (0, String::new());
+    for _ in 0..3 {
+        s.reset();
+        attempt = s.install(&swu, &ca_cert, "test-board:1.0", "");
+        if !(attempt.0 != 0
+            && attempt.1.contains("SWUPDATE successful")
+            && !attempt.1.contains("ERROR"))
+        {
+            break;
+        }
+    }
+    assert_installed(&s, attempt.0, &attempt.1);
+}
