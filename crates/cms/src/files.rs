@@ -12,9 +12,11 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use der::{Decode, Encode};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use p256::SecretKey;
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use slotsmith_sign::keyfile::read_bounded;
+pub(crate) use slotsmith_sign::keyfile::write_new;
+use std::fs::{self, File};
+
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use x509_cert::Certificate;
 use zeroize::Zeroizing;
@@ -64,37 +66,6 @@ pub(crate) fn refuse_existing(path: &Path) -> Result<()> {
             "{} already exists: refusing to overwrite a key or certificate (move it away first)",
             path.display()
         );
-    }
-    Ok(())
-}
-
-/// Creates `path` exclusively with `mode` and writes `data` to it.
-///
-/// Security point: `create_new` is O_CREAT|O_EXCL, so we can neither clobber
-/// an existing key nor be tricked into writing through a planted symlink,
-/// and the mode is applied by the kernel at creation (minus umask), so a
-/// private key is never readable by others, not even for the instant a
-/// later chmod would take.
-pub(crate) fn write_new(path: &Path, mode: u32, data: &[u8]) -> Result<()> {
-    let mut file = match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-    {
-        Ok(file) => file,
-        Err(err) if err.kind() == ErrorKind::AlreadyExists => bail!(
-            "{} already exists: refusing to overwrite a key or certificate (move it away first)",
-            path.display()
-        ),
-        Err(err) => return Err(err).with_context(|| format!("cannot create {}", path.display())),
-    };
-    if let Err(err) = file.write_all(data).and_then(|()| file.sync_all()) {
-        // A truncated key would fail to parse confusingly later and block
-        // the next generation; remove what we (exclusively) created.
-        drop(file);
-        let _ = fs::remove_file(path);
-        return Err(err).with_context(|| format!("cannot write {}", path.display()));
     }
     Ok(())
 }
@@ -247,66 +218,10 @@ fn first_pem_label(text: &str) -> &str {
         .unwrap_or("")
 }
 
-/// The ssh-style permission check.
-///
-/// Security point: an update key that group or others could read must be
-/// assumed leaked (anyone holding it can push firmware to the fleet), and
-/// failing loudly here is how the operator finds out before it signs
-/// anything. The owner is not compared with the current user: a 0600 key of
-/// another user is unreadable anyway unless we are root.
-fn check_private_mode(path: &Path, mode: u32) -> Result<()> {
-    if mode & 0o077 != 0 {
-        bail!(
-            "permissions {:04o} for {p} are too open: a private key must not be \
-             accessible by group or others (chmod 600 {p})",
-            mode & 0o7777,
-            p = path.display()
-        );
-    }
-    Ok(())
-}
-
-/// Opens `path` (following symlinks, as ssh does, because secret stores
-/// expose keys through links), checks through the descriptor that it is a
-/// regular file no larger than `max`, optionally applies the private-key
-/// mode check to that same inode, and reads it into a zeroizing buffer.
-fn read_bounded(path: &Path, max: u64, private: bool) -> Result<Zeroizing<Vec<u8>>> {
-    // Cheap pre-check on the path so that a FIFO is reported instead of
-    // blocking in open(); the descriptor check below is the one that counts.
-    let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    ensure!(meta.is_file(), "{} is not a regular file", path.display());
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("cannot stat {}", path.display()))?;
-    ensure!(meta.is_file(), "{} is not a regular file", path.display());
-    if private {
-        check_private_mode(path, meta.permissions().mode())?;
-    }
-    ensure!(
-        meta.len() <= max,
-        "{} is {} bytes, too large for a key or certificate file",
-        path.display(),
-        meta.len()
-    );
-    // Full capacity up front so the vector never reallocates, which would
-    // leave an unzeroized copy of a key behind. +1 notices a growing file.
-    let cap = usize::try_from(max + 1).unwrap_or(usize::MAX);
-    let mut data = Zeroizing::new(Vec::with_capacity(cap));
-    file.take(max + 1)
-        .read_to_end(&mut data)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    ensure!(
-        data.len() as u64 <= max,
-        "{} is too large for a key or certificate file",
-        path.display()
-    );
-    Ok(data)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use slotsmith_sign::keyfile::check_private_mode;
 
     #[test]
     fn pem_blocks_skips_text_and_splits_bundles() {

@@ -25,9 +25,9 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand_core::OsRng;
 use sha2::{Digest, Sha256};
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -79,8 +79,8 @@ pub fn generate(out_dir: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
     let private_pem = private_key_pem(&key)?;
     let public_pem = public_key_pem(&key.verifying_key());
 
-    write_new(&private_path, PRIVATE_MODE, private_pem.as_bytes())?;
-    if let Err(err) = write_new(&public_path, PUBLIC_MODE, public_pem.as_bytes()) {
+    crate::keyfile::write_new(&private_path, PRIVATE_MODE, private_pem.as_bytes())?;
+    if let Err(err) = crate::keyfile::write_new(&public_path, PUBLIC_MODE, public_pem.as_bytes()) {
         // Do not leave half a key pair behind: a private key without its
         // public half invites someone to regenerate the public half from
         // the wrong key. `write_new` created the private file exclusively,
@@ -136,7 +136,7 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
 /// them under lax verification, so such a key can only be a mistake or an
 /// attack.
 pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey> {
-    let data = read_bounded(path, None)?;
+    let data = crate::keyfile::read_bounded(path, MAX_KEY_FILE, false)?;
     let key = if data.starts_with(b"-----BEGIN") {
         let text = std::str::from_utf8(&data)
             .map_err(|_| anyhow!("{} is not a valid PEM file (not UTF-8)", path.display()))?;
@@ -214,98 +214,8 @@ fn check_key_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Creates `path` exclusively with `mode` and writes `data` to it.
-///
-/// `create_new` is O_CREAT|O_EXCL: it fails if anything exists at `path`,
-/// including a dangling symlink, so we can neither clobber a key nor be
-/// tricked into writing through a planted link. The mode is applied by
-/// the kernel at creation (minus umask), so a private key is never
-/// readable by others, not even for the instant a chmod would take.
-fn write_new(path: &Path, mode: u32, data: &[u8]) -> Result<()> {
-    let mut file = match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-    {
-        Ok(file) => file,
-        Err(err) if err.kind() == ErrorKind::AlreadyExists => bail!(
-            "{} already exists: refusing to overwrite a key (move it away first)",
-            path.display()
-        ),
-        Err(err) => return Err(err).with_context(|| format!("cannot create {}", path.display())),
-    };
-    if let Err(err) = file.write_all(data).and_then(|()| file.sync_all()) {
-        // A truncated key file would later fail to parse in a confusing
-        // way, or block the next `generate`; remove what we created.
-        drop(file);
-        let _ = fs::remove_file(path);
-        return Err(err).with_context(|| format!("cannot write {}", path.display()));
-    }
-    Ok(())
-}
-
-/// Reads a private key file after checking that only its owner can access
-/// it. The contents are returned in a zeroizing buffer.
 fn read_private_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
-    read_bounded(path, Some(check_private_mode))
-}
-
-/// The ssh-style permission check. Security-critical: a release key that
-/// group or others could read must be assumed leaked, and failing loudly
-/// here is how the operator finds out before it signs anything.
-fn check_private_mode(path: &Path, mode: u32) -> Result<()> {
-    if mode & 0o077 != 0 {
-        bail!(
-            "permissions {:04o} for {p} are too open: a private key must not be \
-             accessible by group or others (chmod 600 {p})",
-            mode & 0o7777,
-            p = path.display()
-        );
-    }
-    Ok(())
-}
-
-/// Opens `path` (following symlinks), checks via the descriptor that it is
-/// a regular file of plausible size, runs `check_mode` on its mode, then
-/// reads it into a zeroizing buffer.
-fn read_bounded(
-    path: &Path,
-    check_mode: Option<fn(&Path, u32) -> Result<()>>,
-) -> Result<Zeroizing<Vec<u8>>> {
-    // A cheap pre-check on the path so that a FIFO or device is reported
-    // instead of blocking in open(); the descriptor check below is the
-    // one that counts.
-    let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    ensure!(meta.is_file(), "{} is not a regular file", path.display());
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("cannot stat {}", path.display()))?;
-    ensure!(meta.is_file(), "{} is not a regular file", path.display());
-    if let Some(check) = check_mode {
-        check(path, meta.permissions().mode())?;
-    }
-    ensure!(
-        meta.len() <= MAX_KEY_FILE,
-        "{} is {} bytes, too large to be a key file",
-        path.display(),
-        meta.len()
-    );
-    // Capacity for the whole file up front so that the vector never
-    // reallocates, which would leave an unzeroized copy of the key behind.
-    // The +1 lets us notice a file that grew since fstat.
-    let cap = usize::try_from(MAX_KEY_FILE + 1).unwrap_or(usize::MAX);
-    let mut data = Zeroizing::new(Vec::with_capacity(cap));
-    file.take(MAX_KEY_FILE + 1)
-        .read_to_end(&mut data)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    ensure!(
-        data.len() as u64 <= MAX_KEY_FILE,
-        "{} is too large to be a key file",
-        path.display()
-    );
-    Ok(data)
+    crate::keyfile::read_bounded(path, MAX_KEY_FILE, true)
 }
 
 /// Turns the most common wrong-file mistakes into specific errors before

@@ -17,6 +17,7 @@
 //! Everything uses pure Ed25519 (RFC 8032) over exact bytes, so stock
 //! `openssl pkeyutl -verify -rawin` is an independent verifier.
 
+pub mod keyfile;
 pub mod keys;
 pub mod manifest;
 pub mod signer;
