@@ -388,7 +388,7 @@ fn default_image_hardening_and_update() {
         rc = o.status.code().unwrap_or(-1);
         log = String::from_utf8_lossy(&o.stdout).into_owned();
         // Retry only SWUpdate's known post-install IPC race (see swu.rs).
-        if !(rc != 0 && log.contains("SWUPDATE successful") && !log.contains("ERROR")) {
+        if !swupdate_raced(rc, &log) {
             break;
         }
     }
