@@ -287,3 +287,68 @@ approver: QA lead, change request CR-1234\n";
         r.stderr
     );
 }
+
+#[test]
+fn ext4_rootfs_is_audited_from_the_image() {
+    // The same baseline on an ext4 rootfs: the audit reads the ext4 image
+    // back, so the modes the debugfs fix-ups stored are what it sees.
+    let p = Project::new();
+    base_tarball(&p.path().join("fixtures/base.tar.gz"));
+    for e in fs::read_dir(repo_root().join("policies")).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), p.path().join("policies").join(e.file_name())).unwrap();
+    }
+    let image = fixture_image("e4", "fixtures/base.tar.gz", &[], "ext4", "16MiB")
+        + "profile: production\npolicies: [network, kernel, services, ssh, accounts, files]\n";
+    p.write("images/e4.yaml", &image);
+    let out = p.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    let r = slotsmith(
+        &[
+            "build",
+            p.image("e4").to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--work-dir",
+            p.path().join("work").to_str().unwrap(),
+            "--quiet",
+        ],
+        &[],
+        false,
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("e4/audit/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["summary"]["fail"], 0);
+    // Break the image after the build: make /etc/passwd world-writable in
+    // the ext4 image itself; the audit must see it.
+    let rootfs = out.join("e4/rootfs.ext4");
+    run(
+        "debugfs",
+        &[
+            "-w",
+            "-R",
+            "sif /etc/passwd mode 0100666",
+            rootfs.to_str().unwrap(),
+        ],
+    );
+    let r = slotsmith(
+        &[
+            "audit",
+            out.join("e4").to_str().unwrap(),
+            "--image",
+            p.image("e4").to_str().unwrap(),
+        ],
+        &[],
+        false,
+        None,
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("FILES-PERM-001") && r.stderr.contains("/etc/passwd"),
+        "{}",
+        r.stderr
+    );
+}

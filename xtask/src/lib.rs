@@ -101,6 +101,9 @@ struct LintArgs {
 struct AuditArgs {
     /// The output directory of a build (out/<name>)
     out: PathBuf,
+    /// The image file [default: the one build.json names, in this repository]
+    #[arg(long)]
+    image: Option<PathBuf>,
     /// Print the report as JSON on stdout
     #[arg(long)]
     json: bool,
@@ -481,17 +484,29 @@ fn audit(a: AuditArgs) -> Result<(), Failure> {
         .with_context(|| format!("reading {}", record_path.display()))?;
     let record: serde_json::Value = serde_json::from_slice(&text)
         .with_context(|| format!("parsing {}", record_path.display()))?;
-    let image_file = record["image_file"]
-        .as_str()
-        .context("build.json has no image_file")?
-        .to_string();
-    let root = project_root();
-    let loaded = slotsmith::load::load_image(&root.join(&image_file))?;
+    let image_file = match &a.image {
+        Some(p) => p.clone(),
+        None => project_root().join(
+            record["image_file"]
+                .as_str()
+                .context("build.json has no image_file")?,
+        ),
+    };
+    let loaded = slotsmith::load::load_image(&image_file)?;
     let plan = slotsmith::plan::plan(&loaded, env_epoch()?)?;
+    if record["plan_sha256"].as_str() != Some(plan.hash().as_str()) {
+        eprintln!(
+            "note: {} changed since this build; auditing against its current policies",
+            image_file.display()
+        );
+    }
     if plan.hardening.rules.is_empty() {
         return Err(input_error(
             "policies",
-            &format!("{image_file} names no policies: nothing to audit"),
+            &format!(
+                "{} names no policies: nothing to audit",
+                image_file.display()
+            ),
         ));
     }
     let rootfs = a.out.join(&plan.outputs.rootfs);
@@ -502,11 +517,7 @@ fn audit(a: AuditArgs) -> Result<(), Failure> {
         .find_map(|l| l.strip_prefix("cmdline "))
         .unwrap_or_default()
         .to_string();
-    let h = &plan.hardening;
-    let fs = slotsmith_policy::SquashfsRootfs::open(&rootfs)
-        .with_context(|| format!("reading {}", rootfs.display()))?;
-    let report = slotsmith_policy::audit(&h.rules, h.profile, &h.waivers, &fs, &cmdline)
-        .for_image(&plan.image.name, &plan.image.version);
+    let report = slotsmith::harden::audit(&plan, &rootfs, &cmdline)?;
     slotsmith::harden::write_reports(&report, &a.out.join("audit"))?;
     if a.json {
         println!("{}", slotsmith_policy::to_json(&report));

@@ -30,4 +30,4 @@ pub use lint::{lint, LintDiag};
 pub use load::{load_policies, read_waivers};
 pub use model::{Profile, Rule, Setting, Waiver};
 pub use report::{to_json, to_markdown, to_sarif};
-pub use rootfs::{Entry, EntryKind, MemRootfs, RootfsRead, SquashfsRootfs};
+pub use rootfs::{Entry, EntryKind, Ext4Rootfs, MemRootfs, RootfsRead, SquashfsRootfs};

@@ -311,6 +311,114 @@ fn read_file(
     Ok(out)
 }
 
+/// A built ext4 rootfs image, read with `ext4-view` (a read-only ext4
+/// reader): the audit sees owners, modes and contents as stored in the
+/// image, exactly as with [`SquashfsRootfs`].
+pub struct Ext4Rootfs {
+    fs: ext4_view::Ext4,
+    entries: BTreeMap<String, Entry>,
+}
+
+impl Ext4Rootfs {
+    /// Opens an ext4 image file and indexes every entry.
+    pub fn open(path: &Path) -> Result<Ext4Rootfs> {
+        let fs = ext4_view::Ext4::load_from_path(path)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("reading ext4 image {}", path.display()))?;
+        let mut entries = BTreeMap::new();
+        let root = fs
+            .metadata("/")
+            .map_err(|e| anyhow::anyhow!("reading /: {e}"))?;
+        entries.insert("/".to_string(), ext4_entry(&fs, "/", &root)?);
+        let mut dirs = vec!["/".to_string()];
+        while let Some(dir) = dirs.pop() {
+            let listing = fs
+                .read_dir(dir.as_str())
+                .map_err(|e| anyhow::anyhow!("listing {dir}: {e}"))?;
+            for item in listing {
+                let item = item.map_err(|e| anyhow::anyhow!("listing {dir}: {e}"))?;
+                let name = item.file_name();
+                let name = name
+                    .as_str()
+                    .map_err(|_| anyhow::anyhow!("{dir}: a name is not UTF-8"))?;
+                if name == "." || name == ".." {
+                    continue;
+                }
+                let path = if dir == "/" {
+                    format!("/{name}")
+                } else {
+                    format!("{dir}/{name}")
+                };
+                let md = item
+                    .metadata()
+                    .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+                let entry = ext4_entry(&fs, &path, &md)?;
+                if entry.kind == EntryKind::Dir {
+                    dirs.push(path.clone());
+                }
+                entries.insert(path, entry);
+            }
+        }
+        Ok(Ext4Rootfs { fs, entries })
+    }
+}
+
+fn ext4_entry(fs: &ext4_view::Ext4, path: &str, md: &ext4_view::Metadata) -> Result<Entry> {
+    use ext4_view::FileType;
+    let kind = match md.file_type() {
+        FileType::Directory => EntryKind::Dir,
+        FileType::Regular => EntryKind::File,
+        FileType::Symlink => {
+            let target = fs
+                .read_link(path)
+                .map_err(|e| anyhow::anyhow!("reading link {path}: {e}"))?;
+            let target = target
+                .to_str()
+                .map_err(|_| anyhow::anyhow!("{path}: link target is not UTF-8"))?;
+            EntryKind::Symlink {
+                target: target.to_string(),
+            }
+        }
+        FileType::CharacterDevice => EntryKind::Char,
+        FileType::BlockDevice => EntryKind::Block,
+        FileType::Fifo => EntryKind::Fifo,
+        FileType::Socket => EntryKind::Socket,
+    };
+    let size = if kind == EntryKind::File { md.len() } else { 0 };
+    Ok(Entry {
+        kind,
+        mode: u32::from(md.mode()) & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        size,
+    })
+}
+
+impl RootfsRead for Ext4Rootfs {
+    fn entries(&self) -> Vec<(String, Entry)> {
+        self.entries
+            .iter()
+            .map(|(p, e)| (p.clone(), e.clone()))
+            .collect()
+    }
+
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        match self.entries.get(path) {
+            Some(e) if e.kind == EntryKind::File => {
+                if e.size > MAX_READ {
+                    bail!("{path} is {} bytes, more than the audit reads", e.size);
+                }
+                let data = self
+                    .fs
+                    .read(path)
+                    .map_err(|err| anyhow::anyhow!("reading {path}: {err}"))?;
+                Ok(Some(data))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
 /// Entries by path, with symlink resolution inside the image.
 pub struct Index<'a> {
     fs: &'a dyn RootfsRead,

@@ -565,7 +565,7 @@ pub fn build(
 
     if !plan.hardening.rules.is_empty() {
         progress.stage("audit", "evaluating every rule on the built rootfs image");
-        let report = crate::harden::audit(plan, &rootfs_path, &tree, &cmdline)?;
+        let report = crate::harden::audit(plan, &rootfs_path, &cmdline)?;
         let s = &report.summary;
         progress.note(&format!(
             "{} pass, {} fail, {} waived, {} not applicable",

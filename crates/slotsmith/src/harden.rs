@@ -160,13 +160,9 @@ pub fn apply(plan: &Plan, tree: &mut Tree, store: &Path) -> anyhow::Result<Vec<S
     Ok(generated.cmdline)
 }
 
-/// Audits the built rootfs image against the plan's rules.
-pub fn audit(
-    plan: &Plan,
-    rootfs_image: &Path,
-    tree: &Tree,
-    cmdline: &str,
-) -> anyhow::Result<Report> {
+/// Audits the built rootfs image (squashfs or ext4, read back from the
+/// file, never the staging tree) against the plan's rules.
+pub fn audit(plan: &Plan, rootfs_image: &Path, cmdline: &str) -> anyhow::Result<Report> {
     let h = &plan.hardening;
     let report = match plan.rootfs.filesystem {
         crate::spec::Filesystem::Squashfs => {
@@ -175,10 +171,11 @@ pub fn audit(
             })?;
             slotsmith_policy::audit(&h.rules, h.profile, &h.waivers, &fs, cmdline)
         }
-        // ext4 images are not read back yet: audit the tree they were made
-        // from, and say so in the build log.
         crate::spec::Filesystem::Ext4 => {
-            slotsmith_policy::audit(&h.rules, h.profile, &h.waivers, &TreeView(tree), cmdline)
+            let fs = slotsmith_policy::Ext4Rootfs::open(rootfs_image).with_context(|| {
+                format!("reading the rootfs image {} back", rootfs_image.display())
+            })?;
+            slotsmith_policy::audit(&h.rules, h.profile, &h.waivers, &fs, cmdline)
         }
     };
     Ok(report.for_image(&plan.image.name, &plan.image.version))
