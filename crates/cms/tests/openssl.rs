@@ -248,8 +248,19 @@ enum Verdict {
 /// is there, and the exit code is non-zero. Anything else is retried.
 fn swupdate(dir: &Path, args: &[&str]) -> (Verdict, String) {
     let mut logs = String::new();
+    // In a private PID namespace, so no helper process outlives the run and
+    // holds the output pipe open; `timeout` bounds a hung agent.
+    let mut wrapped = vec![
+        "--kill-after=10",
+        "120",
+        "unshare",
+        "-p",
+        "--fork",
+        "swupdate",
+    ];
+    wrapped.extend_from_slice(args);
     for _ in 0..5 {
-        let (ok, out) = run(dir, "swupdate", args);
+        let (ok, out) = run(dir, "timeout", &wrapped);
         let verified = out.contains("Verified OK");
         let installed = out.contains("SWUPDATE successful");
         let failed = out.contains("SWUpdate *failed* !");

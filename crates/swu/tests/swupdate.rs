@@ -307,14 +307,31 @@ impl Sandbox {
         let script = format!(
             "mount --make-rprivate / && \
              mount -t overlay overlay -o lowerdir={dir},upperdir={up},workdir={work} {dir} && \
-             TMPDIR={tmp} exec swupdate -v -B {bootloader} -k {cert} -H {hw} -e stable,copy2 {extra} -i {swu}",
+             TMPDIR={tmp} swupdate -v -B {bootloader} -k {cert} -H {hw} -e stable,copy2 {extra} -i {swu}",
             up = s(&self.p(&format!("{upper}-up"))),
             work = s(&self.p(&format!("{upper}-work"))),
             tmp = s(&self.p("tmp")),
             cert = s(&self.p("cert.pem")),
             swu = s(swu),
         );
-        run("unshare", &["-m", "sh", "-c", &script])
+        // A private PID namespace too: when the shell (its first process)
+        // exits, the kernel kills any SWUpdate helper still running, which
+        // could otherwise hold our output pipe open forever (seen after a
+        // rejected install). `timeout` bounds a hung agent.
+        run(
+            "timeout",
+            &[
+                "--kill-after=10",
+                "300",
+                "unshare",
+                "-m",
+                "-p",
+                "--fork",
+                "sh",
+                "-c",
+                &script,
+            ],
+        )
     }
 
     /// The env as the bootloader would see it.
