@@ -68,11 +68,19 @@ fn default_image_builds_and_verifies() {
         !ls.contains("update-motd.d/10-uname"),
         "meta-demo removes 10-uname"
     );
+    // Owners and special bits from the root-owned base survive a rootless
+    // build: PAM's checker stays setgid shadow (on the hardening
+    // allow-list), while su lost its setuid bit to FILES-PERM-001.
+    let chkpwd = ls
+        .lines()
+        .find(|l| l.ends_with("squashfs-root/usr/sbin/unix_chkpwd"))
+        .expect("unix_chkpwd");
+    assert!(chkpwd.starts_with("-rwxr-sr-x 0/42"), "{chkpwd}");
     let su = ls
         .lines()
         .find(|l| l.ends_with("squashfs-root/usr/bin/su"))
         .expect("su");
-    assert!(su.starts_with("-rwsr-xr-x 0/0"), "{su}");
+    assert!(su.starts_with("-rwxr-xr-x 0/0"), "{su}");
     let health = ls
         .lines()
         .find(|l| l.ends_with("usr/local/bin/demo-health"))
@@ -121,8 +129,11 @@ fn default_image_builds_and_verifies() {
         "a bzImage kernel"
     );
     let manifest = fs::read_to_string(dir.join("boot-a.manifest")).unwrap();
+    // The image's arguments, then those the hardening rules add, then the slot.
     assert!(
-        manifest.contains("\ncmdline console=ttyS0,115200 quiet slotsmith.slot=a ro\n"),
+        manifest.contains("\ncmdline console=ttyS0,115200 quiet slab_nomerge ")
+            && manifest.contains(" lockdown=integrity ")
+            && manifest.contains(" systemd.getty_auto=0 slotsmith.slot=a ro\n"),
         "{manifest}"
     );
     let record: serde_json::Value =

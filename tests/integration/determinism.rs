@@ -30,9 +30,14 @@ fn build_in(umask: &str, as_nobody: bool, key: &Path) -> BTreeMap<String, String
   boot:
     key: {}
     public-key: {}
+  update:
+    key: {}
+    cert: {}
 ",
         key.join("boot.key.pem").display(),
-        key.join("boot.pub.pem").display()
+        key.join("boot.pub.pem").display(),
+        key.join("update.key.pem").display(),
+        key.join("update.cert.pem").display()
     );
     p.write("images/rep.yaml", &image);
     let out = p.writable("out");
@@ -83,9 +88,18 @@ fn two_builds_are_bit_identical() {
     .unwrap();
     let dir = keys.path().join("k");
     slotsmith_sign::generate(&dir, "boot").unwrap();
+    // ... and one update key: a certificate has a random serial.
+    slotsmith_cms::generate_update_key(&dir, "update", "determinism", 1_690_000_000, 3650, None)
+        .unwrap();
     if rustix::process::geteuid().is_root() {
-        // The unprivileged build must own its private key (mode 0600).
-        for f in ["", "boot.key.pem", "boot.pub.pem"] {
+        // The unprivileged build must own its private keys (mode 0600).
+        for f in [
+            "",
+            "boot.key.pem",
+            "boot.pub.pem",
+            "update.key.pem",
+            "update.cert.pem",
+        ] {
             rustix::fs::chown(
                 &dir.join(f),
                 Some(rustix::process::Uid::from_raw(65534)),
@@ -96,6 +110,6 @@ fn two_builds_are_bit_identical() {
     }
     let a = build_in("022", true, &dir);
     let b = build_in("077", false, &dir);
-    assert_eq!(a.len(), 14, "{a:?}");
+    assert_eq!(a.len(), 16, "{a:?}");
     assert_eq!(a, b);
 }

@@ -350,7 +350,7 @@ fn squashfs_fixture_passes_independent_verifiers() {
         String::from_utf8_lossy(&check.stdout)
     );
     let sums = fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
-    assert_eq!(sums.lines().count(), 13, "{sums}");
+    assert_eq!(sums.lines().count(), 15, "{sums}");
 }
 
 #[test]
