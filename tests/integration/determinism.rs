@@ -101,7 +101,7 @@ fn two_builds_are_bit_identical() {
             "update.cert.pem",
         ] {
             rustix::fs::chown(
-                &dir.join(f),
+                dir.join(f),
                 Some(rustix::process::Uid::from_raw(65534)),
                 Some(rustix::process::Gid::from_raw(65534)),
             )

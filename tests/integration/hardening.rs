@@ -91,7 +91,8 @@ fn baseline_passes_and_reports_are_written() {
 fn a_layer_that_breaks_hardening_fails_the_build_and_names_the_rule() {
     // (what, layer yaml, layer file, a rule that must be named, how many
     // rules fail: every sysctl rule lives in the dropped file).
-    let cases: Vec<(&str, &str, Option<(&str, &str)>, &str, usize)> = vec![
+    type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>, &'a str, usize);
+    let cases: Vec<Case> = vec![
         (
             "re-enables a masked service",
             "files:\n  /etc/systemd/system/multi-user.target.wants/avahi-daemon.service:\n    type: symlink\n    target: /lib/systemd/system/avahi-daemon.service\n",

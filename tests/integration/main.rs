@@ -15,4 +15,5 @@ mod fixture;
 mod hardening;
 mod plans;
 mod swu;
+mod tidy;
 mod verified_boot;

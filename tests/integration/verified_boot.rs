@@ -360,7 +360,8 @@ fn verify_accepts_the_image_and_names_every_tamper() {
         + manifest[hash_at..]
             .find(|c: char| c.is_ascii_digit())
             .unwrap()) as u64;
-    let cases: Vec<(&str, Box<dyn Fn(&Path) -> u64>, &str)> = vec![
+    type Offset = Box<dyn Fn(&Path) -> u64>;
+    let cases: Vec<(&str, Offset, &str)> = vec![
         ("rootfs data", Box::new(move |_| root_a + 3 * 4096 + 5), "slot a: dm-verity check of root-a against root-a-verity failed: data block 3 does not match the hash tree"),
         ("verity tree", Box::new(move |_| verity_a + 4096 + 33), "slot a: dm-verity check of root-a against root-a-verity failed: hash block"),
         ("manifest", Box::new(move |i| fat_file_offset(i, esp, "/a/manifest") + root_line), "slot a: boot manifest was modified ("),

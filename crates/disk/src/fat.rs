@@ -87,7 +87,7 @@ const SECTOR: u64 = 512;
 pub fn format_fat<D: Read + Write + Seek>(dev: D, size: u64, spec: &FatSpec) -> Result<()> {
     let label = encode_label(&spec.label)?;
     ensure!(
-        size % SECTOR == 0,
+        size.is_multiple_of(SECTOR),
         "fat volume size {size} is not a multiple of {SECTOR}"
     );
     let sectors = u32::try_from(size / SECTOR)

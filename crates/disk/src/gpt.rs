@@ -267,7 +267,7 @@ fn validate(layout: &GptLayout) -> Result<()> {
         "sector size {ss} is not a power of two between 512 and {MAX_SECTOR}"
     );
     ensure!(
-        layout.disk_size % ss == 0,
+        layout.disk_size.is_multiple_of(ss),
         "disk size {} is not a multiple of the sector size {ss}",
         layout.disk_size
     );
@@ -436,7 +436,7 @@ fn read_header<D: Read + Seek>(dev: &mut D, lba: u64, ss: u64, which: &str) -> R
     let num_entries = le_u32(&s[80..84]);
     let entry_size = le_u32(&s[84..88]);
     ensure!(
-        entry_size >= 128 && entry_size % 128 == 0,
+        entry_size >= 128 && entry_size.is_multiple_of(128),
         "{which} gpt entry size {entry_size} is not a multiple of 128"
     );
     Ok(Header {

@@ -313,7 +313,7 @@ fn sign_slots(
     signer: &crate::signing::BootSigner,
     cmdline: &str,
 ) -> anyhow::Result<Vec<SignedSlot>> {
-    if rootfs_size == 0 || rootfs_size % slotsmith_verity::BLOCK != 0 {
+    if rootfs_size == 0 || !rootfs_size.is_multiple_of(slotsmith_verity::BLOCK) {
         bail!("the rootfs image is {rootfs_size} bytes, not a whole number of 4096-byte blocks");
     }
     let data = File::open(rootfs).with_context(|| format!("opening {}", rootfs.display()))?;
@@ -903,6 +903,24 @@ fn debian_base(
     }
     fs::create_dir_all(&dir)
         .with_context(|| format!("creating cache directory {}", dir.display()))?;
+    // One mmdebstrap per cache key at a time: concurrent builds (parallel
+    // CI jobs, tests) wait for the first and then reuse its tarball.
+    let lock_path = dir.join(format!("{key}.lock"));
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    if cached.is_file() {
+        progress.note(&format!(
+            "using cached base {} (built by a concurrent build)",
+            cached.display()
+        ));
+        return Ok(cached);
+    }
     let tmp = dir.join(format!("{key}.tar.partial-{}", std::process::id()));
     let arch = plan.base.debian_arch.as_deref().unwrap_or("amd64");
     let mut tool = Tool::new("mmdebstrap")?

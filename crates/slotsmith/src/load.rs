@@ -930,11 +930,11 @@ pub fn parse_size(s: &str) -> Option<u64> {
 /// Formats a byte count the way sizes are written in image files.
 pub fn human(n: u64) -> String {
     for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20)] {
-        if n >= 1 << shift && n % (1 << shift) == 0 {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
             return format!("{}{unit}", n >> shift);
         }
     }
-    if n < 1 << 20 && n >= 1 << 10 && n % (1 << 10) == 0 {
+    if (1 << 10..1 << 20).contains(&n) && n.is_multiple_of(1 << 10) {
         return format!("{}KiB", n >> 10);
     }
     if n >= 1 << 20 {
@@ -963,7 +963,7 @@ fn valid_version(v: &str) -> bool {
         && suffix
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-        && (suffix.is_empty() == !v.contains('-'))
+        && suffix.is_empty() != v.contains('-')
 }
 
 fn valid_dir_name(n: &str) -> bool {

@@ -192,8 +192,8 @@ impl Signer for ExternalSigner {
 
 /// How update signatures (detached CMS over sw-description) are made.
 pub enum UpdateSigning {
-    /// An in-process ECDSA P-256 key.
-    Key(slotsmith_cms::UpdateSigner),
+    /// An in-process ECDSA P-256 key (boxed: it is large).
+    Key(Box<slotsmith_cms::UpdateSigner>),
     /// A command that signs the CMS signed attributes.
     External {
         /// The argv with `{in}` and `{out}`.
@@ -319,10 +319,10 @@ pub fn update_signer(
             argv: argv.clone(),
             cert: cert.clone(),
         },
-        (_, Some(private)) => UpdateSigning::Key(
+        (_, Some(private)) => UpdateSigning::Key(Box::new(
             slotsmith_cms::UpdateSigner::load(&private, &cert)
                 .with_context(|| format!("loading update key {}", private.display()))?,
-        ),
+        )),
         (_, None) => bail!("no update key configured"),
     };
     Ok(UpdateSigner { signing, cert })

@@ -114,7 +114,7 @@ pub fn format_file(
 pub(crate) fn checked_geometry(data_size: u64) -> Result<Geometry> {
     ensure!(data_size > 0, "data size must not be zero");
     ensure!(
-        data_size % BLOCK == 0,
+        data_size.is_multiple_of(BLOCK),
         "data size {data_size} is not a multiple of {BLOCK}"
     );
     Ok(Geometry::new(data_size / BLOCK))
