@@ -619,3 +619,81 @@ fn build_project(p: &Project, name: &str) -> CliRun {
         None,
     )
 }
+
+#[test]
+fn an_empty_slot_b_is_zeroed_and_reported_empty() {
+    // fill-slot-b: false: slot B and its verity partition stay zeroed
+    // (and mapped in the bmap, so flashing clears a reused device), its
+    // boot files are absent, and verify reports the slot as empty. The
+    // update still carries slot B's verity tree and manifest.
+    let p = Project::new();
+    base_tarball(&p.path().join("fixtures/base.tar.gz"));
+    let image = fixture_image("half", "fixtures/base.tar.gz", &[], "squashfs", "16MiB")
+        .replace("fill-slot-b: true", "fill-slot-b: false");
+    p.write("images/half.yaml", &image);
+    let r = build_project(&p, "half");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let dir = p.path().join("out/half");
+    let img = dir.join("half.img");
+    let r = verify(&img, &dir.join("boot.pub.pem"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("slot b: empty"), "{}", r.stderr);
+    let record: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("build.json")).unwrap()).unwrap();
+    for name in ["root-b", "root-b-verity"] {
+        let part = record["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == name)
+            .unwrap();
+        let out = p.path().join(name);
+        extract(
+            &img,
+            part["offset"].as_u64().unwrap(),
+            part["size"].as_u64().unwrap(),
+            &out,
+        );
+        assert!(
+            fs::read(&out).unwrap().iter().all(|&b| b == 0),
+            "{name} is not zeroed"
+        );
+    }
+    let esp = record["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "esp")
+        .unwrap();
+    let listing = run(
+        "mdir",
+        &[
+            "-/",
+            "-b",
+            "-i",
+            &format!("{}@@{}", img.display(), esp["offset"]),
+            "::/",
+        ],
+    );
+    assert!(
+        listing.contains("::/a/manifest") && !listing.contains("::/b/"),
+        "{listing}"
+    );
+    let swu = slotsmith_swu::read_swu(&dir.join("half-2.1.0.swu")).unwrap();
+    assert!(
+        swu.entries.iter().any(|e| e.name == "root-b.verity"),
+        "the update can still fill slot B"
+    );
+    let copy = p.path().join("copy.img");
+    run(
+        "bmaptool",
+        &[
+            "copy",
+            "--bmap",
+            dir.join("half.img.bmap").to_str().unwrap(),
+            img.to_str().unwrap(),
+            copy.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(sha256(&copy), sha256(&img));
+}

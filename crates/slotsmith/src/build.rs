@@ -1432,7 +1432,7 @@ fn write_disk(
                     .boot
                     .slots
                     .iter()
-                    .find(|s| s.verity_partition == p.name)
+                    .find(|s| s.verity_partition == p.name && s.filled)
                 {
                     let path = out.join(&slot.verity_output);
                     let f =
