@@ -39,7 +39,8 @@ fn every_rust_file_has_a_module_header() {
 
 #[test]
 fn only_the_tool_module_runs_programs() {
-    let needle = ["std::process::", "Command::new"].concat();
+    // Spelled in pieces so this file does not match itself.
+    let needle = ["std::process::", "Command", "::new"].concat();
     let offenders: Vec<String> = rust_files()
         .into_iter()
         .filter(|p| !p.ends_with("crates/slotsmith/src/tool.rs"))
