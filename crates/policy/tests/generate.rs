@@ -203,3 +203,49 @@ fn ruleset_with_sources_and_output_drop_loads() {
     std::fs::write(&path, &text).unwrap();
     nft_check(&path);
 }
+
+#[test]
+fn contradicting_rules_fail_naming_both() {
+    // Two rules setting one key to different values: generation refuses,
+    // for sysctl.d and sshd_config.d alike, naming both rules.
+    let mut rules = common::baseline();
+    let mut clash = rules
+        .iter()
+        .find(|r| r.id == "NET-SYSCTL-001")
+        .unwrap()
+        .clone();
+    clash.id = "CLASH-001".into();
+    clash.setting = Setting::Sysctl([("net.ipv4.ip_forward".to_string(), "1".to_string())].into());
+    rules.push(clash);
+    let e = generate(
+        &rules,
+        Profile::Production,
+        &BTreeSet::new(),
+        &common::debian_like(),
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("sysctl net.ipv4.ip_forward is 1 in CLASH-001 and 0 in NET-SYSCTL-001"),
+        "{msg}"
+    );
+    assert!(msg.ends_with("rules must agree"), "{msg}");
+
+    let mut rules = common::baseline();
+    let mut clash = rules.iter().find(|r| r.id == "SSH-001").unwrap().clone();
+    clash.id = "CLASH-002".into();
+    clash.setting = Setting::Ssh([("PermitRootLogin".to_string(), "yes".to_string())].into());
+    rules.push(clash);
+    let msg = generate(
+        &rules,
+        Profile::Production,
+        &BTreeSet::new(),
+        &common::debian_like(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        msg.contains("sshd PermitRootLogin is 'yes' in CLASH-002 and 'no' in SSH-001"),
+        "{msg}"
+    );
+}
