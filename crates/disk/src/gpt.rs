@@ -20,6 +20,7 @@
 //! silently "repair" from the other copy.
 
 use anyhow::{bail, ensure, Context, Result};
+use slotsmith_yaml::escape::{shown, shown_bytes};
 use std::io::{Read, Seek, SeekFrom, Write};
 use uuid::Uuid;
 
@@ -164,6 +165,14 @@ pub fn write_gpt<D: Read + Write + Seek>(dev: &mut D, layout: &GptLayout) -> Res
 /// must match their CRCs, the two copies must agree, and the backup
 /// header must sit in the last sector of the device. Empty entries
 /// (nil type GUID) are skipped; the others are returned in array order.
+///
+/// Every number in the table is untrusted, CRC or not (a CRC only proves
+/// that whoever wrote the table computed one): header and entry sizes and
+/// the entry count are bounded, each entry array must lie between its
+/// header and the usable range, and each partition must lie inside the
+/// usable range without overlapping another, so that callers can compute
+/// `(last_lba + 1 - first_lba) * sector_size` and `first_lba * sector_size`
+/// without overflow. Errors name the copy, the entry and the field.
 pub fn read_gpt<D: Read + Seek>(dev: &mut D, sector_size: u64) -> Result<GptLayout> {
     ensure!(
         (512..=MAX_SECTOR).contains(&sector_size) && sector_size.is_power_of_two(),
@@ -181,6 +190,7 @@ pub fn read_gpt<D: Read + Seek>(dev: &mut D, sector_size: u64) -> Result<GptLayo
         sectors > 2 * first_usable_lba(sector_size),
         "disk of {disk_size} bytes is too small to hold a gpt"
     );
+    let last_lba = sectors - 1;
 
     let lba0 = read_at(dev, 0, 512).context("read protective mbr")?;
     ensure!(
@@ -194,35 +204,32 @@ pub fn read_gpt<D: Read + Seek>(dev: &mut D, sector_size: u64) -> Result<GptLayo
     );
 
     let primary = read_header(dev, 1, sector_size, "primary")?;
-    let primary_entries = read_entries(dev, &primary, sector_size, "primary")?;
     ensure!(
-        primary.alternate_lba == sectors - 1,
-        "primary gpt header points to a backup at lba {} but the last lba is {}",
-        primary.alternate_lba,
-        sectors - 1
+        primary.alternate_lba == last_lba,
+        "primary gpt header points to a backup at lba {} but the last lba is {last_lba}",
+        primary.alternate_lba
     );
-    let backup = read_header(dev, primary.alternate_lba, sector_size, "backup")?;
-    let backup_entries = read_entries(dev, &backup, sector_size, "backup")?;
+    check_header_ranges(&primary, last_lba, sector_size, "primary")?;
+    let primary_entries = read_entries(dev, &primary, sector_size, "primary")?;
+    let backup = read_header(dev, last_lba, sector_size, "backup")?;
     ensure!(
         backup.alternate_lba == 1,
         "backup gpt header points to a primary at lba {}, not 1",
         backup.alternate_lba
     );
+    check_header_ranges(&backup, last_lba, sector_size, "backup")?;
+    let backup_entries = read_entries(dev, &backup, sector_size, "backup")?;
     ensure!(
         primary.disk_guid == backup.disk_guid
             && primary.first_usable == backup.first_usable
-            && primary.last_usable == backup.last_usable,
-        "primary and backup gpt headers disagree on disk guid or usable range"
+            && primary.last_usable == backup.last_usable
+            && primary.num_entries == backup.num_entries
+            && primary.entry_size == backup.entry_size,
+        "primary and backup gpt headers disagree on disk guid, usable range or entry array shape"
     );
     ensure!(
         primary_entries == backup_entries,
         "primary and backup gpt partition entry arrays differ"
-    );
-    ensure!(
-        primary.first_usable <= primary.last_usable && primary.last_usable < sectors,
-        "gpt usable range {}..={} does not fit the disk of {sectors} sectors",
-        primary.first_usable,
-        primary.last_usable
     );
 
     let mut partitions = Vec::new();
@@ -230,32 +237,160 @@ pub fn read_gpt<D: Read + Seek>(dev: &mut D, sector_size: u64) -> Result<GptLayo
         .chunks_exact(to_usize(primary.entry_size)?)
         .enumerate()
     {
-        let type_guid = Uuid::from_slice_le(&raw[0..16]).context("decode type guid")?;
-        if type_guid.is_nil() {
-            continue;
+        if let Some(p) = decode_entry(raw, index + 1, &primary)? {
+            partitions.push((index + 1, p));
         }
-        let units: Vec<u16> = raw[56..128]
-            .chunks_exact(2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-            .take_while(|&u| u != 0)
-            .collect();
-        let name = String::from_utf16(&units)
-            .with_context(|| format!("partition entry {} name is not valid utf-16", index + 1))?;
-        partitions.push(PartitionEntry {
-            name,
-            type_guid,
-            part_guid: Uuid::from_slice_le(&raw[16..32]).context("decode partition guid")?,
-            first_lba: le_u64(&raw[32..40]),
-            last_lba: le_u64(&raw[40..48]),
-            attributes: le_u64(&raw[48..56]),
-        });
     }
+    check_no_overlap(&partitions)?;
     Ok(GptLayout {
         sector_size,
         disk_size,
         disk_guid: primary.disk_guid,
-        partitions,
+        partitions: partitions.into_iter().map(|(_, p)| p).collect(),
     })
+}
+
+/// Checks that a header's usable range and entry array fit the disk and
+/// stay clear of each other (UEFI 2.10, 5.3.2): the primary array lies
+/// between the primary header and the first usable LBA, the backup array
+/// between the last usable LBA and the backup header.
+fn check_header_ranges(h: &Header, last_lba: u64, ss: u64, which: &str) -> Result<()> {
+    ensure!(
+        h.first_usable <= h.last_usable && h.last_usable < last_lba,
+        "{which} gpt usable range {}..={} does not fit the disk of {} sectors",
+        h.first_usable,
+        h.last_usable,
+        last_lba + 1
+    );
+    let array_bytes = u64::from(h.num_entries) * h.entry_size;
+    let array_sectors = array_bytes.div_ceil(ss);
+    let array_end = h
+        .entries_lba
+        .checked_add(array_sectors)
+        .with_context(|| format!("{which} gpt entry array lba {} overflows", h.entries_lba))?;
+    let (after, before) = if h.my_lba == 1 {
+        (1, h.first_usable)
+    } else {
+        (h.last_usable, h.my_lba)
+    };
+    ensure!(
+        h.entries_lba > after && array_end <= before,
+        "{which} gpt entry array at lba {}..{array_end} overlaps its header or the usable range \
+         (it must lie within lba {}..{before})",
+        h.entries_lba,
+        after + 1
+    );
+    Ok(())
+}
+
+/// Decodes one entry; `None` for an unused one (nil type GUID). Checks
+/// the LBA range against the header's usable range and the GUID.
+fn decode_entry(raw: &[u8], number: usize, h: &Header) -> Result<Option<PartitionEntry>> {
+    let type_guid = Uuid::from_slice_le(&raw[0..16]).context("decode type guid")?;
+    if type_guid.is_nil() {
+        return Ok(None);
+    }
+    let units: Vec<u16> = raw[56..128]
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .take_while(|&u| u != 0)
+        .collect();
+    let name = String::from_utf16(&units)
+        .with_context(|| format!("gpt partition entry {number} name is not valid utf-16"))?;
+    let what = format!("gpt partition entry {number} ({})", shown(&name));
+    let part_guid = Uuid::from_slice_le(&raw[16..32]).context("decode partition guid")?;
+    ensure!(!part_guid.is_nil(), "{what} has a nil partition guid");
+    let first_lba = le_u64(&raw[32..40]);
+    let last_lba = le_u64(&raw[40..48]);
+    ensure!(
+        first_lba <= last_lba,
+        "{what}: first lba {first_lba} is after last lba {last_lba}"
+    );
+    ensure!(
+        first_lba >= h.first_usable && last_lba <= h.last_usable,
+        "{what}: lba {first_lba}..={last_lba} is outside the usable range {}..={}",
+        h.first_usable,
+        h.last_usable
+    );
+    Ok(Some(PartitionEntry {
+        name,
+        type_guid,
+        part_guid,
+        first_lba,
+        last_lba,
+        attributes: le_u64(&raw[48..56]),
+    }))
+}
+
+/// No two partitions may share a sector or a partition GUID. Sorting
+/// keeps this O(n log n) for the largest arrays the reader accepts.
+fn check_no_overlap(parts: &[(usize, PartitionEntry)]) -> Result<()> {
+    let mut by_start: Vec<&(usize, PartitionEntry)> = parts.iter().collect();
+    by_start.sort_by_key(|(_, p)| (p.first_lba, p.last_lba));
+    for pair in by_start.windows(2) {
+        let [(i, p), (j, q)] = [pair[0], pair[1]];
+        ensure!(
+            p.last_lba < q.first_lba,
+            "gpt partition entry {i} ({}) at lba {}..={} overlaps entry {j} ({}) at lba {}..={}",
+            shown(&p.name),
+            p.first_lba,
+            p.last_lba,
+            shown(&q.name),
+            q.first_lba,
+            q.last_lba
+        );
+    }
+    let mut by_guid: Vec<&(usize, PartitionEntry)> = parts.iter().collect();
+    by_guid.sort_by_key(|(_, p)| p.part_guid);
+    for pair in by_guid.windows(2) {
+        let [(i, p), (j, q)] = [pair[0], pair[1]];
+        ensure!(
+            p.part_guid != q.part_guid,
+            "gpt partition entries {i} ({}) and {j} ({}) share the partition guid {}",
+            shown(&p.name),
+            shown(&q.name),
+            p.part_guid
+        );
+    }
+    Ok(())
+}
+
+/// Recomputes both entry-array CRCs and both header CRCs of the GPT in
+/// `image` in place, wherever the headers' own fields locate them. For
+/// fuzzing and tests: a mutated table then reaches the checks behind the
+/// CRCs, which is where a careless reader overflows. Fields that point
+/// outside `image` are left alone.
+pub fn reseal(image: &mut [u8], sector_size: u64) {
+    let Ok(ss) = usize::try_from(sector_size) else {
+        return;
+    };
+    let sectors = image.len() / ss.max(1);
+    if ss < 512 || sectors < 3 {
+        return;
+    }
+    for lba in [1, sectors - 1] {
+        let h = lba * ss;
+        let entries_lba = le_u64(&image[h + 72..h + 80]);
+        let count = u64::from(le_u32(&image[h + 80..h + 84]));
+        let size = u64::from(le_u32(&image[h + 84..h + 88]));
+        let array = entries_lba
+            .checked_mul(sector_size)
+            .zip(count.checked_mul(size))
+            .and_then(|(start, len)| {
+                Some((usize::try_from(start).ok()?, usize::try_from(len).ok()?))
+            })
+            .and_then(|(start, len)| image.get(start..start.checked_add(len)?));
+        if let Some(array) = array {
+            let crc = crc32fast::hash(array);
+            image[h + 88..h + 92].copy_from_slice(&crc.to_le_bytes());
+        }
+        let header_size = usize::try_from(le_u32(&image[h + 12..h + 16]))
+            .unwrap_or(usize::MAX)
+            .clamp(HEADER_SIZE as usize, ss);
+        image[h + 16..h + 20].fill(0);
+        let crc = crc32fast::hash(&image[h..h + header_size]);
+        image[h + 16..h + 20].copy_from_slice(&crc.to_le_bytes());
+    }
 }
 
 /// Checks everything `write_gpt` relies on, with errors naming the
@@ -396,6 +531,7 @@ fn encode_header(h: &HeaderFields) -> Vec<u8> {
 
 /// A decoded and CRC-checked header.
 struct Header {
+    my_lba: u64,
     alternate_lba: u64,
     first_usable: u64,
     last_usable: u64,
@@ -406,6 +542,10 @@ struct Header {
     entries_crc: u32,
 }
 
+/// Largest partition entry the reader accepts. UEFI allows any
+/// `128 * 2^n`; every tool writes 128, and Linux reads nothing else.
+const MAX_ENTRY_SIZE: u32 = 4096;
+
 fn read_header<D: Read + Seek>(dev: &mut D, lba: u64, ss: u64, which: &str) -> Result<Header> {
     let offset = lba
         .checked_mul(ss)
@@ -414,11 +554,14 @@ fn read_header<D: Read + Seek>(dev: &mut D, lba: u64, ss: u64, which: &str) -> R
         .with_context(|| format!("read {which} gpt header at lba {lba}"))?;
     ensure!(
         &s[0..8] == SIGNATURE,
-        "{which} gpt header at lba {lba} has no \"EFI PART\" signature"
+        "{which} gpt header at lba {lba} has no \"EFI PART\" signature (found {})",
+        shown_bytes(&s[0..8])
     );
     let size = le_u32(&s[12..16]);
+    // ss <= MAX_SECTOR, so it fits a u32 and a usize.
+    let max_size = u32::try_from(ss).unwrap_or(u32::MAX);
     ensure!(
-        (HEADER_SIZE..=ss as u32).contains(&size),
+        (HEADER_SIZE..=max_size).contains(&size),
         "{which} gpt header size {size} is outside {HEADER_SIZE}..={ss}"
     );
     let stored = le_u32(&s[16..20]);
@@ -428,6 +571,10 @@ fn read_header<D: Read + Seek>(dev: &mut D, lba: u64, ss: u64, which: &str) -> R
         stored == computed,
         "{which} gpt header crc mismatch: stored {stored:#010x}, computed {computed:#010x}"
     );
+    ensure!(
+        s[20..24] == [0; 4],
+        "{which} gpt header reserved field (bytes 20..24) is not zero"
+    );
     let my_lba = le_u64(&s[24..32]);
     ensure!(
         my_lba == lba,
@@ -436,10 +583,17 @@ fn read_header<D: Read + Seek>(dev: &mut D, lba: u64, ss: u64, which: &str) -> R
     let num_entries = le_u32(&s[80..84]);
     let entry_size = le_u32(&s[84..88]);
     ensure!(
-        entry_size >= 128 && entry_size.is_multiple_of(128),
-        "{which} gpt entry size {entry_size} is not a multiple of 128"
+        (128..=MAX_ENTRY_SIZE).contains(&entry_size) && entry_size.is_power_of_two(),
+        "{which} gpt entry size {entry_size} is not 128 * 2^n up to {MAX_ENTRY_SIZE}"
+    );
+    let array_bytes = u64::from(num_entries) * u64::from(entry_size);
+    ensure!(
+        array_bytes <= MAX_ARRAY_BYTES,
+        "{which} gpt entry array of {num_entries} x {entry_size} bytes is over the \
+         {MAX_ARRAY_BYTES}-byte limit"
     );
     Ok(Header {
+        my_lba,
         alternate_lba: le_u64(&s[32..40]),
         first_usable: le_u64(&s[40..48]),
         last_usable: le_u64(&s[48..56]),
@@ -452,13 +606,8 @@ fn read_header<D: Read + Seek>(dev: &mut D, lba: u64, ss: u64, which: &str) -> R
 }
 
 fn read_entries<D: Read + Seek>(dev: &mut D, h: &Header, ss: u64, which: &str) -> Result<Vec<u8>> {
+    // Bounded by MAX_ARRAY_BYTES in read_header.
     let len = u64::from(h.num_entries) * h.entry_size;
-    ensure!(
-        len <= MAX_ARRAY_BYTES,
-        "{which} gpt entry array of {} x {} bytes is implausibly large",
-        h.num_entries,
-        h.entry_size
-    );
     let offset = h
         .entries_lba
         .checked_mul(ss)
@@ -668,6 +817,172 @@ mod tests {
         bad[446 + 4] = 0x83;
         let err = format!("{:#}", read_gpt(&mut Cursor::new(bad), 512).unwrap_err());
         assert!(err.contains("protective"), "{err}");
+    }
+
+    /// Applies `edit` to both copies of entry `index` (0-based) of a
+    /// written image, then reseals the CRCs: the reader must reject the
+    /// contents, not merely the checksum.
+    fn with_entry(img: &[u8], index: usize, edit: impl Fn(&mut [u8])) -> Vec<u8> {
+        let mut img = img.to_vec();
+        let backup_array = img.len() - 33 * 512;
+        for array in [1024, backup_array] {
+            edit(&mut img[array + index * 128..][..128]);
+        }
+        reseal(&mut img, 512);
+        img
+    }
+
+    /// Applies `edit` to both headers (512-byte sectors), then reseals.
+    fn with_headers(img: &[u8], edit: impl Fn(&mut [u8], bool)) -> Vec<u8> {
+        let mut img = img.to_vec();
+        let last = img.len() - 512;
+        edit(&mut img[512..1024], true);
+        edit(&mut img[last..], false);
+        reseal(&mut img, 512);
+        img
+    }
+
+    fn read_err(img: Vec<u8>) -> String {
+        format!("{:#}", read_gpt(&mut Cursor::new(img), 512).unwrap_err())
+    }
+
+    #[test]
+    fn reseal_keeps_a_valid_table_valid() {
+        let img = written(&ab_layout());
+        let mut copy = img.clone();
+        reseal(&mut copy, 512);
+        assert!(copy == img);
+    }
+
+    /// Defect 4: a table whose CRCs are valid but whose entries are absurd
+    /// must be an error naming the entry and field, never a panic or an
+    /// overflow in a caller. Covers the reported values (first > last,
+    /// last = 2^64-1, first = 2^56) and the rest of the class.
+    #[test]
+    fn crc_valid_absurd_entries_are_errors() {
+        let img = written(&ab_layout());
+        let set = |off: usize, v: u64| {
+            move |e: &mut [u8]| e[off..off + 8].copy_from_slice(&v.to_le_bytes())
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (
+                with_entry(&img, 1, set(32, 60_000)),
+                "entry 2 (root-a): first lba 60000 is after last lba 51199",
+            ),
+            (
+                with_entry(&img, 1, set(40, u64::MAX)),
+                "entry 2 (root-a): lba 18432..=18446744073709551615 is outside the usable range 34..=131038",
+            ),
+            (
+                with_entry(&img, 0, |e| {
+                    e[32..40].copy_from_slice(&(1u64 << 56).to_le_bytes());
+                    e[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+                }),
+                "entry 1 (esp): lba 72057594037927936..=18446744073709551615 is outside the usable range",
+            ),
+            (
+                with_entry(&img, 5, set(40, 131_039)),
+                "entry 6 (data): lba 88064..=131039 is outside the usable range 34..=131038",
+            ),
+            (
+                with_entry(&img, 0, set(32, 33)),
+                "entry 1 (esp): lba 33..=18431 is outside the usable range",
+            ),
+            (
+                with_entry(&img, 2, set(32, 51_199)),
+                "gpt partition entry 2 (root-a) at lba 18432..=51199 overlaps entry 3 (root-a-verity) at lba 51199..=53247",
+            ),
+            (
+                // An unused slot of the array that claims the whole disk.
+                with_entry(&img, 100, |e| {
+                    let src = img[1024 + 3 * 128..][..128].to_vec();
+                    e.copy_from_slice(&src);
+                    e[16] ^= 1;
+                }),
+                "gpt partition entry 4 (root-b) at lba 53248..=86015 overlaps entry 101 (root-b)",
+            ),
+            (
+                with_entry(&img, 4, |e| {
+                    let src = img[1024 + 3 * 128 + 16..][..16].to_vec();
+                    e[16..32].copy_from_slice(&src);
+                }),
+                "share the partition guid",
+            ),
+            (with_entry(&img, 4, |e| e[16..32].fill(0)), "entry 5 (root-b-verity) has a nil partition guid"),
+        ];
+        for (bad, want) in cases {
+            let err = read_err(bad);
+            assert!(err.contains(want), "got {err:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn crc_valid_absurd_headers_are_errors() {
+        let img = written(&ab_layout());
+        let u32_at = |off: usize, v: u32| {
+            move |h: &mut [u8], _: bool| h[off..off + 4].copy_from_slice(&v.to_le_bytes())
+        };
+        let u64_at = |off: usize, v: u64| {
+            move |h: &mut [u8], _: bool| h[off..off + 8].copy_from_slice(&v.to_le_bytes())
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (with_headers(&img, u32_at(12, 513)), "primary gpt header size 513 is outside 92..=512"),
+            (with_headers(&img, u32_at(12, u32::MAX)), "primary gpt header size 4294967295"),
+            (with_headers(&img, u32_at(12, 91)), "primary gpt header size 91"),
+            (with_headers(&img, u32_at(84, 0)), "primary gpt entry size 0 is not 128 * 2^n"),
+            (with_headers(&img, u32_at(84, 136)), "primary gpt entry size 136"),
+            (with_headers(&img, u32_at(84, 8192)), "primary gpt entry size 8192"),
+            (with_headers(&img, u32_at(84, u32::MAX)), "primary gpt entry size 4294967295"),
+            (with_headers(&img, u32_at(80, u32::MAX)), "primary gpt entry array of 4294967295 x 128 bytes is over"),
+            (with_headers(&img, u32_at(80, 8193)), "over the 1048576-byte limit"),
+            // 256 entries still fit 1 MiB but no longer fit before LBA 34.
+            (with_headers(&img, u32_at(80, 256)), "primary gpt entry array at lba 2..66 overlaps its header or the usable range"),
+            (with_headers(&img, u64_at(72, u64::MAX)), "primary gpt entry array lba 18446744073709551615 overflows"),
+            (with_headers(&img, u64_at(72, 1 << 60)), "primary gpt entry array at lba 1152921504606846976"),
+            (with_headers(&img, u64_at(72, 1)), "primary gpt entry array at lba 1..33 overlaps"),
+            (with_headers(&img, u64_at(48, u64::MAX)), "primary gpt usable range 34..=18446744073709551615 does not fit"),
+            (with_headers(&img, u64_at(40, 200_000)), "primary gpt usable range 200000..=131038"),
+            (with_headers(&img, u64_at(32, u64::MAX)), "primary gpt header points to a backup at lba 18446744073709551615"),
+            (with_headers(&img, u32_at(20, 1)), "reserved field"),
+            (
+                with_headers(&img, |h, primary| {
+                    if !primary {
+                        h[72..80].copy_from_slice(&100u64.to_le_bytes());
+                    }
+                }),
+                "backup gpt entry array at lba 100..132 overlaps its header or the usable range (it must lie within lba 131039..131071)",
+            ),
+        ];
+        for (bad, want) in cases {
+            let err = read_err(bad);
+            assert!(err.contains(want), "got {err:?}, want {want:?}");
+        }
+    }
+
+    /// Defect 8: bytes from the table reach error text only escaped.
+    #[test]
+    fn untrusted_names_and_signatures_are_escaped() {
+        let img = written(&ab_layout());
+        let name: Vec<u16> = "\u{1b}[2J\u{202e}x\u{7}".encode_utf16().collect();
+        let bad = with_entry(&img, 2, |e| {
+            e[56..128].fill(0);
+            for (slot, unit) in e[56..].chunks_exact_mut(2).zip(&name) {
+                slot.copy_from_slice(&unit.to_le_bytes());
+            }
+            e[32..40].copy_from_slice(&51_199u64.to_le_bytes());
+        });
+        let err = read_err(bad);
+        assert!(err.contains("(\\x1b[2J\\u{202e}x\\x07)"), "{err}");
+        assert!(
+            !err.contains('\u{1b}') && !err.contains('\u{202e}'),
+            "{err:?}"
+        );
+
+        let mut bad = img.clone();
+        bad[512..520].copy_from_slice(b"\x1b[2J\x9b\x07\xff ");
+        let err = read_err(bad);
+        assert!(err.contains("found \\x1b[2J\\x9b\\x07\\xff "), "{err}");
+        assert!(!err.contains('\u{1b}'), "{err:?}");
     }
 
     fn write_err(layout: &GptLayout) -> String {
