@@ -13,9 +13,10 @@
 //! the device, possibly by a different implementation (busybox shell,
 //! C in a bootloader). It is:
 //!
-//! - domain-separated: the first line `slotsmith-boot-manifest v1` ensures
-//!   a signature over a manifest can never be mistaken for a signature over
-//!   some other document signed with the same key, and versions the format;
+//! - domain-separated: the first line `slotsmith-boot-manifest v2` (or
+//!   `v1`) ensures a signature over a manifest can never be mistaken for a
+//!   signature over some other document signed with the same key, and
+//!   versions the format;
 //! - canonical: exactly one byte string represents a given [`Manifest`].
 //!   [`Manifest::parse`] is strict (fixed key order, LF only, no trailing
 //!   whitespace, no duplicates, no unknown keys, printable ASCII only,
@@ -26,11 +27,12 @@
 //!   the last, and a signed document would mean two different things.
 //!
 //! ```text
-//! slotsmith-boot-manifest v1
+//! slotsmith-boot-manifest v2
 //! image demo
 //! version 1.0.0
 //! security-version 3
 //! slot a
+//! golden-slots a b                                   (v2 only)
 //! kernel /a/vmlinuz sha256=<64 hex> size=<n>
 //! initrd /a/initrd.img sha256=<64 hex> size=<n>      (optional)
 //! dtb /a/board.dtb sha256=<64 hex> size=<n>          (optional)
@@ -44,6 +46,21 @@
 //! root-partition-uuid <lowercase uuid>
 //! verity-partition-uuid <lowercase uuid>
 //! ```
+//!
+//! Format v2 adds one line, `golden-slots`: the slots the golden disk image
+//! of this build fills, in ascending order, the same in every slot's
+//! manifest. It exists so that `verify` can tell a slot the build left
+//! empty from a slot whose manifest an attacker deleted (issue 8, defect
+//! 11): the line is signed, so it cannot be removed or edited without the
+//! signature failing, and a golden image always carries at least one
+//! manifest (slot A's). The format version changes with it, rather than
+//! the line being optional in v1, so that a reader can see from the first
+//! line whether the record must be there: a v1 reader refuses a v2
+//! manifest by its version ("unsupported manifest format `v2`") instead of
+//! by an unknown key, and this reader still accepts v1 manifests, reporting
+//! [`Manifest::golden_slots`] as `None` (no record). A v1 manifest never
+//! has the line and a v2 manifest always has it, so each manifest still
+//! has exactly one encoding.
 
 use crate::signer::{check_signature, Signer};
 use anyhow::{anyhow, bail, Context, Result};
@@ -52,8 +69,11 @@ use std::collections::HashSet;
 use std::fmt::{self, Write as _};
 use uuid::Uuid;
 
-/// First line of every v1 manifest: domain separation and format version.
+/// First line of a v1 manifest (no `golden-slots` record): domain
+/// separation and format version.
 pub const MAGIC: &str = "slotsmith-boot-manifest v1";
+/// First line of a v2 manifest, which has the `golden-slots` record.
+pub const MAGIC_V2: &str = "slotsmith-boot-manifest v2";
 /// Largest manifest accepted or produced, in bytes. Real manifests are well
 /// under 1 KiB; the bound keeps a device-side parser's memory use fixed.
 pub const MAX_MANIFEST_SIZE: usize = 64 * 1024;
@@ -64,11 +84,12 @@ pub const VERITY_HASH: &str = "sha256";
 
 /// Keys in the only order they may appear, after the magic line. Used to
 /// tell "out of order" and "duplicate" apart from "unknown".
-const KEYS: [&str; 16] = [
+const KEYS: [&str; 17] = [
     "image",
     "version",
     "security-version",
     "slot",
+    "golden-slots",
     "kernel",
     "initrd",
     "dtb",
@@ -108,6 +129,11 @@ pub struct Manifest {
     /// Slot name, e.g. `a` or `b` (printable ASCII, no spaces). Signed so
     /// that a manifest for slot A cannot be replayed onto slot B.
     pub slot: String,
+    /// Format v2: the slots the golden disk image of this build fills
+    /// (ascending, unique tokens such as `a` and `b`), signed so that a
+    /// deleted manifest cannot pass for a slot built empty. `None` is a
+    /// v1 manifest, which has no such record.
+    pub golden_slots: Option<Vec<String>>,
     pub kernel: FileRef,
     pub initrd: Option<FileRef>,
     pub dtb: Option<FileRef>,
@@ -134,6 +160,10 @@ impl Manifest {
         field("image", check_token, &self.image)?;
         field("version", check_token, &self.version)?;
         field("slot", check_token, &self.slot)?;
+        if let Some(golden) = &self.golden_slots {
+            check_golden_slots(golden)
+                .map_err(|why| anyhow!("invalid manifest field golden-slots: {why}"))?;
+        }
         field("kernel path", check_path, &self.kernel.path)?;
         if let Some(initrd) = &self.initrd {
             field("initrd path", check_path, &initrd.path)?;
@@ -146,11 +176,19 @@ impl Manifest {
         // `write!` into a String cannot fail; the results are discarded
         // through `let _` rather than unwrapped so there is no panic path.
         let mut out = String::with_capacity(1024);
-        let _ = writeln!(out, "{MAGIC}");
+        let magic = if self.golden_slots.is_some() {
+            MAGIC_V2
+        } else {
+            MAGIC
+        };
+        let _ = writeln!(out, "{magic}");
         let _ = writeln!(out, "image {}", self.image);
         let _ = writeln!(out, "version {}", self.version);
         let _ = writeln!(out, "security-version {}", self.security_version);
         let _ = writeln!(out, "slot {}", self.slot);
+        if let Some(golden) = &self.golden_slots {
+            let _ = writeln!(out, "golden-slots {}", golden.join(" "));
+        }
         let _ = writeln!(out, "kernel {}", FileLine(&self.kernel));
         if let Some(initrd) = &self.initrd {
             let _ = writeln!(out, "initrd {}", FileLine(initrd));
@@ -402,12 +440,13 @@ fn parse_strict(bytes: &[u8]) -> Result<Manifest, Malformed> {
         }
     }
 
-    if lines[0] != MAGIC {
+    let v2 = lines[0] == MAGIC_V2;
+    if lines[0] != MAGIC && !v2 {
         return Err(match lines[0].strip_prefix("slotsmith-boot-manifest ") {
             Some(version) => at(
                 1,
                 format!(
-                    "unsupported manifest format `{}` (this build reads `v1`)",
+                    "unsupported manifest format `{}` (this build reads `v1` and `v2`)",
                     version.escape_debug()
                 ),
             ),
@@ -427,6 +466,17 @@ fn parse_strict(bytes: &[u8]) -> Result<Manifest, Malformed> {
     let version = field(&mut r, "version", |v| check_token(v).map(|()| v.to_owned()))?;
     let security_version = field(&mut r, "security-version", parse_u64)?;
     let slot = field(&mut r, "slot", |v| check_token(v).map(|()| v.to_owned()))?;
+    let golden_slots = if v2 {
+        Some(field(&mut r, "golden-slots", parse_golden_slots)?)
+    } else {
+        if r.peek_key() == Some("golden-slots") {
+            return Err(at(
+                r.lineno(),
+                format!("`golden-slots` needs format v2, but line 1 is `{MAGIC}`"),
+            ));
+        }
+        None
+    };
     let kernel = field(&mut r, "kernel", parse_file)?;
     let initrd = match r.peek_key() {
         Some("initrd") => Some(field(&mut r, "initrd", parse_file)?),
@@ -475,6 +525,7 @@ fn parse_strict(bytes: &[u8]) -> Result<Manifest, Malformed> {
         version,
         security_version,
         slot,
+        golden_slots,
         kernel,
         initrd,
         dtb,
@@ -513,6 +564,31 @@ fn check_token(v: &str) -> Result<(), String> {
         });
     }
     Ok(())
+}
+
+/// The `golden-slots` list: at least one slot, each a token, strictly
+/// ascending (which also makes them unique), so the line is canonical.
+fn check_golden_slots(slots: &[String]) -> Result<(), String> {
+    if slots.is_empty() {
+        return Err("lists no slot".into());
+    }
+    for s in slots {
+        check_token(s).map_err(|why| format!("slot name {why}"))?;
+    }
+    if let Some(w) = slots.windows(2).find(|w| w[0] >= w[1]) {
+        return Err(format!(
+            "slots must be unique and in ascending order, but {} comes before {}",
+            w[0], w[1]
+        ));
+    }
+    Ok(())
+}
+
+/// `golden-slots` value: slot names separated by single spaces.
+fn parse_golden_slots(v: &str) -> Result<Vec<String>, String> {
+    let slots: Vec<String> = v.split(' ').map(str::to_owned).collect();
+    check_golden_slots(&slots)?;
+    Ok(slots)
 }
 
 /// Boot-partition paths: tokens that are absolute.
@@ -617,6 +693,7 @@ mod tests {
             version: "1.0.0".into(),
             security_version: 3,
             slot: "a".into(),
+            golden_slots: None,
             kernel: FileRef {
                 path: "/a/vmlinuz".into(),
                 sha256: [0x11; 32],
@@ -781,8 +858,8 @@ mod tests {
         );
         check(
             "future version",
-            good.replacen(MAGIC, "slotsmith-boot-manifest v2", 1),
-            "line 1: unsupported manifest format `v2`",
+            good.replacen(MAGIC, "slotsmith-boot-manifest v3", 1),
+            "line 1: unsupported manifest format `v3` (this build reads `v1` and `v2`)",
         );
         check(
             "duplicate",
@@ -1072,6 +1149,127 @@ mod tests {
         }
         // Sanity: the edits do reach accepted documents (hex digits, the
         // image name, numbers), so the canonicality assertion is exercised.
+        assert!(accepted > 100, "only {accepted} edits parsed");
+    }
+
+    fn v2(golden: &[&str]) -> Manifest {
+        Manifest {
+            golden_slots: Some(golden.iter().map(|s| s.to_string()).collect()),
+            ..sample(true)
+        }
+    }
+
+    /// Defect 11 (signer side): v2 records the golden image's slots in the
+    /// signed bytes, right after `slot`; v1 manifests still parse, without
+    /// the record, and each version has one encoding.
+    #[test]
+    fn golden_slots_are_signed_in_format_v2() {
+        let bytes = v2(&["a", "b"]).to_bytes().unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.starts_with(&format!(
+                "{MAGIC_V2}\nimage demo\nversion 1.0.0\nsecurity-version 3\nslot a\n\
+                 golden-slots a b\nkernel /a/vmlinuz "
+            )),
+            "{text}"
+        );
+        assert_eq!(Manifest::parse(&bytes).unwrap(), v2(&["a", "b"]));
+        let only_a = v2(&["a"]).to_bytes().unwrap();
+        assert_eq!(
+            Manifest::parse(&only_a).unwrap().golden_slots,
+            Some(vec!["a".to_string()])
+        );
+        // v1 is still read, as "no record".
+        let v1 = sample(true).to_bytes().unwrap();
+        assert!(v1.starts_with(format!("{MAGIC}\n").as_bytes()));
+        assert_eq!(Manifest::parse(&v1).unwrap().golden_slots, None);
+
+        let good = text;
+        let check = |doc: String, want: &str| {
+            let got = reject(&doc);
+            assert!(
+                got.starts_with(&format!("manifest is malformed: {want}")),
+                "got {got:?}, want prefix {want:?}"
+            );
+        };
+        check(
+            good.replacen("golden-slots a b\n", "", 1),
+            "line 6: `kernel` is out of order: expected `golden-slots` here",
+        );
+        check(
+            good.replacen("golden-slots a b", "golden-slots b a", 1),
+            "line 6: golden-slots: slots must be unique and in ascending order, but b comes before a",
+        );
+        check(
+            good.replacen("golden-slots a b", "golden-slots a a", 1),
+            "line 6: golden-slots: slots must be unique",
+        );
+        check(
+            good.replacen("golden-slots a b", "golden-slots a  b", 1),
+            "line 6: golden-slots: slot name is empty",
+        );
+        check(
+            good.replacen("golden-slots a b", "golden-slots", 1),
+            "line 6: `golden-slots` has no value",
+        );
+        check(
+            good.replacen(MAGIC_V2, MAGIC, 1),
+            "line 6: `golden-slots` needs format v2, but line 1 is `slotsmith-boot-manifest v1`",
+        );
+        check(
+            good.replacen(
+                "slot a\ngolden-slots a b\n",
+                "golden-slots a b\nslot a\n",
+                1,
+            ),
+            "line 5: `golden-slots` is out of order: expected `slot` here",
+        );
+        for bad in [
+            vec![],
+            vec!["b", "a"],
+            vec!["a", "a"],
+            vec!["a b"],
+            vec![""],
+        ] {
+            let err = v2(&bad).to_bytes().unwrap_err().to_string();
+            assert!(
+                err.starts_with("invalid manifest field golden-slots"),
+                "{bad:?}: {err}"
+            );
+        }
+    }
+
+    /// The exhaustive canonicality check, on the v2 encoding.
+    #[test]
+    fn every_single_byte_edit_of_a_v2_manifest_is_rejected_or_canonical() {
+        let good = v2(&["a", "b"]).to_bytes().unwrap();
+        let mut accepted = 0;
+        for i in 0..good.len() {
+            for r in [b'a', b'b', b'c', b' ', b'\n', b'1', b'2', 0] {
+                for doc in [
+                    {
+                        let mut d = good.clone();
+                        d[i] = r;
+                        d
+                    },
+                    {
+                        let mut d = good.clone();
+                        d.insert(i, r);
+                        d
+                    },
+                ] {
+                    if let Ok(m) = Manifest::parse(&doc) {
+                        accepted += 1;
+                        assert_eq!(m.to_bytes().unwrap(), doc, "non-canonical parse of {doc:?}");
+                    }
+                }
+            }
+            let mut doc = good.clone();
+            doc.remove(i);
+            if let Ok(m) = Manifest::parse(&doc) {
+                assert_eq!(m.to_bytes().unwrap(), doc, "non-canonical parse of {doc:?}");
+            }
+        }
         assert!(accepted > 100, "only {accepted} edits parsed");
     }
 

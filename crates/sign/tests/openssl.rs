@@ -52,6 +52,8 @@ fn sample_manifest() -> Manifest {
         version: "1.0.0".into(),
         security_version: 3,
         slot: "a".into(),
+        // Format v2 (issue 8, defect 11): openssl must verify it as well.
+        golden_slots: Some(vec!["a".into(), "b".into()]),
         kernel: FileRef {
             path: "/a/vmlinuz".into(),
             sha256: [0x42; 32],

@@ -372,6 +372,17 @@ fn sign_slots(
             version: plan.image.version.clone(),
             security_version: plan.boot.security_version,
             slot: s.name.clone(),
+            // Signed record of the slots this golden image fills (manifest
+            // v2), so verify tells a slot built empty from a deleted
+            // manifest. Plan order is a, b: ascending, as the format wants.
+            golden_slots: Some(
+                plan.boot
+                    .slots
+                    .iter()
+                    .filter(|p| p.filled)
+                    .map(|p| p.name.clone())
+                    .collect(),
+            ),
             kernel: find("kernel").context("no kernel")?,
             initrd: find("initrd"),
             dtb: find("dtb"),
