@@ -26,6 +26,7 @@ use p256::{PublicKey, SecretKey};
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 use signature::Signer;
+use slotsmith_sign::algorithm::Algorithm;
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -188,16 +189,18 @@ pub(crate) fn is_ca(cert: &Certificate) -> Result<bool> {
     Ok(ca && may_sign)
 }
 
-/// The P-256 public key of a certificate, or an error naming what it has.
+/// The P-256 public key of a certificate, or an error naming what it has
+/// ("expected an ECDSA P-256 key, found Ed25519"); callers add the file.
 pub(crate) fn cert_public_key(cert: &Certificate) -> Result<PublicKey> {
     let spki = &cert.tbs_certificate.subject_public_key_info;
     let der = spki.to_der().map_err(|err| anyhow!("{err}"))?;
-    spki::DecodePublicKey::from_public_key_der(&der).map_err(|_| {
-        anyhow!(
-            "the certificate's public key is not ECDSA P-256 (algorithm {})",
-            spki.algorithm.oid
-        )
-    })
+    let found = Algorithm::of_spki(&der)?;
+    ensure!(
+        found == Algorithm::EcdsaP256,
+        "expected an ECDSA P-256 key, found {found} in the certificate"
+    );
+    spki::DecodePublicKey::from_public_key_der(&der)
+        .map_err(|err| anyhow!("the certificate's ECDSA P-256 public key is invalid ({err})"))
 }
 
 /// `CN=<common_name>` as a single-RDN name, the value a UTF8String (what

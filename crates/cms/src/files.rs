@@ -12,6 +12,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use der::{Decode, Encode};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use p256::SecretKey;
+use slotsmith_sign::algorithm::{mismatch, Algorithm};
 use slotsmith_sign::keyfile::read_bounded;
 pub(crate) use slotsmith_sign::keyfile::write_new;
 use std::fs::{self, File};
@@ -91,30 +92,59 @@ pub(crate) fn private_key_pem(key: &SecretKey) -> Result<Zeroizing<String>> {
 /// PKCS#8 (`BEGIN PRIVATE KEY`) is the format we write; SEC1 (`BEGIN EC
 /// PRIVATE KEY`) is accepted as well because that is what
 /// `openssl ecparam -genkey`, the command in SWUpdate's own documentation,
-/// writes. Both carry the curve, so a P-384 or RSA key is refused with a
-/// message naming what was expected.
+/// writes.
 pub(crate) fn load_private_key(path: &Path) -> Result<SecretKey> {
     let data = read_bounded(path, MAX_KEY_FILE, true)?;
-    let text = std::str::from_utf8(&data)
-        .map_err(|_| anyhow!("{} is not a PEM file (not UTF-8)", path.display()))?;
-    let label = first_pem_label(text);
+    parse_private_key(&data, path)
+}
+
+/// Parses the bytes of an update key file; `path` only names it in errors.
+/// Both PKCS#8 and SEC1 carry the curve, so a P-384, Ed25519 or RSA key is
+/// refused by what it is ("expected an ECDSA P-256 key, found Ed25519"),
+/// read from the key's own algorithm identifier.
+pub fn parse_private_key(data: &[u8], path: &Path) -> Result<SecretKey> {
+    const HINT: &str =
+        "create one with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`";
     let p = path.display();
-    let key = match label {
-        "PRIVATE KEY" => SecretKey::from_pkcs8_pem(text).map_err(|e| e.to_string()),
-        "EC PRIVATE KEY" => SecretKey::from_sec1_pem(text).map_err(|e| e.to_string()),
+    let text =
+        std::str::from_utf8(data).map_err(|_| anyhow!("{p} is not a PEM file (not UTF-8)"))?;
+    let label = first_pem_label(text);
+    if let Some(found) = Algorithm::of_legacy_label(label) {
+        return Err(mismatch(path, &Algorithm::EcdsaP256, &found, HINT));
+    }
+    let sec1 = match label {
+        "PRIVATE KEY" => false,
+        "EC PRIVATE KEY" => true,
         "ENCRYPTED PRIVATE KEY" => bail!(
             "{p} is an encrypted private key, which is not supported: keep the key \
              unencrypted with mode 0600, or sign with an external signer (HSM)"
         ),
         "CERTIFICATE" => bail!("{p} is a certificate, but a private key was expected"),
+        "PUBLIC KEY" => bail!("{p} is a public key, but a private key was expected"),
         "" => bail!("{p} is not a PEM file: expected a \"PRIVATE KEY\" block"),
-        other => bail!("{p}: expected a PEM \"PRIVATE KEY\" block, found \"{other}\""),
+        other => bail!(
+            "{p}: expected a PEM \"PRIVATE KEY\" block, found \"{}\"",
+            slotsmith_yaml::escape::shown(other)
+        ),
+    };
+    let (_, der) = der::SecretDocument::from_pem(text)
+        .map_err(|err| anyhow!("cannot load {p}: invalid PEM ({err})"))?;
+    let found = if sec1 {
+        Algorithm::of_sec1(der.as_bytes())
+    } else {
+        Algorithm::of_pkcs8(der.as_bytes())
+    }
+    .with_context(|| format!("cannot load {p}"))?;
+    if found != Algorithm::EcdsaP256 {
+        return Err(mismatch(path, &Algorithm::EcdsaP256, &found, HINT));
+    }
+    let key = if sec1 {
+        SecretKey::from_sec1_der(der.as_bytes()).map_err(|e| e.to_string())
+    } else {
+        SecretKey::from_pkcs8_der(der.as_bytes()).map_err(|e| e.to_string())
     };
     key.map_err(|err| {
-        anyhow!(
-            "cannot load {p}: not an ECDSA P-256 private key ({err}); create one with \
-             `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`"
-        )
+        anyhow!("cannot load {p}: not a valid ECDSA P-256 private key ({err}); {HINT}")
     })
 }
 
@@ -146,20 +176,38 @@ pub(crate) fn parse_cert_der(der: &[u8]) -> Result<LoadedCert> {
 /// decides trust should contain exactly what it claims to.
 pub(crate) fn load_certs(path: &Path) -> Result<Vec<LoadedCert>> {
     let data = read_bounded(path, MAX_CERT_FILE, false)?;
+    parse_certs(&data, path)
+}
+
+/// The parser behind [`load_certs`], on the file's bytes; `path` only names
+/// the file in errors.
+pub(crate) fn parse_certs(data: &[u8], path: &Path) -> Result<Vec<LoadedCert>> {
     let p = path.display();
     let text =
-        std::str::from_utf8(&data).map_err(|_| anyhow!("{p} is not a PEM file (not UTF-8)"))?;
+        std::str::from_utf8(data).map_err(|_| anyhow!("{p} is not a PEM file (not UTF-8)"))?;
     let blocks = pem_blocks(text).with_context(|| format!("{p} is not a valid PEM file"))?;
     ensure!(!blocks.is_empty(), "{p} contains no PEM certificate");
     let mut certs = Vec::with_capacity(blocks.len());
     for (index, (label, der)) in blocks.into_iter().enumerate() {
+        let n = index + 1;
+        if label == "PUBLIC KEY" {
+            // Name what the key is, so "I gave it the public key of the
+            // right key" and "I gave it the wrong key" read differently.
+            let found = Algorithm::of_spki(&der)
+                .map(|alg| alg.to_string())
+                .unwrap_or_else(|_| "unreadable".into());
+            bail!(
+                "{p}: PEM block {n} is a public key ({found}), but an X.509 certificate \
+                 was expected (make one with `cargo xtask keys generate --role update`)"
+            );
+        }
         ensure!(
             label == "CERTIFICATE",
-            "{p}: PEM block {} is \"{label}\", but only certificates were expected",
-            index + 1
+            "{p}: PEM block {n} is \"{}\", but only certificates were expected",
+            slotsmith_yaml::escape::shown(&label)
         );
         let cert = parse_cert_der(&der)
-            .with_context(|| format!("{p}: PEM block {} is not an X.509 certificate", index + 1))?;
+            .with_context(|| format!("{p}: PEM block {n} is not an X.509 certificate"))?;
         certs.push(cert);
     }
     Ok(certs)

@@ -17,15 +17,20 @@
 //!   purpose needs;
 //! - [`UpdateSigner`]: sign in-process; [`signed_attrs_der`] and
 //!   [`assemble`]: sign with an external key (HSM) (module `sign`);
+//! - [`fingerprint()`], [`file_fingerprints`]: the `sha256:` public-key
+//!   fingerprint that recognises a development key wherever it lives;
 //! - [`verify_detached`]: check a signature offline, as SWUpdate would
 //!   (module `verify`).
 
 mod cert;
 mod files;
+mod fingerprint;
 mod oids;
 mod sign;
 mod verify;
 
 pub use cert::{generate_ca, generate_update_key};
+pub use files::parse_private_key;
+pub use fingerprint::{cert_fingerprint, file_fingerprints, fingerprint};
 pub use sign::{assemble, signed_attrs_der, UpdateSigner};
 pub use verify::verify_detached;

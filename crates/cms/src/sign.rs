@@ -141,6 +141,12 @@ impl UpdateSigner {
         build_signed_data(&self.cert, &attrs, &signature.to_der())
     }
 
+    /// The `sha256:` fingerprint of the signing key's public key (see
+    /// [`crate::fingerprint`]).
+    pub fn fingerprint(&self) -> String {
+        crate::fingerprint(&p256::PublicKey::from(self.key.verifying_key()))
+    }
+
     /// The signer certificate, DER, exactly as loaded.
     pub fn cert_der(&self) -> &[u8] {
         &self.cert.der

@@ -802,5 +802,8 @@ fn openssl_generated_sec1_keys_sign_too() {
     );
     fs::set_permissions(&p384, fs::Permissions::from_mode(0o600)).unwrap();
     let err = UpdateSigner::load(&p384, &cert).unwrap_err().to_string();
-    assert!(err.contains("not an ECDSA P-256 private key"), "{err}");
+    assert!(
+        err.contains("expected an ECDSA P-256 key, found ECDSA P-384"),
+        "{err}"
+    );
 }

@@ -21,7 +21,9 @@
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, KeypairBytes};
+use ed25519_dalek::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, Document, EncodePrivateKey, KeypairBytes, SecretDocument,
+};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand_core::OsRng;
 use sha2::{Digest, Sha256};
@@ -30,6 +32,8 @@ use std::fs::{self, File};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
+
+use crate::algorithm::{mismatch, Algorithm};
 
 /// Mode of a freshly generated private key: owner read/write only.
 const PRIVATE_MODE: u32 = 0o600;
@@ -110,20 +114,43 @@ pub fn generate(out_dir: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
 /// unless we are root, and root reading a properly protected key is fine.
 pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
     let data = read_private_file(path)?;
-    let key = if data.starts_with(b"-----BEGIN") {
-        let text = std::str::from_utf8(&data)
+    parse_signing_key(&data, path)
+}
+
+/// Parses the bytes of an Ed25519 private key file (PKCS#8 PEM or DER);
+/// `path` only names the file in errors. This is the parser
+/// [`load_signing_key`] uses, without the file-system checks, so it can be
+/// fuzzed on its own (target `key_pem`).
+///
+/// A key of another type is reported by its algorithm ("expected an
+/// Ed25519 key, found RSA"), from the identifier inside the key.
+pub fn parse_signing_key(data: &[u8], path: &Path) -> Result<SigningKey> {
+    const HINT: &str = "create one with `openssl genpkey -algorithm ed25519`";
+    let der = if data.starts_with(b"-----BEGIN") {
+        let text = std::str::from_utf8(data)
             .map_err(|_| anyhow!("{} is not a valid PEM file (not UTF-8)", path.display()))?;
+        legacy_pem(path, text, HINT)?;
         check_pem_label(path, text, "PRIVATE KEY")?;
-        SigningKey::from_pkcs8_pem(text)
+        let (_, doc) = SecretDocument::from_pem(text)
+            .map_err(|err| anyhow!("cannot load {}: invalid PEM ({err})", path.display()))?;
+        doc
     } else {
-        SigningKey::from_pkcs8_der(&data)
+        SecretDocument::try_from(data).map_err(|err| {
+            anyhow!(
+                "cannot load {}: neither PEM nor a DER PKCS#8 private key ({err}); {HINT}",
+                path.display()
+            )
+        })?
     };
-    // The pkcs8 error is terse ("unknown/unsupported algorithm OID", "ASN.1
-    // error"); say what we expected so an RSA or SSH key is recognisable.
-    key.map_err(|err| {
+    let found = Algorithm::of_private_der(der.as_bytes())
+        .with_context(|| format!("cannot load {}", path.display()))?;
+    if found != Algorithm::Ed25519 {
+        return Err(mismatch(path, &Algorithm::Ed25519, &found, HINT));
+    }
+    // The pkcs8 error is terse ("ASN.1 error"); say what we expected.
+    SigningKey::from_pkcs8_der(der.as_bytes()).map_err(|err| {
         anyhow!(
-            "cannot load {}: not an Ed25519 PKCS#8 private key ({err}); \
-             create one with `openssl genpkey -algorithm ed25519`",
+            "cannot load {}: not a valid Ed25519 PKCS#8 private key ({err}); {HINT}",
             path.display()
         )
     })
@@ -137,18 +164,38 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
 /// attack.
 pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey> {
     let data = crate::keyfile::read_bounded(path, MAX_KEY_FILE, false)?;
-    let key = if data.starts_with(b"-----BEGIN") {
-        let text = std::str::from_utf8(&data)
+    parse_verifying_key(&data, path)
+}
+
+/// Parses the bytes of an Ed25519 public key file (SPKI PEM or DER); `path`
+/// only names the file in errors. The parser behind [`load_verifying_key`],
+/// fuzzed on its own (target `key_pem`).
+pub fn parse_verifying_key(data: &[u8], path: &Path) -> Result<VerifyingKey> {
+    const HINT: &str = "derive one with `openssl pkey -in KEY -pubout`";
+    let der = if data.starts_with(b"-----BEGIN") {
+        let text = std::str::from_utf8(data)
             .map_err(|_| anyhow!("{} is not a valid PEM file (not UTF-8)", path.display()))?;
+        legacy_pem(path, text, HINT)?;
         check_pem_label(path, text, "PUBLIC KEY")?;
-        VerifyingKey::from_public_key_pem(text)
+        let (_, doc) = Document::from_pem(text)
+            .map_err(|err| anyhow!("cannot load {}: invalid PEM ({err})", path.display()))?;
+        doc
     } else {
-        VerifyingKey::from_public_key_der(&data)
+        Document::try_from(data).map_err(|err| {
+            anyhow!(
+                "cannot load {}: neither PEM nor a DER SPKI public key ({err}); {HINT}",
+                path.display()
+            )
+        })?
     };
-    let key = key.map_err(|err| {
+    let found = Algorithm::of_public_der(der.as_bytes())
+        .with_context(|| format!("cannot load {}", path.display()))?;
+    if found != Algorithm::Ed25519 {
+        return Err(mismatch(path, &Algorithm::Ed25519, &found, HINT));
+    }
+    let key = VerifyingKey::from_public_key_der(der.as_bytes()).map_err(|err| {
         anyhow!(
-            "cannot load {}: not an Ed25519 SPKI public key ({err}); \
-             derive one with `openssl pkey -in KEY -pubout`",
+            "cannot load {}: not a valid Ed25519 SPKI public key ({err}); {HINT}",
             path.display()
         )
     })?;
@@ -218,14 +265,38 @@ fn read_private_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
     crate::keyfile::read_bounded(path, MAX_KEY_FILE, true)
 }
 
+/// Refuses the legacy, algorithm-specific PEM encodings (PKCS#1 `RSA
+/// PRIVATE KEY`, SEC1 `EC PRIVATE KEY`, ...) by the algorithm they hold:
+/// none of them can be an Ed25519 key.
+fn legacy_pem(path: &Path, text: &str, hint: &str) -> Result<()> {
+    let label = pem_label(text);
+    if let Some(found) = Algorithm::of_legacy_label(label) {
+        return Err(mismatch(path, &Algorithm::Ed25519, &found, hint));
+    }
+    if label == "EC PRIVATE KEY" {
+        let (_, doc) = SecretDocument::from_pem(text)
+            .map_err(|err| anyhow!("cannot load {}: invalid PEM ({err})", path.display()))?;
+        let found = Algorithm::of_sec1(doc.as_bytes())
+            .with_context(|| format!("cannot load {}", path.display()))?;
+        return Err(mismatch(path, &Algorithm::Ed25519, &found, hint));
+    }
+    Ok(())
+}
+
+/// The label of the first line's PEM armor, or "" if it is not one.
+fn pem_label(text: &str) -> &str {
+    text.lines()
+        .next()
+        .and_then(|first| first.trim_end().strip_prefix("-----BEGIN "))
+        .and_then(|rest| rest.strip_suffix("-----"))
+        .unwrap_or("")
+}
+
 /// Turns the most common wrong-file mistakes into specific errors before
 /// the PKCS#8 parser reports a generic one.
 fn check_pem_label(path: &Path, text: &str, expected: &str) -> Result<()> {
     let first = text.lines().next().unwrap_or("");
-    let label = first
-        .strip_prefix("-----BEGIN ")
-        .and_then(|rest| rest.strip_suffix("-----"))
-        .unwrap_or("");
+    let label = pem_label(text);
     if label == expected {
         return Ok(());
     }
@@ -244,7 +315,19 @@ fn check_pem_label(path: &Path, text: &str, expected: &str) -> Result<()> {
             "{p} is an OpenSSH private key; convert it to PKCS#8 with \
              `ssh-keygen -p -m PKCS8 -f {p}`"
         ),
-        _ => bail!("{p}: expected a PEM \"{expected}\" block, found {first:?}"),
+        "CERTIFICATE" => bail!(
+            "{p} is an X.509 certificate, but an Ed25519 {} key was expected",
+            if expected == "PUBLIC KEY" {
+                "public"
+            } else {
+                "private"
+            }
+        ),
+        _ => bail!(
+            "{p}: expected a PEM \"{expected}\" block, found \"{}\"",
+            // The line is untrusted and must not reach a terminal raw.
+            slotsmith_yaml::escape::shown(&first.chars().take(80).collect::<String>())
+        ),
     }
 }
 

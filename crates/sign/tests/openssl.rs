@@ -258,7 +258,7 @@ fn wrong_files_give_clear_errors() {
     ]);
     chmod(&rsa, 0o600);
     let err = load_signing_key(&rsa).unwrap_err().to_string();
-    assert!(err.contains("not an Ed25519 PKCS#8 private key"), "{err}");
+    assert!(err.contains("expected an Ed25519 key, found RSA"), "{err}");
 
     let garbage = dir.path().join("garbage");
     fs::write(&garbage, [0xffu8; 100]).unwrap();
