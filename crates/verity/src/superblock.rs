@@ -6,6 +6,7 @@
 //! together so the field offsets are written down exactly once.
 
 use anyhow::{bail, ensure, Context, Result};
+use slotsmith_yaml::escape::shown_bytes;
 use std::io::{Read, Seek, SeekFrom};
 use uuid::Uuid;
 
@@ -64,8 +65,8 @@ impl Superblock {
     pub(crate) fn decode(sb: &[u8; SUPERBLOCK_SIZE]) -> Result<Self> {
         if &sb[0..8] != MAGIC {
             bail!(
-                "superblock: bad magic {:?}, expected \"verity\"",
-                String::from_utf8_lossy(&sb[0..8])
+                "superblock: bad magic \"{}\", expected \"verity\"",
+                shown_bytes(&sb[0..8])
             );
         }
         let version = u32_at(sb, 8);
@@ -79,10 +80,16 @@ impl Superblock {
         let Some(end) = name.iter().position(|&b| b == 0) else {
             bail!("superblock: algorithm name is not NUL-terminated");
         };
+        // Printable ASCII only: the name is echoed in error messages.
         let algorithm = std::str::from_utf8(&name[..end])
             .ok()
-            .filter(|s| s.is_ascii())
-            .context("superblock: algorithm name is not ASCII")?
+            .filter(|s| s.bytes().all(|b| (0x20..0x7f).contains(&b)))
+            .with_context(|| {
+                format!(
+                    "superblock: algorithm name \"{}\" is not printable ASCII",
+                    shown_bytes(&name[..end])
+                )
+            })?
             .to_owned();
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&sb[16..32]);
@@ -175,6 +182,14 @@ mod tests {
         let mut raw = sample().encode().unwrap();
         raw[0] = b'V';
         assert!(format!("{:#}", Superblock::decode(&raw).unwrap_err()).contains("bad magic"));
+        // Defect 8: the magic of a garbage file reaches the error escaped.
+        raw[0..8].copy_from_slice(b"\x1b[2J\x9b\xff\x07\n");
+        let err = format!("{:#}", Superblock::decode(&raw).unwrap_err());
+        assert!(
+            err.contains("bad magic \"\\x1b[2J\\x9b\\xff\\x07\\n\""),
+            "{err}"
+        );
+        assert!(!err.contains('\u{1b}'), "{err:?}");
         let mut raw = sample().encode().unwrap();
         raw[8] = 2;
         assert!(format!("{:#}", Superblock::decode(&raw).unwrap_err()).contains("version 2"));
@@ -184,6 +199,10 @@ mod tests {
         let mut raw = sample().encode().unwrap();
         raw[32..64].fill(b'a');
         assert!(Superblock::decode(&raw).is_err());
+        let mut raw = sample().encode().unwrap();
+        raw[32..36].copy_from_slice(b"\x1b[2J");
+        let err = format!("{:#}", Superblock::decode(&raw).unwrap_err());
+        assert!(err.contains("algorithm name \"\\x1b[2J56\""), "{err}");
         let mut raw = sample().encode().unwrap();
         raw[400] = 1;
         assert_eq!(Superblock::nonzero_padding(&raw), Some(400));

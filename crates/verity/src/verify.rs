@@ -21,7 +21,7 @@ use crate::superblock::{self, Superblock, SUPERBLOCK_SIZE};
 use crate::{parallel, VerityInfo, ALGORITHM, BLOCK, DIGEST_SIZE};
 use anyhow::{bail, Context, Result};
 use std::fs::File;
-use std::io::{ErrorKind, Read, Seek};
+use std::io::{ErrorKind, Read, Seek, SeekFrom};
 
 /// Recomputes the tree from `data_size` bytes of `data` and checks it, the
 /// superblock, the zero padding and `expected_root` against the hash area
@@ -106,6 +106,21 @@ fn verify_with<H: Read + Seek>(
     let sb = Superblock::decode(&raw)?;
     let salt = check_superblock(&sb, &raw, &geometry)?;
 
+    // The size comes from the caller's data size, which may come from an
+    // untrusted manifest: check the hash device really holds that much
+    // before allocating a buffer for it.
+    let hash_len = hash
+        .seek(SeekFrom::End(0))
+        .context("cannot seek to the end of the hash area")?;
+    if hash_len < geometry.hash_size() {
+        bail!(
+            "hash area is truncated: {} bytes are needed for {n} data blocks, the hash device \
+             has {hash_len}",
+            geometry.hash_size()
+        );
+    }
+    hash.seek(SeekFrom::Start(SUPERBLOCK_SIZE as u64))
+        .context("cannot seek past the verity superblock")?;
     let area_len =
         usize::try_from(geometry.hash_size()).context("hash tree too large for this platform")?;
     let mut area = parallel::alloc(area_len - SUPERBLOCK_SIZE)?;
@@ -468,6 +483,26 @@ mod tests {
         assert!(e.starts_with("hash area is truncated"), "{e}");
         let e = err(&data, &hash[..100], &root);
         assert!(e.contains("cannot read the verity superblock"), "{e}");
+    }
+
+    /// A data size from an untrusted manifest must not size an allocation
+    /// before the hash device is known to hold that much.
+    #[test]
+    fn a_huge_claimed_size_is_refused_before_allocating() {
+        let p = params();
+        let (_, hash, root) = build(2, &p);
+        let blocks: u64 = 1 << 38; // 1 PiB of data, an 8 TiB tree
+        let mut bad = hash[..4096].to_vec();
+        bad[72..80].copy_from_slice(&blocks.to_le_bytes());
+        let e = format!(
+            "{:#}",
+            verify(&[][..], blocks * 4096, Cursor::new(&bad), &root).unwrap_err()
+        );
+        assert!(
+            e.starts_with("hash area is truncated: 8865353605120 bytes are needed"),
+            "{e}"
+        );
+        assert!(e.ends_with("the hash device has 4096"), "{e}");
     }
 
     #[test]
