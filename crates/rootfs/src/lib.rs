@@ -8,6 +8,7 @@
 //! deterministic tar stream for `tar2sqfs` ([`export`]) or a staging tree
 //! plus a `debugfs` fix-up script for `mke2fs -d` ([`ext4`]).
 
+pub mod cleanup;
 pub mod export;
 pub mod ext4;
 pub mod import;
