@@ -13,6 +13,7 @@ mod determinism;
 mod escapes;
 mod fixture;
 mod hardening;
+mod hostile;
 mod plans;
 mod swu;
 mod tidy;

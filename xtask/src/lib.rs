@@ -13,12 +13,80 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 
-/// The project root: the workspace this xtask was built from.
-pub fn project_root() -> PathBuf {
+/// The checkout this binary was compiled from. Used only to notice a
+/// binary from one checkout running in another (a `CARGO_TARGET_DIR` shared
+/// between checkouts, common in CI caches), never to find the project.
+fn built_from() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Finds the project: `--project DIR`, else the nearest ancestor of the
+/// working directory holding `images/` (None when there is none). Refuses
+/// when that project is a slotsmith checkout other than the one this binary
+/// was built from, since it would build one checkout's inputs with another
+/// checkout's code.
+pub fn find_project(flag: Option<&Path>, cwd: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let project = match flag {
+        Some(p) => {
+            let p = cwd.join(p);
+            if !p.join("images").is_dir() {
+                anyhow::bail!(
+                    "--project {}: not a slotsmith project (no images/ directory)",
+                    slotsmith_yaml::escape::shown(&p.to_string_lossy())
+                );
+            }
+            p
+        }
+        None => match cwd.ancestors().find(|d| d.join("images").is_dir()) {
+            Some(d) => d.to_path_buf(),
+            None => return Ok(None),
+        },
+    };
+    let project = project
+        .canonicalize()
+        .with_context(|| format!("resolving project {}", project.display()))?;
+    check_same_checkout(&project, &built_from())?;
+    Ok(Some(project))
+}
+
+/// The project a command needs, or an input error saying how to name one.
+fn require_project(project: Option<&Path>) -> Result<PathBuf, Failure> {
+    project.map(Path::to_path_buf).ok_or_else(|| {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        input_error(
+            "--project",
+            &format!(
+                "no slotsmith project here: neither {} nor a parent holds images/; run inside a project or pass --project DIR",
+                slotsmith_yaml::escape::shown(&cwd.to_string_lossy())
+            ),
+        )
+    })
+}
+
+/// A slotsmith checkout (it holds the xtask sources) must be the one the
+/// running binary came from; any other project (images/, layers/ and
+/// policies/ without our sources) may be built by any slotsmith.
+fn check_same_checkout(project: &Path, built_from: &Path) -> anyhow::Result<()> {
+    if !project.join("xtask/Cargo.toml").is_file() {
+        return Ok(());
+    }
+    let built = built_from
+        .canonicalize()
+        .unwrap_or_else(|_| built_from.to_path_buf());
+    if built != project {
+        anyhow::bail!(
+            "this slotsmith binary was built from {} but the project is the slotsmith checkout {}: \
+             a CARGO_TARGET_DIR shared between checkouts? Run `cargo xtask` again in {} so cargo rebuilds it, \
+             or give a separate CARGO_TARGET_DIR",
+            slotsmith_yaml::escape::shown(&built.to_string_lossy()),
+            slotsmith_yaml::escape::shown(&project.to_string_lossy()),
+            slotsmith_yaml::escape::shown(&project.to_string_lossy()),
+        );
+    }
+    Ok(())
 }
 
 #[derive(Parser)]
@@ -33,6 +101,9 @@ image definition (images/*.yaml), Yocto-style layers (layers/meta-*/) and harden
     after_help = "Examples:\n  cargo xtask build                  # build the default image, images/demo.yaml\n  cargo xtask plan demo              # print the resolved plan as JSON\n  cargo xtask build images/demo.yaml --json\n  cargo xtask bench rootfs --size 2GiB\n\nExit codes: 0 success, 1 build failure, 2 input error."
 )]
 struct Cli {
+    /// Project directory holding images/, layers/ and policies/ [default: the nearest one above the working directory]
+    #[arg(long, global = true)]
+    project: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -215,13 +286,24 @@ pub fn main() -> i32 {
     };
     match run(cli) {
         Ok(()) => 0,
-        Err(Failure::Input(d)) if d.0.is_empty() => 2,
+        Err(Failure::Input(d)) if d.is_empty() => 2,
         Err(Failure::Input(d)) => {
             eprintln!("{d}");
-            eprintln!("error: {} problem(s) in the inputs", d.0.len());
+            eprintln!("error: {} problem(s) in the inputs", d.len());
             2
         }
         Err(Failure::Build(e)) => {
+            // Problems the input alone causes but only the build can see
+            // (a rootfs larger than its slot, a removal of a missing path)
+            // are input errors: exit 2, with file, line and key.
+            if let Some(d) = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<slotsmith::spec::InputError>())
+            {
+                eprintln!("{}", d.0);
+                eprintln!("error: {} problem(s) in the inputs", d.0.len());
+                return 2;
+            }
             eprintln!("error: {e:#}");
             1
         }
@@ -251,7 +333,7 @@ impl From<anyhow::Error> for Failure {
 }
 
 fn input_error(key: &str, message: &str) -> Failure {
-    Failure::Input(slotsmith::diag::Diagnostics(vec![
+    Failure::Input(slotsmith::diag::Diagnostics::from(vec![
         slotsmith::diag::Diagnostic {
             file: "command line".into(),
             line: 0,
@@ -264,14 +346,24 @@ fn input_error(key: &str, message: &str) -> Failure {
 
 fn env_epoch() -> Result<Option<u64>, Failure> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => v.trim().parse::<u64>().map(Some).map_err(|_| {
-            Failure::Input(slotsmith::diag::Diagnostics(vec![
+        Ok(v) if !v.is_empty() => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|t| *t <= slotsmith::load::MAX_SOURCE_DATE_EPOCH)
+            .map(Some)
+            .ok_or_else(|| {
+            Failure::Input(slotsmith::diag::Diagnostics::from(vec![
                 slotsmith::diag::Diagnostic {
                     file: "SOURCE_DATE_EPOCH".into(),
                     line: 0,
                     col: 0,
                     key: String::new(),
-                    message: format!("'{v}' is not a number of seconds since 1970"),
+                    message: format!(
+                        "'{}' is not a number of seconds since 1970 up to {} (2106-02-07)",
+                        slotsmith_yaml::escape::shown(&v),
+                        slotsmith::load::MAX_SOURCE_DATE_EPOCH
+                    ),
                 },
             ]))
         }),
@@ -279,26 +371,38 @@ fn env_epoch() -> Result<Option<u64>, Failure> {
     }
 }
 
-fn load_and_plan(image: &ImageArg) -> Result<(PathBuf, slotsmith::plan::Plan, PathBuf), Failure> {
-    let root = project_root();
+fn load_and_plan(
+    image: &ImageArg,
+    project: Option<&Path>,
+) -> Result<(PathBuf, slotsmith::plan::Plan, PathBuf), Failure> {
     let arg = image.image.clone().unwrap_or_else(|| "demo".to_string());
-    let path = slotsmith::load::resolve_image_arg(&root, &arg);
+    let path = if slotsmith::load::is_image_name(&arg) {
+        let root = require_project(project)?;
+        slotsmith::load::resolve_image_arg(&root, &arg)
+    } else {
+        slotsmith::load::resolve_image_arg(Path::new("/"), &arg)
+    };
     let loaded = slotsmith::load::load_image(&path)?;
     let plan = slotsmith::plan::plan(&loaded, env_epoch()?)?;
     Ok((path, plan, loaded.image.root.clone()))
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    let project = find_project(cli.project.as_deref(), &cwd).map_err(|e| {
+        input_error("--project", &format!("{e:#}"))
+    })?;
+    let project = project.as_deref();
     match cli.command {
         Command::Plan(a) => {
-            let (_, plan, _) = load_and_plan(&a.image)?;
+            let (_, plan, _) = load_and_plan(&a.image, project)?;
             let json = serde_json::to_string_pretty(&plan).map_err(anyhow::Error::from)?;
             println!("{json}");
             Ok(())
         }
         Command::Build(a) => {
-            let (_, plan, image_root) = load_and_plan(&a.image)?;
-            let cache_dir = a.cache_dir.clone().unwrap_or_else(default_cache);
+            let (_, plan, image_root) = load_and_plan(&a.image, project)?;
+            let cache_dir = a.cache_dir.clone().unwrap_or_else(|| default_cache(&image_root));
             let opts = slotsmith::build::BuildOptions {
                 project_root: image_root.clone(),
                 out_root: a.out_dir.clone().unwrap_or_else(|| image_root.join("out")),
@@ -456,13 +560,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Ok(())
             }
         },
-        Command::Audit(a) => audit(a),
-        Command::Lint(a) => lint(a.root.unwrap_or_else(project_root)),
+        Command::Audit(a) => audit(a, project),
+        Command::Lint(a) => lint(match a.root {
+            Some(r) => r,
+            None => require_project(project)?,
+        }),
         Command::Bench(a) => bench::run(a).map_err(Failure::Build),
     }
 }
 
-fn default_cache() -> PathBuf {
+fn default_cache(project: &Path) -> PathBuf {
     if let Some(c) = std::env::var_os("SLOTSMITH_CACHE") {
         return PathBuf::from(c);
     }
@@ -471,14 +578,14 @@ fn default_cache() -> PathBuf {
     }
     match std::env::var_os("HOME") {
         Some(h) => PathBuf::from(h).join(".cache/slotsmith"),
-        None => project_root().join("work/cache"),
+        None => project.join("work/cache"),
     }
 }
 
 /// `cargo xtask audit out/<name>`: re-derives the plan from the image file
 /// recorded in build.json and audits the rootfs image in the output
 /// directory.
-fn audit(a: AuditArgs) -> Result<(), Failure> {
+fn audit(a: AuditArgs, project: Option<&Path>) -> Result<(), Failure> {
     let record_path = a.out.join("build.json");
     let text = std::fs::read(&record_path)
         .with_context(|| format!("reading {}", record_path.display()))?;
@@ -486,7 +593,7 @@ fn audit(a: AuditArgs) -> Result<(), Failure> {
         .with_context(|| format!("parsing {}", record_path.display()))?;
     let image_file = match &a.image {
         Some(p) => p.clone(),
-        None => project_root().join(
+        None => require_project(project)?.join(
             record["image_file"]
                 .as_str()
                 .context("build.json has no image_file")?,
@@ -588,16 +695,16 @@ fn lint(root: PathBuf) -> Result<(), Failure> {
         diags.extend(d);
     }
     let diags = diags.sorted();
-    for d in &diags.0 {
-        eprintln!("{d}");
+    if !diags.is_empty() {
+        eprintln!("{diags}");
     }
     for f in &findings {
         eprintln!("{f}");
     }
-    let n = diags.0.len() + findings.len();
+    let n = diags.len() + findings.len();
     if n > 0 {
         eprintln!("error: {n} problem(s) in images/, layers/ and policies/");
-        return Err(Failure::Input(slotsmith::diag::Diagnostics(Vec::new())));
+        return Err(Failure::Input(slotsmith::diag::Diagnostics::default()));
     }
     eprintln!(
         "lint: {} image(s), {} polic(ies): no problems",

@@ -520,20 +520,27 @@ pub fn build(
 ) -> anyhow::Result<BuildOutcome> {
     let name = &plan.image.name;
     let sde = plan.source_date_epoch;
+    fs::create_dir_all(&opts.out_root)
+        .with_context(|| format!("creating {}", opts.out_root.display()))?;
+    // One build of an image at a time: the work directory and the staging
+    // names are per image. Stale staging directories of killed builds go
+    // first, under the lock, so none can belong to a running build.
+    let lock = crate::publish::ImageLock::acquire(&opts.work_root, name, progress)?;
+    crate::publish::clean_stale(&opts.out_root, name, progress)?;
     let work = opts.work_root.join(name);
-    if work.exists() {
-        fs::remove_dir_all(&work)
+    if fs::symlink_metadata(&work).is_ok() {
+        // Depth-independent and bounded in open files: a hostile deep tree
+        // left by a failed build must not break every later build.
+        slotsmith_rootfs::cleanup::remove_tree(&work)
             .with_context(|| format!("removing old work directory {}", work.display()))?;
     }
     let store = work.join("store");
     fs::create_dir_all(&store)
         .with_context(|| format!("creating work directory {}", store.display()))?;
-    fs::create_dir_all(&opts.out_root)
-        .with_context(|| format!("creating {}", opts.out_root.display()))?;
     // The staging directory lives beside the final one so the publishing
     // rename never crosses filesystems. It is removed on any error.
     let staging = tempfile::Builder::new()
-        .prefix(&format!(".{name}.partial-"))
+        .prefix(&crate::publish::staging_prefix(name))
         .tempdir_in(&opts.out_root)
         .with_context(|| {
             format!(
@@ -541,6 +548,7 @@ pub fn build(
                 opts.out_root.display()
             )
         })?;
+    let _staging_lock = crate::publish::StagingLock::acquire(staging.path())?;
 
     // Keys first: a missing or badly protected key fails in a second, not
     // after the base import.
@@ -751,10 +759,11 @@ pub fn build(
 
     progress.stage("publish", &format!("out/{}", plan.outputs.dir));
     let out_dir = opts.out_root.join(&plan.outputs.dir);
-    publish(staging, &out_dir)?;
+    crate::publish::publish(staging, &out_dir)?;
     progress.finish();
-    fs::remove_dir_all(&work)
+    slotsmith_rootfs::cleanup::remove_tree(&work)
         .with_context(|| format!("removing work directory {}", work.display()))?;
+    drop(lock);
     Ok(BuildOutcome { out_dir, record })
 }
 
@@ -794,32 +803,6 @@ fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     f.sync_all()
         .with_context(|| format!("syncing {}", path.display()))
-}
-
-/// Moves the finished staging directory to `out_dir`. When an older build
-/// is there, the two are exchanged atomically (renameat2 RENAME_EXCHANGE)
-/// and the old one is removed, so readers see either the old or the new
-/// set of outputs, never a mix.
-fn publish(staging: tempfile::TempDir, out_dir: &Path) -> anyhow::Result<()> {
-    let tmp = staging.keep();
-    let res = if out_dir.exists() {
-        rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            &tmp,
-            rustix::fs::CWD,
-            out_dir,
-            rustix::fs::RenameFlags::EXCHANGE,
-        )
-        .map_err(std::io::Error::from)
-        .and_then(|()| fs::remove_dir_all(&tmp))
-    } else {
-        fs::rename(&tmp, out_dir)
-    };
-    if let Err(e) = res {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e).with_context(|| format!("publishing {}", out_dir.display()));
-    }
-    Ok(())
 }
 
 fn import_base(
@@ -990,10 +973,25 @@ fn apply_layers(
     let sde = plan.source_date_epoch as i64;
     for layer in &plan.layers {
         let mut ops = Vec::new();
+        // A removal of a path that neither the base nor a lower layer has
+        // is the layer's mistake: an input error at its `remove[i]`, every
+        // one of them at once.
+        let mut missing = Vec::new();
         for p in &layer.remove {
-            ops.push(rootfs::overlay::Op::Remove {
-                path: RelPath::parse(p)?,
-            });
+            let path = RelPath::parse(p)?;
+            if tree.get(&path).is_none() {
+                let at = layer.remove_at.get(p).cloned().unwrap_or_default();
+                missing.push(at.diagnostic(format!(
+                    "cannot remove {}: no such path in the base or a lower-priority layer",
+                    slotsmith_yaml::escape::shown(p)
+                )));
+            }
+            ops.push(rootfs::overlay::Op::Remove { path });
+        }
+        if !missing.is_empty() {
+            return Err(anyhow::Error::new(crate::spec::InputError(
+                crate::diag::Diagnostics::from(missing),
+            )));
         }
         for e in &layer.entries {
             let kind = match &e.kind {
@@ -1119,12 +1117,15 @@ fn build_rootfs(
             // is a floor for what mke2fs needs; fail early with both sizes.
             let need = tree.total_file_bytes() + tree.len() as u64 * 4096;
             if need > max {
-                bail!(
-                    "the rootfs needs at least {} but its slot holds {} (layout.slot in {})",
-                    human(need),
-                    human(max),
-                    plan.image.file
-                );
+                return Err(slot_too_small(
+                    plan,
+                    format!(
+                        "the rootfs needs at least {} but its slot holds {} (layout.slot in {})",
+                        human(need),
+                        human(max),
+                        plan.image.file
+                    ),
+                ));
             }
             progress.stage("rootfs", &format!("ext4 from {} entries", tree.len()));
             let staging = work.join("ext4-staging");
@@ -1196,14 +1197,25 @@ fn build_rootfs(
         human(max)
     ));
     if size > max {
-        bail!(
-            "the rootfs image is {} but its slot holds only {} (layout.slot in {})",
-            human(size),
-            human(max),
-            plan.image.file
-        );
+        return Err(slot_too_small(
+            plan,
+            format!(
+                "the rootfs image is {} but its slot holds only {} (layout.slot in {})",
+                human(size),
+                human(max),
+                plan.image.file
+            ),
+        ));
     }
     Ok(())
+}
+
+/// A rootfs that does not fit its slot is the image definition's doing:
+/// an input error (exit 2) at `layout.slot`, though only the build can see
+/// it.
+fn slot_too_small(plan: &Plan, message: String) -> anyhow::Error {
+    let d = plan.rootfs.max_size_at.diagnostic(message);
+    anyhow::Error::new(crate::spec::InputError(crate::diag::Diagnostics::from(vec![d])))
 }
 
 /// Writes `<name>-<version>.swu`: sw-description (one collection per slot),

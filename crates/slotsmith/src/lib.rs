@@ -11,6 +11,7 @@ pub mod harden;
 pub mod load;
 pub mod plan;
 pub mod progress;
+pub mod publish;
 pub mod signing;
 pub mod spec;
 pub mod tool;

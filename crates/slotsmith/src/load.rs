@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::diag::Diagnostics;
 use crate::spec::*;
 use crate::yaml::{join_key, Doc, MapView, Reader};
+use slotsmith_yaml::input::{refuse_symlink, resolve_input};
 use slotsmith_rootfs::path::RelPath;
 
 const IMAGE_KEYS: &[&str] = &[
@@ -76,7 +77,7 @@ const ENTRY_KEYS: &[&str] = &[
 /// to an image file.
 pub fn resolve_image_arg(root: &Path, arg: &str) -> PathBuf {
     let p = Path::new(arg);
-    if !arg.contains('/') && !arg.ends_with(".yaml") {
+    if is_image_name(arg) {
         return root.join("images").join(format!("{arg}.yaml"));
     }
     if p.is_absolute() {
@@ -86,6 +87,12 @@ pub fn resolve_image_arg(root: &Path, arg: &str) -> PathBuf {
             .map(|d| d.join(p))
             .unwrap_or_else(|_| p.to_path_buf())
     }
+}
+
+/// Whether the user named an image under the project's `images/` (`demo`)
+/// rather than giving a path (`images/demo.yaml`, `/srv/x.yaml`).
+pub fn is_image_name(arg: &str) -> bool {
+    !arg.contains('/') && !arg.ends_with(".yaml")
 }
 
 /// Loads an image file and its layers. The project root is the parent of
@@ -226,6 +233,16 @@ fn read_image(r: &mut Reader<'_>, root: &Path, shown: &str) -> Option<ImageSpec>
         }
     }
     let sde: Option<u64> = r.opt(&mut m, "source-date-epoch");
+    let sde = match sde {
+        Some(t) if t > MAX_SOURCE_DATE_EPOCH => {
+            r.error(
+                "source-date-epoch",
+                format!("{t} is past {MAX_SOURCE_DATE_EPOCH} (2106-02-07), the last second squashfs, ext4 and cpio timestamps can hold"),
+            );
+            None
+        }
+        other => other,
+    };
     let base = r.raw(&mut m, "base").and_then(|v| read_base(r, root, v));
     if !m.has("base") {
         r.error("base", "missing required key 'base'");
@@ -348,7 +365,13 @@ fn read_base(r: &mut Reader<'_>, root: &Path, v: &Value) -> Option<BaseSpec> {
     let base = match kinds[0].as_str() {
         "tarball" => {
             let p: String = r.req(&mut m, "tarball")?;
-            let abs = root.join(&p);
+            let abs = match resolve_input(root, &p) {
+                Ok(a) => a,
+                Err(e) => {
+                    r.error("base.tarball", e);
+                    return None;
+                }
+            };
             match hash_file(&abs) {
                 Ok((sha256, size)) => {
                     let name = abs
@@ -380,7 +403,18 @@ fn read_base(r: &mut Reader<'_>, root: &Path, v: &Value) -> Option<BaseSpec> {
         }
         "directory" => {
             let p: String = r.req(&mut m, "directory")?;
-            let abs = root.join(&p);
+            // The directory itself is walked: it may not be a symlink, and
+            // the path to it may not leave the project through one.
+            let written = root.join(&p);
+            let abs = match refuse_symlink(&written, "base directory")
+                .and_then(|()| resolve_input(root, &p))
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    r.error("base.directory", e);
+                    return None;
+                }
+            };
             let ownership = match r.opt::<String>(&mut m, "ownership").as_deref() {
                 None | Some("root") => DirOwnership::Root,
                 Some("preserve") => DirOwnership::Preserve,
@@ -529,6 +563,19 @@ fn read_rootfs(r: &mut Reader<'_>, v: &Value) -> (Option<Filesystem>, Option<Com
     (fs, comp)
 }
 
+/// The latest `SOURCE_DATE_EPOCH`: squashfs and cpio store times as
+/// unsigned 32-bit seconds, so every clamped mtime must fit in one.
+pub const MAX_SOURCE_DATE_EPOCH: u64 = u32::MAX as u64;
+
+/// The largest partition a layout may ask for: 64 TiB. With six partitions,
+/// their alignment and the verity trees, the disk size stays far below
+/// 2^64, so the plan's offset arithmetic cannot overflow on any layout the
+/// loader accepts (the plan still checks every sum).
+pub const MAX_LAYOUT_SIZE: u64 = 1 << 46;
+
+/// The largest partition alignment: 1 GiB.
+pub const MAX_ALIGNMENT: u64 = 1 << 30;
+
 fn read_layout(r: &mut Reader<'_>, v: &Value) -> Option<LayoutSpec> {
     let mut m = r.map("layout", v, LAYOUT_KEYS)?;
     let size =
@@ -563,6 +610,16 @@ fn read_layout(r: &mut Reader<'_>, v: &Value) -> Option<LayoutSpec> {
                     r.error(&path, "size must not be zero");
                     None
                 }
+                Some(n) if n > MAX_LAYOUT_SIZE => {
+                    r.error(
+                        &path,
+                        format!(
+                            "'{text}' is larger than the largest supported partition ({})",
+                            human(MAX_LAYOUT_SIZE)
+                        ),
+                    );
+                    None
+                }
                 Some(n) => Some(n),
                 None => {
                     r.error(
@@ -579,10 +636,13 @@ fn read_layout(r: &mut Reader<'_>, v: &Value) -> Option<LayoutSpec> {
     let data = size(r, &mut m, "data", None);
     let fill_slot_b: bool = r.opt(&mut m, "fill-slot-b").unwrap_or(true);
     if let Some(a) = alignment {
-        if !a.is_power_of_two() || a < 4096 {
+        if !a.is_power_of_two() || !(4096..=MAX_ALIGNMENT).contains(&a) {
             r.error(
                 "layout.alignment",
-                format!("{a} must be a power of two of at least 4096 bytes"),
+                format!(
+                    "{a} must be a power of two from 4096 bytes to {}",
+                    human(MAX_ALIGNMENT)
+                ),
             );
         }
     }
@@ -625,6 +685,7 @@ fn read_layout(r: &mut Reader<'_>, v: &Value) -> Option<LayoutSpec> {
         slot: slot?,
         data: data?,
         fill_slot_b,
+        slot_at: Origin(Some(r.doc.diag("layout.slot", ""))),
     })
 }
 
@@ -634,7 +695,13 @@ fn read_kernel(r: &mut Reader<'_>, root: &Path, v: &Value) -> Option<KernelSpec>
     let file = |r: &mut Reader<'_>, m: &mut MapView<'_>, key: &str| -> Option<Option<FileInput>> {
         let p: Option<String> = r.opt(m, key);
         let Some(p) = p else { return Some(None) };
-        let abs = root.join(&p);
+        let abs = match resolve_input(root, &p) {
+            Ok(a) => a,
+            Err(e) => {
+                r.error(&join_key("kernel", key), e);
+                return None;
+            }
+        };
         match hash_file(&abs) {
             Ok((sha256, size)) => Some(Some(FileInput {
                 path: display_path(root, &abs),
@@ -994,7 +1061,29 @@ pub fn hash_file(p: &Path) -> std::io::Result<(String, u64)> {
 fn load_layers(image: &ImageSpec, image_doc: &Doc, diags: &mut Diagnostics) -> Vec<LayerSpec> {
     let mut layers = Vec::new();
     for (i, name) in image.layers.iter().enumerate() {
-        let dir = image.root.join("layers").join(name);
+        // A layer directory may link within the project (to a checkout
+        // under sources/, say), never out of it; its conf/ and files/ are
+        // walked and may not be links at all (crates/yaml/src/input.rs).
+        let dir = match resolve_input(&image.root, &format!("layers/{name}")) {
+            Ok(d) => d,
+            Err(e) if fs::symlink_metadata(image.root.join("layers").join(name)).is_ok() => {
+                diags.push(image_doc.diag(&format!("layers[{i}]"), e));
+                continue;
+            }
+            Err(_) => image.root.join("layers").join(name),
+        };
+        let structural = [
+            (dir.join("conf"), "layer conf/"),
+            (dir.join("conf/layer.yaml"), "layer conf/layer.yaml"),
+            (dir.join("files"), "layer files/"),
+        ];
+        if let Some(e) = structural
+            .iter()
+            .find_map(|(p, what)| refuse_symlink(p, what).err())
+        {
+            diags.push(image_doc.diag(&format!("layers[{i}]"), e));
+            continue;
+        }
         let conf = dir.join("conf/layer.yaml");
         if !conf.is_file() {
             diags.push(image_doc.diag(
@@ -1003,7 +1092,10 @@ fn load_layers(image: &ImageSpec, image_doc: &Doc, diags: &mut Diagnostics) -> V
             ));
             continue;
         }
-        match load_layer(&image.root, name, &dir, &conf) {
+        // Shown paths are relative to the real root, since `dir` is
+        // resolved: the plan stays independent of where the checkout is.
+        let root_real = image.root.canonicalize().unwrap_or_else(|_| image.root.clone());
+        match load_layer(&root_real, name, &dir, &conf) {
             Ok(l) => layers.push(l),
             Err(d) => diags.extend(d),
         }
@@ -1098,11 +1190,16 @@ fn read_layer(r: &mut Reader<'_>, root: &Path, name: &str, dir: &Path) -> Option
         }
     }
     let mut remove = Vec::new();
+    let mut remove_at = BTreeMap::new();
     let remove_raw: Vec<String> = r.opt(&mut m, "remove").unwrap_or_default();
     for (i, p) in remove_raw.iter().enumerate() {
         match RelPath::parse(p) {
             Ok(rp) if p.starts_with('/') && !rp.as_str().is_empty() => {
-                remove.push(format!("/{}", rp.as_str()))
+                let path = format!("/{}", rp.as_str());
+                remove_at
+                    .entry(path.clone())
+                    .or_insert_with(|| Origin(Some(doc.diag(&format!("remove[{i}]"), ""))));
+                remove.push(path)
             }
             Ok(_) => r.error(
                 &format!("remove[{i}]"),
@@ -1126,6 +1223,7 @@ fn read_layer(r: &mut Reader<'_>, root: &Path, name: &str, dir: &Path) -> Option
         series_compat,
         entries,
         remove,
+        remove_at,
         conf: std::sync::Arc::new(Doc::empty()),
     })
 }

@@ -8,6 +8,8 @@
 //! `insta` snapshots it for every `images/*.yaml`; `build.json` records its
 //! sha256, so two builds with the same plan hash had the same inputs.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -200,6 +202,9 @@ pub struct PlanLayer {
     pub priority: i64,
     /// Removals, applied before the layer's entries.
     pub remove: Vec<String>,
+    /// Where each removal was written, for the build's diagnostics.
+    #[serde(skip)]
+    pub remove_at: BTreeMap<String, crate::spec::Origin>,
     /// Entries put into the rootfs.
     pub entries: Vec<LayerEntry>,
 }
@@ -217,6 +222,9 @@ pub struct PlanRootfs {
     pub block_size: Option<u64>,
     /// The largest image that fits a slot.
     pub max_size: u64,
+    /// Where the slot size was written, for the build's diagnostics.
+    #[serde(skip)]
+    pub max_size_at: crate::spec::Origin,
     /// ext4 only: filesystem UUID, also used as the directory hash seed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ext4_uuid: Option<Uuid>,
@@ -432,13 +440,19 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
     let mut offset = align_up(34 * SECTOR, a).unwrap_or(a);
     let mut partitions = Vec::new();
     for (i, (name, ty, size, attributes, content)) in parts.into_iter().enumerate() {
+        // The loader bounds every size; the sums are still checked, so a
+        // layout from any other source fails as a diagnostic, not a panic.
+        let Some(end) = offset.checked_add(size) else {
+            diags.push(diag("layout", format!("partition {name} ends beyond 2^64 bytes")));
+            return Err(diags);
+        };
         partitions.push(PlanPartition {
             number: i as u32 + 1,
             name: name.to_string(),
             type_guid: ty.parse().expect("constant GUIDs parse"),
             uuid: ident(&format!("partition {name}")),
             first_lba: offset / SECTOR,
-            last_lba: (offset + size) / SECTOR - 1,
+            last_lba: end / SECTOR - 1,
             offset,
             size,
             attributes,
@@ -447,10 +461,13 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
                 || (matches!(content, Content::VerityReserved)
                     && (name == "root-a-verity" || l.fill_slot_b)),
         });
-        offset += size;
+        offset = end;
     }
     // Room for the backup GPT (33 sectors), rounded to the alignment.
-    let Some(disk_size) = align_up(offset + 33 * SECTOR, a) else {
+    let Some(disk_size) = offset
+        .checked_add(33 * SECTOR)
+        .and_then(|n| align_up(n, a))
+    else {
         diags.push(diag("layout", "sizes overflow".into()));
         return Err(diags);
     };
@@ -487,6 +504,7 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             collection: l.collection.clone(),
             priority: l.priority,
             remove: l.remove.clone(),
+            remove_at: l.remove_at.clone(),
             entries: l.entries.clone(),
         })
         .collect();
@@ -577,6 +595,7 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             compression: (img.filesystem == Filesystem::Squashfs).then_some(img.compression),
             block_size: (img.filesystem == Filesystem::Squashfs).then_some(SQUASHFS_BLOCK),
             max_size: slot,
+            max_size_at: l.slot_at.clone(),
             ext4_uuid: (img.filesystem == Filesystem::Ext4).then(|| ident("rootfs ext4")),
         },
         disk: PlanDisk {

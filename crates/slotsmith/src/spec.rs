@@ -130,6 +130,42 @@ pub enum BaseSpec {
     },
 }
 
+/// Where a value was written: file, line, column and key. Kept for
+/// problems that only the build can see but the input alone causes (a
+/// removal of a path the base does not have, a rootfs larger than its
+/// slot), so they are still reported as input errors with a position.
+/// Never serialised: a plan must not change when a comment moves a line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin(pub Option<crate::diag::Diagnostic>);
+
+impl Origin {
+    /// A diagnostic at this origin.
+    pub fn diagnostic(&self, message: impl Into<String>) -> crate::diag::Diagnostic {
+        let mut d = self.0.clone().unwrap_or_else(|| crate::diag::Diagnostic {
+            file: std::path::PathBuf::new(),
+            line: 0,
+            col: 0,
+            key: String::new(),
+            message: String::new(),
+        });
+        d.message = message.into();
+        d
+    }
+}
+
+/// An input error that the build found: exit code 2, printed as the
+/// diagnostics it holds.
+#[derive(Debug)]
+pub struct InputError(pub crate::diag::Diagnostics);
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::error::Error for InputError {}
+
 /// Partition sizes and alignment, in bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LayoutSpec {
@@ -143,6 +179,9 @@ pub struct LayoutSpec {
     pub data: u64,
     /// Whether the golden image also writes the rootfs into slot B.
     pub fill_slot_b: bool,
+    /// Where `layout.slot` was written.
+    #[serde(skip)]
+    pub slot_at: Origin,
 }
 
 /// Where the kernel (and optional initrd and device tree) come from.
@@ -401,6 +440,9 @@ pub struct LayerSpec {
     pub entries: Vec<LayerEntry>,
     /// Paths the layer removes, sorted.
     pub remove: Vec<String>,
+    /// Where each removed path was written.
+    #[serde(skip)]
+    pub remove_at: BTreeMap<String, Origin>,
     /// The parsed `conf/layer.yaml`, kept for positioned diagnostics.
     #[serde(skip)]
     pub conf: std::sync::Arc<crate::yaml::Doc>,
