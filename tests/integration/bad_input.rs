@@ -160,7 +160,13 @@ fn oversize_rootfs_names_both_sizes_and_leaves_out_untouched() {
         false,
         None,
     );
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    // The input alone decides it: an input error at layout.slot (exit 2).
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("images/big.yaml:15:9: layout.slot: "),
+        "{}",
+        r.stderr
+    );
     assert!(
         r.stderr
             .contains("but its slot holds only 4MiB (layout.slot in images/big.yaml)"),
