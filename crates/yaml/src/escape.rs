@@ -56,6 +56,31 @@ pub fn shown_path(p: &Path) -> String {
     shown_bytes(p.as_os_str().as_bytes())
 }
 
+/// Like [`shown`], but a backslash is kept as it is. Applying it to text that
+/// already went through [`shown`] changes nothing, so a renderer that cannot
+/// know which fragments its caller escaped (a diagnostic message mixing
+/// trusted words with `shown(key)`) applies it to everything without
+/// escaping anything twice. Its output still holds no control or format
+/// character; it is only less unambiguous than [`shown`]'s.
+pub fn defang(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    push_escaped(&mut out, s, false);
+    out
+}
+
+/// [`defang`] for bytes: invalid UTF-8 bytes become `\xNN`.
+pub fn defang_bytes(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len());
+    for chunk in b.utf8_chunks() {
+        push_escaped(&mut out, chunk.valid(), false);
+        for byte in chunk.invalid() {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\\x{byte:02x}");
+        }
+    }
+    out
+}
+
 /// True when `c` is printed escaped: controls and the format characters
 /// that can reorder or hide text.
 pub fn needs_escape(c: char) -> bool {
@@ -85,8 +110,14 @@ pub fn needs_escape(c: char) -> bool {
 
 /// Appends `s` to `out`, escaped.
 fn push_str(out: &mut String, s: &str) {
+    push_escaped(out, s, true);
+}
+
+/// Appends `s` to `out`, escaped; a backslash is doubled only when
+/// `backslash` is set.
+fn push_escaped(out: &mut String, s: &str, backslash: bool) {
     for c in s.chars() {
-        if !needs_escape(c) {
+        if !needs_escape(c) || (c == '\\' && !backslash) {
             out.push(c);
             continue;
         }
@@ -153,6 +184,15 @@ mod tests {
         // A C1 control as a character and as a stray byte print differently.
         assert_eq!(shown_bytes("\u{9b}".as_bytes()), "\\u{9b}");
         assert_eq!(shown_bytes(b"\x9b"), "\\x9b");
+    }
+
+    #[test]
+    fn defang_is_idempotent_on_shown_output() {
+        let raw = "k\x1b[2J\u{202e}\u{9b}\\x";
+        let once = shown(raw);
+        assert_eq!(defang(&once), once);
+        assert_eq!(defang(raw), "k\\x1b[2J\\u{202e}\\u{9b}\\x");
+        assert_eq!(defang_bytes(b"a\xff\x1b"), "a\\xff\\x1b");
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub fn resolve_input(root: &Path, p: &str) -> Result<PathBuf, String> {
     let real_root = fs::canonicalize(root)
         .map_err(|e| format!("cannot read the project {}: {e}", shown_path(root)))?;
     let lexical = normalize(&written);
-    if lexical.starts_with(&normalize(root)) {
+    if lexical.starts_with(normalize(root)) {
         if !real.starts_with(&real_root) {
             return Err(format!(
                 "{} leads out of the project (to {}) through a symlink",

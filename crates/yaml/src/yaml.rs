@@ -2,21 +2,19 @@
 //!
 //! `serde_norway` gives us YAML values and typed conversion but no positions
 //! for values, and serde stops at the first error. So a document is parsed
-//! twice: once into a `serde_norway::Value`, and once through `yaml-rust2`'s
-//! event parser to build an index from key paths (`layout.slot`,
-//! `layers[1]`) to line and column. [`Reader`] then walks the value field by
+//! twice: once through `yaml-rust2`'s event parser (`span.rs`) to build an
+//! index from key paths (`layout.slot`, `layers[1]`) to line and column and
+//! to refuse aliases and deep nesting, then into a `serde_norway::Value`. [`Reader`] then walks the value field by
 //! field, converting each with serde and collecting every problem (unknown
 //! keys, wrong types, missing keys, control characters) before failing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::span;
 use serde::de::DeserializeOwned;
 use serde_norway::{Mapping, Value};
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::Marker;
-
-use crate::diag::{Diagnostic, Diagnostics};
 
 /// A parsed YAML document with its position index.
 #[derive(Debug)]
@@ -32,36 +30,47 @@ pub struct Doc {
 }
 
 impl Doc {
-    /// Parses `text`; a syntax error becomes a positioned diagnostic.
+    /// Parses `text`; a syntax error, an alias, too deep nesting, a
+    /// duplicate key or a second document becomes a positioned diagnostic
+    /// (see [`crate::span`] for the limits). A leading byte-order mark is
+    /// skipped.
     pub fn parse(file: &Path, text: &str) -> Result<Doc, Diagnostics> {
-        let mut diags = Diagnostics::default();
+        // Editors on Windows start UTF-8 files with U+FEFF; it is not
+        // content, and columns on line 1 are counted without it.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        // The event pass first: it refuses aliases and deep nesting before
+        // serde_norway could expand them.
+        let spans = span::scan(file, text)?;
         let value = match serde_norway::from_str::<Value>(text) {
             Ok(v) => v,
             Err(e) => {
                 let (line, col) = e
                     .location()
                     .map(|l| (l.line(), l.column()))
-                    .unwrap_or((0, 0));
+                    .unwrap_or((1, 1));
+                let mut diags = Diagnostics::default();
                 diags.push(Diagnostic {
                     file: file.to_path_buf(),
-                    line,
-                    col,
+                    line: line.max(1),
+                    col: col.max(1),
                     key: String::new(),
                     message: format!("invalid yaml: {}", strip_location(&e.to_string())),
                 });
                 return Err(diags);
             }
         };
-        let mut index = SpanIndex::default();
-        // serde_norway accepted the text, so the event parser only fails on
-        // constructs it handles differently; positions are then best effort.
-        let _ = Parser::new_from_str(text).load(&mut index, false);
         Ok(Doc {
             file: file.to_path_buf(),
             value,
-            keys: index.keys,
-            values: index.values,
+            keys: spans.keys,
+            values: spans.values,
         })
+    }
+
+    /// Parses `bytes`, which must be UTF-8 (else a diagnostic at the first
+    /// bad byte), as [`Doc::parse`] does.
+    pub fn parse_bytes(file: &Path, bytes: &[u8]) -> Result<Doc, Diagnostics> {
+        Doc::parse(file, crate::read::decode(file, bytes)?)
     }
 
     /// A document with no content, as a placeholder.
@@ -134,86 +143,6 @@ fn strip_location(msg: &str) -> String {
     match msg.find(" at line ") {
         Some(i) => msg[..i].to_string(),
         None => msg.to_string(),
-    }
-}
-
-#[derive(Default)]
-struct SpanIndex {
-    keys: BTreeMap<String, (usize, usize)>,
-    values: BTreeMap<String, (usize, usize)>,
-    stack: Vec<Frame>,
-}
-
-enum Frame {
-    Map { path: String, key: Option<String> },
-    Seq { path: String, next: usize },
-}
-
-impl SpanIndex {
-    /// The path of the value that starts now, recording its position; `None`
-    /// when the event is a mapping key.
-    fn value_path(&mut self, mark: Marker, scalar: Option<&str>) -> Option<String> {
-        let pos = (mark.line(), mark.col() + 1);
-        match self.stack.last_mut() {
-            None => Some(String::new()),
-            Some(Frame::Seq { path, next }) => {
-                let p = format!("{path}[{next}]");
-                *next += 1;
-                self.values.entry(p.clone()).or_insert(pos);
-                Some(p)
-            }
-            Some(Frame::Map { path, key }) => match key.take() {
-                Some(k) => {
-                    let p = join_key(path, &k);
-                    self.values.entry(p.clone()).or_insert(pos);
-                    Some(p)
-                }
-                None => {
-                    // A key. Non-scalar keys are rejected later by the reader.
-                    let k = scalar.unwrap_or("?").to_string();
-                    self.keys.entry(join_key(path, &k)).or_insert(pos);
-                    *key = Some(k);
-                    None
-                }
-            },
-        }
-    }
-}
-
-impl MarkedEventReceiver for SpanIndex {
-    fn on_event(&mut self, ev: Event, mark: Marker) {
-        match ev {
-            Event::Scalar(ref s, ..) => {
-                self.value_path(mark, Some(s));
-            }
-            Event::Alias(_) => {
-                self.value_path(mark, None);
-            }
-            Event::MappingStart(..) => {
-                if let Some(path) = self.value_path(mark, None) {
-                    self.stack.push(Frame::Map { path, key: None });
-                } else {
-                    self.stack.push(Frame::Map {
-                        path: "?".into(),
-                        key: None,
-                    });
-                }
-            }
-            Event::SequenceStart(..) => {
-                if let Some(path) = self.value_path(mark, None) {
-                    self.stack.push(Frame::Seq { path, next: 0 });
-                } else {
-                    self.stack.push(Frame::Seq {
-                        path: "?".into(),
-                        next: 0,
-                    });
-                }
-            }
-            Event::MappingEnd | Event::SequenceEnd => {
-                self.stack.pop();
-            }
-            _ => {}
-        }
     }
 }
 
@@ -468,7 +397,7 @@ mod tests {
     #[test]
     fn syntax_error_has_a_position() {
         let e = Doc::parse(Path::new("x.yaml"), "a: [1, 2\nb: 3\n").unwrap_err();
-        let d = &e.0[0];
+        let d = e.iter().next().unwrap();
         assert!(d.line >= 1, "{d}");
         assert!(d.message.starts_with("invalid yaml"), "{d}");
     }
