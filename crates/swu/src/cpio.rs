@@ -29,6 +29,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
+use slotsmith_yaml::escape::{shown, shown_bytes};
 use std::collections::HashSet;
 use std::io::{self, ErrorKind, Read, Seek, Write};
 
@@ -55,17 +56,20 @@ const BUF_LEN: usize = 256 * 1024;
 pub fn validate_name(name: &str) -> Result<()> {
     ensure!(
         !name.is_empty() && name.len() <= MAX_NAME_LEN,
-        "cpio entry name {name:?} must be 1 to {MAX_NAME_LEN} characters"
+        "cpio entry name \"{}\" must be 1 to {MAX_NAME_LEN} characters",
+        shown(name)
     );
     ensure!(
         name.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')),
-        "cpio entry name {name:?} may only contain A-Z a-z 0-9 . _ -"
+        "cpio entry name \"{}\" may only contain A-Z a-z 0-9 . _ -",
+        shown(name)
     );
     // "." and ".." would become $TMPDIR/. and $TMPDIR/.. on the device.
     ensure!(
         name != "." && name != "..",
-        "cpio entry name {name:?} is reserved"
+        "cpio entry name \"{}\" is reserved",
+        shown(name)
     );
     Ok(())
 }
@@ -393,8 +397,8 @@ fn read_archive<R: Read>(r: R, want_sha: bool) -> Result<Vec<(CpioEntry, Option<
         );
         ensure!(
             &h[..6] == MAGIC,
-            "entry {index}: bad magic {:?} at offset {at}, expected \"070702\" (cpio new CRC format)",
-            String::from_utf8_lossy(&h[..6])
+            "entry {index}: bad magic \"{}\" at offset {at}, expected \"070702\" (cpio new CRC format)",
+            shown_bytes(&h[..6])
         );
         let mut fields = [0u32; 13];
         for (i, f) in fields.iter_mut().enumerate() {
@@ -426,11 +430,18 @@ fn read_archive<R: Read>(r: R, want_sha: bool) -> Result<Vec<(CpioEntry, Option<
             at + HEADER_LEN as u64
         );
         let name = std::str::from_utf8(&name_bytes[..namesize - 1])
-            .map_err(|_| anyhow::anyhow!("entry {index}: name is not UTF-8"))?
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "entry {index}: name \"{}\" is not UTF-8",
+                    shown_bytes(&name_bytes[..namesize - 1])
+                )
+            })?
             .to_owned();
+        // Untrusted: every message below shows the name escaped.
+        let shown_name = shown(&name);
         ensure!(
             rest.iter().all(|&b| b == 0),
-            "entry {index} ({name}): non-NUL padding after the name"
+            "entry {index} ({shown_name}): non-NUL padding after the name"
         );
         if name == TRAILER {
             ensure!(
@@ -450,11 +461,11 @@ fn read_archive<R: Read>(r: R, want_sha: bool) -> Result<Vec<(CpioEntry, Option<
         }
         ensure!(
             !name.contains('/'),
-            "entry {index} ({name}): names with '/' are not allowed"
+            "entry {index} ({shown_name}): names with '/' are not allowed"
         );
         ensure!(
             names.insert(name.clone()),
-            "entry {index} ({name}): duplicate name"
+            "entry {index} ({shown_name}): duplicate name"
         );
 
         let offset = c.pos;
@@ -468,7 +479,7 @@ fn read_archive<R: Read>(r: R, want_sha: bool) -> Result<Vec<(CpioEntry, Option<
                 .context("reading cpio entry data")?;
             ensure!(
                 got == want,
-                "entry {index} ({name}): archive ends after {} of {size} data bytes",
+                "entry {index} ({shown_name}): archive ends after {} of {size} data bytes",
                 size - left + got as u64
             );
             sum = sum.wrapping_add(byte_sum(&buf[..got]));
@@ -479,14 +490,14 @@ fn read_archive<R: Read>(r: R, want_sha: bool) -> Result<Vec<(CpioEntry, Option<
         }
         ensure!(
             sum == check,
-            "entry {index} ({name}): cpio checksum mismatch: header says {check:#010x}, data sums to {sum:#010x}"
+            "entry {index} ({shown_name}): cpio checksum mismatch: header says {check:#010x}, data sums to {sum:#010x}"
         );
         let mut pad = [0u8; 3];
         let n = pad4(c.pos);
         let got = c.fill(&mut pad[..n]).context("reading cpio data padding")?;
         ensure!(
             got == n && pad[..n].iter().all(|&b| b == 0),
-            "entry {index} ({name}): missing or non-NUL padding after the data"
+            "entry {index} ({shown_name}): missing or non-NUL padding after the data"
         );
         entries.push((
             CpioEntry {
@@ -661,6 +672,37 @@ mod tests {
             // or a checksum.
             assert!(read_index(IoCursor::new(&c)).is_err(), "flip {i}");
         }
+    }
+
+    /// Defect 8: bytes of a hostile archive reach the error text escaped:
+    /// a garbage file starting with `ESC [ 2 J`, and entry names with
+    /// control characters, bidi overrides or invalid UTF-8.
+    #[test]
+    fn untrusted_bytes_are_escaped_in_errors() {
+        let mut garbage = b"\x1b[2J\x9b\x07".to_vec();
+        garbage.resize(600, b'x');
+        let e = err_of(&garbage);
+        assert!(e.contains("bad magic \"\\x1b[2J\\x9b\\x07\""), "{e}");
+        for name in ["a\x1b]0;pwned\x07", "\u{202e}gpj.exe", "a\u{9b}31m"] {
+            let mut w = Vec::new();
+            let h = header(1, MODE_FILE, 0, name, 1, 0);
+            w.extend_from_slice(&h);
+            w.extend_from_slice(&header(0, 0, 0, TRAILER, 0, w.len() as u64));
+            let e = err_of(&w);
+            assert!(e.contains("checksum mismatch"), "{e}");
+            assert!(
+                e.contains(&format!("({})", slotsmith_yaml::escape::shown(name))),
+                "{e}"
+            );
+            assert!(
+                !e.chars().any(|c| c.is_control() || c == '\u{202e}'),
+                "{e:?}"
+            );
+        }
+        let mut w = header(1, MODE_FILE, 0, "ab", 0, 0);
+        w[110] = 0xff;
+        let e = err_of(&w);
+        assert!(e.contains("name \"\\xffb\" is not UTF-8"), "{e}");
     }
 
     #[test]

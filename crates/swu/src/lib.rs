@@ -28,6 +28,7 @@ pub use swdesc::{
 
 use anyhow::{bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
+use slotsmith_yaml::escape::shown;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -261,20 +262,32 @@ pub fn read_swu_authenticated(
     path: &Path,
     authenticate: impl FnOnce(&[u8], &[u8]) -> Result<()>,
 ) -> Result<SwuContents> {
-    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let hashed = read_index_with_sha256(&mut f)
-        .with_context(|| format!("reading {} as cpio", path.display()))?;
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    read_swu_from(f, authenticate).with_context(|| format!("reading {}", path.display()))
+}
+
+/// [`read_swu_authenticated`] on an open archive (a file or a buffer),
+/// from its start. Everything in it is untrusted: names and text reach
+/// the error messages escaped. This is also what the `cpio_read` fuzz
+/// target drives.
+pub fn read_swu_from<R: Read + Seek>(
+    mut f: R,
+    authenticate: impl FnOnce(&[u8], &[u8]) -> Result<()>,
+) -> Result<SwuContents> {
+    f.seek(SeekFrom::Start(0))
+        .context("seeking to the start of the archive")?;
+    let hashed = read_index_with_sha256(&mut f).context("reading the archive as cpio")?;
     let (entries, sha256): (Vec<CpioEntry>, Vec<[u8; 32]>) = hashed.into_iter().unzip();
-    let name_at = |i: usize| entries.get(i).map(|e| e.name.as_str());
+    let name_at = |i: usize| entries.get(i).map(|e| shown(&e.name));
     ensure!(
-        name_at(0) == Some(SW_DESCRIPTION),
+        name_at(0).as_deref() == Some(SW_DESCRIPTION),
         "first member must be {SW_DESCRIPTION}, found {}",
-        name_at(0).unwrap_or("nothing")
+        name_at(0).unwrap_or_else(|| "nothing".into())
     );
     ensure!(
-        name_at(1) == Some(SW_DESCRIPTION_SIG),
+        name_at(1).as_deref() == Some(SW_DESCRIPTION_SIG),
         "second member must be {SW_DESCRIPTION_SIG}, found {}",
-        name_at(1).unwrap_or("nothing")
+        name_at(1).unwrap_or_else(|| "nothing".into())
     );
     let text = read_member(&mut f, &entries[0])?;
     let sw_description = String::from_utf8(text).context("sw-description is not UTF-8")?;
@@ -291,6 +304,7 @@ pub fn read_swu_authenticated(
     let mut referenced = vec![false; entries.len()];
     for c in &description.collections {
         for p in &c.payloads {
+            // Validated by the parser (cpio name rules), so printable.
             let Some(&i) = index.get(p.filename.as_str()) else {
                 bail!(
                     "collection {}.{}: payload {} is not in the archive",
@@ -323,7 +337,7 @@ pub fn read_swu_authenticated(
         bail!(
             "entry {} ({}) is not referenced by sw-description",
             i + 1,
-            entries[i].name
+            shown(&entries[i].name)
         );
     }
     Ok(SwuContents {
@@ -335,7 +349,9 @@ pub fn read_swu_authenticated(
     })
 }
 
-fn read_member(f: &mut File, e: &CpioEntry) -> Result<Vec<u8>> {
+fn read_member<R: Read + Seek>(f: &mut R, e: &CpioEntry) -> Result<Vec<u8>> {
+    // Only sw-description and its signature come here, whose names were
+    // checked by the caller.
     ensure!(
         e.size <= MAX_METADATA,
         "{} is {} bytes, over the {MAX_METADATA}-byte limit",
@@ -344,7 +360,8 @@ fn read_member(f: &mut File, e: &CpioEntry) -> Result<Vec<u8>> {
     );
     f.seek(SeekFrom::Start(e.offset))
         .with_context(|| format!("seeking to {}", e.name))?;
-    let mut data = Vec::with_capacity(e.size as usize);
+    // MAX_METADATA bounds the size, so it fits a usize.
+    let mut data = Vec::with_capacity(usize::try_from(e.size).unwrap_or(0));
     f.take(e.size)
         .read_to_end(&mut data)
         .with_context(|| format!("reading {}", e.name))?;

@@ -74,6 +74,7 @@
 //! deterministic: same input, same bytes.
 
 use anyhow::{bail, ensure, Context, Result};
+use slotsmith_yaml::escape::shown;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
@@ -174,7 +175,7 @@ impl Collection {
         let mode = match slot {
             "a" => "copy1",
             "b" => "copy2",
-            _ => bail!("slot must be \"a\" or \"b\", not {slot:?}"),
+            _ => bail!("slot must be \"a\" or \"b\", not \"{}\"", shown(slot)),
         };
         Ok(Collection {
             set: "stable".into(),
@@ -216,7 +217,10 @@ pub fn bootenv_for(bootloader: Bootloader, slot: &str) -> Vec<(String, String)> 
 /// module docs for why), bounded length.
 fn check_text(s: &str, what: &str, max: usize) -> Result<()> {
     if let Some(c) = s.chars().find(|c| c.is_control()) {
-        bail!("{what} {s:?} contains the control character {c:?}, which is not allowed");
+        bail!(
+            "{what} \"{}\" contains the control character {c:?}, which is not allowed",
+            shown(s)
+        );
     }
     ensure!(
         s.len() <= max,
@@ -249,11 +253,13 @@ fn check_setting_name(name: &str, what: &str) -> Result<()> {
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'*');
     ensure!(
         first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'*')),
-        "{what} {name:?} is not a valid libconfig setting name ([A-Za-z*][-A-Za-z0-9_*]*)"
+        "{what} \"{}\" is not a valid libconfig setting name ([A-Za-z*][-A-Za-z0-9_*]*)",
+        shown(name)
     );
     ensure!(
         !RESERVED.contains(&name),
-        "{what} {name:?} collides with a key SWUpdate looks up"
+        "{what} \"{}\" collides with a key SWUpdate looks up",
+        shown(name)
     );
     Ok(())
 }
@@ -266,11 +272,13 @@ fn check_env_name(name: &str) -> Result<()> {
     ensure!(!name.is_empty(), "bootenv name is empty");
     ensure!(
         !name.contains('='),
-        "bootenv name {name:?} contains '=', which would split it into name and value"
+        "bootenv name \"{}\" contains '=', which would split it into name and value",
+        shown(name)
     );
     ensure!(
         name.bytes().all(|b| b.is_ascii_graphic()),
-        "bootenv name {name:?} must be printable ASCII without spaces"
+        "bootenv name \"{}\" must be printable ASCII without spaces",
+        shown(name)
     );
     Ok(())
 }
@@ -281,7 +289,8 @@ fn check_version(v: &str) -> Result<()> {
             && v.len() <= MAX_STR
             && v.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-')),
-        "version {v:?} must be 1 to {MAX_STR} characters from [A-Za-z0-9.+-]"
+        "version \"{}\" must be 1 to {MAX_STR} characters from [A-Za-z0-9.+-]",
+        shown(v)
     );
     Ok(())
 }
@@ -289,17 +298,23 @@ fn check_version(v: &str) -> Result<()> {
 fn check_slot(slot: &str) -> Result<()> {
     ensure!(
         slot == "a" || slot == "b",
-        "slot must be \"a\" or \"b\", not {slot:?}"
+        "slot must be \"a\" or \"b\", not \"{}\"",
+        shown(slot)
     );
     Ok(())
 }
 
 fn check_abs_path(p: &str, what: &str, max: usize) -> Result<()> {
     check_text(p, what, max)?;
-    ensure!(p.starts_with('/'), "{what} {p:?} must be an absolute path");
+    ensure!(
+        p.starts_with('/'),
+        "{what} \"{}\" must be an absolute path",
+        shown(p)
+    );
     ensure!(
         !p.split('/').any(|c| c == ".."),
-        "{what} {p:?} must not contain '..'"
+        "{what} \"{}\" must not contain '..'",
+        shown(p)
     );
     Ok(())
 }
@@ -355,7 +370,7 @@ impl SwDescription {
                 ensure!(
                     *prev == m,
                     "payload {} is used with different sha256, size or compression",
-                    p.filename
+                    shown(&p.filename)
                 );
             }
             match sets.iter_mut().find(|(s, _)| *s == c.set) {
@@ -432,7 +447,11 @@ fn render_collection(o: &mut String, c: &Collection) -> Result<()> {
             }
             Target::File { path } => {
                 check_abs_path(path, "path", MAX_FILE_PATH)?;
-                ensure!(!path.ends_with('/'), "path {path:?} names a directory");
+                ensure!(
+                    !path.ends_with('/'),
+                    "path \"{}\" names a directory",
+                    shown(path)
+                );
                 o.push_str("\t\t\t\t\ttype = \"rawfile\";\n");
                 let _ = writeln!(
                     o,
@@ -535,10 +554,18 @@ impl Value {
     }
 }
 
+/// Deepest nesting of groups, lists and arrays the parser follows. What
+/// we generate nests 7 deep (document, software, set, mode, images, image,
+/// properties); the bound keeps a hostile `[[[[...` from exhausting the
+/// stack, which would abort rather than fail.
+const MAX_DEPTH: usize = 16;
+
 struct Parser<'a> {
     s: &'a [u8],
     text: &'a str,
     i: usize,
+    /// Open groups, lists and arrays around the current position.
+    depth: usize,
 }
 
 impl<'a> Parser<'a> {
@@ -547,6 +574,7 @@ impl<'a> Parser<'a> {
             s: text.as_bytes(),
             text,
             i: 0,
+            depth: 0,
         }
     }
 
@@ -626,6 +654,21 @@ impl<'a> Parser<'a> {
     }
 
     fn value(&mut self) -> Result<Value> {
+        if matches!(self.peek(), Some(b'{' | b'(' | b'[')) {
+            ensure!(
+                self.depth < MAX_DEPTH,
+                "line {}: nested more than {MAX_DEPTH} levels deep",
+                self.line()
+            );
+            self.depth += 1;
+            let v = self.scalar_or_nested();
+            self.depth -= 1;
+            return v;
+        }
+        self.scalar_or_nested()
+    }
+
+    fn scalar_or_nested(&mut self) -> Result<Value> {
         match self.peek() {
             Some(b'"') => self.string().map(Value::Str),
             Some(b'{') => {
@@ -844,15 +887,17 @@ fn collection_from(set: String, mode: String, body: Value, what: &str) -> Result
 
 fn payload_from(v: Value) -> Result<Payload> {
     let mut f = Fields::new(v, "image")?;
+    // Untrusted until validated below: every message shows it escaped.
     let filename = f.string("filename")?;
-    f.what = format!("image {filename}");
+    let name = shown(&filename);
+    f.what = format!("image {name}");
     let ty = f.string("type")?;
     let target = match ty.as_str() {
         "raw" => {
             let device = f.string("device")?;
             match f.take("installed-directly")? {
                 Value::Bool(true) => {}
-                _ => bail!("raw image {filename} must be installed-directly = true"),
+                _ => bail!("raw image {name} must be installed-directly = true"),
             }
             Target::Raw { device }
         }
@@ -862,18 +907,18 @@ fn payload_from(v: Value) -> Result<Payload> {
             for key in ["atomic-install", "create-destination"] {
                 ensure!(
                     props.string(key)? == "true",
-                    "image {filename}: property {key} must be \"true\""
+                    "image {name}: property {key} must be \"true\""
                 );
             }
             props.done()?;
             Target::File { path }
         }
-        other => bail!("image {filename}: unsupported type {other:?}"),
+        other => bail!("image {name}: unsupported type \"{}\"", shown(other)),
     };
     let size = match f.take("size")? {
         Value::Int(n) => n,
         other => bail!(
-            "image {filename}: size must be an integer, not {}",
+            "image {name}: size must be an integer, not {}",
             other.kind()
         ),
     };
@@ -884,19 +929,28 @@ fn payload_from(v: Value) -> Result<Payload> {
             && sha_hex
                 .bytes()
                 .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
-        "image {filename}: sha256 must be 64 lower-case hex digits"
+        "image {name}: sha256 must be 64 lower-case hex digits"
     );
     hex::decode_to_slice(&sha_hex, &mut sha256)
-        .with_context(|| format!("image {filename}: bad sha256"))?;
+        .with_context(|| format!("image {name}: bad sha256"))?;
     let compressed = match f.take_opt("compressed") {
         None => Compression::None,
         Some(Value::Str(s)) if s == "zstd" => Compression::Zstd,
-        Some(other) => bail!("image {filename}: unsupported compressed = {other:?}"),
+        Some(Value::Str(other)) => {
+            bail!(
+                "image {name}: unsupported compressed = \"{}\"",
+                shown(&other)
+            )
+        }
+        Some(other) => bail!(
+            "image {name}: compressed must be a string, not {}",
+            other.kind()
+        ),
     };
     let fit = match (f.take_opt("slotsmith-installed-size"), f.take_opt("slotsmith-capacity")) {
         (None, None) => None,
         (Some(Value::Int(installed_size)), Some(Value::Int(capacity))) => Some(Fit { installed_size, capacity }),
-        _ => bail!("image {filename}: slotsmith-installed-size and slotsmith-capacity go together, as integers"),
+        _ => bail!("image {name}: slotsmith-installed-size and slotsmith-capacity go together, as integers"),
     };
     f.done()?;
     Ok(Payload {
@@ -1176,6 +1230,81 @@ mod tests {
             assert!(SwDescription::parse(&text[..i]).is_err(), "prefix {i}");
         }
         assert!(SwDescription::parse("software = { version = \"é\u{1}").is_err());
+    }
+
+    /// Deep nesting is an error, not a stack overflow (which aborts).
+    #[test]
+    fn parser_bounds_nesting() {
+        for open in ["[", "(", "{ a = "] {
+            let text = format!("software = {};", open.repeat(100_000));
+            let e = format!("{:#}", SwDescription::parse(&text).unwrap_err());
+            assert!(e.contains("nested more than 16 levels deep"), "{e}");
+        }
+        // What we generate is well inside the bound.
+        SwDescription::parse(&sample().to_libconfig().unwrap()).unwrap();
+    }
+
+    /// Defect 8: strings from an untrusted sw-description reach the error
+    /// text only escaped: a terminal escape is refused by the parser and
+    /// shown escaped; a bidi override, which is not a control character,
+    /// is accepted by the parser and still escaped in every message.
+    #[test]
+    fn untrusted_strings_are_escaped_in_errors() {
+        let text = sample().to_libconfig().unwrap();
+        let cases = [
+            (
+                text.replacen("type = \"raw\"", "type = \"r\u{202e}aw\u{1b}[2J\"", 1),
+                "control character '\\u{1b}' in a string",
+            ),
+            (
+                text.replacen("type = \"raw\"", "type = \"r\u{202e}aw\"", 1),
+                "unsupported type \"r\\u{202e}aw\"",
+            ),
+            (
+                text.replacen(
+                    "filename = \"rootfs-a.img\"",
+                    "filename = \"x\u{202e}gmi.exe\"",
+                    1,
+                ),
+                "cpio entry name \"x\\u{202e}gmi.exe\" may only contain",
+            ),
+            (
+                text.replacen(
+                    "filename = \"rootfs-a.img\";\n\t\t\t\t\ttype = \"raw\"",
+                    "filename = \"x\u{202e}gmi.exe\";\n\t\t\t\t\ttype = \"ubivol\"",
+                    1,
+                ),
+                "image x\\u{202e}gmi.exe: unsupported type \"ubivol\"",
+            ),
+            (
+                text.replacen("compressed = \"zstd\"", "compressed = \"\u{2066}z\"", 1),
+                "unsupported compressed = \"\\u{2066}z\"",
+            ),
+            (
+                text.replacen("version = \"1.2.3\"", "version = \"1.\u{202e}3\"", 1),
+                "version \"1.\\u{202e}3\" must be",
+            ),
+            (
+                text.replacen(
+                    "slotsmith-slot = \"a\"",
+                    "slotsmith-slot = \"\u{200b}a\"",
+                    1,
+                ),
+                "not \"\\u{200b}a\"",
+            ),
+        ];
+        for (t, want) in cases {
+            assert_ne!(t, text, "{want}");
+            let e = format!("{:#}", SwDescription::parse(&t).unwrap_err());
+            assert!(e.contains(want), "want {want:?} in {e:?}");
+            assert!(
+                !e.chars().any(|c| c == '\u{1b}'
+                    || c == '\u{202e}'
+                    || c == '\u{2066}'
+                    || c == '\u{200b}'),
+                "{e:?}"
+            );
+        }
     }
 
     #[test]
