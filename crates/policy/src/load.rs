@@ -125,35 +125,58 @@ pub fn load_policies(root: &Path, names: &[String]) -> Result<Vec<Rule>, Diagnos
             continue;
         }
         let abs = root.join("policies").join(format!("{name}.yaml"));
-        let text = match std::fs::read_to_string(&abs) {
+        // Bounded (1 MiB) and decoded as UTF-8 with a position.
+        let text = match slotsmith_yaml::read::read_yaml(&abs, Path::new(&shown)) {
             Ok(t) => t,
-            Err(e) => {
-                diags.file_error(Path::new(&shown), format!("cannot read: {e}"));
+            Err(d) => {
+                diags.extend(d);
                 continue;
             }
         };
-        match parse_policy_file(&shown, &text) {
-            Ok((file_rules, d)) => {
-                diags.extend(d);
-                for (rule, id_pos) in file_rules {
-                    if let Some((f, l)) = ids.get(&rule.id) {
-                        diags.push(slotsmith_yaml::diag::Diagnostic {
-                            file: shown.clone().into(),
-                            line: id_pos.0,
-                            col: id_pos.1,
-                            key: id_pos.2.clone(),
-                            message: format!("duplicate rule id '{}' (also at {f}:{l})", rule.id),
-                        });
-                        continue;
-                    }
-                    ids.insert(rule.id.clone(), (rule.file.clone(), rule.line));
-                    rules.push(rule);
-                }
-            }
-            Err(d) => diags.extend(d),
-        }
+        add_file(&shown, &text, &mut ids, &mut rules, &mut diags);
     }
     diags.into_result(rules)
+}
+
+/// Parses the text of one policy file shown as `shown`: all of
+/// [`load_policies`] for one file but reading it, so tests and fuzzers can
+/// give text directly.
+pub fn parse_policy(shown: &str, text: &str) -> Result<Vec<Rule>, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let mut rules = Vec::new();
+    add_file(shown, text, &mut BTreeMap::new(), &mut rules, &mut diags);
+    diags.into_result(rules)
+}
+
+/// Parses one policy file into `rules`, reporting an id already in `ids`
+/// (id -> file and line where it was first defined) at the duplicate.
+fn add_file(
+    shown: &str,
+    text: &str,
+    ids: &mut BTreeMap<String, (String, usize)>,
+    rules: &mut Vec<Rule>,
+    diags: &mut Diagnostics,
+) {
+    match parse_policy_file(shown, text) {
+        Ok((file_rules, d)) => {
+            diags.extend(d);
+            for (rule, id_pos) in file_rules {
+                if let Some((f, l)) = ids.get(&rule.id) {
+                    diags.push(slotsmith_yaml::diag::Diagnostic {
+                        file: shown.into(),
+                        line: id_pos.0,
+                        col: id_pos.1,
+                        key: id_pos.2.clone(),
+                        message: format!("duplicate rule id '{}' (also at {f}:{l})", rule.id),
+                    });
+                    continue;
+                }
+                ids.insert(rule.id.clone(), (rule.file.clone(), rule.line));
+                rules.push(rule);
+            }
+        }
+        Err(d) => diags.extend(d),
+    }
 }
 
 type IdPos = (usize, usize, String);

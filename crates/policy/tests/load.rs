@@ -369,3 +369,93 @@ fn waivers_need_a_justification_and_an_approver() {
          images/x.yaml:13:5: waivers[3].until: unknown key 'until' (expected one of: rule, justification, approver)"
     );
 }
+
+/// Asserts that `rendered` holds no control or format character other
+/// than the newlines between diagnostics.
+fn assert_clean(rendered: &str) {
+    for line in rendered.split('\n') {
+        let bad: Vec<char> = line
+            .chars()
+            .filter(|&c| c != '\\' && slotsmith_yaml::escape::needs_escape(c))
+            .collect();
+        assert!(bad.is_empty(), "raw {bad:?} in rendered line {line:?}");
+    }
+}
+
+#[test]
+fn hostile_bytes_in_a_policy_reach_diagnostics_only_escaped() {
+    // An erase-screen, a right-to-left override and a C1 CSI in a rule id,
+    // an unknown key, a sysctl key and a unit name.
+    let h = r#"\e[2J\u202E\x9b31m"#;
+    let text = format!(
+        "rules:\n  - id: \"T-{h}\"\n    title: t\n    rationale: r\n    severity: high\n    profiles: [production]\n    controls: {{sp800-53: [CM-6]}}\n    \"x{h}\": 1\n    sysctl: {{\"net.{h}\": 1}}\n  - id: T-UNIT-001\n    title: t\n    rationale: r\n    severity: high\n    profiles: [production]\n    controls: {{sp800-53: [CM-6]}}\n    masked-units: [\"a{h}.service\"]\n"
+    );
+    let err = slotsmith_policy::load::parse_policy("policies/h.yaml", &text).unwrap_err();
+    assert!(err.len() >= 4, "{err}");
+    let rendered = err.to_string();
+    assert_clean(&rendered);
+    assert!(rendered.contains("\\x1b[2J"), "{rendered}");
+    assert!(rendered.contains("\\u{202e}"), "{rendered}");
+}
+
+#[test]
+fn oversize_policy_files_are_refused_naming_the_file_and_limit() {
+    let big = format!("rules: []\n{}", "# padding\n".repeat(200_000));
+    let p = project(&[("big", &big)]);
+    let start = std::time::Instant::now();
+    let err = load_policies(p.path(), &names(&["big"]))
+        .unwrap_err()
+        .to_string();
+    assert!(start.elapsed() < std::time::Duration::from_secs(1));
+    assert_eq!(
+        err,
+        "policies/big.yaml: is larger than the 1 MiB limit for this input"
+    );
+}
+
+#[test]
+fn ten_thousand_unknown_keys_give_fifty_diagnostics_and_a_count() {
+    let mut text = String::from("rules: []\n");
+    for i in 0..10_000 {
+        text.push_str(&format!("k{i:05}: 1\n"));
+    }
+    let err = slotsmith_policy::load::parse_policy("policies/many.yaml", &text).unwrap_err();
+    assert_eq!(err.len(), 10_000);
+    let rendered = err.to_string();
+    let lines: Vec<&str> = rendered.lines().collect();
+    assert_eq!(lines.len(), 51, "{rendered}");
+    assert!(
+        lines[0].starts_with("policies/many.yaml:2:1: k00000: unknown key"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[50], "... and 9950 more problem(s)");
+}
+
+#[test]
+fn duplicate_keys_bom_and_bad_utf8_have_exact_positions() {
+    let dup = "rules:\n  - id: T-A-001\n    title: a\n    title: b\n";
+    let err = slotsmith_policy::load::parse_policy("policies/d.yaml", dup)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "policies/d.yaml:4:5: rules[0].title: duplicate key 'title' (first at line 3)"
+    );
+    let p = project(&[("bom", &format!("\u{feff}{GOOD}"))]);
+    let rules = load_policies(p.path(), &names(&["bom"])).unwrap();
+    assert_eq!(rules[0].line, 3);
+    let dir = project(&[]);
+    std::fs::write(
+        dir.path().join("policies/bad.yaml"),
+        b"rules:\n  - id: T-\xff\n",
+    )
+    .unwrap();
+    let err = load_policies(dir.path(), &names(&["bad"]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("policies/bad.yaml:2:11: not valid UTF-8 (bytes \\xff)"),
+        "{err}"
+    );
+}
