@@ -106,9 +106,17 @@ pub fn load_image(image_path: &Path) -> Result<Loaded, Diagnostics> {
         .unwrap_or_else(|| PathBuf::from("/"));
     let shown = display_path(&root, &abs);
     let text = read_text(&abs, &shown)?;
-    let doc = Doc::parse(Path::new(&shown), &text)?;
+    parse_image(&root, &shown, &text)
+}
+
+/// Parses the text of an image file shown as `shown` (its path relative to
+/// `root`) and loads the layers and policies it names under `root`: all of
+/// [`load_image`] but reading the image file, so tests and fuzzers can
+/// give text directly.
+pub fn parse_image(root: &Path, shown: &str, text: &str) -> Result<Loaded, Diagnostics> {
+    let doc = Doc::parse(Path::new(shown), text)?;
     let mut r = Reader::new(&doc);
-    let image = read_image(&mut r, &root, &shown);
+    let image = read_image(&mut r, root, shown);
     let mut diags = r.diags;
     let Some(mut image) = image else {
         return Err(diags.sorted());
@@ -163,15 +171,12 @@ pub fn display_path(root: &Path, p: &Path) -> String {
     }
 }
 
+/// Reads an image or layer file: at most
+/// [`slotsmith_yaml::read::MAX_YAML_BYTES`] (1 MiB), as UTF-8; a larger
+/// file, an endless device or invalid UTF-8 is a diagnostic naming the file
+/// (and the limit, or the position of the first bad byte).
 fn read_text(abs: &Path, shown: &str) -> Result<String, Diagnostics> {
-    let mut d = Diagnostics::default();
-    match fs::read_to_string(abs) {
-        Ok(t) => Ok(t),
-        Err(e) => {
-            d.file_error(Path::new(shown), format!("cannot read: {e}"));
-            Err(d)
-        }
-    }
+    slotsmith_yaml::read::read_yaml(abs, Path::new(shown))
 }
 
 fn read_image(r: &mut Reader<'_>, root: &Path, shown: &str) -> Option<ImageSpec> {
@@ -1116,7 +1121,20 @@ pub fn load_layer(
 ) -> Result<LayerSpec, Diagnostics> {
     let shown = display_path(root, conf);
     let text = read_text(conf, &shown)?;
-    let doc = Doc::parse(Path::new(&shown), &text)?;
+    parse_layer(root, name, dir, &shown, &text)
+}
+
+/// Parses the text of a layer's `conf/layer.yaml`, shown as `shown`, and
+/// reads the layer's `files/` tree under `dir`: all of [`load_layer`] but
+/// reading the conf file, so tests and fuzzers can give text directly.
+pub fn parse_layer(
+    root: &Path,
+    name: &str,
+    dir: &Path,
+    shown: &str,
+    text: &str,
+) -> Result<LayerSpec, Diagnostics> {
+    let doc = Doc::parse(Path::new(shown), text)?;
     let mut r = Reader::new(&doc);
     let layer = read_layer(&mut r, root, name, dir);
     r.diags.into_result(())?;
