@@ -13,6 +13,8 @@
 //! shrinking) are kept in memory, so peak memory is about the tree size plus
 //! two read chunks.
 
+#[doc(hidden)]
+pub mod fuzz;
 mod geometry;
 mod parallel;
 mod superblock;

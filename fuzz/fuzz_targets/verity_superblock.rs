@@ -1,0 +1,5 @@
+//! The verity superblock parser and the hash-tree verifier on a hash area
+//! from the input (see `slotsmith_verity::fuzz`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| slotsmith_verity::fuzz::superblock(data));
