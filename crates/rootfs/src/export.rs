@@ -21,6 +21,7 @@ use std::io::{BufWriter, Write};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::limits::{self, Target};
 use crate::overlay::stream_exact;
 use crate::path::RelPath;
 use crate::tree::{Content, Kind, Meta, Tree};
@@ -34,7 +35,13 @@ const MAX_OCTAL_11: u64 = 0o77777777777;
 /// Writes `tree` as a tar stream to `out` and returns `out` (flushed).
 /// `progress(bytes)` gets the running number of bytes written after each
 /// entry.
+///
+/// The stream is what `tar2sqfs` reads, so the tree must first pass the
+/// squashfs limits ([`limits::check_tree`]): `tar2sqfs` itself drops
+/// unknown xattr namespaces with a warning and truncates device numbers.
 pub fn write_tar<W: Write>(tree: &Tree, out: W, progress: &mut dyn FnMut(u64)) -> Result<W> {
+    limits::check_tree(tree, Target::Squashfs)
+        .context("the rootfs cannot be stored in squashfs")?;
     let mut w = Counting {
         inner: BufWriter::with_capacity(256 * 1024, out),
         written: 0,

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use rustix::fs::{FileType, Mode, OFlags, CWD};
 
+use crate::limits::{self, Target};
 use crate::overlay::stream_exact;
 use crate::path::RelPath;
 use crate::tree::{Content, Kind, Tree};
@@ -41,7 +42,11 @@ use crate::tree::{Content, Kind, Tree};
 /// are empty placeholder files that [`debugfs_script`] replaces. Host
 /// modes and owners are left alone (the builder's), debugfs sets the real
 /// ones.
+///
+/// The tree must first pass the ext4 limits ([`limits::check_tree`]), which
+/// also keep every staging path short enough for `mke2fs -d`.
 pub fn materialize(tree: &Tree, staging: &Path) -> Result<()> {
+    limits::check_tree(tree, Target::Ext4).context("the rootfs cannot be stored in ext4")?;
     let shown = staging.display();
     let md = fs::symlink_metadata(staging).with_context(|| format!("staging directory {shown}"))?;
     if !md.is_dir() {
@@ -159,6 +164,7 @@ pub struct DebugfsScript {
 /// cannot express (control characters, which `RelPath` already excludes)
 /// is rejected.
 pub fn debugfs_script(tree: &Tree, xattr_dir: &Path) -> Result<DebugfsScript> {
+    limits::check_tree(tree, Target::Ext4).context("the rootfs cannot be stored in ext4")?;
     let mut s = String::new();
     let mut files = Vec::new();
     for (path, node) in tree.iter() {

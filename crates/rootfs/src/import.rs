@@ -11,11 +11,14 @@
 //! through [`RelPath::parse`] (no `..`, no absolute escapes), symlink targets
 //! are kept as opaque strings and never resolved, hardlink targets must be
 //! files already in the archive, and [`Tree::insert`] refuses entries below
-//! a symlink. The only files this module creates are `store_dir/<n>`, with
-//! names we choose, `O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600. The `tar` crate
-//! is used in raw mode purely as a header parser; its unpack functions are
-//! never called, and extension headers (PAX, GNU long names) are decoded
-//! here with a size cap so a crafted header cannot exhaust memory.
+//! a symlink and anything no image could hold ([`crate::limits`]). Every
+//! number in a header or an extension record is parsed with checked
+//! arithmetic ([`crate::tar_fields`]). The only files this module creates are
+//! `store_dir/<n>`, with names we choose, `O_CREAT|O_EXCL|O_NOFOLLOW`, mode
+//! 0600. The `tar` crate is used in raw mode purely as a header splitter;
+//! its unpack functions are never called, and extension headers (PAX, GNU
+//! long names) are decoded here with a size cap so a crafted header cannot
+//! exhaust memory. Errors name the archive and the entry, escaped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -25,13 +28,24 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use rustix::io::Errno;
+use slotsmith_yaml::escape::{shown, shown_bytes, shown_path};
 
+use crate::limits::{shown_entry, MAX_DEPTH};
 use crate::path::RelPath;
+use crate::tar_fields::{
+    base64_decode, header_i64, header_u32, header_u64, parse_pax, pax_time, pax_uint,
+    percent_decode, shown_value,
+};
 use crate::tree::{Content, Kind, Meta, Node, Tree};
 
 /// Largest PAX / GNU long-name extension header we accept. Real ones are a
 /// few hundred bytes; xattr values are capped at 64 KiB by Linux.
 const MAX_EXTENSION_HEADER: u64 = 1 << 20;
+
+/// Memory the xz decoder may use. Its dictionary is sized by the stream
+/// header, so a 100-byte hostile .xz could otherwise ask for 1.5 GiB;
+/// `xz -9e` archives need 65 MiB.
+const MAX_XZ_MEMORY: u64 = 256 << 20;
 
 /// Linux's XATTR_LIST_MAX and XATTR_SIZE_MAX: the kernel never returns
 /// more, so fixed buffers of this size always suffice.
@@ -59,10 +73,25 @@ pub fn from_tarball(
     store_dir: &Path,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Tree> {
-    let name = archive.display().to_string();
-    let reader = open_decompressed(archive).with_context(|| format!("tarball {name}"))?;
+    let name = shown_path(archive);
+    // The archive path itself is the user's argument, so opening it
+    // normally (following symlinks) is intended.
+    let file =
+        File::open(archive).with_context(|| format!("tarball {name}: opening the archive"))?;
+    from_reader(&name, file, store_dir, progress)
+}
+
+/// [`from_tarball`] on a stream; `name` (already escaped) names it in
+/// errors. This is also the fuzzing entry point.
+pub fn from_reader(
+    name: &str,
+    reader: impl Read,
+    store_dir: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Tree> {
+    let reader = decompressed(reader).with_context(|| format!("tarball {name}"))?;
     fs::create_dir_all(store_dir)
-        .with_context(|| format!("creating content store {}", store_dir.display()))?;
+        .with_context(|| format!("creating content store {}", shown_path(store_dir)))?;
 
     let mut tree = Tree::new(Meta::new(0o755, 0, 0, 0));
     let mut ar = tar::Archive::new(reader);
@@ -80,37 +109,21 @@ pub fn from_tarball(
     let (mut count, mut bytes) = (0u64, 0u64);
 
     for entry in entries {
-        let mut entry = entry.with_context(|| {
-            format!(
-                "tarball {name}: reading the header after entry {}",
-                pending.last_path
-            )
-        })?;
+        let after = || format!("tarball {name}: reading the header {}", pending.position());
+        let mut entry = entry.with_context(after)?;
         let ty = entry.header().entry_type().as_byte();
-        match ty {
-            b'L' | b'K' | b'x' | b'g' => {
-                let data = read_extension(&mut entry).with_context(|| {
-                    format!(
-                        "tarball {name}: extension header after entry {}",
-                        pending.last_path
-                    )
-                })?;
-                pending.absorb(ty, data).with_context(|| {
-                    format!(
-                        "tarball {name}: extension header after entry {}",
-                        pending.last_path
-                    )
-                })?;
-                continue;
-            }
-            _ => {}
+        if matches!(ty, b'L' | b'K' | b'x' | b'g') {
+            let ctx = format!("tarball {name}: extension header {}", pending.position());
+            let data = read_extension(&mut entry).context(ctx.clone())?;
+            pending.absorb(ty, data).context(ctx)?;
+            continue;
         }
         let ext = std::mem::take(&mut pending);
         let raw_path = ext.path_bytes(&entry);
-        let shown = String::from_utf8_lossy(&raw_path).into_owned();
+        let shown = crate::limits::shorten(&shown_bytes(&raw_path));
         let added = import_entry(&mut tree, &mut store, &mut entry, &ext, &raw_path)
             .with_context(|| format!("tarball {name}: entry {shown}"))?;
-        bytes += added;
+        bytes = bytes.saturating_add(added);
         count += 1;
         pending.last_path = shown;
         progress(count, bytes);
@@ -121,15 +134,12 @@ pub fn from_tarball(
     Ok(tree)
 }
 
-/// Opens `archive` and wraps it in the streaming decoder its magic bytes
-/// call for. The archive path itself is the user's argument, so opening it
-/// normally (following symlinks) is intended.
-fn open_decompressed(archive: &Path) -> Result<Box<dyn Read>> {
-    let mut file = File::open(archive).context("opening the archive")?;
+/// Wraps `input` in the streaming decoder its magic bytes call for.
+fn decompressed<'a>(mut input: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
     let mut magic = [0u8; 6];
     let mut n = 0;
     while n < magic.len() {
-        match file.read(&mut magic[n..]) {
+        match input.read(&mut magic[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -137,11 +147,16 @@ fn open_decompressed(archive: &Path) -> Result<Box<dyn Read>> {
         }
     }
     let head = &magic[..n];
-    let stream = io::Cursor::new(head.to_vec()).chain(file);
+    let stream = io::Cursor::new(head.to_vec()).chain(input);
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(stream)))
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Box::new(liblzma::read::XzDecoder::new_multi_decoder(stream))
+        let decoder = liblzma::stream::Stream::new_stream_decoder(
+            MAX_XZ_MEMORY,
+            liblzma::stream::CONCATENATED,
+        )
+        .context("starting the xz decoder")?;
+        Box::new(liblzma::read::XzDecoder::new_stream(stream, decoder))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         Box::new(zstd::stream::read::Decoder::new(stream).context("starting the zstd decoder")?)
     } else if head.starts_with(b"BZh") {
@@ -171,11 +186,20 @@ struct Extensions {
     long_name: Option<Vec<u8>>,
     long_link: Option<Vec<u8>>,
     pax: Option<Vec<(String, Vec<u8>)>>,
-    /// For error messages only: the previous real entry's path.
+    /// For error messages only: the previous real entry's path, escaped.
     last_path: String,
 }
 
 impl Extensions {
+    /// Where in the archive we are, for messages.
+    fn position(&self) -> String {
+        if self.last_path.is_empty() {
+            "before the first entry".to_string()
+        } else {
+            format!("after entry {}", self.last_path)
+        }
+    }
+
     fn has_any(&self) -> bool {
         self.long_name.is_some() || self.long_link.is_some() || self.pax.is_some()
     }
@@ -205,7 +229,7 @@ impl Extensions {
                 // informational keys `git archive` and others write.
                 for (key, _) in parse_pax(&data)? {
                     if !matches!(key.as_str(), "comment" | "charset" | "hdrcharset") {
-                        bail!("PAX global header key {key:?} is not supported");
+                        bail!("PAX global header key \"{}\" is not supported", shown(&key));
                     }
                 }
             }
@@ -249,112 +273,6 @@ fn trim_nul(data: &[u8]) -> &[u8] {
     &data[..end]
 }
 
-/// Parses PAX records (`<len> <key>=<value>\n`) by their length prefix.
-/// Values are binary (xattrs may contain newlines), so splitting on `\n`
-/// would be wrong.
-fn parse_pax(data: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
-    let mut out = Vec::new();
-    let mut rest = data;
-    while !rest.is_empty() && !rest.iter().all(|b| *b == 0) {
-        let sp = rest
-            .iter()
-            .position(|b| *b == b' ')
-            .ok_or_else(|| anyhow!("malformed PAX record (no length)"))?;
-        let len: usize = std::str::from_utf8(&rest[..sp])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| anyhow!("malformed PAX record length"))?;
-        if len <= sp + 2 || len > rest.len() || rest[len - 1] != b'\n' {
-            bail!("malformed PAX record (bad length {len})");
-        }
-        let record = &rest[sp + 1..len - 1];
-        let eq = record
-            .iter()
-            .position(|b| *b == b'=')
-            .ok_or_else(|| anyhow!("malformed PAX record (no `=`)"))?;
-        let key = std::str::from_utf8(&record[..eq])
-            .map_err(|_| anyhow!("PAX record key is not UTF-8"))?;
-        out.push((key.to_string(), record[eq + 1..].to_vec()));
-        rest = &rest[len..];
-    }
-    Ok(out)
-}
-
-fn pax_int(value: &[u8], key: &str) -> Result<u64> {
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            anyhow!(
-                "invalid PAX {key} value {:?}",
-                String::from_utf8_lossy(value)
-            )
-        })
-}
-
-/// PAX times are decimal seconds, possibly negative and fractional; we keep
-/// whole seconds, rounding toward negative infinity like `tar`.
-fn pax_time(value: &[u8]) -> Result<i64> {
-    let s = std::str::from_utf8(value).map_err(|_| anyhow!("invalid PAX mtime"))?;
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    let secs: i64 = int
-        .parse()
-        .map_err(|_| anyhow!("invalid PAX mtime {s:?}"))?;
-    if !frac.bytes().all(|b| b.is_ascii_digit()) {
-        bail!("invalid PAX mtime {s:?}");
-    }
-    let has_frac = frac.bytes().any(|b| b != b'0');
-    Ok(if int.starts_with('-') && has_frac {
-        secs - 1
-    } else {
-        secs
-    })
-}
-
-/// Percent-decoding for libarchive's xattr names.
-fn percent_decode(s: &str) -> Result<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz");
-            let v = u8::from_str_radix(hex, 16).map_err(|_| anyhow!("bad %-escape in {s:?}"))?;
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| anyhow!("xattr name {s:?} is not UTF-8"))
-}
-
-/// Standard base64 (libarchive writes it without padding).
-fn base64_decode(s: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &c in s {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => break,
-            _ => bail!("invalid base64 in a LIBARCHIVE.xattr value"),
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
-}
-
 struct Store<'a> {
     dir: &'a Path,
     next: u64,
@@ -380,10 +298,74 @@ impl Store<'_> {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => {
                     return Err(e)
-                        .with_context(|| format!("creating store file {}", path.display()))
+                        .with_context(|| format!("creating store file {}", shown_path(&path)))
                 }
             }
         }
+    }
+}
+
+/// The numbers of one entry, each from its PAX record when there is one,
+/// else from the header field; every one parsed with checked arithmetic.
+struct Numbers {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+}
+
+fn numbers(header: &tar::Header, ext: &Extensions) -> Result<Numbers> {
+    let old = header.as_old();
+    let id = |key: &str, field: &[u8]| -> Result<u32> {
+        match ext.pax(key) {
+            Some(v) => {
+                let n = pax_uint(v, key)?;
+                u32::try_from(n).map_err(|_| anyhow!("PAX {key} {n} is out of range"))
+            }
+            None => header_u32(field, key),
+        }
+    };
+    Ok(Numbers {
+        mode: header_u32(&old.mode, "mode")? & 0o7777,
+        uid: id("uid", &old.uid)?,
+        gid: id("gid", &old.gid)?,
+        mtime: match ext.pax("mtime") {
+            Some(v) => pax_time(v, "mtime")?,
+            None => header_i64(&old.mtime, "mtime")?,
+        },
+    })
+}
+
+/// Device numbers: `SCHILY.devmajor`/`devminor` PAX records (star writes
+/// them), else the ustar/GNU header fields, which v7 headers lack.
+fn device(header: &tar::Header, ext: &Extensions, what: &str) -> Result<(u32, u32)> {
+    let fields = match (header.as_ustar(), header.as_gnu()) {
+        (Some(u), _) => Some((u.dev_major, u.dev_minor)),
+        (None, Some(g)) => Some((g.dev_major, g.dev_minor)),
+        (None, None) => None,
+    };
+    let one = |key: &str, field: Option<&[u8; 8]>, name: &str| -> Result<Option<u32>> {
+        if let Some(v) = ext.pax(key) {
+            let n = pax_uint(v, key)?;
+            return u32::try_from(n)
+                .map(Some)
+                .map_err(|_| anyhow!("PAX {key} {n} is out of range"));
+        }
+        field.map(|f| header_u32(f, name)).transpose()
+    };
+    let major = one(
+        "SCHILY.devmajor",
+        fields.as_ref().map(|f| &f.0),
+        "device major",
+    )?;
+    let minor = one(
+        "SCHILY.devminor",
+        fields.as_ref().map(|f| &f.1),
+        "device minor",
+    )?;
+    match (major, minor) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => bail!("{what} entry without device numbers"),
     }
 }
 
@@ -403,37 +385,31 @@ fn import_entry<R: Read>(
     if let Some(pax) = &ext.pax {
         if let Some((k, _)) = pax.iter().find(|(k, _)| k.starts_with("GNU.sparse.")) {
             bail!(
-                "PAX sparse files ({k}) are not supported; re-create the archive without --sparse"
+                "PAX sparse files ({}) are not supported; re-create the archive without --sparse",
+                shown(k)
             );
         }
     }
-    if let Some(size) = ext.pax("size") {
+    // The tar crate positions the stream by its own reading of the size
+    // field, which silently drops the high bytes of a wide base-256 value;
+    // ours must agree, or the body we store is not the one described.
+    let size = header_u64(&header.as_old().size, "size")?;
+    if size != entry.size() {
+        bail!("the size field cannot be represented (it reads as {size})");
+    }
+    if let Some(v) = ext.pax("size") {
         // Raw mode positions the stream by the header's size field, so a
         // differing PAX size (files over 8 GiB) cannot be honoured.
-        if pax_int(size, "size")? != entry.size() {
-            bail!("PAX size records that differ from the header size are not supported");
+        if pax_uint(v, "size")? != size {
+            bail!(
+                "PAX size record {} differs from the header size {size}, which is not supported",
+                shown_value(v)
+            );
         }
     }
 
-    let uid = match ext.pax("uid") {
-        Some(v) => pax_int(v, "uid")?,
-        None => header.uid().context("invalid uid field")?,
-    };
-    let gid = match ext.pax("gid") {
-        Some(v) => pax_int(v, "gid")?,
-        None => header.gid().context("invalid gid field")?,
-    };
-    let mtime = match ext.pax("mtime") {
-        Some(v) => pax_time(v)?,
-        None => i64::try_from(header.mtime().context("invalid mtime field")?)
-            .map_err(|_| anyhow!("mtime out of range"))?,
-    };
-    let mut meta = Meta::new(
-        header.mode().context("invalid mode field")? & 0o7777,
-        u32::try_from(uid).map_err(|_| anyhow!("uid {uid} out of range"))?,
-        u32::try_from(gid).map_err(|_| anyhow!("gid {gid} out of range"))?,
-        mtime,
-    );
+    let n = numbers(&header, ext)?;
+    let mut meta = Meta::new(n.mode, n.uid, n.gid, n.mtime);
     for (k, v) in ext.pax.iter().flatten() {
         if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
             meta.xattrs.insert(name.to_string(), v.clone());
@@ -449,14 +425,6 @@ fn import_entry<R: Read>(
             .filter(|l| !l.is_empty())
             .ok_or_else(|| anyhow!("link entry without a target"))
     };
-    let dev = |what: &str| -> Result<(u32, u32)> {
-        let major = header.device_major().context("invalid device major")?;
-        let minor = header.device_minor().context("invalid device minor")?;
-        match (major, minor) {
-            (Some(a), Some(b)) => Ok((a, b)),
-            _ => bail!("{what} entry without device numbers"),
-        }
-    };
 
     let mut stored = 0;
     let kind = match header.entry_type().as_byte() {
@@ -464,10 +432,9 @@ fn import_entry<R: Read>(
         b'0' | 0 | b'7' if raw_path.ends_with(b"/") => Kind::Dir,
         b'0' | 0 | b'7' => {
             let (store_path, mut file) = store.create()?;
-            let expected = entry.size();
             let copied = io::copy(entry, &mut file).context("storing the file contents")?;
-            if copied != expected {
-                bail!("archive is truncated: got {copied} of {expected} content bytes");
+            if copied != size {
+                bail!("archive is truncated: got {copied} of {size} content bytes");
             }
             stored = copied;
             Kind::File {
@@ -477,8 +444,12 @@ fn import_entry<R: Read>(
         }
         b'1' => {
             let target = link()?;
-            let target = std::str::from_utf8(&target)
-                .map_err(|_| anyhow!("hardlink target is not valid UTF-8"))?;
+            let target = std::str::from_utf8(&target).map_err(|_| {
+                anyhow!(
+                    "hardlink target {} is not valid UTF-8",
+                    shown_value(&target)
+                )
+            })?;
             // Hardlink names are archive paths, so they are parsed exactly
             // like entry paths: `/etc/shadow` means the image's /etc/shadow
             // and must already be in the archive; `..` is an escape.
@@ -486,21 +457,24 @@ fn import_entry<R: Read>(
             Kind::Hardlink { target }
         }
         b'2' => {
-            let target = String::from_utf8(link()?)
-                .map_err(|_| anyhow!("symlink target is not valid UTF-8"))?;
-            if target.contains('\0') {
-                bail!("symlink target contains a NUL byte");
-            }
+            let target = link()?;
+            let target = String::from_utf8(target).map_err(|e| {
+                anyhow!(
+                    "symlink target {} is not valid UTF-8",
+                    shown_value(e.as_bytes())
+                )
+            })?;
             // Stored verbatim and never followed: absolute targets are
             // normal inside a rootfs and mean the image's root, not ours.
+            // Length and NUL bytes are checked by Tree::insert (limits).
             Kind::Symlink { target }
         }
         b'3' => {
-            let (major, minor) = dev("character device")?;
+            let (major, minor) = device(&header, ext, "character device")?;
             Kind::CharDev { major, minor }
         }
         b'4' => {
-            let (major, minor) = dev("block device")?;
+            let (major, minor) = device(&header, ext, "block device")?;
             Kind::BlockDev { major, minor }
         }
         b'5' => Kind::Dir,
@@ -509,7 +483,7 @@ fn import_entry<R: Read>(
             bail!("GNU sparse entries are not supported; re-create the archive without --sparse")
         }
         b'V' => return Ok(0), // GNU volume label: not a file
-        t => bail!("unsupported tar entry type {:?}", t as char),
+        t => bail!("unsupported tar entry type {}", shown_value(&[t])),
     };
     tree.insert(path, Node::new(kind, meta))?;
     Ok(stored)
@@ -528,7 +502,7 @@ pub fn from_directory(
     ownership: Ownership,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Tree> {
-    let name = dir.display().to_string();
+    let name = shown_path(dir);
     let md = fs::symlink_metadata(dir).with_context(|| format!("directory {name}"))?;
     if !md.is_dir() {
         bail!("directory {name}: not a directory (symlinks are not followed)");
@@ -536,29 +510,34 @@ pub fn from_directory(
 
     // Collect first, then sort by RelPath: walkdir's depth-first order
     // differs from byte order (`etc-old` vs `etc/x`), and "first path in
-    // sorted order" must mean the same as in the exporters.
+    // sorted order" must mean the same as in the exporters. walkdir keeps
+    // at most a few directories open whatever the depth; it stops one
+    // level below the depth limit, and that level's entries are refused by
+    // Tree::insert, so a deeper tree is an error, never silently cut.
     let mut found: Vec<(RelPath, PathBuf, fs::Metadata)> = Vec::new();
     for entry in walkdir::WalkDir::new(dir)
         .follow_links(false)
         .follow_root_links(false)
+        .max_depth(MAX_DEPTH + 1)
     {
         let entry = entry.with_context(|| format!("directory {name}: walking"))?;
         let rel = entry
             .path()
             .strip_prefix(dir)
-            .with_context(|| format!("directory {name}: entry {}", entry.path().display()))?;
+            .with_context(|| format!("directory {name}: entry {}", shown_path(entry.path())))?;
         let rel_str = rel.to_str().ok_or_else(|| {
             anyhow!(
                 "directory {name}: entry {}: path is not valid UTF-8",
-                rel.display()
+                shown_path(rel)
             )
         })?;
+        let entry_name = || crate::limits::shorten(&shown(rel_str));
         let rel = RelPath::parse(rel_str)
-            .with_context(|| format!("directory {name}: entry {rel_str}"))?;
+            .with_context(|| format!("directory {name}: entry {}", entry_name()))?;
         // lstat: with follow_links(false) walkdir never stats through links.
         let md = entry
             .metadata()
-            .with_context(|| format!("directory {name}: entry {rel}"))?;
+            .with_context(|| format!("directory {name}: entry {}", entry_name()))?;
         found.push((rel, entry.into_path(), md));
     }
     found.sort_by(|a, b| a.0.cmp(&b.0));
@@ -568,13 +547,13 @@ pub fn from_directory(
     let mut bufs = XattrBufs::new();
     let (mut count, mut bytes) = (0u64, 0u64);
     for (rel, abs, md) in found {
-        let node = dir_node(&rel, &abs, &md, ownership, &mut inodes, &mut bufs)
-            .with_context(|| format!("directory {name}: entry {rel}"))?;
+        let ctx = || format!("directory {name}: entry {}", shown_entry(&rel));
+        let node =
+            dir_node(&rel, &abs, &md, ownership, &mut inodes, &mut bufs).with_context(ctx)?;
         if let Kind::File { size, .. } = node.kind {
-            bytes += size;
+            bytes = bytes.saturating_add(size);
         }
-        tree.insert(rel.clone(), node)
-            .with_context(|| format!("directory {name}: entry {rel}"))?;
+        tree.insert(rel.clone(), node).with_context(ctx)?;
         count += 1;
         progress(count, bytes);
     }
@@ -661,9 +640,8 @@ impl XattrBufs {
             Err(e) => return Err(io::Error::from(e)).context("listing xattrs"),
         };
         for raw in self.names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
-            let key = std::str::from_utf8(raw).map_err(|_| {
-                anyhow!("xattr name {:?} is not UTF-8", String::from_utf8_lossy(raw))
-            })?;
+            let key = std::str::from_utf8(raw)
+                .map_err(|_| anyhow!("xattr name {} is not UTF-8", shown_value(raw)))?;
             if key.starts_with("trusted.") {
                 continue;
             }
@@ -674,55 +652,11 @@ impl XattrBufs {
                 // Removed since listing, or not readable by us.
                 Err(Errno::NODATA | Errno::PERM | Errno::ACCESS | Errno::NOTSUP) => {}
                 Err(e) => {
-                    return Err(io::Error::from(e)).with_context(|| format!("reading xattr {key}"))
+                    return Err(io::Error::from(e))
+                        .with_context(|| format!("reading xattr {}", shown(key)))
                 }
             }
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pax_records_are_length_delimited() {
-        let mut data = Vec::new();
-        let rec = |k: &str, v: &[u8]| {
-            let body_len = k.len() + v.len() + 3;
-            let mut len = body_len + 1;
-            while len != body_len + len.to_string().len() {
-                len = body_len + len.to_string().len();
-            }
-            let mut r = format!("{len} {k}=").into_bytes();
-            r.extend_from_slice(v);
-            r.push(b'\n');
-            r
-        };
-        data.extend(rec("path", b"a/b"));
-        data.extend(rec("SCHILY.xattr.user.x", b"1\n2 =3"));
-        let recs = parse_pax(&data).unwrap();
-        assert_eq!(recs[0], ("path".to_string(), b"a/b".to_vec()));
-        assert_eq!(
-            recs[1],
-            ("SCHILY.xattr.user.x".to_string(), b"1\n2 =3".to_vec())
-        );
-        assert!(parse_pax(b"99 path=x\n").is_err());
-    }
-
-    #[test]
-    fn pax_times() {
-        assert_eq!(pax_time(b"1700000000.5").unwrap(), 1700000000);
-        assert_eq!(pax_time(b"-1.5").unwrap(), -2);
-        assert_eq!(pax_time(b"-1").unwrap(), -1);
-        assert!(pax_time(b"x").is_err());
-    }
-
-    #[test]
-    fn libarchive_encodings() {
-        assert_eq!(base64_decode(b"AQAAAg").unwrap(), [1, 0, 0, 2]);
-        assert_eq!(base64_decode(b"aGk=").unwrap(), b"hi");
-        assert_eq!(percent_decode("user.a%3Db").unwrap(), "user.a=b");
     }
 }

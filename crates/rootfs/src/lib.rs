@@ -12,8 +12,10 @@ pub mod cleanup;
 pub mod export;
 pub mod ext4;
 pub mod import;
+pub mod limits;
 pub mod overlay;
 pub mod path;
+pub mod tar_fields;
 pub mod tree;
 
 pub use path::RelPath;

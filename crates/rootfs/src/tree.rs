@@ -19,7 +19,9 @@ use std::ops::Bound;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
+use slotsmith_yaml::escape::shown;
 
+use crate::limits::{self, shown_entry, Target};
 use crate::path::RelPath;
 
 /// Inode metadata taken from the inputs, never from the building user.
@@ -121,6 +123,11 @@ impl Tree {
 
     /// Inserts or replaces `path`.
     ///
+    /// The entry must be one squashfs or ext4 can hold
+    /// ([`limits::check_entry`] for [`Target::Either`]): every importer and
+    /// layer goes through here, so a name, link target, device number or
+    /// xattr no image could store is refused with the entry's name.
+    ///
     /// Missing ancestors are created as `0755 0:0` directories with the
     /// node's mtime (tarballs often omit directory entries). An ancestor that
     /// is not a directory is an error, and in particular symlinks are never
@@ -137,6 +144,7 @@ impl Tree {
     /// mutation, so an error leaves the tree unchanged.
     pub fn insert(&mut self, path: RelPath, mut node: Node) -> Result<()> {
         node.meta.mode &= 0o7777;
+        limits::check_entry(&path, &node, Target::Either)?;
         if path.is_root() {
             if node.kind != Kind::Dir {
                 bail!("the root / must be a directory");
@@ -151,10 +159,18 @@ impl Tree {
                 None => missing.push(anc),
                 Some(n) => match &n.kind {
                     Kind::Dir => {}
-                    Kind::Symlink { target } => {
-                        bail!("{path} is beneath symlink {anc} -> {target}")
-                    }
-                    other => bail!("{path} is beneath {anc}, which is a {}", kind_name(other)),
+                    Kind::Symlink { target } => bail!(
+                        "{} is beneath symlink {} -> {}",
+                        shown_entry(&path),
+                        shown_entry(&anc),
+                        shown(target)
+                    ),
+                    other => bail!(
+                        "{} is beneath {}, which is a {}",
+                        shown_entry(&path),
+                        shown_entry(&anc),
+                        kind_name(other)
+                    ),
                 },
             }
         }
@@ -162,7 +178,11 @@ impl Tree {
         if let Kind::Hardlink { target } = &node.kind {
             let file = self.resolve_link_target(target)?;
             if file.starts_with(&path) {
-                bail!("hardlink {path} -> {target} would replace the file it links to");
+                bail!(
+                    "hardlink {} -> {} would replace the file it links to",
+                    shown_entry(&path),
+                    shown_entry(target)
+                );
             }
             node.kind = Kind::Hardlink { target: file };
         }
@@ -188,11 +208,12 @@ impl Tree {
     /// Resolves a hardlink target to the path of a regular file.
     fn resolve_link_target(&self, target: &RelPath) -> Result<RelPath> {
         match self.nodes.get(target).map(|n| &n.kind) {
-            None => bail!("hardlink target {target} does not exist"),
+            None => bail!("hardlink target {} does not exist", shown_entry(target)),
             Some(Kind::File { .. }) => Ok(target.clone()),
             Some(Kind::Hardlink { target: file }) => Ok(file.clone()),
             Some(other) => bail!(
-                "hardlink target {target} is a {}, not a regular file",
+                "hardlink target {} is a {}, not a regular file",
+                shown_entry(target),
                 kind_name(other)
             ),
         }

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -222,4 +223,161 @@ pub fn listing(sqfs: &Path) -> std::collections::BTreeMap<String, String> {
             Some((path, l.to_string()))
         })
         .collect()
+}
+
+/// Every path below `dir`, relative, without following symlinks.
+pub fn snapshot(dir: &Path) -> BTreeSet<String> {
+    walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+/// Imports `entries` (written in order) from a tarball nested deep in a
+/// temp dir, and checks that the import fails with `expected` in the
+/// message and that the only new files are store files.
+pub fn rejects(entries: Vec<(tar::Header, Vec<u8>)>, bad_entry: &str, expected: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("a/b/c");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    for (h, data) in &entries {
+        b.append(h, &data[..]).unwrap();
+    }
+    let archive = write(&work, "evil.tar", &b.into_inner().unwrap());
+    let store = work.join("store");
+    let before = snapshot(tmp.path());
+
+    let err = import(&archive, &store).expect_err("hostile archive accepted");
+    let msg = format!("{err:#}");
+    let want_prefix = format!("tarball {}: entry {bad_entry}: ", archive.display());
+    assert!(
+        msg.starts_with(&want_prefix),
+        "{msg:?} lacks {want_prefix:?}"
+    );
+    assert!(msg.contains(expected), "{msg:?} lacks {expected:?}");
+    assert_escaped(&msg);
+
+    let after = snapshot(tmp.path());
+    for new in after.difference(&before) {
+        let rel = Path::new(new).strip_prefix("a/b/c/store");
+        let ok =
+            new == "a/b/c/store" || rel.is_ok_and(|r| r.to_str().unwrap().parse::<u64>().is_ok());
+        assert!(ok, "unexpected file {new} after rejecting {bad_entry}");
+    }
+    assert!(!tmp.path().join("outside").exists());
+    assert!(!Path::new("/slotsmith-evil").exists());
+}
+
+pub fn file(name: &str, data: &[u8]) -> (tar::Header, Vec<u8>) {
+    (
+        header(name, b'0', 0o644, 0, 0, data.len() as u64),
+        data.to_vec(),
+    )
+}
+
+pub fn link(name: &str, ty: u8, target: &str) -> (tar::Header, Vec<u8>) {
+    (link_header(name, ty, target), Vec::new())
+}
+
+/// No byte that could drive a terminal reaches an error message.
+pub fn assert_escaped(msg: &str) {
+    let bad = msg
+        .chars()
+        .find(|c| c.is_control() || ('\u{2000}'..='\u{206f}').contains(c) || *c == '\u{feff}');
+    assert!(bad.is_none(), "raw {bad:?} in {msg:?}");
+}
+
+/// One PAX record, `"<len> <key>=<value>\n"`, with its self-counting length.
+pub fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let rest = key.len() + value.len() + 3;
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    let mut r = format!("{len} {key}=").into_bytes();
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    r
+}
+
+/// A PAX extension header (type `x`) with `data` as its body, verbatim.
+pub fn pax_raw(data: &[u8]) -> (tar::Header, Vec<u8>) {
+    (
+        header("././@PaxHeader", b'x', 0o644, 0, 0, data.len() as u64),
+        data.to_vec(),
+    )
+}
+
+/// A PAX extension header holding `records`.
+pub fn pax(records: &[(&str, &[u8])]) -> (tar::Header, Vec<u8>) {
+    pax_raw(
+        &records
+            .iter()
+            .flat_map(|(k, v)| pax_record(k, v))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// `entries` as a tar stream.
+pub fn tar_of(entries: &[(tar::Header, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (h, data) in entries {
+        b.append(h, &data[..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Imports `entries` and returns the (escaped, checked) error message of an
+/// archive that must be refused, whatever part of it is blamed.
+pub fn refused(entries: &[(tar::Header, Vec<u8>)]) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = write(tmp.path(), "evil.tar", &tar_of(entries));
+    let err = import(&archive, &tmp.path().join("store")).expect_err("hostile archive accepted");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.starts_with(&format!("tarball {}: ", archive.display())),
+        "{msg}"
+    );
+    assert_escaped(&msg);
+    msg
+}
+
+/// `h` with the raw bytes of one of its numeric fields replaced (and the
+/// checksum fixed), for values the `tar` crate's setters cannot write.
+pub fn with_field(mut h: tar::Header, field: &str, bytes: &[u8]) -> tar::Header {
+    let f: &mut [u8] = match field {
+        "mode" => &mut h.as_old_mut().mode,
+        "uid" => &mut h.as_old_mut().uid,
+        "gid" => &mut h.as_old_mut().gid,
+        "size" => &mut h.as_old_mut().size,
+        "mtime" => &mut h.as_old_mut().mtime,
+        "devmajor" => &mut h.as_ustar_mut().unwrap().dev_major,
+        "devminor" => &mut h.as_ustar_mut().unwrap().dev_minor,
+        other => panic!("unknown field {other}"),
+    };
+    f.fill(0);
+    f[..bytes.len()].copy_from_slice(bytes);
+    h.set_cksum();
+    h
+}
+
+/// A GNU base-256 field of `len` bytes holding `v` (two's complement).
+pub fn base256(v: i128, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut x = v;
+    for b in out.iter_mut().rev() {
+        *b = (x & 0xff) as u8;
+        x >>= 8;
+    }
+    out[0] = (out[0] & 0x7f) | 0x80;
+    out
 }
