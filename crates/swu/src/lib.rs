@@ -19,6 +19,8 @@
 //! itself; that is the signing crate's job (and SWUpdate's on the device).
 
 pub mod cpio;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod swdesc;
 
 pub use cpio::{checksum_and_sha256, read_index, read_index_with_sha256, CpioEntry, CpioWriter};
