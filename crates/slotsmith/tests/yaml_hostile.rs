@@ -133,3 +133,20 @@ fn invalid_utf8_in_an_image_has_a_position() {
     );
     assert!(Path::new(&path).exists());
 }
+
+#[test]
+fn ten_thousand_unknown_keys_in_an_image_give_fifty_lines_and_a_count() {
+    let p = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(p.path().join("images")).unwrap();
+    let path = p.path().join("images/many.yaml");
+    let keys: String = (0..10_000).map(|i| format!("k{i:05}: 1\n")).collect();
+    std::fs::write(&path, image("meta-none", &keys)).unwrap();
+    let start = Instant::now();
+    let err = load_image(&path).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert!(err.len() > 10_000, "{}", err.len());
+    let rendered = err.to_string();
+    let lines: Vec<&str> = rendered.lines().collect();
+    assert_eq!(lines.len(), 51, "{rendered}");
+    assert!(lines[50].starts_with("... and ") && lines[50].ends_with(" more problem(s)"));
+}
