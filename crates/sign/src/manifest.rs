@@ -274,6 +274,47 @@ pub fn verify_manifest(bytes: &[u8], sig: &[u8], key: &VerifyingKey) -> Result<M
     Manifest::parse(bytes)
 }
 
+/// Entry point of the `manifest_parse` fuzz target and its stable twin
+/// (`tests/fuzz.rs`). Checks, beyond "no panic": an accepted manifest
+/// re-encodes to exactly the input (canonical), rejections print no raw
+/// control character, and the signature check agrees with the parser: the
+/// input signed with a test key verifies exactly when it parses, and a
+/// damaged or truncated signature never verifies.
+#[doc(hidden)]
+pub fn fuzz_parse(input: &[u8]) {
+    let parsed = Manifest::parse(input);
+    match &parsed {
+        Ok(m) => assert_eq!(
+            m.to_bytes().ok().as_deref(),
+            Some(input),
+            "a manifest parsed but does not re-encode to its bytes"
+        ),
+        Err(e) => {
+            let text = format!("{e:#}");
+            assert!(
+                !text.chars().any(|c| c.is_control() || !c.is_ascii()),
+                "unescaped text in {text:?}"
+            );
+        }
+    }
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let public = key.verifying_key();
+    let sig = ed25519_dalek::Signer::sign(&key, input).to_bytes();
+    let verified = verify_manifest(input, &sig, &public);
+    assert_eq!(
+        verified.as_ref().ok(),
+        parsed.as_ref().ok(),
+        "the signature check and the parser disagree"
+    );
+    let mut bad = sig;
+    bad[input.len() % 64] ^= 1 << (input.len() % 8);
+    assert!(verify_manifest(input, &bad, &public).is_err());
+    let short = &input[..input.len().min(64)];
+    if short.len() != 64 || short != sig {
+        assert!(verify_manifest(input, short, &public).is_err());
+    }
+}
+
 /// Formats the value part of a kernel/initrd/dtb line.
 struct FileLine<'a>(&'a FileRef);
 
