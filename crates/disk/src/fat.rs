@@ -143,6 +143,29 @@ pub fn read_fat_file<D: Read + Write + Seek>(dev: D, path: &str) -> Result<Vec<u
     Ok(out)
 }
 
+/// [`read_fat_file`] for a file whose size an untrusted volume decides (a
+/// manifest on an image under verification): at most `max` bytes are read
+/// into memory, and a larger file is an error naming its path.
+pub fn read_fat_file_max<D: Read + Write + Seek>(dev: D, path: &str, max: u64) -> Result<Vec<u8>> {
+    let fs = mount(dev)?;
+    let mut out = Vec::new();
+    {
+        let file = fs
+            .root_dir()
+            .open_file(path.trim_start_matches('/'))
+            .with_context(|| format!("open {path} in fat volume"))?;
+        file.take(max.saturating_add(1))
+            .read_to_end(&mut out)
+            .with_context(|| format!("read {path} from fat volume"))?;
+    }
+    ensure!(
+        out.len() as u64 <= max,
+        "{path} in the fat volume is over the {max}-byte limit"
+    );
+    fs.unmount().context("unmount fat volume")?;
+    Ok(out)
+}
+
 /// sha256 and size of the file at `path` on the FAT volume, streamed
 /// through a fixed buffer (kernels and initrds are tens of MiB).
 pub fn hash_fat_file<D: Read + Write + Seek>(dev: D, path: &str) -> Result<([u8; 32], u64)> {
@@ -699,6 +722,25 @@ mod tests {
         let mut later = spec();
         later.mtime += 3600;
         assert!(a != formatted(&later, 16 * MIB), "mtime had no effect");
+    }
+
+    /// A file whose size the volume decides is read only up to a bound.
+    #[test]
+    fn bounded_read_refuses_large_files() {
+        let mut img = Cursor::new(formatted(&spec(), 4 * MIB));
+        let path = "/EFI/BOOT/BOOTX64.EFI";
+        assert_eq!(
+            read_fat_file_max(&mut img, path, 70_000).unwrap().len(),
+            70_000
+        );
+        let err = format!(
+            "{:#}",
+            read_fat_file_max(&mut img, path, 69_999).unwrap_err()
+        );
+        assert_eq!(
+            err,
+            format!("{path} in the fat volume is over the 69999-byte limit")
+        );
     }
 
     #[test]

@@ -8,9 +8,12 @@
 //!
 //! The modules are independent of each other except that [`window`] is the
 //! glue used to format a FAT filesystem in place inside a disk image.
+//! [`fuzzimage`] is a compact encoding of whole images for the fuzz targets
+//! of the image readers.
 
 pub mod bmap;
 pub mod fat;
+pub mod fuzzimage;
 pub mod gpt;
 pub mod sparse;
 pub mod window;
