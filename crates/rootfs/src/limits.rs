@@ -27,6 +27,7 @@
 //! | depth | 256 components | our limit, far beyond any real rootfs; keeps every recursion in the tools and the kernel's path walk short |
 //! | symlink target | 1..=4095 bytes, no NUL | `PATH_MAX`; ext4 with 4 KiB blocks (block size - 1); squashfs rejects a target over `PAGE_SIZE` |
 //! | device numbers | major <= 4095, minor <= 1048575 | both formats store the kernel's 32-bit `new_encode_dev` (12-bit major, 20-bit minor): squashfs `rdev` is read with `new_decode_dev`, e2fsprogs writes `i_block[1]` the same way |
+//! | device minor on ext4 | 65535 | e2fsprogs `debugfs mknod`, which makes our ext4 device nodes, refuses larger numbers |
 //! | xattr name | 1..=255 bytes, no control characters, a known namespace | `XATTR_NAME_MAX`; squashfs stores only `user.`, `trusted.`, `security.` (tar2sqfs drops others with a warning); ext4 also `system.posix_acl_access`/`_default` |
 //! | xattr value | 65536 bytes | `XATTR_SIZE_MAX` |
 //! | xattrs of one inode on ext4 | one 4 KiB block | the build's `mke2fs` has no `ea_inode`, so all values must share the inode's xattr block |
@@ -54,6 +55,9 @@ pub const MAX_SYMLINK_TARGET: usize = 4095;
 pub const MAX_DEV_MAJOR: u32 = (1 << 12) - 1;
 /// Largest device minor number (20 bits).
 pub const MAX_DEV_MINOR: u32 = (1 << 20) - 1;
+/// Largest device minor number in an ext4 image: `debugfs mknod`, which
+/// creates the device nodes, refuses majors and minors over 65535.
+pub const EXT4_MAX_DEV_MINOR: u32 = 65535;
 /// Longest xattr name, namespace included (`XATTR_NAME_MAX`).
 pub const MAX_XATTR_NAME: usize = 255;
 /// Largest xattr value (`XATTR_SIZE_MAX`).
@@ -157,12 +161,19 @@ pub fn check_symlink_target(target: &str) -> Result<()> {
     Ok(())
 }
 
-/// Device numbers both on-disk formats can encode.
-pub fn check_device(major: u32, minor: u32) -> Result<()> {
+/// Device numbers the on-disk formats can encode, and for ext4 what
+/// `debugfs mknod` (which makes our ext4 device nodes) accepts.
+pub fn check_device(major: u32, minor: u32, target: Target) -> Result<()> {
     if major > MAX_DEV_MAJOR || minor > MAX_DEV_MINOR {
         bail!(
             "device number {major}:{minor} does not fit squashfs or ext4 \
              (major at most {MAX_DEV_MAJOR}, minor at most {MAX_DEV_MINOR})"
+        );
+    }
+    if target == Target::Ext4 && minor > EXT4_MAX_DEV_MINOR {
+        bail!(
+            "device number {major}:{minor}: ext4 images take minors up to \
+             {EXT4_MAX_DEV_MINOR} (debugfs mknod refuses larger ones)"
         );
     }
     Ok(())
@@ -269,7 +280,7 @@ pub fn check_entry(path: &RelPath, node: &Node, target: Target) -> Result<()> {
         match &node.kind {
             Kind::Symlink { target } => check_symlink_target(target)?,
             Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
-                check_device(*major, *minor)?
+                check_device(*major, *minor, target)?
             }
             _ => {}
         }
@@ -345,11 +356,16 @@ mod tests {
         check_symlink_target(&"t".repeat(4095)).unwrap();
         assert!(check_symlink_target(&"t".repeat(4096)).is_err());
 
-        check_device(4095, 1_048_575).unwrap();
-        let err = check_device(5000, 2_000_000).unwrap_err().to_string();
+        check_device(4095, 1_048_575, Target::Squashfs).unwrap();
+        let err = check_device(5000, 2_000_000, Target::Either)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("5000:2000000"), "{err}");
-        assert!(check_device(4096, 0).is_err());
-        assert!(check_device(0, 1 << 20).is_err());
+        assert!(check_device(4096, 0, Target::Either).is_err());
+        assert!(check_device(0, 1 << 20, Target::Either).is_err());
+        check_device(4095, 65535, Target::Ext4).unwrap();
+        assert!(check_device(1, 65536, Target::Ext4).is_err());
+        check_device(1, 65536, Target::Either).unwrap();
 
         for t in [Target::Either, Target::Squashfs, Target::Ext4] {
             check_xattr("security.capability", &[1; 20], t).unwrap();

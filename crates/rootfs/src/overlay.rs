@@ -2,8 +2,8 @@
 //!
 //! Layers are resolved by the caller (from layer YAML) into a flat list of
 //! [`Op`]s, so this module only has to apply them with the same invariants
-//! as any import: [`Tree::insert`] refuses paths beneath symlinks and
-//! dangling hardlinks, and removals of paths that do not exist are errors —
+//! as any import: [`Tree::insert`] refuses paths beneath symlinks, dangling
+//! hardlinks and entries no image can hold ([`crate::limits`]), and removals of paths that do not exist are errors —
 //! a stale removal usually means a layer no longer matches its base, and
 //! silently ignoring it would hide that.
 //!
@@ -21,6 +21,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use rustix::fs::OFlags;
 
+use crate::limits::shown_entry;
 use crate::path::RelPath;
 use crate::tree::{Node, Tree};
 
@@ -41,13 +42,16 @@ pub fn apply(tree: &mut Tree, ops: &[Op]) -> Result<()> {
         match op {
             Op::Put { path, node } => tree
                 .insert(path.clone(), node.clone())
-                .with_context(|| format!("layer: put {path}"))?,
+                .with_context(|| format!("layer: put {}", shown_entry(path)))?,
             Op::Remove { path } => {
                 if path.is_root() {
                     bail!("layer: remove /: the root cannot be removed");
                 }
                 if !tree.remove(path) {
-                    bail!("layer: remove {path}: no such path in the rootfs");
+                    bail!(
+                        "layer: remove {}: no such path in the rootfs",
+                        shown_entry(path)
+                    );
                 }
             }
         }

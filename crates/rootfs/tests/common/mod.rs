@@ -292,7 +292,10 @@ pub fn link(name: &str, ty: u8, target: &str) -> (tar::Header, Vec<u8>) {
 pub fn assert_escaped(msg: &str) {
     let bad = msg
         .chars()
-        .find(|c| c.is_control() || ('\u{2000}'..='\u{206f}').contains(c) || *c == '\u{feff}');
+        .find(|c| {
+            c.is_control()
+                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+        });
     assert!(bad.is_none(), "raw {bad:?} in {msg:?}");
 }
 
