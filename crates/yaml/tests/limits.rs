@@ -317,3 +317,10 @@ fn every_syntax_error_has_a_line() {
         }
     }
 }
+
+#[test]
+fn an_unclosed_flow_list_is_reported_after_its_start() {
+    let e = Doc::parse(Path::new("x.yaml"), "name: x\nlayers: [a, b\nversion: 1\n").unwrap_err();
+    let d = e.iter().next().unwrap();
+    assert!(d.line >= 2 && d.message.starts_with("invalid yaml"), "{d}");
+}
