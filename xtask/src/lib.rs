@@ -226,6 +226,11 @@ struct KeysGenerateArgs {
     /// Update role: certificate validity in days
     #[arg(long, default_value_t = 3650)]
     days: u32,
+    /// A development key: record its public-key fingerprint in the project's
+    /// keys/dev-fingerprints.txt so release images refuse it wherever it is
+    /// copied (implied when --out is inside keys/dev)
+    #[arg(long)]
+    dev: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -509,8 +514,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     private.display(),
                     public.display()
                 );
-                eprintln!("fingerprint {}", slotsmith_sign::fingerprint(&key));
-                Ok(())
+                let fingerprint = slotsmith_sign::fingerprint(&key);
+                eprintln!("fingerprint {fingerprint}");
+                note_dev_key(project, &a, "boot", &fingerprint, &private)
             }
             KeyRole::Update => {
                 let now = std::time::SystemTime::now()
@@ -557,7 +563,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         "this certificate"
                     }
                 );
-                Ok(())
+                let fingerprint = slotsmith_cms::cert_fingerprint(&cert)?;
+                eprintln!("fingerprint {fingerprint}");
+                note_dev_key(project, &a, "update", &fingerprint, &private)
             }
         },
         Command::Audit(a) => audit(a, project),
@@ -567,6 +575,28 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }),
         Command::Bench(a) => bench::run(a).map_err(Failure::Build),
     }
+}
+
+/// `keys generate`: records a development key (`--dev`, or written into
+/// keys/dev) in the project's registry, which release builds check every
+/// key against (see `slotsmith::signing::DevKeys`).
+fn note_dev_key(
+    project: Option<&Path>,
+    a: &KeysGenerateArgs,
+    role: &str,
+    fingerprint: &str,
+    private: &Path,
+) -> Result<(), Failure> {
+    let recorded =
+        slotsmith::signing::note_generated_key(project, &a.out, a.dev, role, fingerprint, private)?;
+    if let Some(registry) = recorded {
+        eprintln!(
+            "a DEVELOPMENT key: recorded in {} (commit it; release images refuse this key \
+             wherever it is copied)",
+            registry.display()
+        );
+    }
+    Ok(())
 }
 
 fn default_cache(project: &Path) -> PathBuf {

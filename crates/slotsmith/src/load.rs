@@ -975,10 +975,27 @@ fn read_update(r: &mut Reader<'_>, v: Option<&Value>, layout_ok: bool) -> Option
     Some(spec)
 }
 
-/// Whether a configured key path points into the development key directory.
+/// Whether a configured key path points into a development key directory
+/// (`keys/dev/` of this or any project), after lexical normalisation, so
+/// that `keys/./dev/x`, `keys//dev/x` and `a/../keys/dev/x` are caught too.
+///
+/// This is only the early, load-time half of the development-key rule, for
+/// an exit-2 diagnostic on the key's line; it cannot see copies, links or
+/// `key-env`. The build refuses a development key by its public key,
+/// wherever the file is (`signing::DevKeys`).
 pub fn is_dev_key_path(p: &str) -> bool {
-    let p = p.trim_start_matches("./");
-    p.starts_with("keys/dev/") || p.contains("/keys/dev/")
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    // `keys/dev` followed by a file name.
+    parts.windows(3).any(|w| w[0] == "keys" && w[1] == "dev")
 }
 
 /// Parses `4096`, `64KiB`, `64MiB`, `1GiB`, `1TiB` (also `K`, `M`, `G`, `T`

@@ -1,10 +1,12 @@
-//! Resolving an image's boot key into a signer.
+//! Resolving an image's boot and update keys into signers, and the rule
+//! that keeps development keys out of release images.
 //!
 //! The plan only says *where* a key is (a file, an environment variable, an
 //! external command, or the development key); this module turns that into
 //! a [`Signer`] at build time. Security rules enforced here:
-//! - a release image never uses, nor generates, a key under `keys/dev/`
-//!   (checked on the canonical path, so a symlink cannot smuggle one in);
+//! - a release image never uses, nor generates, a development key (see
+//!   [`DevKeys`] for what makes a key a development key: its public key,
+//!   not the path of its file);
 //! - a private key readable by group or others is refused, as ssh does
 //!   (`slotsmith_sign::keys::load_signing_key`);
 //! - the configured public key must match the private key, and a signature
@@ -20,11 +22,15 @@ use slotsmith_sign::{check_signature, keys, KeySigner, Signer};
 
 use crate::plan::Plan;
 use crate::progress::Progress;
-use crate::spec::KeySource;
+use crate::spec::{BootKeySpec, KeySource, UpdateKeySpec};
 use crate::tool::Tool;
 
-/// Directory of the development keys, relative to the project root.
-pub const DEV_KEY_DIR: &str = "keys/dev";
+mod devkeys;
+#[cfg(test)]
+mod tests;
+pub use devkeys::{
+    key_fingerprints, note_generated_key, record_dev_key, DevKeys, DEV_KEY_DIR, DEV_KEY_REGISTRY,
+};
 
 /// A signer plus a line describing it for logs.
 pub struct BootSigner {
@@ -40,17 +46,30 @@ pub fn boot_signer(
     root: &Path,
     progress: &mut Progress,
 ) -> anyhow::Result<BootSigner> {
-    let key = &plan.boot.key;
-    let release = plan.boot.release;
+    boot_signer_for(
+        &plan.boot.key,
+        plan.boot.release,
+        &plan.image.file,
+        root,
+        progress,
+    )
+}
+
+/// [`boot_signer`] on the parts of the plan it needs (the key, whether the
+/// image is a release, the image file for messages).
+fn boot_signer_for(
+    key: &BootKeySpec,
+    release: bool,
+    image_file: &str,
+    root: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<BootSigner> {
     let dev_dir = root.join(DEV_KEY_DIR);
     let configured_public = key.public_key.as_deref().map(|p| resolve(root, p));
     let private_path = match &key.source {
         KeySource::Development => {
             if release {
-                bail!(
-                    "a release image refuses development keys; set signing.boot in {}",
-                    plan.image.file
-                );
+                bail!("a release image refuses development keys; set signing.boot in {image_file}");
             }
             let private = dev_dir.join("boot.key.pem");
             if !private.exists() {
@@ -69,23 +88,34 @@ pub fn boot_signer(
             Some(private)
         }
         KeySource::File { path } => Some(resolve(root, path)),
-        KeySource::Env { var } => match std::env::var_os(var) {
-            Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-            _ => bail!("signing.boot.key-env names {var}, which is not set"),
-        },
+        KeySource::Env { var } => Some(env_key_path(var, "signing.boot")?),
         KeySource::External { .. } => None,
     };
+    // The path check is the cheap, early half of the rule: it names the
+    // directory. The key check below is the one that counts.
     if release {
         for p in private_path.iter().chain(configured_public.iter()) {
             refuse_dev_key(p, &dev_dir)?;
         }
     }
+    let dev_keys = if release {
+        Some(DevKeys::load(root)?)
+    } else {
+        None
+    };
     match (&key.source, private_path) {
         (KeySource::External { argv }, _) => {
             let public =
                 configured_public.context("an external signer needs signing.boot.public-key")?;
             let public_key = keys::load_verifying_key(&public)
                 .with_context(|| format!("loading boot public key {}", public.display()))?;
+            if let Some(dev) = &dev_keys {
+                dev.refuse(
+                    "boot",
+                    &format!("public key {}", public.display()),
+                    &keys::fingerprint(&public_key),
+                )?;
+            }
             Ok(BootSigner {
                 signer: Box::new(ExternalSigner {
                     argv: argv.clone(),
@@ -94,14 +124,25 @@ pub fn boot_signer(
                 public_key,
             })
         }
-        (_, Some(private)) => {
+        (source, Some(private)) => {
             let sk = keys::load_signing_key(&private)
                 .with_context(|| format!("loading boot key {}", private.display()))?;
             let signer = KeySigner::new(sk);
             let public_key = signer.public_key();
+            let fingerprint = keys::fingerprint(&public_key);
+            if let Some(dev) = &dev_keys {
+                dev.refuse("boot", &describe_private(source, &private), &fingerprint)?;
+            }
             let public = configured_public.unwrap_or_else(|| dev_dir.join("boot.pub.pem"));
             let configured = keys::load_verifying_key(&public)
                 .with_context(|| format!("loading boot public key {}", public.display()))?;
+            if let Some(dev) = &dev_keys {
+                dev.refuse(
+                    "boot",
+                    &format!("public key {}", public.display()),
+                    &keys::fingerprint(&configured),
+                )?;
+            }
             if configured != public_key {
                 bail!(
                     "boot key {} does not match public key {}",
@@ -109,12 +150,55 @@ pub fn boot_signer(
                     public.display()
                 );
             }
+            if matches!(source, KeySource::Development) {
+                remember_dev_key(root, "boot", &fingerprint, &private, progress);
+            }
             Ok(BootSigner {
                 signer: Box::new(signer),
                 public_key,
             })
         }
         (_, None) => bail!("no boot key configured"),
+    }
+}
+
+/// The private key file a `key-env` variable names.
+fn env_key_path(var: &str, key: &str) -> anyhow::Result<PathBuf> {
+    match std::env::var_os(var) {
+        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        _ => bail!("{key}.key-env names {var}, which is not set"),
+    }
+}
+
+/// "private key PATH", saying where the path came from for `key-env`.
+fn describe_private(source: &KeySource, path: &Path) -> String {
+    match source {
+        KeySource::Env { var } => format!("private key {} (from ${var})", path.display()),
+        _ => format!("private key {}", path.display()),
+    }
+}
+
+/// Records a development key the build signs with in the project's
+/// registry, so that the key stays recognisable after `keys/dev/` is
+/// deleted or the key copied elsewhere. This also covers development keys
+/// made before the registry existed. A failure is only a warning: the key
+/// sits in `keys/dev/`, which the release check reads as well.
+fn remember_dev_key(
+    root: &Path,
+    role: &str,
+    fingerprint: &str,
+    file: &Path,
+    progress: &mut Progress,
+) {
+    match record_dev_key(root, role, fingerprint, file) {
+        Ok(true) => progress.warn(&format!(
+            "recorded the DEVELOPMENT {role} key {fingerprint} in {DEV_KEY_REGISTRY}; commit \
+             that file so release images refuse this key wherever it is copied"
+        )),
+        Ok(false) => {}
+        Err(err) => progress.warn(&format!(
+            "cannot record the development {role} key in {DEV_KEY_REGISTRY}: {err:#}"
+        )),
     }
 }
 
@@ -127,7 +211,9 @@ fn resolve(root: &Path, p: &str) -> PathBuf {
     }
 }
 
-/// Refuses a key that resolves (through any symlink) into `keys/dev/`.
+/// Refuses a key that resolves (through any symlink) into `keys/dev/`: the
+/// early, path-based half of the development-key rule ([`DevKeys`] is the
+/// key-based half, which also catches copies and hard links).
 fn refuse_dev_key(p: &Path, dev_dir: &Path) -> anyhow::Result<()> {
     let real =
         fs::canonicalize(p).with_context(|| format!("resolving key path {}", p.display()))?;
@@ -257,8 +343,25 @@ pub fn update_signer(
     root: &Path,
     progress: &mut Progress,
 ) -> anyhow::Result<UpdateSigner> {
-    let key = &plan.update.key;
-    let release = plan.boot.release;
+    update_signer_for(
+        &plan.update.key,
+        plan.boot.release,
+        &plan.image.file,
+        plan.source_date_epoch,
+        root,
+        progress,
+    )
+}
+
+/// [`update_signer`] on the parts of the plan it needs.
+fn update_signer_for(
+    key: &UpdateKeySpec,
+    release: bool,
+    image_file: &str,
+    source_date_epoch: u64,
+    root: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<UpdateSigner> {
     let dev_dir = root.join(DEV_KEY_DIR);
     let cert = match &key.cert {
         Some(c) => resolve(root, c),
@@ -268,15 +371,14 @@ pub fn update_signer(
         KeySource::Development => {
             if release {
                 bail!(
-                    "a release image refuses development keys; set signing.update in {}",
-                    plan.image.file
+                    "a release image refuses development keys; set signing.update in {image_file}"
                 );
             }
             let private = dev_dir.join("update.key.pem");
             if !private.exists() {
                 // Valid from a day before the epoch for 20 years: a device
                 // clock anywhere in that range accepts the certificate.
-                let not_before = plan.source_date_epoch.saturating_sub(86400);
+                let not_before = source_date_epoch.saturating_sub(86400);
                 slotsmith_cms::generate_update_key(
                     &dev_dir,
                     "update",
@@ -303,15 +405,30 @@ pub fn update_signer(
             Some(private)
         }
         KeySource::File { path } => Some(resolve(root, path)),
-        KeySource::Env { var } => match std::env::var_os(var) {
-            Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-            _ => bail!("signing.update.key-env names {var}, which is not set"),
-        },
+        KeySource::Env { var } => Some(env_key_path(var, "signing.update")?),
         KeySource::External { .. } => None,
     };
     if release {
         for p in private.iter().chain(std::iter::once(&cert)) {
             refuse_dev_key(p, &dev_dir)?;
+        }
+        // The certificate is what devices trust; a development key's
+        // certificate is refused whoever holds the private half.
+        let dev = DevKeys::load(root)?;
+        dev.refuse(
+            "update",
+            &format!("certificate {}", cert.display()),
+            &slotsmith_cms::cert_fingerprint(&cert)
+                .with_context(|| format!("loading update certificate {}", cert.display()))?,
+        )?;
+        if let (source, Some(private)) = (&key.source, &private) {
+            let signer = slotsmith_cms::UpdateSigner::load(private, &cert)
+                .with_context(|| format!("loading update key {}", private.display()))?;
+            dev.refuse(
+                "update",
+                &describe_private(source, private),
+                &signer.fingerprint(),
+            )?;
         }
     }
     let signing = match (&key.source, private) {
@@ -319,10 +436,14 @@ pub fn update_signer(
             argv: argv.clone(),
             cert: cert.clone(),
         },
-        (_, Some(private)) => UpdateSigning::Key(Box::new(
-            slotsmith_cms::UpdateSigner::load(&private, &cert)
-                .with_context(|| format!("loading update key {}", private.display()))?,
-        )),
+        (source, Some(private)) => {
+            let signer = slotsmith_cms::UpdateSigner::load(&private, &cert)
+                .with_context(|| format!("loading update key {}", private.display()))?;
+            if matches!(source, KeySource::Development) {
+                remember_dev_key(root, "update", &signer.fingerprint(), &private, progress);
+            }
+            UpdateSigning::Key(Box::new(signer))
+        }
         (_, None) => bail!("no update key configured"),
     };
     Ok(UpdateSigner { signing, cert })
