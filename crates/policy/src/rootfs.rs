@@ -5,20 +5,54 @@
 //! correctly-moded files in staging while the packed image says otherwise,
 //! and a packing step can drop or rewrite files. [`SquashfsRootfs`] therefore
 //! parses the squashfs image file itself (with `backhand`, no mounting, no
-//! root). [`MemRootfs`] is an in-memory tree used by tests and by the build
-//! for its view of the rootfs before packing.
+//! root), and [`Ext4Rootfs`] the ext4 image (with `ext4-view`). [`MemRootfs`]
+//! is an in-memory tree used by tests and by the build for its view of the
+//! rootfs before packing.
 //!
 //! [`Index`] adds what both need on top: lookups that follow symlinks the
 //! way the kernel would inside the image (absolute targets resolve against
 //! the image root, never the build host).
+//!
+//! # Untrusted images
+//!
+//! `audit --image` reads images the build did not make, so an image is
+//! untrusted input: a corrupt or hostile one must give an error, never a
+//! panic, a hang or an allocation it did not pay for in bytes. Both readers
+//! check the on-disk structures *before* the third-party parser sees them
+//! (superblock fields against the file size, table sizes, counts), because
+//! those parsers size allocations from them, and walk the tree with the
+//! limits below. Names and paths in errors are escaped
+//! (`slotsmith_yaml::escape`). As a last resort, each call into `backhand`
+//! or `ext4-view` runs under `catch_unwind` ([`guarded`]): their code is not
+//! ours to fix, and a panic in it on a corrupt image must become "corrupt
+//! image", not a crashed build.
+//!
+//! | limit | value | why |
+//! |---|---|---|
+//! | entries (paths) in an image | [`MAX_ENTRIES`] = 1,000,000 | a Debian rootfs has 30,000-100,000 |
+//! | squashfs inodes | [`MAX_ENTRIES`] | each entry is at most one inode |
+//! | depth | [`MAX_DEPTH`] = 256 components | the builder's own limit; keeps backhand's recursive walk short |
+//! | path | [`MAX_PATH`] = 4095 bytes | `PATH_MAX` |
+//! | name | [`MAX_NAME`] = 255 bytes | `NAME_MAX` |
+//! | all paths together | [`MAX_PATH_BYTES`] = 64 MiB | the index holds every path |
+//! | squashfs inode or directory table | [`MAX_METADATA`] = 64 MiB uncompressed | real images: a few MiB |
+//! | squashfs fragments | [`MAX_FRAGMENTS`] = 1,048,576 | one per small file at most |
+//! | ext4 block groups | [`MAX_BLOCK_GROUPS`] = 1,048,576 | 128 TiB with 4 KiB blocks |
+//! | file read by the audit | [`MAX_READ`] = 64 MiB | it reads configuration files only |
 
 use std::collections::BTreeMap;
-use std::io::{BufReader, Read};
-use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use backhand::{FilesystemReader, InnerNode, SquashfsFileReader};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use anyhow::{anyhow, Result};
 use serde::Serialize;
+
+mod ext4;
+pub mod fuzz;
+mod squashfs;
+
+pub use ext4::Ext4Rootfs;
+pub use squashfs::SquashfsRootfs;
 
 /// The type of a filesystem entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -69,10 +103,106 @@ pub trait RootfsRead {
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>>;
 }
 
-/// Files larger than this are refused by [`SquashfsRootfs::read`]: the audit
-/// only reads configuration files, and a corrupt size field must not make
-/// it allocate gigabytes.
+/// Files larger than this are refused by [`RootfsRead::read`] of the image
+/// readers: the audit only reads configuration files, and a corrupt size
+/// field must not make it allocate gigabytes.
 pub const MAX_READ: u64 = 64 << 20;
+/// Most entries an image may have.
+pub const MAX_ENTRIES: usize = 1_000_000;
+/// Deepest path, in components (the builder's own limit).
+pub const MAX_DEPTH: usize = 256;
+/// Longest path, as `/a/b` (`PATH_MAX` without the NUL).
+pub const MAX_PATH: usize = 4095;
+/// Longest name (`NAME_MAX`).
+pub const MAX_NAME: usize = 255;
+/// Most bytes of all paths together.
+pub const MAX_PATH_BYTES: usize = 64 << 20;
+/// Largest uncompressed squashfs inode or directory table.
+pub const MAX_METADATA: u64 = 64 << 20;
+/// Most squashfs fragments.
+pub const MAX_FRAGMENTS: u32 = 1 << 20;
+/// Most ext4 block groups.
+pub const MAX_BLOCK_GROUPS: u64 = 1 << 20;
+
+/// Runs a call into a third-party image parser, turning a panic into an
+/// error that names the image. A last resort: the readers check what they
+/// can before calling, but `backhand` and `ext4-view` are not ours to fix,
+/// and a panic on a corrupt image must not crash the build or the audit.
+pub(crate) fn guarded<T>(image: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(anyhow!(
+            "{image}: the image is corrupt (its reader failed on inconsistent data)"
+        ))
+    })
+}
+
+/// Counts entries, path bytes and depth while an image's tree is walked,
+/// failing at the first limit exceeded, with the path escaped.
+#[derive(Default)]
+pub(crate) struct TreeBudget {
+    entries: usize,
+    path_bytes: usize,
+}
+
+impl TreeBudget {
+    /// Accounts for the entry `name` inside a directory whose path is
+    /// `parent_len` bytes long at `depth`; returns the entry's path length.
+    pub(crate) fn enter(
+        &mut self,
+        image: &str,
+        parent: &str,
+        parent_len: usize,
+        depth: usize,
+        name: &[u8],
+    ) -> Result<usize> {
+        let shown_name = || slotsmith_yaml::escape::shown_bytes(name);
+        let where_ = || {
+            format!(
+                "{image}: {}/{}",
+                slotsmith_yaml::escape::shown(parent.trim_end_matches('/')),
+                shown_name()
+            )
+        };
+        anyhow::ensure!(
+            !name.is_empty()
+                && name != b"."
+                && name != b".."
+                && !name.contains(&b'/')
+                && !name.contains(&0),
+            "{}: not a valid file name",
+            where_()
+        );
+        anyhow::ensure!(
+            name.len() <= MAX_NAME,
+            "{}: the name is {} bytes, more than {MAX_NAME}",
+            where_(),
+            name.len()
+        );
+        anyhow::ensure!(
+            depth <= MAX_DEPTH,
+            "{}: deeper than {MAX_DEPTH} levels",
+            where_()
+        );
+        // "/" + name at the root, parent + "/" + name elsewhere.
+        let len = if parent_len <= 1 { 1 } else { parent_len + 1 } + name.len();
+        anyhow::ensure!(
+            len <= MAX_PATH,
+            "{}: the path is {len} bytes, more than {MAX_PATH}",
+            where_()
+        );
+        self.entries += 1;
+        anyhow::ensure!(
+            self.entries <= MAX_ENTRIES,
+            "{image}: more than {MAX_ENTRIES} entries"
+        );
+        self.path_bytes = self.path_bytes.saturating_add(len);
+        anyhow::ensure!(
+            self.path_bytes <= MAX_PATH_BYTES,
+            "{image}: the paths of its entries add up to more than {MAX_PATH_BYTES} bytes"
+        );
+        Ok(len)
+    }
+}
 
 /// An in-memory root filesystem.
 #[derive(Debug, Clone, Default)]
@@ -216,206 +346,6 @@ impl RootfsRead for MemRootfs {
             Some((e, c)) if e.kind == EntryKind::File => Some(c.clone()),
             _ => None,
         })
-    }
-}
-
-/// A squashfs image file, read without mounting.
-pub struct SquashfsRootfs {
-    fs: FilesystemReader<'static>,
-    /// path -> index into `fs.root.nodes`
-    index: BTreeMap<String, usize>,
-}
-
-impl SquashfsRootfs {
-    /// Opens and indexes an image. Any of gzip, xz and zstd compression.
-    pub fn open(path: &Path) -> Result<SquashfsRootfs> {
-        let file = std::fs::File::open(path)
-            .with_context(|| format!("cannot open squashfs image {}", path.display()))?;
-        let fs = FilesystemReader::from_reader(BufReader::new(file))
-            .map_err(|e| anyhow::anyhow!("cannot read squashfs image {}: {e}", path.display()))?;
-        let mut index = BTreeMap::new();
-        for (i, node) in fs.root.nodes.iter().enumerate() {
-            let p = node.fullpath.to_string_lossy().into_owned();
-            let p = if p.is_empty() { "/".to_string() } else { p };
-            index.insert(p, i);
-        }
-        Ok(SquashfsRootfs { fs, index })
-    }
-}
-
-impl RootfsRead for SquashfsRootfs {
-    fn entries(&self) -> Vec<(String, Entry)> {
-        self.index
-            .iter()
-            .map(|(p, &i)| {
-                let node = &self.fs.root.nodes[i];
-                let (kind, size) = match &node.inner {
-                    InnerNode::File(f) => (EntryKind::File, f.file_len() as u64),
-                    InnerNode::Dir(_) => (EntryKind::Dir, 0),
-                    InnerNode::Symlink(s) => (
-                        EntryKind::Symlink {
-                            target: s.link.to_string_lossy().into_owned(),
-                        },
-                        0,
-                    ),
-                    InnerNode::CharacterDevice(_) => (EntryKind::Char, 0),
-                    InnerNode::BlockDevice(_) => (EntryKind::Block, 0),
-                    InnerNode::NamedPipe => (EntryKind::Fifo, 0),
-                    InnerNode::Socket => (EntryKind::Socket, 0),
-                };
-                let e = Entry {
-                    kind,
-                    mode: u32::from(node.header.permissions) & 0o7777,
-                    uid: node.header.uid,
-                    gid: node.header.gid,
-                    size,
-                };
-                (p.clone(), e)
-            })
-            .collect()
-    }
-
-    fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
-        let Some(&i) = self.index.get(path) else {
-            return Ok(None);
-        };
-        let InnerNode::File(f) = &self.fs.root.nodes[i].inner else {
-            return Ok(None);
-        };
-        read_file(&self.fs, f, path).map(Some)
-    }
-}
-
-fn read_file(
-    fs: &FilesystemReader<'static>,
-    f: &SquashfsFileReader,
-    path: &str,
-) -> Result<Vec<u8>> {
-    let len = f.file_len() as u64;
-    if len > MAX_READ {
-        bail!("{path} is {len} bytes, more than the {MAX_READ} read limit");
-    }
-    let mut out = Vec::with_capacity(len as usize);
-    let mut reader = fs
-        .file(f)
-        .reader_checked()
-        .map_err(|e| anyhow::anyhow!("cannot read {path} from the squashfs image: {e}"))?;
-    reader
-        .by_ref()
-        .take(MAX_READ + 1)
-        .read_to_end(&mut out)
-        .with_context(|| format!("cannot read {path} from the squashfs image"))?;
-    if out.len() as u64 != len {
-        bail!("{path}: read {} bytes, the inode says {len}", out.len());
-    }
-    Ok(out)
-}
-
-/// A built ext4 rootfs image, read with `ext4-view` (a read-only ext4
-/// reader): the audit sees owners, modes and contents as stored in the
-/// image, exactly as with [`SquashfsRootfs`].
-pub struct Ext4Rootfs {
-    fs: ext4_view::Ext4,
-    entries: BTreeMap<String, Entry>,
-}
-
-impl Ext4Rootfs {
-    /// Opens an ext4 image file and indexes every entry.
-    pub fn open(path: &Path) -> Result<Ext4Rootfs> {
-        let fs = ext4_view::Ext4::load_from_path(path)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| format!("reading ext4 image {}", path.display()))?;
-        let mut entries = BTreeMap::new();
-        let root = fs
-            .metadata("/")
-            .map_err(|e| anyhow::anyhow!("reading /: {e}"))?;
-        entries.insert("/".to_string(), ext4_entry(&fs, "/", &root)?);
-        let mut dirs = vec!["/".to_string()];
-        while let Some(dir) = dirs.pop() {
-            let listing = fs
-                .read_dir(dir.as_str())
-                .map_err(|e| anyhow::anyhow!("listing {dir}: {e}"))?;
-            for item in listing {
-                let item = item.map_err(|e| anyhow::anyhow!("listing {dir}: {e}"))?;
-                let name = item.file_name();
-                let name = name
-                    .as_str()
-                    .map_err(|_| anyhow::anyhow!("{dir}: a name is not UTF-8"))?;
-                if name == "." || name == ".." {
-                    continue;
-                }
-                let path = if dir == "/" {
-                    format!("/{name}")
-                } else {
-                    format!("{dir}/{name}")
-                };
-                let md = item
-                    .metadata()
-                    .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
-                let entry = ext4_entry(&fs, &path, &md)?;
-                if entry.kind == EntryKind::Dir {
-                    dirs.push(path.clone());
-                }
-                entries.insert(path, entry);
-            }
-        }
-        Ok(Ext4Rootfs { fs, entries })
-    }
-}
-
-fn ext4_entry(fs: &ext4_view::Ext4, path: &str, md: &ext4_view::Metadata) -> Result<Entry> {
-    use ext4_view::FileType;
-    let kind = match md.file_type() {
-        FileType::Directory => EntryKind::Dir,
-        FileType::Regular => EntryKind::File,
-        FileType::Symlink => {
-            let target = fs
-                .read_link(path)
-                .map_err(|e| anyhow::anyhow!("reading link {path}: {e}"))?;
-            let target = target
-                .to_str()
-                .map_err(|_| anyhow::anyhow!("{path}: link target is not UTF-8"))?;
-            EntryKind::Symlink {
-                target: target.to_string(),
-            }
-        }
-        FileType::CharacterDevice => EntryKind::Char,
-        FileType::BlockDevice => EntryKind::Block,
-        FileType::Fifo => EntryKind::Fifo,
-        FileType::Socket => EntryKind::Socket,
-    };
-    let size = if kind == EntryKind::File { md.len() } else { 0 };
-    Ok(Entry {
-        kind,
-        mode: u32::from(md.mode()) & 0o7777,
-        uid: md.uid(),
-        gid: md.gid(),
-        size,
-    })
-}
-
-impl RootfsRead for Ext4Rootfs {
-    fn entries(&self) -> Vec<(String, Entry)> {
-        self.entries
-            .iter()
-            .map(|(p, e)| (p.clone(), e.clone()))
-            .collect()
-    }
-
-    fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
-        match self.entries.get(path) {
-            Some(e) if e.kind == EntryKind::File => {
-                if e.size > MAX_READ {
-                    bail!("{path} is {} bytes, more than the audit reads", e.size);
-                }
-                let data = self
-                    .fs
-                    .read(path)
-                    .map_err(|err| anyhow::anyhow!("reading {path}: {err}"))?;
-                Ok(Some(data))
-            }
-            _ => Ok(None),
-        }
     }
 }
 
