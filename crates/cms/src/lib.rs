@@ -25,6 +25,7 @@
 mod cert;
 mod files;
 mod fingerprint;
+pub mod fuzz;
 mod oids;
 mod sign;
 mod verify;
