@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use ed25519_dalek::VerifyingKey;
 use slotsmith_sign::{check_signature, keys, KeySigner, Signer};
+use slotsmith_yaml::escape::shown_path;
 
 use crate::plan::Plan;
 use crate::progress::Progress;
@@ -112,7 +113,7 @@ fn boot_signer_for(
             if let Some(dev) = &dev_keys {
                 dev.refuse(
                     "boot",
-                    &format!("public key {}", public.display()),
+                    &format!("public key {}", shown_path(&public)),
                     &keys::fingerprint(&public_key),
                 )?;
             }
@@ -139,7 +140,7 @@ fn boot_signer_for(
             if let Some(dev) = &dev_keys {
                 dev.refuse(
                     "boot",
-                    &format!("public key {}", public.display()),
+                    &format!("public key {}", shown_path(&public)),
                     &keys::fingerprint(&configured),
                 )?;
             }
@@ -173,8 +174,8 @@ fn env_key_path(var: &str, key: &str) -> anyhow::Result<PathBuf> {
 /// "private key PATH", saying where the path came from for `key-env`.
 fn describe_private(source: &KeySource, path: &Path) -> String {
     match source {
-        KeySource::Env { var } => format!("private key {} (from ${var})", path.display()),
-        _ => format!("private key {}", path.display()),
+        KeySource::Env { var } => format!("private key {} (from ${var})", shown_path(path)),
+        _ => format!("private key {}", shown_path(path)),
     }
 }
 
@@ -417,7 +418,7 @@ fn update_signer_for(
         let dev = DevKeys::load(root)?;
         dev.refuse(
             "update",
-            &format!("certificate {}", cert.display()),
+            &format!("certificate {}", shown_path(&cert)),
             &slotsmith_cms::cert_fingerprint(&cert)
                 .with_context(|| format!("loading update certificate {}", cert.display()))?,
         )?;
