@@ -126,21 +126,80 @@ pub fn format_fat<D: Read + Write + Seek>(dev: D, size: u64, spec: &FatSpec) -> 
     Ok(())
 }
 
+/// Most directory entries a reader visits in one call, over all the
+/// directories it looks at. A hostile volume can chain a directory's
+/// clusters into a loop (an endless listing) or make a directory its own
+/// subdirectory (endless recursion); fatfs follows both, so every reader
+/// here walks directories itself, within this bound and [`MAX_DEPTH`].
+/// Our boot partitions hold a few dozen entries.
+pub const MAX_ENTRIES: usize = 65_536;
+/// Deepest directory nesting a reader follows.
+pub const MAX_DEPTH: usize = 32;
+
+/// Counts directory entries visited against [`MAX_ENTRIES`].
+struct Budget(usize);
+
+impl Budget {
+    fn spend(&mut self, dir: &str) -> Result<()> {
+        self.0 += 1;
+        ensure!(
+            self.0 <= MAX_ENTRIES,
+            "fat directory /{dir}: more than {MAX_ENTRIES} directory entries visited (a looped \
+             directory?)"
+        );
+        Ok(())
+    }
+}
+
+/// Finds `path` (`/`-separated, case-insensitive as FAT is) by walking
+/// the directories with a bounded iteration, instead of fatfs' unbounded
+/// lookup.
+fn lookup<'a, T: fatfs::ReadWriteSeek>(
+    root: fatfs::Dir<'a, T>,
+    path: &str,
+) -> Result<fatfs::DirEntry<'a, T>> {
+    let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    ensure!(
+        !parts.is_empty() && parts.len() <= MAX_DEPTH,
+        "fat path {path} is empty or nested too deeply"
+    );
+    let mut budget = Budget(0);
+    let mut dir = root;
+    let mut prefix = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        let want: String = part.chars().flat_map(char::to_uppercase).collect();
+        let mut found = None;
+        for entry in dir.iter() {
+            budget.spend(&prefix)?;
+            let entry = entry.with_context(|| format!("read fat directory /{prefix}"))?;
+            let same = |n: String| n.chars().flat_map(char::to_uppercase).eq(want.chars());
+            if same(entry.file_name()) || same(entry.short_file_name()) {
+                found = Some(entry);
+                break;
+            }
+        }
+        let Some(entry) = found else {
+            bail!("{path} is not in the fat volume");
+        };
+        if i + 1 == parts.len() {
+            ensure!(entry.is_file(), "{path} in the fat volume is not a file");
+            return Ok(entry);
+        }
+        ensure!(
+            entry.is_dir(),
+            "/{prefix}{part} in the fat volume is not a directory"
+        );
+        prefix.push_str(part);
+        prefix.push('/');
+        dir = entry.to_dir();
+    }
+    bail!("{path} is not in the fat volume")
+}
+
 /// Reads the whole file at `path` (`/`-separated, case-insensitive as FAT
 /// is) from the FAT volume on `dev`.
 pub fn read_fat_file<D: Read + Write + Seek>(dev: D, path: &str) -> Result<Vec<u8>> {
-    let fs = mount(dev)?;
-    let mut out = Vec::new();
-    {
-        let mut file = fs
-            .root_dir()
-            .open_file(path.trim_start_matches('/'))
-            .with_context(|| format!("open {path} in fat volume"))?;
-        file.read_to_end(&mut out)
-            .with_context(|| format!("read {path} from fat volume"))?;
-    }
-    fs.unmount().context("unmount fat volume")?;
-    Ok(out)
+    read_fat_file_max(dev, path, u64::MAX - 1)
 }
 
 /// [`read_fat_file`] for a file whose size an untrusted volume decides (a
@@ -150,10 +209,7 @@ pub fn read_fat_file_max<D: Read + Write + Seek>(dev: D, path: &str, max: u64) -
     let fs = mount(dev)?;
     let mut out = Vec::new();
     {
-        let file = fs
-            .root_dir()
-            .open_file(path.trim_start_matches('/'))
-            .with_context(|| format!("open {path} in fat volume"))?;
+        let file = lookup(fs.root_dir(), path)?.to_file();
         file.take(max.saturating_add(1))
             .read_to_end(&mut out)
             .with_context(|| format!("read {path} from fat volume"))?;
@@ -167,17 +223,22 @@ pub fn read_fat_file_max<D: Read + Write + Seek>(dev: D, path: &str, max: u64) -
 }
 
 /// sha256 and size of the file at `path` on the FAT volume, streamed
-/// through a fixed buffer (kernels and initrds are tens of MiB).
-pub fn hash_fat_file<D: Read + Write + Seek>(dev: D, path: &str) -> Result<([u8; 32], u64)> {
+/// through a fixed buffer (kernels and initrds are tens of MiB). At most
+/// `max + 1` bytes are read: a larger file reports that size and the hash
+/// of its first `max + 1` bytes, which a caller expecting at most `max`
+/// bytes rejects either way (a looped cluster chain is otherwise read up
+/// to the 4 GiB the directory entry may claim).
+pub fn hash_fat_file<D: Read + Write + Seek>(
+    dev: D,
+    path: &str,
+    max: u64,
+) -> Result<([u8; 32], u64)> {
     use sha2::Digest;
     let fs = mount(dev)?;
     let res = {
-        let mut file = fs
-            .root_dir()
-            .open_file(path.trim_start_matches('/'))
-            .with_context(|| format!("open {path} in fat volume"))?;
+        let file = lookup(fs.root_dir(), path)?.to_file();
         let mut h = sha2::Sha256::new();
-        let n = std::io::copy(&mut file, &mut h)
+        let n = std::io::copy(&mut file.take(max.saturating_add(1)), &mut h)
             .with_context(|| format!("read {path} from fat volume"))?;
         (h.finalize().into(), n)
     };
@@ -187,11 +248,11 @@ pub fn hash_fat_file<D: Read + Write + Seek>(dev: D, path: &str) -> Result<([u8;
 
 /// Lists every regular file of the FAT volume on `dev` recursively as
 /// (`/`-separated path, size in bytes), sorted by path. Directories
-/// themselves are not listed.
+/// themselves are not listed. Bounded by [`MAX_ENTRIES`] and [`MAX_DEPTH`].
 pub fn list_fat<D: Read + Write + Seek>(dev: D) -> Result<Vec<(String, u64)>> {
     let fs = mount(dev)?;
     let mut out = Vec::new();
-    walk(&fs.root_dir(), "", &mut out)?;
+    walk(&fs.root_dir(), "", 0, &mut Budget(0), &mut out)?;
     fs.unmount().context("unmount fat volume")?;
     out.sort();
     Ok(out)
@@ -207,9 +268,17 @@ fn mount<D: Read + Write + Seek>(mut dev: D) -> Result<FileSystem<D>> {
 fn walk<T: fatfs::ReadWriteSeek>(
     dir: &fatfs::Dir<'_, T>,
     prefix: &str,
+    depth: usize,
+    budget: &mut Budget,
     out: &mut Vec<(String, u64)>,
 ) -> Result<()> {
+    ensure!(
+        depth < MAX_DEPTH,
+        "fat directory /{prefix} is nested more than {MAX_DEPTH} levels deep (a directory \
+         that contains itself?)"
+    );
     for entry in dir.iter() {
+        budget.spend(prefix)?;
         let entry = entry.with_context(|| format!("read fat directory /{prefix}"))?;
         let name = entry.file_name();
         if name == "." || name == ".." {
@@ -217,7 +286,7 @@ fn walk<T: fatfs::ReadWriteSeek>(
         }
         let path = format!("{prefix}{name}");
         if entry.is_dir() {
-            walk(&entry.to_dir(), &format!("{path}/"), out)?;
+            walk(&entry.to_dir(), &format!("{path}/"), depth + 1, budget, out)?;
         } else {
             out.push((path, entry.len()));
         }
@@ -722,6 +791,45 @@ mod tests {
         let mut later = spec();
         later.mtime += 3600;
         assert!(a != formatted(&later, 16 * MIB), "mtime had no effect");
+    }
+
+    /// A hostile volume whose directory contains itself: listing and
+    /// lookups end with an error naming the loop, not a stack overflow
+    /// (found by the gpt_verify fuzz target).
+    #[test]
+    fn a_directory_that_contains_itself_is_an_error() {
+        let spec = FatSpec {
+            files: vec![FatFile {
+                path: "dira/dirb/file".into(),
+                source: FatSource::Bytes(b"x".to_vec()),
+            }],
+            ..spec()
+        };
+        let mut img = formatted(&spec, MIB);
+        let entry = |img: &[u8], name: &[u8; 11]| {
+            (0..img.len() - 32)
+                .step_by(32)
+                .find(|&i| &img[i..i + 11] == name && img[i + 11] & ATTR_DIR != 0)
+                .unwrap()
+        };
+        let a = entry(&img, b"DIRA       ");
+        let b = entry(&img, b"DIRB       ");
+        let cluster = [img[a + 26], img[a + 27]];
+        img[b + 26..b + 28].copy_from_slice(&cluster);
+        let err = format!("{:#}", list_fat(Cursor::new(&mut img)).unwrap_err());
+        assert!(err.contains("nested more than 32 levels deep"), "{err}");
+        let deep = "dira/".repeat(31) + "file";
+        let err = format!(
+            "{:#}",
+            read_fat_file(Cursor::new(&mut img), &deep).unwrap_err()
+        );
+        assert!(err.contains("is not in the fat volume"), "{err}");
+        let deeper = "dira/dirb/".repeat(20) + "file";
+        let err = format!(
+            "{:#}",
+            read_fat_file(Cursor::new(&mut img), &deeper).unwrap_err()
+        );
+        assert!(err.contains("is empty or nested too deeply"), "{err}");
     }
 
     /// A file whose size the volume decides is read only up to a bound.

@@ -27,11 +27,14 @@ const MERGE_GAP: usize = 8;
 
 /// Encodes `image` (at most [`MAX_IMAGE`] bytes, as `encode` truncates)
 /// with `flags`.
+///
+/// The patch at the end of the image goes second, after the one at its
+/// start: for a disk those are the two GPT copies, and a mutation that
+/// truncates the input then cuts into partition contents, which reach
+/// deeper checks, rather than into the backup GPT.
 pub fn encode(image: &[u8], flags: u8) -> Vec<u8> {
     let image = &image[..image.len().min(MAX_IMAGE)];
-    let mut out = Vec::new();
-    out.extend_from_slice(&(image.len() as u32).to_le_bytes());
-    out.push(flags);
+    let mut patches: Vec<(usize, usize)> = Vec::new();
     let mut i = 0;
     while i < image.len() {
         if image[i] == 0 {
@@ -52,10 +55,22 @@ pub fn encode(image: &[u8], flags: u8) -> Vec<u8> {
                 _ => break,
             }
         }
+        patches.push((start, end));
+        i = end;
+    }
+    if patches.len() > 2 {
+        if let Some(last) = patches.pop() {
+            patches.insert(1, last);
+        }
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(&(image.len() as u32).to_le_bytes());
+    out.push(flags);
+    for (start, end) in patches {
+        // start < MAX_IMAGE fits a u32; a patch is at most u16::MAX long.
         out.extend_from_slice(&(start as u32).to_le_bytes());
         out.extend_from_slice(&((end - start) as u16).to_le_bytes());
         out.extend_from_slice(&image[start..end]);
-        i = end;
     }
     out
 }
