@@ -99,6 +99,7 @@ pub fn from_reader(
     // their size and parse binary PAX values correctly.
     let entries = ar
         .entries()
+        .map_err(escaped)
         .with_context(|| format!("tarball {name}: reading the archive"))?
         .raw(true);
     let mut pending = Extensions::default();
@@ -110,7 +111,7 @@ pub fn from_reader(
 
     for entry in entries {
         let after = || format!("tarball {name}: reading the header {}", pending.position());
-        let mut entry = entry.with_context(after)?;
+        let mut entry = entry.map_err(escaped).with_context(after)?;
         let ty = entry.header().entry_type().as_byte();
         if matches!(ty, b'L' | b'K' | b'x' | b'g') {
             let ctx = format!("tarball {name}: extension header {}", pending.position());
@@ -166,6 +167,13 @@ fn decompressed<'a>(mut input: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
     })
 }
 
+/// An error from the tar crate or a decompressor, whose message may quote
+/// header bytes (the tar crate names the entry in checksum and number
+/// errors): escaped like any other archive data.
+fn escaped(e: io::Error) -> anyhow::Error {
+    anyhow!("{}", shown(&e.to_string()))
+}
+
 /// Reads an extension header's body, refusing oversized ones before
 /// buffering them.
 fn read_extension(entry: &mut impl Read) -> Result<Vec<u8>> {
@@ -173,6 +181,7 @@ fn read_extension(entry: &mut impl Read) -> Result<Vec<u8>> {
     entry
         .take(MAX_EXTENSION_HEADER + 1)
         .read_to_end(&mut data)
+        .map_err(escaped)
         .context("reading the extension data")?;
     if data.len() as u64 > MAX_EXTENSION_HEADER {
         bail!("extension header is larger than {MAX_EXTENSION_HEADER} bytes");
@@ -432,7 +441,9 @@ fn import_entry<R: Read>(
         b'0' | 0 | b'7' if raw_path.ends_with(b"/") => Kind::Dir,
         b'0' | 0 | b'7' => {
             let (store_path, mut file) = store.create()?;
-            let copied = io::copy(entry, &mut file).context("storing the file contents")?;
+            let copied = io::copy(entry, &mut file)
+                .map_err(escaped)
+                .context("storing the file contents")?;
             if copied != size {
                 bail!("archive is truncated: got {copied} of {size} content bytes");
             }

@@ -11,6 +11,7 @@
 pub mod cleanup;
 pub mod export;
 pub mod ext4;
+pub mod fuzz;
 pub mod import;
 pub mod limits;
 pub mod overlay;
