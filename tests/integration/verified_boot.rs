@@ -283,7 +283,7 @@ fn verity_and_signatures_pass_independent_verifiers() {
     }
     let text = fs::read_to_string(dir.join("boot-a.manifest")).unwrap();
     assert!(
-        text.starts_with("slotsmith-boot-manifest v1\nimage fixture-squashfs\nversion 2.1.0\n"),
+        text.starts_with("slotsmith-boot-manifest v2\nimage fixture-squashfs\nversion 2.1.0\n"),
         "{text}"
     );
 

@@ -494,8 +494,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         s.slot, s.image, s.version, s.security_version, s.root_hash, s.data_blocks
                     );
                 }
-                for s in &report.empty_slots {
-                    eprintln!("slot {s}: empty");
+                // Each line names the slot, that it is empty, and the
+                // signed record that says so.
+                for why in &report.empty_slot_evidence {
+                    eprintln!("{why}");
                 }
                 eprintln!(
                     "{}: verified with boot key {}",
