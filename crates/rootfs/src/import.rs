@@ -121,12 +121,12 @@ pub fn from_reader(
         }
         let ext = std::mem::take(&mut pending);
         let raw_path = ext.path_bytes(&entry);
-        let shown = crate::limits::shorten(&shown_bytes(&raw_path));
+        let entry_name = crate::limits::shorten(&shown_bytes(&raw_path));
         let added = import_entry(&mut tree, &mut store, &mut entry, &ext, &raw_path)
-            .with_context(|| format!("tarball {name}: entry {shown}"))?;
+            .with_context(|| format!("tarball {name}: entry {entry_name}"))?;
         bytes = bytes.saturating_add(added);
         count += 1;
-        pending.last_path = shown;
+        pending.last_path = entry_name;
         progress(count, bytes);
     }
     if pending.has_any() {

@@ -7,6 +7,13 @@
 //! and only file contents live on disk. Exporters then produce either a
 //! deterministic tar stream for `tar2sqfs` ([`export`]) or a staging tree
 //! plus a `debugfs` fix-up script for `mke2fs -d` ([`ext4`]).
+//!
+//! Every entry that enters a tree must be one the images can hold
+//! ([`limits`]: name and path lengths, depth, link targets, device numbers,
+//! xattrs), and every number read from an archive is parsed with checked
+//! arithmetic ([`tar_fields`]). [`cleanup::remove_tree`] removes work
+//! directories of any depth in a bounded number of file descriptors;
+//! [`fuzz`] holds the fuzzing entry point of the tar importer.
 
 pub mod cleanup;
 pub mod export;
