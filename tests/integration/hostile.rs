@@ -155,6 +155,13 @@ fn assert_secret_nowhere(p: &Project, r: &CliRun) {
 #[test]
 fn symlinks_out_of_the_project_around_layers_are_refused() {
     let canary = Canary::new();
+    // A base tarball outside the project, for the last case.
+    let p0 = fixture_project(&[]);
+    fs::copy(
+        p0.path().join("fixtures/base.tar.gz"),
+        canary.path().join("base.tar.gz"),
+    )
+    .unwrap();
     let before = canary.snapshot();
     // Each way a layer can lead out of the project: its files/, its conf/,
     // its conf/layer.yaml, and the layer directory itself.
@@ -216,11 +223,6 @@ fn symlinks_out_of_the_project_around_layers_are_refused() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     // A base tarball reached through a symlink out of the project, too.
     let p = fixture_project(&[]);
-    fs::copy(
-        p.path().join("fixtures/base.tar.gz"),
-        canary.path().join("base.tar.gz"),
-    )
-    .unwrap();
     fs::remove_file(p.path().join("fixtures/base.tar.gz")).unwrap();
     symlink(
         canary.path().join("base.tar.gz"),

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::diag::Diagnostics;
 use crate::spec::*;
 use crate::yaml::{join_key, Doc, MapView, Reader};
-use slotsmith_yaml::input::{refuse_symlink, resolve_input};
+use slotsmith_yaml::input::{refuse_symlink, resolve_input, resolve_input_file};
 use slotsmith_rootfs::path::RelPath;
 
 const IMAGE_KEYS: &[&str] = &[
@@ -370,7 +370,7 @@ fn read_base(r: &mut Reader<'_>, root: &Path, v: &Value) -> Option<BaseSpec> {
     let base = match kinds[0].as_str() {
         "tarball" => {
             let p: String = r.req(&mut m, "tarball")?;
-            let abs = match resolve_input(root, &p) {
+            let abs = match resolve_input_file(root, &p) {
                 Ok(a) => a,
                 Err(e) => {
                     r.error("base.tarball", e);
@@ -700,7 +700,7 @@ fn read_kernel(r: &mut Reader<'_>, root: &Path, v: &Value) -> Option<KernelSpec>
     let file = |r: &mut Reader<'_>, m: &mut MapView<'_>, key: &str| -> Option<Option<FileInput>> {
         let p: Option<String> = r.opt(m, key);
         let Some(p) = p else { return Some(None) };
-        let abs = match resolve_input(root, &p) {
+        let abs = match resolve_input_file(root, &p) {
             Ok(a) => a,
             Err(e) => {
                 r.error(&join_key("kernel", key), e);

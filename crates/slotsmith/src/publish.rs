@@ -51,14 +51,20 @@ impl ImageLock {
         fs::create_dir_all(work_root)
             .with_context(|| format!("creating work directory {}", work_root.display()))?;
         let path = lock_path(work_root, name);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o644)
-            .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC).bits() as i32)
-            .open(&path)
-            .with_context(|| format!("opening build lock {}", path.display()))?;
+        // flock needs no write access: an existing lock file, perhaps made
+        // by another user sharing the work directory, is opened read-only.
+        let flags = (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC).bits() as i32;
+        let file = match OpenOptions::new().read(true).custom_flags(flags).open(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o644)
+                .custom_flags(flags)
+                .open(&path),
+            other => other,
+        }
+        .with_context(|| format!("opening build lock {}", path.display()))?;
         if rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
             progress.note(&format!(
                 "another build of {name} is running; waiting for its lock {}",
