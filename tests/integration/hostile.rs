@@ -452,3 +452,37 @@ fn slotsmith_in(dir: &Path, args: &[&str]) -> CliRun {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+#[test]
+fn layer_entries_the_filesystem_cannot_hold_are_load_errors() {
+    let long_name = "n".repeat(256);
+    let long_target = "t/".repeat(2500);
+    for fs_kind in ["squashfs", "ext4"] {
+        let p = Project::new();
+        base_tarball(&p.path().join("fixtures/base.tar.gz"));
+        p.write(
+            "images/fx.yaml",
+            &fixture_image("fx", "fixtures/base.tar.gz", &["meta-lim"], fs_kind, "16MiB"),
+        );
+        layer(
+            &p,
+            "meta-lim",
+            "lim",
+            5,
+            &format!(
+                "files:\n  /opt/{long_name}:\n    type: directory\n  /opt/link:\n    type: symlink\n    target: {long_target}\n  /dev/big:\n    type: char\n    major: 5000\n    minor: 2000000\n  /opt/x:\n    type: directory\n    xattrs:\n      \"user.a\\u001b[2Jb\": \"0x01\"\n"
+            ),
+        );
+        let r = plan(&p);
+        assert_eq!(r.code, 2, "{fs_kind}: {}", r.stderr);
+        for (line, what) in [(6, "/opt/nnn"), (8, "/opt/link"), (11, "/dev/big"), (15, "/opt/x")] {
+            let at = format!("layers/meta-lim/conf/layer.yaml:{line}:");
+            assert!(
+                r.stderr.lines().any(|l| l.starts_with(&at) && l.contains(what)),
+                "{fs_kind}: no diagnostic at {at} for {what}:\n{}",
+                r.stderr
+            );
+        }
+        assert!(!r.stderr.contains('\x1b'), "{fs_kind}: {:?}", r.stderr);
+    }
+}

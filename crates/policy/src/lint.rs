@@ -31,10 +31,16 @@ pub struct LintDiag {
 
 impl fmt::Display for LintDiag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Every field can carry bytes from a policy or layer file: escaped
+        // here, where it reaches a terminal, so no caller can forget.
+        use slotsmith_yaml::escape::defang;
         write!(
             f,
             "{}:{}: {}: {}",
-            self.file, self.line, self.rule, self.message
+            defang(&self.file),
+            self.line,
+            defang(&self.rule),
+            defang(&self.message)
         )
     }
 }
@@ -257,4 +263,24 @@ fn managed_paths<'r>(rules: &[&'r Rule]) -> BTreeMap<String, Vec<&'r Rule>> {
         }
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_of_a_lint_finding_is_escaped_when_printed() {
+        let d = LintDiag {
+            file: "policies/x\u{1b}[2J.yaml".into(),
+            line: 3,
+            rule: "NET-\u{202e}001".into(),
+            message: "value \u{9b}31m from a layer".into(),
+        };
+        let text = d.to_string();
+        for c in ['\u{1b}', '\u{202e}', '\u{9b}'] {
+            assert!(!text.contains(c), "{text:?}");
+        }
+        assert!(text.starts_with("policies/x"), "{text}");
+    }
 }

@@ -1122,6 +1122,9 @@ fn load_layers(image: &ImageSpec, image_doc: &Doc, diags: &mut Diagnostics) -> V
             Err(d) => diags.extend(d),
         }
     }
+    for l in &layers {
+        check_layer_limits(image, l, diags);
+    }
     check_layer_set(image, image_doc, &layers, diags);
     // Application order: ascending priority; a stable sort keeps the listed
     // order between equal priorities (which cannot write the same path).
@@ -1491,6 +1494,50 @@ fn apply_declared(
     }
     r.finish(m);
     ok
+}
+
+/// Checks every layer entry against what the image's filesystem can hold
+/// (`slotsmith_rootfs::limits`: name and path lengths, symlink targets,
+/// device numbers, xattrs), so such an entry is an input error at load,
+/// with its position, rather than a build failure. Declared entries are
+/// reported at their `files.<path>` key, others at the layer file.
+fn check_layer_limits(image: &ImageSpec, layer: &LayerSpec, diags: &mut Diagnostics) {
+    use slotsmith_rootfs::limits::{self, Target};
+    let target = match image.filesystem {
+        Filesystem::Squashfs => Target::Squashfs,
+        Filesystem::Ext4 => Target::Ext4,
+    };
+    for e in &layer.entries {
+        let rel = e.path.trim_start_matches('/');
+        let res = RelPath::parse(rel).map_err(anyhow::Error::from).and_then(|p| {
+            limits::check_path(&p, target)?;
+            match &e.kind {
+                LayerEntryKind::Symlink { target: t } => limits::check_symlink_target(t)?,
+                LayerEntryKind::Char { major, minor } | LayerEntryKind::Block { major, minor } => {
+                    limits::check_device(*major, *minor, target)?
+                }
+                _ => {}
+            }
+            for (name, hex_value) in &e.xattrs {
+                let value = hex::decode(hex_value).unwrap_or_default();
+                limits::check_xattr(name, &value, target)?;
+            }
+            Ok(())
+        });
+        if let Err(err) = res {
+            // At `files.<path>` when declared, else where `files` (or the
+            // document) starts; the message names the layer file either way.
+            let key = join_key("files", &e.path);
+            diags.push(layer.conf.diag(
+                &key,
+                format!(
+                    "{}/files{}: {err:#}",
+                    slotsmith_yaml::escape::shown(&layer.dir),
+                    slotsmith_yaml::escape::shown(&e.path)
+                ),
+            ));
+        }
+    }
 }
 
 fn check_layer_set(image: &ImageSpec, doc: &Doc, layers: &[LayerSpec], diags: &mut Diagnostics) {
