@@ -233,6 +233,17 @@ fn symlinks_out_of_the_project_around_layers_are_refused() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("base.tarball"), "{}", r.stderr);
     assert!(r.stderr.contains("leaves the project"), "{}", r.stderr);
+    // A policy file linked out of the project.
+    let p = fixture_project(&[]);
+    fs::write(canary.path().join("evil.yaml"), "rules: []\n").unwrap();
+    symlink(canary.path().join("evil.yaml"), p.path().join("policies/evil.yaml")).unwrap();
+    let text = fs::read_to_string(p.image("fx")).unwrap() + "policies: [evil]\n";
+    fs::write(p.image("fx"), text).unwrap();
+    let r = plan(&p);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("policies/evil.yaml"), "{}", r.stderr);
+    assert!(r.stderr.contains("leaves the project"), "{}", r.stderr);
+    fs::remove_file(canary.path().join("evil.yaml")).unwrap();
     assert_eq!(canary.snapshot(), before, "the canary directory changed");
 }
 
