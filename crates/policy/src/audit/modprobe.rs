@@ -100,3 +100,90 @@ pub(super) fn check(mods: &[String], ctx: &Ctx<'_>) -> Outcome {
         ev,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rootfs::MemRootfs;
+
+    fn run(fs: &MemRootfs, mods: &[&str]) -> Outcome {
+        let mods: Vec<String> = mods.iter().map(|m| m.to_string()).collect();
+        check(&mods, &Ctx::new(fs, ""))
+    }
+
+    #[test]
+    fn false_or_true_as_the_install_command_blocks_the_module() {
+        let mut fs = MemRootfs::new();
+        fs.file(
+            "/etc/modprobe.d/00-x.conf",
+            0o644,
+            "blacklist dccp\ninstall dccp /bin/false\ninstall sctp /usr/bin/true\ninstall rds false\n",
+        );
+        let o = run(&fs, &["dccp", "sctp", "rds"]);
+        assert!(o.ok, "{}", o.message);
+        assert_eq!(o.message, "all 3 modules are blocked from loading");
+        assert_eq!(o.evidence[0].path, "/etc/modprobe.d/00-x.conf");
+        assert_eq!(o.evidence[0].value, "install dccp /bin/false");
+    }
+
+    #[test]
+    fn the_first_install_line_in_name_order_wins() {
+        let mut fs = MemRootfs::new();
+        fs.file(
+            "/usr/lib/modprobe.d/50-ours.conf",
+            0o644,
+            "install dccp /bin/false\n",
+        )
+        .file(
+            "/etc/modprobe.d/00-aaa.conf",
+            0o644,
+            "# load it anyway\ninstall dccp /sbin/modprobe --ignore-install dccp\n",
+        );
+        let o = run(&fs, &["dccp"]);
+        assert!(!o.ok);
+        assert_eq!(
+            o.message,
+            "module dccp is loadable: first install command is \
+             '/sbin/modprobe --ignore-install dccp' at /etc/modprobe.d/00-aaa.conf:2"
+        );
+        // The same name in /etc shadows ours in /usr/lib.
+        let mut fs = MemRootfs::new();
+        fs.file(
+            "/usr/lib/modprobe.d/50-ours.conf",
+            0o644,
+            "install dccp /bin/false\n",
+        )
+        .file("/etc/modprobe.d/50-ours.conf", 0o644, "");
+        assert!(run(&fs, &["dccp"])
+            .message
+            .starts_with("module dccp is loadable: no install command"));
+    }
+
+    #[test]
+    fn blacklist_alone_does_not_block_and_the_drop_in_is_the_evidence() {
+        let mut fs = MemRootfs::new();
+        fs.file("/etc/modprobe.d/x.conf", 0o644, "blacklist dccp\n");
+        let o = run(&fs, &["dccp"]);
+        assert!(!o.ok);
+        assert_eq!(
+            o.message,
+            format!("module dccp is loadable: no install command in modprobe.d ({MODPROBE_PATH} is missing or lacks it)")
+        );
+        assert_eq!(o.evidence[0].path, MODPROBE_PATH);
+        assert_eq!(o.evidence[0].value, "no install line for dccp");
+    }
+
+    #[test]
+    fn dashes_globs_and_continued_lines_match_as_kmod_matches() {
+        let mut fs = MemRootfs::new();
+        fs.file(
+            "/etc/modprobe.d/x.conf",
+            0o644,
+            "install nf-conntrack-ftp /bin/false\ninstall usb_stor* /bin/true\ninstall cramfs \\\n  /bin/false\n",
+        );
+        let o = run(&fs, &["nf_conntrack_ftp", "usb-storage", "cramfs"]);
+        assert!(o.ok, "{}", o.message);
+        // A pattern matches the whole name, not a prefix.
+        assert!(!run(&fs, &["cramfs_ext"]).ok);
+    }
+}

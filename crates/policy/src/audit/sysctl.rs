@@ -159,3 +159,190 @@ pub(super) fn check(m: &BTreeMap<String, String>, ctx: &Ctx<'_>) -> Outcome {
         ev,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rootfs::{sha256_hex, MemRootfs};
+
+    fn want(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn run(fs: &MemRootfs, pairs: &[(&str, &str)]) -> Outcome {
+        check(&want(pairs), &Ctx::new(fs, ""))
+    }
+
+    #[test]
+    fn the_file_that_sorts_last_wins_whatever_its_directory() {
+        let mut fs = MemRootfs::new();
+        fs.file("/etc/sysctl.d/10-a.conf", 0o644, "kernel.x = 1\n")
+            .file("/usr/lib/sysctl.d/90-b.conf", 0o644, "kernel.x = 2\n");
+        let o = run(&fs, &[("kernel.x", "2")]);
+        assert!(o.ok, "{}", o.message);
+        assert_eq!(o.message, "all 1 keys have the required effective value");
+        assert_eq!(o.evidence[0].path, "/usr/lib/sysctl.d/90-b.conf");
+        assert_eq!(o.evidence[0].value, "kernel.x = 2");
+        assert_eq!(
+            o.evidence[0].sha256.as_deref(),
+            Some(sha256_hex(b"kernel.x = 2\n").as_str())
+        );
+        let o = run(&fs, &[("kernel.x", "1")]);
+        assert!(!o.ok);
+        assert_eq!(
+            o.message,
+            "kernel.x is 2 from /usr/lib/sysctl.d/90-b.conf:1 (expected 1)"
+        );
+        // Within one file, the last line wins too.
+        fs.file(
+            "/usr/lib/sysctl.d/90-b.conf",
+            0o644,
+            "kernel.x = 2\nkernel.x = 3\n",
+        );
+        let o = run(&fs, &[("kernel.x", "2")]);
+        assert_eq!(
+            o.message,
+            "kernel.x is 3 from /usr/lib/sysctl.d/90-b.conf:2 (expected 2)"
+        );
+    }
+
+    #[test]
+    fn a_same_named_file_in_etc_shadows_the_vendor_one() {
+        let mut fs = MemRootfs::new();
+        fs.file("/usr/lib/sysctl.d/50-x.conf", 0o644, "kernel.x = 1\n")
+            .file("/etc/sysctl.d/50-x.conf", 0o644, "kernel.x = 2\n");
+        let o = run(&fs, &[("kernel.x", "2")]);
+        assert!(o.ok, "{}", o.message);
+        assert_eq!(o.evidence[0].path, "/etc/sysctl.d/50-x.conf");
+        // Masked with a link to /dev/null: the key is set by nothing.
+        fs.remove("/etc/sysctl.d/50-x.conf")
+            .symlink("/etc/sysctl.d/50-x.conf", "/dev/null");
+        let o = run(&fs, &[("kernel.x", "1")]);
+        assert!(!o.ok);
+        assert!(
+            o.message
+                .starts_with("kernel.x is not set by any sysctl.d file"),
+            "{}",
+            o.message
+        );
+        // /run shadows /usr/lib but not /etc.
+        let mut fs = MemRootfs::new();
+        fs.file("/usr/lib/sysctl.d/50-x.conf", 0o644, "kernel.x = 1\n")
+            .file("/run/sysctl.d/50-x.conf", 0o644, "kernel.x = 3\n");
+        assert_eq!(
+            run(&fs, &[("kernel.x", "1")]).message,
+            "kernel.x is 3 from /run/sysctl.d/50-x.conf:1 (expected 1)"
+        );
+    }
+
+    #[test]
+    fn a_bare_minus_key_unsets_an_earlier_assignment() {
+        let mut fs = MemRootfs::new();
+        fs.file("/etc/sysctl.d/10-a.conf", 0o644, "kernel.x = 1\n")
+            .file("/run/sysctl.d/20-b.conf", 0o644, "-kernel.x\n");
+        let o = run(&fs, &[("kernel.x", "1")]);
+        assert!(!o.ok);
+        assert_eq!(
+            o.message,
+            "kernel.x is (unset by '-key') from /run/sysctl.d/20-b.conf:1 (expected 1)"
+        );
+        // With a value, `-` only means "ignore a failure": it assigns.
+        fs.file("/run/sysctl.d/20-b.conf", 0o644, "-kernel.x = 1\n");
+        assert!(run(&fs, &[("kernel.x", "1")]).ok);
+    }
+
+    #[test]
+    fn an_explicit_key_beats_every_glob_and_the_last_glob_wins() {
+        let mut fs = MemRootfs::new();
+        fs.file(
+            "/etc/sysctl.d/10-a.conf",
+            0o644,
+            "net.ipv4.conf.all.rp_filter = 1\nnet.ipv4.conf.*.rp_filter = 2\n",
+        )
+        .file(
+            "/usr/lib/sysctl.d/90-z.conf",
+            0o644,
+            "net.ipv4.conf.*.rp_filter = 0\n",
+        );
+        let o = run(
+            &fs,
+            &[
+                ("net.ipv4.conf.all.rp_filter", "1"),
+                ("net.ipv4.conf.default.rp_filter", "0"),
+            ],
+        );
+        assert!(o.ok, "{}", o.message);
+        assert_eq!(o.evidence[1].path, "/usr/lib/sysctl.d/90-z.conf");
+        // `*` stands for one component, not several.
+        fs.file(
+            "/usr/lib/sysctl.d/95-w.conf",
+            0o644,
+            "net.*.rp_filter = 5\n",
+        );
+        assert!(run(&fs, &[("net.ipv4.conf.default.rp_filter", "0")]).ok);
+    }
+
+    #[test]
+    fn slash_keys_comments_and_whitespace_read_as_systemd_reads_them() {
+        assert_eq!(
+            norm_sysctl_key("net/ipv4/ip_forward"),
+            "net.ipv4.ip_forward"
+        );
+        // A dot inside a slash-separated key is part of a name (a VLAN).
+        assert_eq!(
+            norm_sysctl_key("net/ipv4/conf/eth0.100/rp_filter"),
+            "net.ipv4.conf.eth0/100.rp_filter"
+        );
+        assert_eq!(norm_sysctl_key("kernel.x"), "kernel.x");
+        let mut fs = MemRootfs::new();
+        fs.file(
+            "/etc/sysctl.d/10-a.conf",
+            0o644,
+            "# kernel.y = 9\n; kernel.y = 9\nnot an assignment\n\n  net/ipv4/ip_forward=0  \nnet.ipv4.tcp_rmem = 4096\t 87380   6291456\n",
+        )
+        // Only *.conf files count.
+        .file("/etc/sysctl.d/99-late.conf.bak", 0o644, "net.ipv4.ip_forward = 1\n");
+        let o = run(
+            &fs,
+            &[
+                ("net.ipv4.ip_forward", "0"),
+                ("net.ipv4.tcp_rmem", "4096 87380 6291456"),
+            ],
+        );
+        assert!(o.ok, "{}", o.message);
+        assert_eq!(o.evidence[0].value, "net.ipv4.ip_forward = 0");
+        assert!(!run(&fs, &[("kernel.y", "9")]).ok);
+    }
+
+    #[test]
+    fn etc_sysctl_conf_counts_through_debians_link() {
+        let mut fs = MemRootfs::new();
+        fs.file("/etc/sysctl.conf", 0o644, "kernel.x = 1\n")
+            .symlink("/etc/sysctl.d/99-sysctl.conf", "../sysctl.conf");
+        let o = run(&fs, &[("kernel.x", "1")]);
+        assert!(o.ok, "{}", o.message);
+        assert_eq!(o.evidence[0].path, "/etc/sysctl.d/99-sysctl.conf");
+    }
+
+    #[test]
+    fn a_key_nothing_sets_fails_with_our_drop_in_as_evidence() {
+        let fs = MemRootfs::new();
+        let o = run(&fs, &[("kernel.x", "1"), ("kernel.y", "2")]);
+        assert!(!o.ok);
+        assert_eq!(
+            o.message,
+            format!(
+                "kernel.x is not set by any sysctl.d file (expected 1; {SYSCTL_PATH} is missing or lacks it); \
+                 kernel.y is not set by any sysctl.d file (expected 2; {SYSCTL_PATH} is missing or lacks it)"
+            )
+        );
+        assert_eq!(o.evidence.len(), 2);
+        assert_eq!(o.evidence[0].path, SYSCTL_PATH);
+        assert_eq!(o.evidence[0].sha256, None);
+        assert_eq!(o.evidence[0].value, "kernel.x unset (kernel default)");
+        assert_eq!(o.evidence[0].expected, "kernel.x = 1");
+    }
+}
