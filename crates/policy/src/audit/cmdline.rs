@@ -87,3 +87,97 @@ pub(super) fn check(k: &KernelCmdline, ctx: &Ctx<'_>) -> Outcome {
     );
     outcome(fails, msg, ev)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rootfs::MemRootfs;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    fn run(cmdline: &str, require: &[&str], forbid: &[&str]) -> Outcome {
+        let k = KernelCmdline {
+            require: require.iter().map(|s| s.to_string()).collect(),
+            forbid: forbid.iter().map(|s| s.to_string()).collect(),
+        };
+        check(&k, &Ctx::new(&MemRootfs::new(), cmdline))
+    }
+
+    #[test]
+    fn the_last_value_of_a_key_wins() {
+        let a = args("init_on_free=1 quiet init_on_free=0");
+        assert_eq!(
+            cmdline_has(&a, "init_on_free=1"),
+            (false, "init_on_free=0".into())
+        );
+        assert_eq!(
+            cmdline_has(&args("init_on_free=0 init_on_free=1"), "init_on_free=1"),
+            (true, "init_on_free=1".into())
+        );
+        assert!(cmdline_has(&a, "quiet").0);
+        assert_eq!(
+            cmdline_has(&a, "lockdown=integrity"),
+            (false, "lockdown absent".into())
+        );
+        // A flag is not a key with an empty value, nor a prefix.
+        assert_eq!(
+            cmdline_has(&args("slab_nomerge=1"), "slab_nomerge"),
+            (false, "slab_nomerge absent".into())
+        );
+    }
+
+    #[test]
+    fn required_arguments_pass_and_fail_with_what_was_found() {
+        let o = run(
+            "  root=/dev/sda2 init_on_free=1 slab_nomerge ",
+            &["init_on_free=1", "slab_nomerge"],
+            &[],
+        );
+        assert!(o.ok, "{}", o.message);
+        assert_eq!(
+            o.message,
+            "command line 'root=/dev/sda2 init_on_free=1 slab_nomerge' meets every requirement"
+        );
+        assert_eq!(o.evidence[0].path, "kernel-cmdline");
+        assert_eq!(o.evidence[0].value, "init_on_free=1");
+        let o = run(
+            "init_on_free=1 init_on_free=0",
+            &["init_on_free=1", "slab_nomerge"],
+            &[],
+        );
+        assert_eq!(
+            o.message,
+            "kernel argument init_on_free=1 required, found init_on_free=0; \
+             kernel argument slab_nomerge required, found slab_nomerge absent"
+        );
+    }
+
+    #[test]
+    fn forbidden_patterns_match_names_values_and_prefixes() {
+        let forbid = ["systemd.debug_shell", "init=", "rd.break*"];
+        assert!(run("quiet systemd.debug_shell_x initrd=/x", &[], &forbid).ok);
+        let o = run(
+            "systemd.debug_shell=tty9 init=/bin/sh rd.break=pre-mount systemd.debug_shell",
+            &[],
+            &forbid,
+        );
+        assert_eq!(
+            o.message,
+            "forbidden kernel argument systemd.debug_shell=tty9 (matches systemd.debug_shell); \
+             forbidden kernel argument systemd.debug_shell (matches systemd.debug_shell); \
+             forbidden kernel argument init=/bin/sh (matches init=); \
+             forbidden kernel argument rd.break=pre-mount (matches rd.break*)"
+        );
+        assert_eq!(
+            o.evidence[0].value,
+            "systemd.debug_shell=tty9 systemd.debug_shell"
+        );
+        assert_eq!(o.evidence[0].expected, "no systemd.debug_shell");
+        // An empty command line has nothing forbidden.
+        let o = run("", &[], &forbid);
+        assert!(o.ok);
+        assert_eq!(o.evidence[2].value, "no rd.break*");
+    }
+}

@@ -242,3 +242,184 @@ pub(super) fn check(m: &BTreeMap<String, String>, ctx: &Ctx<'_>) -> Outcome {
         ev,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rootfs::MemRootfs;
+
+    const MAIN: &str = "/etc/ssh/sshd_config";
+
+    fn want(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn run(fs: &MemRootfs, pairs: &[(&str, &str)]) -> Outcome {
+        check(&want(pairs), &Ctx::new(fs, ""))
+    }
+
+    /// Debian's layout: the main file includes the drop-ins first.
+    fn debian(main_rest: &str) -> MemRootfs {
+        let mut fs = MemRootfs::new();
+        fs.file("/usr/sbin/sshd", 0o755, "ELF").file(
+            MAIN,
+            0o644,
+            format!("Include /etc/ssh/sshd_config.d/*.conf\n{main_rest}"),
+        );
+        fs
+    }
+
+    #[test]
+    fn the_first_value_wins_across_include_and_main_file() {
+        let mut fs = debian("PermitRootLogin yes\n");
+        fs.file(SSHD_DROPIN, 0o644, "PermitRootLogin no\n");
+        let o = run(&fs, &[("PermitRootLogin", "no")]);
+        assert!(o.ok, "{}", o.message);
+        assert_eq!(
+            o.message,
+            "all 1 sshd keywords have the required effective value"
+        );
+        assert_eq!(o.evidence[0].path, SSHD_DROPIN);
+        assert_eq!(o.evidence[0].value, "PermitRootLogin no");
+        // A drop-in sorting before ours wins.
+        fs.file(
+            "/etc/ssh/sshd_config.d/00-aaa.conf",
+            0o644,
+            "PermitRootLogin yes\n",
+        );
+        assert_eq!(
+            run(&fs, &[("PermitRootLogin", "no")]).message,
+            "sshd PermitRootLogin is 'yes' from /etc/ssh/sshd_config.d/00-aaa.conf:1 (expected 'no')"
+        );
+        // A line before the Include wins over everything included.
+        let mut fs = MemRootfs::new();
+        fs.file(
+            MAIN,
+            0o644,
+            "PermitRootLogin yes\nInclude sshd_config.d/*.conf\n",
+        )
+        .file(SSHD_DROPIN, 0o644, "PermitRootLogin no\n");
+        assert_eq!(
+            run(&fs, &[("PermitRootLogin", "no")]).message,
+            "sshd PermitRootLogin is 'yes' from /etc/ssh/sshd_config:1 (expected 'no')"
+        );
+    }
+
+    #[test]
+    fn a_match_block_that_weakens_a_keyword_fails() {
+        let mut fs =
+            debian("Match User backup\n  PermitRootLogin yes\nMatch all\n  X11Forwarding no\n");
+        fs.file(SSHD_DROPIN, 0o644, "PermitRootLogin no\nX11Forwarding no\n");
+        let o = run(&fs, &[("PermitRootLogin", "no"), ("X11Forwarding", "no")]);
+        assert!(!o.ok);
+        assert_eq!(
+            o.message,
+            "sshd PermitRootLogin is 'yes' at /etc/ssh/sshd_config:3 inside Match User backup (/etc/ssh/sshd_config:2)"
+        );
+        // The same value inside a Match block is fine.
+        let mut fs = debian("Match User backup\n  PermitRootLogin no\n");
+        fs.file(SSHD_DROPIN, 0o644, "PermitRootLogin no\n");
+        assert!(run(&fs, &[("PermitRootLogin", "no")]).ok);
+    }
+
+    #[test]
+    fn a_match_block_ends_with_its_file_and_covers_what_it_includes() {
+        // A Match in an included file does not swallow the main file's
+        // later lines.
+        let mut fs = MemRootfs::new();
+        fs.file(MAIN, 0o644, "Include /etc/ssh/a.conf\nPermitRootLogin no\n")
+            .file("/etc/ssh/a.conf", 0o644, "Match User x\nX11Forwarding no\n");
+        let o = run(&fs, &[("PermitRootLogin", "no")]);
+        assert!(o.ok, "{}", o.message);
+        assert_eq!(o.evidence[0].path, MAIN);
+        // An Include inside a Match block is conditional: its lines do not
+        // set the global value, and a weaker one fails.
+        let mut fs = MemRootfs::new();
+        fs.file(
+            MAIN,
+            0o644,
+            "PermitRootLogin no\nMatch User x\nInclude /etc/ssh/b.conf\n",
+        )
+        .file("/etc/ssh/b.conf", 0o644, "PermitRootLogin yes\n");
+        assert_eq!(
+            run(&fs, &[("PermitRootLogin", "no")]).message,
+            "sshd PermitRootLogin is 'yes' at /etc/ssh/b.conf:1 inside Match User x (/etc/ssh/sshd_config:2)"
+        );
+    }
+
+    #[test]
+    fn keywords_are_case_insensitive_with_equals_quotes_and_accumulation() {
+        let mut fs = MemRootfs::new();
+        fs.file(
+            MAIN,
+            0o644,
+            "# PermitRootLogin yes\n\npermitrootlogin=No\nCiphers \"aes256-gcm@openssh.com\"\nAllowUsers alice\nALLOWUSERS bob   carol\n",
+        );
+        let o = run(
+            &fs,
+            &[
+                ("PermitRootLogin", "no"),
+                ("Ciphers", "aes256-gcm@openssh.com"),
+                ("AllowUsers", "alice bob carol"),
+            ],
+        );
+        assert!(o.ok, "{}", o.message);
+        // Accumulated values name the first line that contributed.
+        assert_eq!(o.evidence[0].value, "AllowUsers alice bob   carol");
+        assert!(!run(&fs, &[("AllowUsers", "alice")]).ok);
+    }
+
+    #[test]
+    fn an_unset_keyword_fails_naming_our_drop_in() {
+        let fs = debian("");
+        let o = run(&fs, &[("PermitRootLogin", "no")]);
+        assert_eq!(
+            o.message,
+            format!("sshd PermitRootLogin is not set ({SSHD_DROPIN} is missing or not included; expected 'no')")
+        );
+        assert_eq!(o.evidence[0].path, SSHD_DROPIN);
+        assert_eq!(o.evidence[0].value, "PermitRootLogin unset (sshd default)");
+        // Hidden files and directories a glob does not reach are not read.
+        let mut fs = debian("");
+        fs.file(
+            "/etc/ssh/sshd_config.d/.00.conf",
+            0o644,
+            "PermitRootLogin no\n",
+        )
+        .file("/etc/ssh/other/00.conf", 0o644, "PermitRootLogin no\n");
+        assert!(!run(&fs, &[("PermitRootLogin", "no")]).ok);
+    }
+
+    #[test]
+    fn no_sshd_passes_and_sshd_without_a_config_fails() {
+        let o = run(&MemRootfs::new(), &[("PermitRootLogin", "no")]);
+        assert!(o.ok);
+        assert_eq!(
+            o.message,
+            "openssh-server is not installed (no /usr/sbin/sshd, no sshd_config)"
+        );
+        let mut fs = MemRootfs::new();
+        fs.file("/usr/sbin/sshd", 0o755, "ELF");
+        let o = run(&fs, &[("PermitRootLogin", "no")]);
+        assert!(!o.ok);
+        assert_eq!(
+            o.message,
+            "sshd is installed but /etc/ssh/sshd_config is absent"
+        );
+    }
+
+    #[test]
+    fn a_file_including_itself_is_reported_not_followed_for_ever() {
+        let mut fs = MemRootfs::new();
+        fs.file(MAIN, 0o644, "PermitRootLogin no\nInclude sshd_config\n");
+        let o = run(&fs, &[("PermitRootLogin", "no")]);
+        assert!(!o.ok);
+        assert_eq!(
+            o.message,
+            "Include nesting too deep at /etc/ssh/sshd_config"
+        );
+    }
+}
