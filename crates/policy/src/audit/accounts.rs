@@ -120,3 +120,130 @@ pub(super) fn check(a: &Accounts, ctx: &Ctx<'_>) -> Outcome {
     }
     outcome(fails, "account database meets every requirement".into(), ev)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rootfs::MemRootfs;
+
+    const ALL: Accounts = Accounts {
+        root_locked: true,
+        no_empty_passwords: true,
+        single_uid0: true,
+    };
+
+    const PASSWD: &str =
+        "# local\nroot:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1::/:/usr/sbin/nologin\n\n";
+
+    fn image(passwd: &str, shadow: &str) -> MemRootfs {
+        let mut fs = MemRootfs::new();
+        fs.file("/etc/passwd", 0o644, passwd)
+            .file_owned(SHADOW_PATH, 0o640, 0, 42, shadow);
+        fs
+    }
+
+    fn run(fs: &MemRootfs, a: &Accounts) -> Outcome {
+        check(a, &Ctx::new(fs, ""))
+    }
+
+    #[test]
+    fn a_locked_root_and_no_empty_fields_pass() {
+        for lock in ["!", "*", "!$6$salt$hash"] {
+            let fs = image(
+                PASSWD,
+                &format!("root:{lock}:19000::::::\ndaemon:*:19000::::::\n"),
+            );
+            let o = run(&fs, &ALL);
+            assert!(o.ok, "{lock}: {}", o.message);
+            assert_eq!(o.message, "account database meets every requirement");
+            assert_eq!(o.evidence[0].value, "root password locked");
+            assert_eq!(o.evidence[2].value, "UID 0: root");
+        }
+    }
+
+    #[test]
+    fn root_with_a_usable_empty_or_missing_password_fails() {
+        let only_root = Accounts {
+            root_locked: true,
+            no_empty_passwords: false,
+            single_uid0: false,
+        };
+        let o = run(
+            &image(PASSWD, "root:$6$salt$hash:19000::::::\n"),
+            &only_root,
+        );
+        assert_eq!(
+            o.message,
+            "root has a usable password in /etc/shadow (expected a locked password, '!' prefix)"
+        );
+        assert_eq!(o.evidence.len(), 1);
+        let o = run(&image(PASSWD, "root::19000::::::\n"), &only_root);
+        assert!(
+            o.message.starts_with("root has an empty password"),
+            "{}",
+            o.message
+        );
+        let o = run(&image(PASSWD, "daemon:*:19000::::::\n"), &only_root);
+        assert!(
+            o.message.starts_with("root has no /etc/shadow entry"),
+            "{}",
+            o.message
+        );
+    }
+
+    #[test]
+    fn an_empty_password_field_in_either_file_fails() {
+        let passwd = format!("{PASSWD}guest::1000:1000::/home/guest:/bin/sh\n");
+        let fs = image(&passwd, "root:!:19000::::::\nops::19000::::::\n");
+        let o = run(&fs, &ALL);
+        assert_eq!(
+            o.message,
+            "account ops (/etc/shadow) has an empty password field; \
+             account guest (/etc/passwd) has an empty password field"
+        );
+        assert_eq!(
+            o.evidence[1].value,
+            "empty: ops (/etc/shadow), guest (/etc/passwd)"
+        );
+        // Not required: not checked.
+        let lax = Accounts {
+            no_empty_passwords: false,
+            ..ALL
+        };
+        assert!(run(&fs, &lax).ok);
+    }
+
+    #[test]
+    fn a_second_uid_0_fails_whatever_its_name() {
+        let passwd = format!("{PASSWD}toor:x:0:0::/root:/bin/sh\nbackup:x: 0 :0::/:/bin/sh\n");
+        let o = run(&image(&passwd, "root:!:19000::::::\n"), &ALL);
+        assert_eq!(
+            o.message,
+            "account toor has UID 0 in /etc/passwd (only root may); \
+             account backup has UID 0 in /etc/passwd (only root may)"
+        );
+        assert_eq!(o.evidence[2].value, "UID 0: root, toor, backup");
+    }
+
+    #[test]
+    fn missing_files_fail_the_rule() {
+        let o = run(&MemRootfs::new(), &ALL);
+        assert!(!o.ok);
+        assert!(
+            o.message.starts_with(
+                "/etc/passwd is absent; /etc/shadow is absent; root has no /etc/shadow entry"
+            ),
+            "{}",
+            o.message
+        );
+        // Even with no requirement switched on, a missing database fails.
+        let none = Accounts {
+            root_locked: false,
+            no_empty_passwords: false,
+            single_uid0: false,
+        };
+        let mut fs = MemRootfs::new();
+        fs.file("/etc/passwd", 0o644, PASSWD);
+        assert_eq!(run(&fs, &none).message, "/etc/shadow is absent");
+    }
+}

@@ -263,3 +263,239 @@ fn compare_ports(
         ),
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Protocol;
+    use crate::rootfs::MemRootfs;
+
+    const GOOD: &str = "flush ruleset
+table inet filter {
+\tchain input {
+\t\ttype filter hook input priority filter; policy drop;
+\t\tct state { established, related } accept
+\t\tiif \"lo\" accept
+\t\ticmp type echo-request accept
+\t\ttcp dport 22 ct state new accept
+\t}
+\tchain forward {
+\t\ttype filter hook forward priority filter; policy drop;
+\t}
+\tchain output {
+\t\ttype filter hook output priority filter; policy accept;
+\t}
+}
+";
+
+    fn allow(port: u16, protocol: Protocol, sources: &[&str]) -> Allow {
+        Allow {
+            service: "svc".into(),
+            port,
+            protocol,
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn policy() -> Firewall {
+        Firewall {
+            input: vec![allow(22, Protocol::Tcp, &[])],
+            icmp: true,
+            log_drops: false,
+            output: OutputPolicy::Accept,
+            output_allow: Vec::new(),
+        }
+    }
+
+    /// An image loading `ruleset` at boot the way Debian does.
+    fn image(ruleset: &str) -> MemRootfs {
+        let mut fs = MemRootfs::new();
+        fs.file(NFT_PATH, 0o755, ruleset)
+            .file("/lib/systemd/system/nftables.service", 0o644, "[Unit]\n")
+            .symlink(NFT_ENABLE_LINK, "/lib/systemd/system/nftables.service");
+        fs
+    }
+
+    fn run(fs: &MemRootfs, fw: &Firewall) -> Outcome {
+        check(fw, &Ctx::new(fs, ""))
+    }
+
+    #[test]
+    fn a_default_drop_ruleset_matching_the_allow_list_passes() {
+        let o = run(&image(GOOD), &policy());
+        assert!(o.ok, "{}", o.message);
+        assert_eq!(
+            o.message,
+            "input and forward default to drop; 1 allowed inbound services match the policy; \
+             nftables.service enabled"
+        );
+        let values: Vec<&str> = o.evidence.iter().map(|e| e.value.as_str()).collect();
+        assert_eq!(
+            values,
+            [
+                "inet filter input: policy drop",
+                "inet filter forward: policy drop",
+                "inet filter output: policy accept",
+                "input accepts 22/tcp",
+                "enabled"
+            ]
+        );
+        assert_eq!(
+            o.evidence[0].sha256.as_deref(),
+            Some(sha256_hex(GOOD.as_bytes()).as_str())
+        );
+    }
+
+    #[test]
+    fn a_base_chain_without_a_drop_policy_fails() {
+        // No policy at all means accept.
+        let text = GOOD.replace(" policy drop;\n\t\tct state", "\n\t\tct state");
+        let o = run(&image(&text), &policy());
+        assert_eq!(
+            o.message,
+            "/etc/nftables.conf: chain inet filter input on hook input has policy accept, not drop"
+        );
+        // A second input chain that accepts lets traffic through the first.
+        let text = format!(
+            "{GOOD}table ip extra {{\n\tchain in2 {{\n\t\ttype filter hook input priority 10; policy accept;\n\t\tct state established accept\n\t\tiif lo accept\n\t}}\n}}\n"
+        );
+        let o = run(&image(&text), &policy());
+        assert_eq!(
+            o.message,
+            "/etc/nftables.conf: chain ip extra in2 on hook input has policy accept, not drop"
+        );
+    }
+
+    #[test]
+    fn a_missing_hook_chain_or_basic_accepts_fail() {
+        let text = GOOD.replace(
+            "\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n\t}\n",
+            "",
+        );
+        assert_eq!(
+            run(&image(&text), &policy()).message,
+            "/etc/nftables.conf has no forward chain, so forward traffic is accepted"
+        );
+        let text = GOOD
+            .replace("\t\tct state { established, related } accept\n", "")
+            .replace("\t\tiif \"lo\" accept\n", "");
+        assert_eq!(
+            run(&image(&text), &policy()).message,
+            "/etc/nftables.conf: input chain lacks 'ct state established,related accept'; \
+             /etc/nftables.conf: input chain lacks a loopback accept rule"
+        );
+    }
+
+    #[test]
+    fn accepted_ports_must_be_exactly_the_allow_list() {
+        let text = GOOD.replace("tcp dport 22", "tcp dport { 22, 8080 }");
+        assert_eq!(
+            run(&image(&text), &policy()).message,
+            "/etc/nftables.conf: input accepts tcp port 8080, which is not on the allow-list"
+        );
+        let mut fw = policy();
+        fw.input.push(allow(68, Protocol::Udp, &[]));
+        assert_eq!(
+            run(&image(GOOD), &fw).message,
+            "/etc/nftables.conf: input does not accept udp port 68 from the allow-list"
+        );
+        // A port limited to sources must be limited in the ruleset too.
+        let fw = Firewall {
+            input: vec![allow(22, Protocol::Tcp, &["10.0.0.0/8"])],
+            ..policy()
+        };
+        assert_eq!(
+            run(&image(GOOD), &fw).message,
+            "/etc/nftables.conf: input accepts tcp port 22 from anywhere; the policy limits it to 10.0.0.0/8"
+        );
+        let text = GOOD.replace("tcp dport 22", "ip saddr 10.0.0.0/8 tcp dport 22");
+        assert!(run(&image(&text), &fw).ok);
+    }
+
+    #[test]
+    fn forwarding_jumps_and_includes_fail() {
+        let text = GOOD.replace(
+            "hook forward priority filter; policy drop;\n",
+            "hook forward priority filter; policy drop;\n\t\ttcp dport 80 accept\n",
+        );
+        assert_eq!(
+            run(&image(&text), &policy()).message,
+            "/etc/nftables.conf: forward chain accepts tcp port 80"
+        );
+        let text = GOOD.replace("\t\ticmp type", "\t\tmeta mark 1 jump allow\n\t\ticmp type");
+        assert_eq!(
+            run(&image(&text), &policy()).message,
+            "/etc/nftables.conf: chain input rule 'meta mark 1 jump allow' accepts or diverts traffic \
+             in a way the audit cannot check"
+        );
+        let text = format!("include \"/etc/nftables.d/*.nft\"\n{GOOD}");
+        assert_eq!(
+            run(&image(&text), &policy()).message,
+            "/etc/nftables.conf includes /etc/nftables.d/*.nft, which the audit does not follow"
+        );
+    }
+
+    #[test]
+    fn an_output_drop_policy_checks_the_output_chain_like_input() {
+        let fw = Firewall {
+            output: OutputPolicy::Drop,
+            output_allow: vec![allow(53, Protocol::Udp, &[])],
+            ..policy()
+        };
+        assert_eq!(
+            run(&image(GOOD), &fw).message,
+            "/etc/nftables.conf: chain inet filter output on hook output has policy accept, not drop; \
+             /etc/nftables.conf: output chain lacks 'ct state established,related accept'; \
+             /etc/nftables.conf: output chain lacks a loopback accept rule; \
+             /etc/nftables.conf: output does not accept udp port 53 from the allow-list"
+        );
+        let text = GOOD.replace(
+            "hook output priority filter; policy accept;\n",
+            "hook output priority filter; policy drop;\n\t\tct state established,related accept\n\t\toif lo accept\n\t\tudp dport 53 accept\n",
+        );
+        let o = run(&image(&text), &fw);
+        assert!(o.ok, "{}", o.message);
+    }
+
+    #[test]
+    fn the_ruleset_only_counts_if_boot_loads_it() {
+        let mut fs = image(GOOD);
+        fs.remove(NFT_ENABLE_LINK);
+        assert_eq!(
+            run(&fs, &policy()).message,
+            format!("nftables.service is not enabled: {NFT_ENABLE_LINK} is absent")
+        );
+        let mut fs = image(GOOD);
+        fs.remove("/lib/systemd/system/nftables.service");
+        assert_eq!(
+            run(&fs, &policy()).message,
+            format!(
+                "{NFT_ENABLE_LINK} points to /lib/systemd/system/nftables.service, \
+                 which is not an installed nftables.service"
+            )
+        );
+        let mut fs = image(GOOD);
+        fs.symlink("/etc/systemd/system/nftables.service", "/dev/null");
+        assert_eq!(
+            run(&fs, &policy()).message,
+            "nftables.service is masked by /etc/systemd/system/nftables.service"
+        );
+    }
+
+    #[test]
+    fn a_missing_or_unreadable_ruleset_fails() {
+        let mut fs = image(GOOD);
+        fs.remove(NFT_PATH);
+        let o = run(&fs, &policy());
+        assert!(!o.ok);
+        assert_eq!(o.message, "/etc/nftables.conf is absent");
+        assert_eq!(o.evidence.len(), 1);
+        assert_eq!(o.evidence[0].value, "absent");
+        let o = run(&image("table inet filter {\n"), &policy());
+        assert!(
+            o.message.starts_with("/etc/nftables.conf cannot be read: "),
+            "{}",
+            o.message
+        );
+    }
+}
