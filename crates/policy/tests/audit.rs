@@ -414,3 +414,59 @@ fn waivers_are_reported_with_what_they_hide() {
     assert!(r.waivers[0].applied && r.waivers[0].would_pass == Some(false));
     assert!(!r.waivers[1].applied);
 }
+
+#[test]
+fn each_setting_kind_reports_the_check_of_its_subsystem() {
+    // The report tells reviewers how each rule was checked; the dispatch
+    // table in audit.rs gives every kind of setting its subsystem's text.
+    let rules = common::baseline();
+    let (fs, cmdline) = hardened();
+    let r = run(&fs, &cmdline);
+    let mut by_kind: std::collections::BTreeMap<&str, BTreeSet<&str>> = Default::default();
+    for res in &r.results {
+        let rule = rules.iter().find(|x| x.id == res.id).unwrap();
+        by_kind
+            .entry(rule.setting.kind())
+            .or_default()
+            .insert(res.check.as_str());
+    }
+    let got: Vec<(&str, Vec<&str>)> = by_kind
+        .into_iter()
+        .map(|(k, v)| (k, v.into_iter().collect()))
+        .collect();
+    let want: Vec<(&str, Vec<&str>)> = vec![
+        ("accounts", vec!["/etc/passwd and /etc/shadow in the image"]),
+        (
+            "console",
+            vec!["getty units masked and kernel command line"],
+        ),
+        ("files", vec!["modes of every entry in the image"]),
+        (
+            "firewall",
+            vec!["nftables ruleset in the image and nftables.service enablement"],
+        ),
+        (
+            "kernel-cmdline",
+            vec!["kernel command line of the image (last value of a key wins)"],
+        ),
+        (
+            "masked-units",
+            vec!["unit linked to /dev/null in /etc/systemd/system, no enabling links"],
+        ),
+        (
+            "modules-disabled",
+            vec!["first matching modprobe.d install command per module"],
+        ),
+        (
+            "ssh",
+            vec!["effective sshd_config value (first match, Include resolved in the image)"],
+        ),
+        (
+            "sysctl",
+            vec!["effective sysctl.d value per key (systemd-sysctl order)"],
+        ),
+    ];
+    assert_eq!(got, want);
+    // The baseline exercises every kind of setting there is.
+    assert_eq!(got.len(), slotsmith_policy::model::SETTING_KINDS.len());
+}
