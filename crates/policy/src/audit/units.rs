@@ -8,7 +8,7 @@
 //! unit to run and starts it the moment the mask goes away, so the policy
 //! wants neither.
 //!
-//! The check looks up /etc/systemd/system/<unit> in the image: a link
+//! The check looks up `/etc/systemd/system/<unit>` in the image: a link
 //! whose final target is /dev/null, or an empty regular file, is a mask; a
 //! unit file, a directory or nothing is not. It then lists the enabling
 //! links under /etc, /run, /usr/local/lib, /usr/lib and /lib
