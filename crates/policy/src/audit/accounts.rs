@@ -20,6 +20,7 @@ use crate::model::Accounts;
 /// How the check reads the image, for the report.
 pub(super) const CHECK: &str = "/etc/passwd and /etc/shadow in the image";
 
+/// The requirements switched on, against /etc/passwd and /etc/shadow.
 pub(super) fn check(a: &Accounts, ctx: &Ctx<'_>) -> Outcome {
     let mut fails = Vec::new();
     let mut ev = Vec::new();

@@ -43,6 +43,7 @@ pub(super) fn cmdline_has(args: &[String], want: &str) -> (bool, String) {
     }
 }
 
+/// The required and forbidden arguments against the command line.
 pub(super) fn check(k: &KernelCmdline, ctx: &Ctx<'_>) -> Outcome {
     let mut fails = Vec::new();
     let mut ev = Vec::new();

@@ -22,6 +22,8 @@ use crate::model::Console;
 /// How the check reads the image, for the report.
 pub(super) const CHECK: &str = "getty units masked and kernel command line";
 
+/// The listed getty instances masked, and the generator off when the
+/// policy says so.
 pub(super) fn check(c: &Console, ctx: &Ctx<'_>) -> Outcome {
     let mut fails = Vec::new();
     let mut ev = Vec::new();

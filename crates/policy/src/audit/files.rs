@@ -26,6 +26,8 @@ pub(super) const CHECK: &str = "modes of every entry in the image";
 /// Most offenders named in a message or listed as evidence.
 const MAX_LISTED: usize = 200;
 
+/// Every entry's mode against the setuid allow-list and, when required,
+/// the world-writable rule.
 pub(super) fn check(f: &Files, ctx: &Ctx<'_>) -> Outcome {
     let mut fails = Vec::new();
     let mut ev = Vec::new();

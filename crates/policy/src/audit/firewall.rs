@@ -28,6 +28,7 @@ use crate::rootfs::{sha256_hex, EntryKind};
 /// How the check reads the image, for the report.
 pub(super) const CHECK: &str = "nftables ruleset in the image and nftables.service enablement";
 
+/// The ruleset against the policy, and whether boot loads it.
 pub(super) fn check(fw: &Firewall, ctx: &Ctx<'_>) -> Outcome {
     let mut fails = Vec::new();
     let mut ev = Vec::new();

@@ -27,6 +27,7 @@ const MODPROBE_DIRS: &[&str] = &[
     "/usr/lib/modprobe.d",
 ];
 
+/// Each module against the first `install` line kmod would use.
 pub(super) fn check(mods: &[String], ctx: &Ctx<'_>) -> Outcome {
     // (pattern, command, file, line) in the order kmod reads them.
     let mut installs: Vec<(String, String, String, usize)> = Vec::new();

@@ -137,6 +137,7 @@ fn glob_paths(ix: &Index<'_>, pat: &str) -> Vec<String> {
     cur
 }
 
+/// Each keyword's global value, and every Match block that sets it.
 pub(super) fn check(m: &BTreeMap<String, String>, ctx: &Ctx<'_>) -> Outcome {
     let main = "/etc/ssh/sshd_config";
     if ctx.read(main).is_none() {

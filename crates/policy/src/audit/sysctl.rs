@@ -106,6 +106,7 @@ fn sysctl_state(ctx: &Ctx<'_>) -> SysctlState {
     st
 }
 
+/// Each required key against the value systemd-sysctl would leave.
 pub(super) fn check(m: &BTreeMap<String, String>, ctx: &Ctx<'_>) -> Outcome {
     let st = sysctl_state(ctx);
     let mut fails = Vec::new();

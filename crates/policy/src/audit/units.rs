@@ -87,6 +87,7 @@ pub(super) fn unit_masked(
     }
 }
 
+/// Each unit masked, with no link left to start it.
 pub(super) fn check(units: &[String], ctx: &Ctx<'_>) -> Outcome {
     let mut fails = Vec::new();
     let mut ev = Vec::new();
