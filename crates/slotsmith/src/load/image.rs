@@ -722,3 +722,364 @@ fn read_update(r: &mut Reader<'_>, v: Option<&Value>) -> Option<UpdateSpec> {
     r.finish(m);
     Some(spec)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{image, image_at, only_diag, MINIMAL};
+    use super::*;
+
+    /// `MINIMAL` with the line `old` replaced by `new`.
+    fn with(old: &str, new: &str) -> String {
+        assert!(MINIMAL.contains(old), "{old}");
+        MINIMAL.replacen(old, new, 1)
+    }
+
+    fn at(d: &crate::diag::Diagnostic) -> (usize, &str) {
+        (d.line, d.key.as_str())
+    }
+
+    #[test]
+    fn a_minimal_image_parses_with_the_defaults() {
+        let (image, diags) = image(MINIMAL);
+        assert!(diags.is_empty(), "{diags:#?}");
+        let i = image.unwrap();
+        assert_eq!((i.name.as_str(), i.version.as_str()), ("t", "1.0.0"));
+        assert_eq!(i.arch, Arch::X86_64);
+        assert_eq!(i.file, "images/t.yaml");
+        assert_eq!(
+            i.base,
+            BaseSpec::Debian {
+                suite: "bookworm".into(),
+                variant: "apt".into(),
+                packages: vec![],
+                mirror: None,
+            }
+        );
+        assert_eq!(
+            (i.filesystem, i.compression),
+            (Filesystem::Squashfs, Compression::Zstd)
+        );
+        let l = &i.layout;
+        assert_eq!(
+            (l.alignment, l.esp, l.slot, l.data),
+            (1 << 20, 64 << 20, 64 << 20, 64 << 20)
+        );
+        assert!(l.fill_slot_b);
+        assert_eq!(i.kernel.source, KernelSource::FromRootfs);
+        assert_eq!(i.boot_key.source, KeySource::Development);
+        assert_eq!(i.update_key.source, KeySource::Development);
+        assert_eq!(i.profile, slotsmith_policy::Profile::Production);
+        assert_eq!(
+            (i.release, i.security_version, i.source_date_epoch),
+            (false, 0, None)
+        );
+        assert_eq!(i.update.modes, ["copy1".to_string(), "copy2".to_string()]);
+        assert!(i.layers.is_empty() && i.policies.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_at_the_key() {
+        let d = only_diag(&format!("{MINIMAL}colour: red\n"));
+        assert_eq!((d.line, d.col, d.key.as_str()), (13, 1, "colour"));
+        assert!(
+            d.message
+                .starts_with("unknown key 'colour' (expected one of: name, version,"),
+            "{d}"
+        );
+        let d = only_diag(&with("  data: 64MiB", "  data: 64MiB\n  swap: 1GiB"));
+        assert_eq!((d.line, d.col, d.key.as_str()), (13, 3, "layout.swap"));
+        assert_eq!(
+            d.message,
+            "unknown key 'swap' (expected one of: alignment, esp, slot, data, fill-slot-b)"
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key_and_line() {
+        let d = only_diag(&format!("{MINIMAL}security-version: many\n"));
+        assert_eq!(at(&d), (13, "security-version"));
+        assert!(d.message.contains("expected u64"), "{d}");
+        let d = only_diag(&with(
+            "hardware-compatibility: [\"1.0\"]",
+            "hardware-compatibility: 1.0",
+        ));
+        assert_eq!(at(&d), (5, "hardware-compatibility"));
+        assert!(d.message.contains("expected a sequence"), "{d}");
+        let layout = "layout:\n  esp: 64MiB\n  slot: 64MiB\n  data: 64MiB\n";
+        let d = only_diag(&with(layout, "layout: big\n"));
+        assert_eq!(at(&d), (9, "layout"));
+        assert_eq!(d.message, "this key must be a mapping, found a string");
+    }
+
+    #[test]
+    fn a_bad_size_names_the_key_and_line() {
+        for (value, message) in [
+            (
+                "64MB",
+                "'64MB' is not a size (use bytes or KiB, MiB, GiB, TiB)",
+            ),
+            ("-1", "'-1' is not a size (use bytes or KiB, MiB, GiB, TiB)"),
+            ("0", "size must not be zero"),
+            ("[1]", "expected a size such as 64MiB, found a list"),
+            ("1MiB", "1MiB is too small for a rootfs slot (minimum 4MiB)"),
+            (
+                "99999999999999999999TiB",
+                "'99999999999999999999TiB' is not a size (use bytes or KiB, MiB, GiB, TiB)",
+            ),
+        ] {
+            let d = only_diag(&with("slot: 64MiB", &format!("slot: {value}")));
+            assert_eq!(
+                (d.line, d.col, d.key.as_str()),
+                (11, 9, "layout.slot"),
+                "{value}"
+            );
+            assert_eq!(d.message, message, "{value}");
+        }
+        let d = only_diag(&with("  esp: 64MiB\n", ""));
+        assert_eq!(at(&d), (9, "layout.esp"));
+        assert_eq!(d.message, "missing required key 'esp'");
+    }
+
+    #[test]
+    fn a_layout_over_the_bound_is_refused_and_the_bound_itself_is_not() {
+        let (image, diags) = image(&with("slot: 64MiB", "slot: 64TiB"));
+        assert!(diags.is_empty(), "{diags:#?}");
+        assert_eq!(image.unwrap().layout.slot, MAX_LAYOUT_SIZE);
+        for over in ["65TiB", "70368744177665"] {
+            let d = only_diag(&with("slot: 64MiB", &format!("slot: {over}")));
+            assert_eq!(at(&d), (11, "layout.slot"));
+            assert_eq!(
+                d.message,
+                format!("'{over}' is larger than the largest supported partition (64TiB)")
+            );
+        }
+        let d = only_diag(&with("data: 64MiB", "data: 128TiB"));
+        assert_eq!(at(&d), (12, "layout.data"));
+        for (a, shown) in [("2GiB", 2u64 << 30), ("3", 3), ("2048", 2048)] {
+            let d = only_diag(&with("layout:", &format!("layout:\n  alignment: {a}")));
+            assert_eq!(at(&d), (10, "layout.alignment"));
+            assert_eq!(
+                d.message,
+                format!("{shown} must be a power of two from 4096 bytes to 1GiB")
+            );
+        }
+    }
+
+    #[test]
+    fn a_source_date_epoch_past_u32_is_refused() {
+        let (image, diags) = image(&format!("{MINIMAL}source-date-epoch: 4294967295\n"));
+        assert!(diags.is_empty(), "{diags:#?}");
+        assert_eq!(
+            image.unwrap().source_date_epoch,
+            Some(MAX_SOURCE_DATE_EPOCH)
+        );
+        let d = only_diag(&format!("{MINIMAL}source-date-epoch: 4294967296\n"));
+        assert_eq!(
+            (d.line, d.col, d.key.as_str()),
+            (13, 20, "source-date-epoch")
+        );
+        assert_eq!(
+            d.message,
+            "4294967296 is past 4294967295 (2106-02-07), the last second squashfs, ext4 and cpio timestamps can hold"
+        );
+        let d = only_diag(&format!("{MINIMAL}source-date-epoch: -1\n"));
+        assert_eq!(at(&d), (13, "source-date-epoch"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_only_the_first() {
+        let text = MINIMAL
+            .replace("name: t", "name: T")
+            .replace("version: 1.0.0", "version: v1")
+            .replace("board: b", "board: a b")
+            .replace("suite: bookworm", "suite: Bookworm");
+        // Each is reported; none stops the others from being read.
+        let (_, diags) = image(&text);
+        let keys: Vec<_> = diags.iter().map(at).collect();
+        assert_eq!(
+            keys,
+            [
+                (1, "name"),
+                (2, "version"),
+                (4, "board"),
+                (8, "base.debian.suite")
+            ]
+        );
+    }
+
+    #[test]
+    fn exactly_one_base_kind() {
+        let d = only_diag(&with("base:", "base:\n  directory: x"));
+        // At the value of `base`, the mapping that holds both.
+        assert_eq!(at(&d), (7, "base"));
+        assert_eq!(
+            d.message,
+            "set exactly one of tarball, directory or debian (found directory and debian)"
+        );
+        let d = only_diag(&with(
+            "  debian:\n    suite: bookworm\n",
+            "  ownership: root\n",
+        ));
+        assert_eq!(
+            d.message,
+            "set exactly one of tarball, directory or debian (found none)"
+        );
+        let d = only_diag(&with(
+            "    suite: bookworm",
+            "    suite: bookworm\n  ownership: root",
+        ));
+        assert_eq!(at(&d), (9, "base.ownership"));
+        assert_eq!(d.message, "ownership applies only to a directory base");
+    }
+
+    #[test]
+    fn input_files_are_resolved_under_the_root_and_hashed() {
+        let root = tempfile::tempdir().unwrap();
+        let p = root.path();
+        std::fs::create_dir(p.join("in")).unwrap();
+        std::fs::write(p.join("in/base.tar"), b"abc").unwrap();
+        std::fs::write(p.join("in/vmlinuz"), b"").unwrap();
+        std::fs::write(p.join("in/base.zip"), b"").unwrap();
+        let base = "base:\n  debian:\n    suite: bookworm\n";
+        let text = MINIMAL.replace(base, "base:\n  tarball: in/base.tar\n")
+            + "kernel:\n  image: in/vmlinuz\n  cmdline: quiet\n";
+        let (image, _, diags) = image_at(p, &text);
+        assert!(diags.is_empty(), "{diags:#?}");
+        let i = image.unwrap();
+        let BaseSpec::Tarball {
+            path,
+            abs,
+            sha256,
+            size,
+        } = &i.base
+        else {
+            panic!("{:?}", i.base)
+        };
+        assert_eq!((path.as_str(), *size), ("in/base.tar", 3));
+        assert_eq!(abs, &p.join("in/base.tar"));
+        assert!(sha256.starts_with("ba7816bf"), "{sha256}");
+        let KernelSource::Files { image, initrd, dtb } = &i.kernel.source else {
+            panic!("{:?}", i.kernel)
+        };
+        assert_eq!((image.path.as_str(), image.size), ("in/vmlinuz", 0));
+        assert!(initrd.is_none() && dtb.is_none());
+        assert_eq!(i.kernel.cmdline, "quiet");
+
+        // A missing file, a path out of the project and a non-tarball name:
+        // each at its key.
+        let text = MINIMAL.replace(base, "base:\n  tarball: in/base.zip\n")
+            + "kernel:\n  image: in/missing\n  dtb: ../etc/passwd\n";
+        let (image, _, diags) = image_at(p, &text);
+        assert!(image.is_none());
+        let keys: Vec<_> = diags.iter().map(at).collect();
+        assert_eq!(
+            keys,
+            [
+                (7, "base.tarball"),
+                (13, "kernel.image"),
+                (14, "kernel.dtb")
+            ],
+            "{diags:#?}"
+        );
+        assert_eq!(
+            diags[0].message,
+            "'in/base.zip' is not a .tar, .tar.gz, .tar.xz, .tar.zst or .tar.bz2"
+        );
+        let [_, missing, out] = &diags[..] else {
+            unreachable!()
+        };
+        assert!(
+            missing.message.starts_with("cannot read 'in/missing': "),
+            "{missing}"
+        );
+        assert!(
+            out.message
+                .starts_with("'../etc/passwd' leaves the project"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_directory_base_must_be_a_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let p = root.path();
+        std::fs::create_dir(p.join("tree")).unwrap();
+        std::fs::write(p.join("file"), b"").unwrap();
+        let base = "base:\n  debian:\n    suite: bookworm\n";
+        let text = MINIMAL.replace(base, "base:\n  directory: tree\n  ownership: preserve\n");
+        let (image, _, diags) = image_at(p, &text);
+        assert!(diags.is_empty(), "{diags:#?}");
+        assert_eq!(
+            image.unwrap().base,
+            BaseSpec::Directory {
+                path: "tree".into(),
+                abs: p.join("tree"),
+                ownership: DirOwnership::Preserve,
+            }
+        );
+        let text = MINIMAL.replace(base, "base:\n  directory: file\n");
+        let (_, _, diags) = image_at(p, &text);
+        assert_eq!(
+            diags.iter().map(at).collect::<Vec<_>>(),
+            [(7, "base.directory")]
+        );
+        assert!(
+            diags[0].message.ends_with("file' is not a directory"),
+            "{diags:#?}"
+        );
+    }
+
+    #[test]
+    fn policies_must_exist_and_layers_be_listed_once() {
+        let root = tempfile::tempdir().unwrap();
+        let p = root.path();
+        std::fs::create_dir(p.join("policies")).unwrap();
+        std::fs::write(p.join("policies/ssh.yaml"), b"").unwrap();
+        let text = format!("{MINIMAL}policies: [ssh, nope, ../x]\nlayers: [a, b, a, ..]\n");
+        let (image, _, diags) = image_at(p, &text);
+        assert!(image.is_some(), "names are checked, the image still reads");
+        let got: Vec<_> = diags
+            .iter()
+            .map(|d| (d.key.as_str(), d.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("policies[1]", "no policy file policies/nope.yaml"),
+                ("policies[2]", "no policy file policies/../x.yaml"),
+                ("layers[2]", "layer 'a' is listed twice"),
+                (
+                    "layers[3]",
+                    "'..' is not a layer directory name under layers/"
+                ),
+            ]
+        );
+        assert!(diags.iter().all(|d| d.line == 13 || d.line == 14));
+    }
+
+    #[test]
+    fn update_settings_are_checked_key_by_key() {
+        let text = format!(
+            "{MINIMAL}update:\n  bootloader: grub\n  modes: [a, a]\n  devices:\n    root-a: /dev/mmcblk0p2\n    root-c: /dev/x\n    root-b: relative\n"
+        );
+        let (read, diags) = image(&text);
+        assert!(read.is_some());
+        let got: Vec<_> = diags.iter().map(|d| (d.line, d.key.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (15, "update.modes"),
+                (18, "update.devices.root-c"),
+                (19, "update.devices.root-b"),
+            ],
+            "{diags:#?}"
+        );
+        assert_eq!(diags[1].col, 5, "an unknown device is shown at its key");
+        let text = format!("{MINIMAL}update:\n  bootloader: grub\n  compression: zstd\n");
+        let i = image(&text).0.unwrap();
+        assert_eq!(
+            (i.update.bootloader, i.update.compression),
+            (Bootloader::Grub, UpdateCompression::Zstd)
+        );
+    }
+}

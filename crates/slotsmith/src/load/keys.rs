@@ -158,3 +158,135 @@ pub fn is_dev_key_path(p: &str) -> bool {
     // `keys/dev` followed by a file name.
     parts.windows(3).any(|w| w[0] == "keys" && w[1] == "dev")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{image, MINIMAL};
+    use super::*;
+
+    fn keys_of(
+        signing: &str,
+        release: bool,
+    ) -> (Option<(BootKeySpec, UpdateKeySpec)>, Vec<String>) {
+        let text = format!("{MINIMAL}release: {release}\n{signing}");
+        let (image, diags) = image(&text);
+        let shown = diags
+            .iter()
+            .map(|d| format!("{}:{}: {}", d.line, d.key, d.message))
+            .collect();
+        (image.map(|i| (i.boot_key, i.update_key)), shown)
+    }
+
+    #[test]
+    fn a_development_image_may_omit_its_keys_and_a_release_may_not() {
+        let (keys, diags) = keys_of("", false);
+        assert!(diags.is_empty(), "{diags:#?}");
+        let (boot, update) = keys.unwrap();
+        assert_eq!(
+            (boot.source, boot.public_key),
+            (KeySource::Development, None)
+        );
+        assert_eq!((update.source, update.cert), (KeySource::Development, None));
+        let (keys, diags) = keys_of("", true);
+        assert!(keys.is_none());
+        assert_eq!(
+            diags,
+            [
+                "1:signing.boot: a release image must name its boot key; development keys are refused",
+                "1:signing.update: a release image must name its update key and certificate; development keys are refused",
+            ]
+        );
+    }
+
+    #[test]
+    fn each_key_source_is_read() {
+        let signing = "signing:\n  boot:\n    external-signer: [sign, \"{in}\", \"{out}\"]\n    public-key: keys/boot.pub\n  update:\n    key-env: UPDATE_KEY\n    cert: keys/update.crt\n";
+        let (keys, diags) = keys_of(signing, true);
+        assert!(diags.is_empty(), "{diags:#?}");
+        let (boot, update) = keys.unwrap();
+        assert_eq!(
+            boot.source,
+            KeySource::External {
+                argv: vec!["sign".into(), "{in}".into(), "{out}".into()]
+            }
+        );
+        assert_eq!(boot.public_key.as_deref(), Some("keys/boot.pub"));
+        assert_eq!(
+            update.source,
+            KeySource::Env {
+                var: "UPDATE_KEY".into()
+            }
+        );
+        assert_eq!(update.cert.as_deref(), Some("keys/update.crt"));
+    }
+
+    #[test]
+    fn a_key_is_one_source_and_names_what_the_device_trusts() {
+        let base = "signing:\n  boot:\n    key: keys/boot.pem\n";
+        let (_, diags) = keys_of(&format!("{base}    key-env: K\n    public-key: p\n"), false);
+        assert_eq!(
+            diags,
+            ["16:signing.boot: set exactly one of key, key-env or external-signer"]
+        );
+        let (_, diags) = keys_of(base, false);
+        assert_eq!(
+            diags,
+            ["15:signing.boot.public-key: missing required key 'public-key' (what the device trusts)"]
+        );
+        // The update key has a certificate, not a bare public key.
+        let (_, diags) = keys_of(
+            "signing:\n  update:\n    key: k\n    public-key: p\n",
+            false,
+        );
+        assert_eq!(diags.len(), 2, "{diags:#?}");
+        assert!(diags[0].starts_with("15:signing.update.cert: missing required key 'cert'"));
+        assert!(diags[1].starts_with("17:signing.update.public-key: unknown key 'public-key'"));
+        let (_, diags) = keys_of(
+            "signing:\n  boot:\n    key-env: \"A B\"\n    public-key: p\n",
+            false,
+        );
+        assert_eq!(
+            diags,
+            ["16:signing.boot.key-env: must be an environment variable name"]
+        );
+        let (_, diags) = keys_of(
+            "signing:\n  boot:\n    external-signer: [sign]\n    public-key: p\n",
+            false,
+        );
+        assert_eq!(
+            diags,
+            ["16:signing.boot.external-signer: give the command as a list that uses {in} and {out}"]
+        );
+    }
+
+    #[test]
+    fn a_release_refuses_paths_into_keys_dev() {
+        let signing = "signing:\n  boot:\n    key: keys/./dev/boot.pem\n    public-key: p\n  update:\n    key: k\n    cert: a/../keys/dev/update.crt\n";
+        let (keys, diags) = keys_of(signing, true);
+        assert!(keys.is_none());
+        assert_eq!(
+            diags,
+            [
+                "16:signing.boot.key: a release image refuses keys from keys/dev/",
+                "20:signing.update.cert: a release image refuses keys from keys/dev/",
+            ]
+        );
+        let (keys, diags) = keys_of(signing, false);
+        assert!(diags.is_empty() && keys.is_some(), "{diags:#?}");
+    }
+
+    #[test]
+    fn dev_key_paths_are_normalised_lexically() {
+        for dev in [
+            "keys/dev/k",
+            "/srv/p/keys/dev/k",
+            "keys//dev/k",
+            "x/../keys/dev/k",
+        ] {
+            assert!(is_dev_key_path(dev), "{dev}");
+        }
+        for other in ["keys/dev", "keys/prod/k", "keys/dev/../k", "mykeys/dev/k"] {
+            assert!(!is_dev_key_path(other), "{other}");
+        }
+    }
+}

@@ -111,14 +111,7 @@ fn check_layer_limits(image: &ImageSpec, layer: &LayerSpec, diags: &mut Diagnost
             // At `files.<path>` when declared, else where `files` (or the
             // document) starts; the message names the layer file either way.
             let key = join_key("files", &e.path);
-            diags.push(layer.conf.diag(
-                &key,
-                format!(
-                    "{}/files{}: {err:#}",
-                    slotsmith_yaml::escape::shown(&layer.dir),
-                    slotsmith_yaml::escape::shown(&e.path)
-                ),
-            ));
+            diags.push(layer.conf.diag(&key, format!("{err:#}")));
         }
     }
 }

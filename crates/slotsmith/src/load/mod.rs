@@ -185,3 +185,151 @@ impl Inputs<'_> {
             .is_file()
     }
 }
+
+/// Small inputs shared by the load modules' unit tests.
+#[cfg(test)]
+mod fixtures {
+    use std::path::Path;
+
+    use super::{image, parse_layer, Inputs};
+    use crate::diag::Diagnostic;
+    use crate::spec::{ImageSpec, LayerSpec};
+    use crate::yaml::{Doc, Reader};
+
+    /// How test images are shown in diagnostics.
+    pub const SHOWN: &str = "images/t.yaml";
+
+    /// The smallest valid image: a Debian base, so it names no file. Tests
+    /// replace one line of it to keep the line numbers below.
+    pub const MINIMAL: &str = "\
+name: t
+version: 1.0.0
+arch: x86-64
+board: b
+hardware-compatibility: [\"1.0\"]
+base:
+  debian:
+    suite: bookworm
+layout:
+  esp: 64MiB
+  slot: 64MiB
+  data: 64MiB
+";
+
+    /// Reads `text` with the image schema only (no layer or policy is
+    /// loaded), with `root` as the project: the image, its document and
+    /// every diagnostic, sorted.
+    pub fn image_at(root: &Path, text: &str) -> (Option<ImageSpec>, Doc, Vec<Diagnostic>) {
+        let doc = Doc::parse(Path::new(SHOWN), text).unwrap_or_else(|d| panic!("{d}"));
+        let mut r = Reader::new(&doc);
+        let image = image::read_image(&mut r, &Inputs { root }, SHOWN);
+        let diags = r.diags.sorted().into_vec();
+        (image, doc, diags)
+    }
+
+    /// [`image_at`] under an empty project.
+    pub fn image(text: &str) -> (Option<ImageSpec>, Vec<Diagnostic>) {
+        let root = tempfile::tempdir().unwrap();
+        let (image, _, diags) = image_at(root.path(), text);
+        (image, diags)
+    }
+
+    /// The one diagnostic `text` gives, or a panic listing them all.
+    pub fn only_diag(text: &str) -> Diagnostic {
+        let (_, diags) = image(text);
+        match <[Diagnostic; 1]>::try_from(diags) {
+            Ok([d]) => d,
+            Err(all) => panic!("expected one diagnostic, got {all:#?}"),
+        }
+    }
+
+    /// A layer from the text of its conf, with no `files/` tree, shown as
+    /// `layers/<name>/conf/layer.yaml`.
+    pub fn layer(name: &str, conf: &str) -> LayerSpec {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("layers").join(name);
+        let shown = format!("layers/{name}/conf/layer.yaml");
+        parse_layer(root.path(), name, &dir, &shown, conf).unwrap_or_else(|d| panic!("{d}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A project with one image and one layer, as `cargo xtask` finds it.
+    fn project() -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        let p = root.path();
+        std::fs::create_dir_all(p.join("images")).unwrap();
+        std::fs::create_dir_all(p.join("layers/meta-a/conf")).unwrap();
+        std::fs::create_dir_all(p.join("layers/meta-a/files/etc")).unwrap();
+        std::fs::write(p.join("layers/meta-a/files/etc/motd"), "hi\n").unwrap();
+        std::fs::write(
+            p.join("layers/meta-a/conf/layer.yaml"),
+            "collection: a\npriority: 5\nseries-compat: [anvil]\n",
+        )
+        .unwrap();
+        let image = format!("{}layers: [meta-a]\n", fixtures::MINIMAL);
+        std::fs::write(p.join("images/t.yaml"), image).unwrap();
+        root
+    }
+
+    #[test]
+    fn loading_a_file_is_parsing_its_text() {
+        let root = project();
+        let path = root.path().join("images/t.yaml");
+        let loaded = load_image(&path).unwrap_or_else(|d| panic!("{d}"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let parsed = parse_image(root.path(), "images/t.yaml", &text).unwrap();
+        assert_eq!(format!("{loaded:?}"), format!("{parsed:?}"));
+        assert_eq!(loaded.image.file, "images/t.yaml");
+        let [layer] = &loaded.layers[..] else {
+            panic!("{:?}", loaded.layers)
+        };
+        assert_eq!(layer.collection, "a");
+        assert_eq!(layer.entries.len(), 2, "{:?}", layer.entries);
+        assert_eq!(layer.entries[1].path, "/etc/motd");
+    }
+
+    #[test]
+    fn an_image_problem_stops_before_layers_are_loaded() {
+        // A bad required key gives no image, so the layer list (which
+        // names a missing layer) is not looked at: one diagnostic.
+        let root = tempfile::tempdir().unwrap();
+        let text = fixtures::MINIMAL.replace("arch: x86-64", "arch: sparc") + "layers: [nope]\n";
+        let err = parse_image(root.path(), "images/t.yaml", &text).unwrap_err();
+        assert_eq!(err.len(), 1, "{err}");
+        assert_eq!(
+            err.to_string(),
+            "images/t.yaml:3:7: arch: unknown architecture 'sparc' (expected x86-64 or arm64)"
+        );
+    }
+
+    #[test]
+    fn a_missing_layer_is_reported_at_its_place_in_the_image() {
+        let root = tempfile::tempdir().unwrap();
+        let text = format!("{}layers: [meta-x]\n", fixtures::MINIMAL);
+        let err = parse_image(root.path(), "images/t.yaml", &text).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "images/t.yaml:13:10: layers[0]: no layer at layers/meta-x (missing conf/layer.yaml)"
+        );
+    }
+
+    #[test]
+    fn image_arguments_are_names_or_paths() {
+        assert!(is_image_name("demo"));
+        assert!(!is_image_name("demo.yaml"));
+        assert!(!is_image_name("images/demo"));
+        let root = Path::new("/p");
+        assert_eq!(
+            resolve_image_arg(root, "demo"),
+            Path::new("/p/images/demo.yaml")
+        );
+        assert_eq!(
+            resolve_image_arg(root, "/srv/x.yaml"),
+            Path::new("/srv/x.yaml")
+        );
+    }
+}
