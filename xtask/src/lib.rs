@@ -266,10 +266,15 @@ struct BuildArgs {
     /// Cache for Debian base tarballs [default: $SLOTSMITH_CACHE or ~/.cache/slotsmith]
     #[arg(long)]
     cache_dir: Option<PathBuf>,
-    /// Print the build summary as JSON on stdout
+    /// Print the build summary as JSON on stdout (standard output is then
+    /// JSON only; progress stays on standard error, as plain lines, never
+    /// bars); its "warnings" lists every warning, also under --quiet
     #[arg(long)]
     json: bool,
-    /// Print no progress
+    /// Print nothing but errors: no progress, no summary and no warnings,
+    /// not even "signing with the DEVELOPMENT key" (use --json to keep
+    /// them). Without it, standard error shows live bars on a terminal and
+    /// plain lines elsewhere or when CI is set
     #[arg(long, short)]
     quiet: bool,
 }
@@ -417,13 +422,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     .unwrap_or_else(|| image_root.join("work")),
                 cache_dir,
             };
-            let mut progress = slotsmith::progress::Progress::new(a.quiet);
+            let mut progress = slotsmith::progress::Progress::with_mode(
+                slotsmith::progress::Mode::detect(a.quiet, a.json),
+            );
             let outcome = slotsmith::build::build(&plan, &opts, &mut progress)?;
             if a.json {
                 let summary = serde_json::json!({
                     "out_dir": outcome.out_dir,
                     "build": outcome.record,
                     "stages": progress.stages,
+                    "warnings": progress.warnings,
                 });
                 println!(
                     "{}",
