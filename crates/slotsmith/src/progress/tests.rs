@@ -174,10 +174,7 @@ fn plain_line_edges() {
         plain_line("x", 3 * MIB, Some(2 * MIB), secs(1.0)),
         "    ... x: 3.0 MiB of 2.0 MiB (100%), 3.0 MiB/s, 0s left"
     );
-    assert_eq!(
-        plain_line("x", u64::MAX, Some(u64::MAX), secs(1.0)).contains("(100%)"),
-        true
-    );
+    assert!(plain_line("x", u64::MAX, Some(u64::MAX), secs(1.0)).contains("(100%)"));
     assert_eq!(summary_line("x", MIB, 0.0), "    x: 1.0 MiB");
 }
 
