@@ -424,3 +424,292 @@ fn apply_declared(
     r.finish(m);
     ok
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+    use std::path::PathBuf;
+
+    use super::super::fixtures::layer;
+    use super::*;
+
+    const HEAD: &str = "collection: t\npriority: 5\nseries-compat: [anvil]\n";
+
+    /// The diagnostics of a conf, as `line:key: message`, for a layer whose
+    /// directory is `dir` under `root`.
+    fn problems_at(root: &Path, dir: &Path, conf: &str) -> Vec<String> {
+        let shown = "layers/t/conf/layer.yaml";
+        match parse_layer(root, "t", dir, shown, conf) {
+            Ok(_) => Vec::new(),
+            Err(d) => d
+                .iter()
+                .map(|d| format!("{}:{}: {}", d.line, d.key, d.message))
+                .collect(),
+        }
+    }
+
+    /// [`problems_at`] for a layer with no `files/`.
+    fn problems(conf: &str) -> Vec<String> {
+        let root = tempfile::tempdir().unwrap();
+        problems_at(root.path(), &root.path().join("layers/t"), conf)
+    }
+
+    fn entry(l: &LayerSpec, path: &str) -> LayerEntry {
+        l.entries
+            .iter()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("no {path} in {:#?}", l.entries))
+            .clone()
+    }
+
+    #[test]
+    fn the_header_is_read() {
+        let l = layer(
+            "meta-t",
+            "collection: t\npriority: -3\nversion: 2\ndepends: [a, \"b:4\"]\nseries-compat: [old, anvil]\ndescription: x\n",
+        );
+        assert_eq!(
+            (l.name.as_str(), l.dir.as_str()),
+            ("meta-t", "layers/meta-t")
+        );
+        assert_eq!(
+            (l.collection.as_str(), l.priority, l.version),
+            ("t", -3, Some(2))
+        );
+        assert_eq!(l.depends, [("a".into(), None), ("b".into(), Some(4))]);
+        assert_eq!(l.conf.file, Path::new("layers/meta-t/conf/layer.yaml"));
+        assert_eq!(
+            problems("collection: t/x\npriority: 5\nseries-compat: [zephyr]\ndepends: [\"a:x\"]\n"),
+            [
+                "1:collection: 't/x' is not a collection name (A-Z, a-z, 0-9, '.', '_', '-')",
+                "3:series-compat: layer is compatible with series [zephyr], but this slotsmith is series 'anvil'",
+                "4:depends[0]: 'a:x': the version after ':' must be a number",
+            ]
+        );
+        assert_eq!(
+            problems("collection: t\n"),
+            [
+                "1:priority: missing required key 'priority'",
+                "1:series-compat: missing required key 'series-compat'",
+            ]
+        );
+    }
+
+    #[test]
+    fn declared_entries_say_what_they_are() {
+        let conf = format!(
+            "{HEAD}files:
+  /dev/console: {{type: char, major: 5, minor: 1, mode: \"0600\"}}
+  /dev/sda: {{type: block, major: 8, minor: 0}}
+  /run/initctl: {{type: fifo}}
+  /srv/data: {{type: directory, owner: 1000, group: 1000, mode: \"0750\"}}
+  /lib: {{type: symlink, target: usr/lib}}
+  /usr/bin/ping: {{type: directory, xattrs: {{security.capability: \"0x0100\"}}}}
+"
+        );
+        let l = layer("t", &conf);
+        let paths: Vec<_> = l.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/dev/console",
+                "/dev/sda",
+                "/lib",
+                "/run/initctl",
+                "/srv/data",
+                "/usr/bin/ping"
+            ]
+        );
+        let e = entry(&l, "/dev/console");
+        assert_eq!(
+            (e.kind, e.mode),
+            (LayerEntryKind::Char { major: 5, minor: 1 }, 0o600)
+        );
+        let e = entry(&l, "/dev/sda");
+        assert_eq!(
+            (e.kind, e.mode),
+            (LayerEntryKind::Block { major: 8, minor: 0 }, 0o644)
+        );
+        assert_eq!(entry(&l, "/run/initctl").kind, LayerEntryKind::Fifo);
+        let e = entry(&l, "/srv/data");
+        assert_eq!((e.mode, e.uid, e.gid), (0o750, 1000, 1000));
+        let e = entry(&l, "/lib");
+        assert_eq!(
+            (e.kind, e.mode),
+            (
+                LayerEntryKind::Symlink {
+                    target: "usr/lib".into()
+                },
+                0o777
+            )
+        );
+        let x = entry(&l, "/usr/bin/ping").xattrs;
+        assert_eq!(
+            x.get("security.capability").map(String::as_str),
+            Some("0100")
+        );
+    }
+
+    #[test]
+    fn a_declared_entry_that_cannot_be_built_is_reported_at_its_key() {
+        let conf = format!(
+            "{HEAD}files:
+  /missing: {{}}
+  /s: {{type: symlink}}
+  /d: {{type: char}}
+  /q: {{type: socket}}
+  /t: {{type: fifo, target: x, major: 1}}
+  /m: {{type: fifo, mode: 420}}
+  /o: {{type: fifo, mode: \"rw\"}}
+  /x: {{type: fifo, xattrs: {{system.x: \"0x00\", user.y: \"00\"}}}}
+  rel: {{type: fifo}}
+  /a/../../b: {{type: fifo}}
+"
+        );
+        let root = tempfile::tempdir().unwrap();
+        let got = problems_at(root.path(), &root.path().join("t"), &conf);
+        assert_eq!(
+            got,
+            [
+                "5:files./missing: no such path in files/; add the file or give a 'type' (directory, symlink, char, block, fifo)",
+                "6:files./s: a symlink needs a 'target'",
+                "7:files./d: a device needs 'major' and 'minor'",
+                "8:files./q.type: unknown type 'socket' (expected directory, symlink, char, block or fifo)",
+                "9:files./t: only a device has major and minor numbers",
+                "9:files./t.target: only a symlink has a target",
+                "10:files./m.mode: write modes as quoted octal strings, such as \"0644\" (YAML reads 0644 as a number)",
+                "11:files./o.mode: must be an octal string such as \"0644\" or \"4755\"",
+                "12:files./x.xattrs.system.x: xattr names start with security., user. or trusted.",
+                "12:files./x.xattrs.user.y: xattr values are hex strings with a 0x prefix, such as 0x0100000200200000",
+                "13:files.rel: paths must be absolute, such as /etc/motd",
+                "14:files./a/../../b: path escapes the rootfs (it contains a `..` component)",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_remove_list_is_sorted_deduplicated_and_remembers_where_each_is() {
+        let conf = format!("{HEAD}remove:\n  - /etc/b\n  - /etc/a\n  - /etc//a\n  - /usr/./x\n");
+        let l = layer("t", &conf);
+        assert_eq!(l.remove, ["/etc/a", "/etc/b", "/usr/x"]);
+        let line = |p: &str| {
+            let d = l.remove_at[p].diagnostic("");
+            (d.line, d.key)
+        };
+        assert_eq!(line("/etc/b"), (5, "remove[0]".into()));
+        // The first place a path is written.
+        assert_eq!(line("/etc/a"), (6, "remove[1]".into()));
+        assert_eq!(line("/usr/x"), (8, "remove[3]".into()));
+        assert_eq!(
+            problems(&format!("{HEAD}remove: [etc/a, /, \"/a/\\0\"]\n")),
+            [
+                "4:remove[0]: paths must be absolute and not the root",
+                "4:remove[1]: paths must be absolute and not the root",
+                "4:remove[2]: control character '\\0' is not allowed in values",
+                "4:remove[2]: path contains a NUL byte",
+            ]
+        );
+    }
+
+    /// A layer directory with a `files/` tree for the walk tests.
+    fn tree() -> (tempfile::TempDir, PathBuf) {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("layers/t");
+        let files = dir.join("files");
+        fs::create_dir_all(files.join("etc")).unwrap();
+        fs::create_dir_all(files.join("usr/bin")).unwrap();
+        fs::write(files.join("etc/motd"), "hi\n").unwrap();
+        fs::write(files.join("usr/bin/tool"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(
+            files.join("usr/bin/tool"),
+            fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        (root, dir)
+    }
+
+    #[test]
+    fn the_walk_records_files_by_hash_with_git_modes_and_root_owners() {
+        let (root, dir) = tree();
+        let conf = format!("{HEAD}files:\n  /usr/bin/tool: {{mode: \"4750\", group: 50}}\n");
+        let l = parse_layer(root.path(), "t", &dir, "c.yaml", &conf).unwrap();
+        let paths: Vec<_> = l.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["/etc", "/etc/motd", "/usr", "/usr/bin", "/usr/bin/tool"]
+        );
+        let motd = entry(&l, "/etc/motd");
+        assert_eq!((motd.mode, motd.uid, motd.gid), (0o644, 0, 0));
+        let LayerEntryKind::File { source, size, .. } = &motd.kind else {
+            panic!("{motd:?}")
+        };
+        assert_eq!((source.as_str(), *size), ("layers/t/files/etc/motd", 3));
+        let tool = entry(&l, "/usr/bin/tool");
+        assert_eq!((tool.mode, tool.uid, tool.gid), (0o4750, 0, 50));
+        assert_eq!(entry(&l, "/etc").mode, 0o755);
+        // Without a declared mode, any executable bit gives 0755.
+        let l = parse_layer(root.path(), "t", &dir, "c.yaml", HEAD).unwrap();
+        assert_eq!(entry(&l, "/usr/bin/tool").mode, 0o755);
+        // A path in files/ takes its type from there.
+        let conf = format!("{HEAD}files:\n  /etc/motd: {{type: fifo}}\n");
+        assert_eq!(
+            problems_at(root.path(), &dir, &conf),
+            ["5:files./etc/motd.type: the path exists in files/, so its type comes from there"]
+        );
+    }
+
+    #[test]
+    fn symlinks_in_files_are_data_and_never_followed() {
+        let (root, dir) = tree();
+        let outside = root.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("secret"), "x").unwrap();
+        let files = dir.join("files");
+        // A link to a directory outside the layer, and an absolute one.
+        symlink(&outside, files.join("lib")).unwrap();
+        symlink("/etc/passwd", files.join("etc/passwd")).unwrap();
+        let conf = format!("{HEAD}files:\n  /etc/passwd: {{owner: 7}}\n");
+        let l = parse_layer(root.path(), "t", &dir, "c.yaml", &conf).unwrap();
+        let lib = entry(&l, "/lib");
+        assert_eq!(
+            (lib.kind, lib.mode),
+            (
+                LayerEntryKind::Symlink {
+                    target: outside.to_string_lossy().into_owned()
+                },
+                0o777
+            )
+        );
+        assert!(
+            l.entries.iter().all(|e| !e.path.starts_with("/lib/")),
+            "walked through a symlink: {:#?}",
+            l.entries
+        );
+        let passwd = entry(&l, "/etc/passwd");
+        assert_eq!(
+            passwd.kind,
+            LayerEntryKind::Symlink {
+                target: "/etc/passwd".into()
+            }
+        );
+        assert_eq!(passwd.uid, 7, "declared attributes apply to a link itself");
+    }
+
+    #[test]
+    fn only_files_directories_and_symlinks_belong_in_files() {
+        let (root, dir) = tree();
+        let fifo = dir.join("files/etc/initctl");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from(0o644),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            problems_at(root.path(), &dir, HEAD),
+            ["1:: layers/t/files/etc/initctl: only files, directories and symlinks belong in files/; declare devices and fifos in conf/layer.yaml"]
+        );
+    }
+}
