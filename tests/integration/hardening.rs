@@ -78,13 +78,81 @@ fn baseline_passes_and_reports_are_written() {
         .find(|l| l.ends_with("squashfs-root/usr/bin/su"))
         .unwrap();
     assert!(su.starts_with("-rwxr-xr-x 0/0"), "{su}");
-    // cargo xtask audit re-reads the image and agrees.
-    let r = slotsmith(&["audit", dir.to_str().unwrap()], &[], false, None);
-    assert_eq!(
-        r.code, 2,
-        "the fixture's image file lives outside the repository: {}",
-        r.stderr
+    // cargo xtask audit re-reads the image and agrees with the build byte
+    // for byte, without changing the published build.
+    let before: Vec<(String, String)> = walkdir::WalkDir::new(&dir)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| (e.path().display().to_string(), sha256(e.path())))
+        .collect();
+    let reports = p.path().join("reaudit");
+    let r = slotsmith(
+        &[
+            "audit",
+            dir.to_str().unwrap(),
+            "--image",
+            p.image("hard").to_str().unwrap(),
+            "--report-dir",
+            reports.to_str().unwrap(),
+        ],
+        &[],
+        false,
+        None,
     );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for f in ["report.md", "report.json", "report.sarif"] {
+        assert_eq!(
+            fs::read(reports.join(f)).unwrap(),
+            fs::read(dir.join("audit").join(f)).unwrap(),
+            "{f} of cargo xtask audit differs from the build's"
+        );
+    }
+    let after: Vec<(String, String)> = walkdir::WalkDir::new(&dir)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| (e.path().display().to_string(), sha256(e.path())))
+        .collect();
+    assert_eq!(
+        before, after,
+        "cargo xtask audit changed the published build"
+    );
+    // The reports may not be written into the build itself.
+    let r = slotsmith(
+        &[
+            "audit",
+            dir.to_str().unwrap(),
+            "--image",
+            p.image("hard").to_str().unwrap(),
+            "--report-dir",
+            dir.join("audit").to_str().unwrap(),
+        ],
+        &[],
+        false,
+        None,
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    // A manifest edited after the build is refused, not trusted for the
+    // command line.
+    let m = dir.join("boot-a.manifest");
+    let text = fs::read_to_string(&m).unwrap().replace(" ro\n", " rw\n");
+    fs::write(&m, text).unwrap();
+    let r = slotsmith(
+        &[
+            "audit",
+            dir.to_str().unwrap(),
+            "--image",
+            p.image("hard").to_str().unwrap(),
+        ],
+        &[],
+        false,
+        None,
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("boot-a.manifest"), "{}", r.stderr);
 }
 
 #[test]

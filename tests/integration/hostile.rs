@@ -201,7 +201,11 @@ fn symlinks_out_of_the_project_around_layers_are_refused() {
         let r = plan(&p);
         assert_eq!(r.code, 2, "{expect}: {}", r.stderr);
         assert!(r.stderr.contains(expect), "{expect}: {}", r.stderr);
-        assert!(r.stderr.contains("images/fx.yaml:"), "{expect}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("images/fx.yaml:"),
+            "{expect}: {}",
+            r.stderr
+        );
         // The build refuses it as well, as nobody, before writing anything.
         let r = build_as_nobody(&p, &[]);
         assert_eq!(r.code, 2, "{expect}: {}", r.stderr);
@@ -236,7 +240,11 @@ fn symlinks_out_of_the_project_around_layers_are_refused() {
     // A policy file linked out of the project.
     let p = fixture_project(&[]);
     fs::write(canary.path().join("evil.yaml"), "rules: []\n").unwrap();
-    symlink(canary.path().join("evil.yaml"), p.path().join("policies/evil.yaml")).unwrap();
+    symlink(
+        canary.path().join("evil.yaml"),
+        p.path().join("policies/evil.yaml"),
+    )
+    .unwrap();
     let text = fs::read_to_string(p.image("fx")).unwrap() + "policies: [evil]\n";
     fs::write(p.image("fx"), text).unwrap();
     let r = plan(&p);
@@ -264,8 +272,16 @@ fn failed_publish_leaves_out_as_it_was_and_success_leaves_no_partial() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("cannot replace"), "{}", r.stderr);
     assert!(r.stderr.contains("left as it was"), "{}", r.stderr);
-    assert_eq!(hashes(&published), before, "out/fx changed after a failed publish");
-    assert_eq!(names(&out), ["fx"], "a failed publish left something in out/");
+    assert_eq!(
+        hashes(&published),
+        before,
+        "out/fx changed after a failed publish"
+    );
+    assert_eq!(
+        names(&out),
+        ["fx"],
+        "a failed publish left something in out/"
+    );
     // Writable again: the rebuild goes live and leaves nothing behind.
     let r = build_as_nobody(&p, &[("SOURCE_DATE_EPOCH", "1700000001")]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -288,7 +304,9 @@ fn stale_partials_are_removed_and_a_second_build_waits_for_the_first() {
     fs::create_dir_all(&deep).unwrap();
     fs::write(deep.join("big"), vec![7u8; 1 << 20]).unwrap();
     fs::set_permissions(stale.join("d0"), fs::Permissions::from_mode(0o555)).unwrap();
-    duct::cmd!("chown", "-R", "65534:65534", &stale).run().unwrap();
+    duct::cmd!("chown", "-R", "65534:65534", &stale)
+        .run()
+        .unwrap();
     let other = out.join(".other.partial-Zz99Yy");
     fs::create_dir(&other).unwrap();
 
@@ -338,8 +356,14 @@ fn stale_partials_are_removed_and_a_second_build_waits_for_the_first() {
     assert!(res.status.success(), "{stderr}");
     assert!(stderr.contains("waiting for its lock"), "{stderr}");
     assert!(stderr.contains("left by an interrupted build"), "{stderr}");
-    assert!(!stale.exists(), "the stale staging directory is still there");
-    assert!(other.exists(), "another image's staging directory was removed");
+    assert!(
+        !stale.exists(),
+        "the stale staging directory is still there"
+    );
+    assert!(
+        other.exists(),
+        "another image's staging directory was removed"
+    );
     assert_eq!(names(&out), [".other.partial-Zz99Yy", "fx"]);
 }
 
@@ -357,7 +381,9 @@ fn input_errors_the_build_meets_are_input_errors_with_a_position() {
     let r = build_as_nobody(&p, &[]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
-        r.stderr.contains("layers/meta-rm/conf/layer.yaml:7:5: remove[1]: cannot remove /etc/no-such-file"),
+        r.stderr.contains(
+            "layers/meta-rm/conf/layer.yaml:7:5: remove[1]: cannot remove /etc/no-such-file"
+        ),
         "{}",
         r.stderr
     );
@@ -366,14 +392,16 @@ fn input_errors_the_build_meets_are_input_errors_with_a_position() {
     // source-date-epoch past 2^32 - 1: a load error, in the file and from
     // the environment.
     let p = fixture_project(&[]);
-    let text = fs::read_to_string(p.image("fx"))
-        .unwrap()
-        .replace("source-date-epoch: 1700000000", "source-date-epoch: 4294967296");
+    let text = fs::read_to_string(p.image("fx")).unwrap().replace(
+        "source-date-epoch: 1700000000",
+        "source-date-epoch: 4294967296",
+    );
     fs::write(p.image("fx"), text).unwrap();
     let r = plan(&p);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
-        r.stderr.contains("images/fx.yaml:6:20: source-date-epoch: 4294967296 is past"),
+        r.stderr
+            .contains("images/fx.yaml:6:20: source-date-epoch: 4294967296 is past"),
         "{}",
         r.stderr
     );
@@ -430,7 +458,11 @@ fn the_project_comes_from_the_working_directory_not_the_binary() {
     let elsewhere = tempfile::tempdir().unwrap();
     let r = slotsmith_in(elsewhere.path(), &["plan", "fx"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("no slotsmith project here"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no slotsmith project here"),
+        "{}",
+        r.stderr
+    );
     let r = slotsmith_in(
         elsewhere.path(),
         &["--project", p.path().to_str().unwrap(), "plan", "fx"],
@@ -441,7 +473,11 @@ fn the_project_comes_from_the_working_directory_not_the_binary() {
     // built from a different one, so it refuses rather than build the other
     // checkout's inputs with this checkout's code.
     fs::create_dir_all(p.path().join("xtask")).unwrap();
-    fs::write(p.path().join("xtask/Cargo.toml"), "[package]\nname = \"xtask\"\n").unwrap();
+    fs::write(
+        p.path().join("xtask/Cargo.toml"),
+        "[package]\nname = \"xtask\"\n",
+    )
+    .unwrap();
     let r = slotsmith_in(&sub, &["plan", "fx"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("was built from"), "{}", r.stderr);
@@ -473,7 +509,13 @@ fn layer_entries_the_filesystem_cannot_hold_are_load_errors() {
         base_tarball(&p.path().join("fixtures/base.tar.gz"));
         p.write(
             "images/fx.yaml",
-            &fixture_image("fx", "fixtures/base.tar.gz", &["meta-lim"], fs_kind, "16MiB"),
+            &fixture_image(
+                "fx",
+                "fixtures/base.tar.gz",
+                &["meta-lim"],
+                fs_kind,
+                "16MiB",
+            ),
         );
         layer(
             &p,
@@ -486,10 +528,17 @@ fn layer_entries_the_filesystem_cannot_hold_are_load_errors() {
         );
         let r = plan(&p);
         assert_eq!(r.code, 2, "{fs_kind}: {}", r.stderr);
-        for (line, what) in [(6, "/opt/nnn"), (8, "/opt/link"), (11, "/dev/big"), (15, "/opt/x")] {
+        for (line, what) in [
+            (7, "/opt/nnn"),
+            (9, "/opt/link"),
+            (12, "/dev/big"),
+            (16, "/opt/x"),
+        ] {
             let at = format!("layers/meta-lim/conf/layer.yaml:{line}:");
             assert!(
-                r.stderr.lines().any(|l| l.starts_with(&at) && l.contains(what)),
+                r.stderr
+                    .lines()
+                    .any(|l| l.starts_with(&at) && l.contains(what)),
                 "{fs_kind}: no diagnostic at {at} for {what}:\n{}",
                 r.stderr
             );

@@ -591,6 +591,9 @@ fn keys_generate_release_rules_and_permissions() {
         ),
     )
     .unwrap();
+    // The same manifests signed by the same public key are a stage-cache
+    // hit, and the signer would not run at all: drop the cache so it does.
+    fs::remove_dir_all(p.path().join("work/.stage-cache")).unwrap();
     let r = build_project(&p, "rel");
     assert_eq!(r.code, 1);
     assert!(

@@ -170,11 +170,17 @@ struct LintArgs {
 
 #[derive(clap::Args)]
 struct AuditArgs {
-    /// The output directory of a build (out/<name>)
+    /// The output directory of a build (out/<name>); it is only read
     out: PathBuf,
-    /// The image file [default: the one build.json names, in this repository]
+    /// The image file [default: the one build.json names, in this project]
     #[arg(long)]
     image: Option<PathBuf>,
+    /// Write report.md, report.json and report.sarif into this directory [default: print only]
+    #[arg(long)]
+    report_dir: Option<PathBuf>,
+    /// The boot public key the manifest must verify with [default: OUT/boot.pub.pem]
+    #[arg(long)]
+    boot_key: Option<PathBuf>,
     /// Print the report as JSON on stdout
     #[arg(long)]
     json: bool,
@@ -277,6 +283,9 @@ struct BuildArgs {
     /// plain lines elsewhere or when CI is set
     #[arg(long, short)]
     quiet: bool,
+    /// Run every stage, ignoring the stage cache (work/.stage-cache)
+    #[arg(long)]
+    no_cache: bool,
 }
 
 /// Runs the CLI with the process arguments and returns the exit code.
@@ -363,20 +372,20 @@ fn env_epoch() -> Result<Option<u64>, Failure> {
             .filter(|t| *t <= slotsmith::load::MAX_SOURCE_DATE_EPOCH)
             .map(Some)
             .ok_or_else(|| {
-            Failure::Input(slotsmith::diag::Diagnostics::from(vec![
-                slotsmith::diag::Diagnostic {
-                    file: "SOURCE_DATE_EPOCH".into(),
-                    line: 0,
-                    col: 0,
-                    key: String::new(),
-                    message: format!(
-                        "'{}' is not a number of seconds since 1970 up to {} (2106-02-07)",
-                        slotsmith_yaml::escape::shown(&v),
-                        slotsmith::load::MAX_SOURCE_DATE_EPOCH
-                    ),
-                },
-            ]))
-        }),
+                Failure::Input(slotsmith::diag::Diagnostics::from(vec![
+                    slotsmith::diag::Diagnostic {
+                        file: "SOURCE_DATE_EPOCH".into(),
+                        line: 0,
+                        col: 0,
+                        key: String::new(),
+                        message: format!(
+                            "'{}' is not a number of seconds since 1970 up to {} (2106-02-07)",
+                            slotsmith_yaml::escape::shown(&v),
+                            slotsmith::load::MAX_SOURCE_DATE_EPOCH
+                        ),
+                    },
+                ]))
+            }),
         _ => Ok(None),
     }
 }
@@ -399,9 +408,8 @@ fn load_and_plan(
 
 fn run(cli: Cli) -> Result<(), Failure> {
     let cwd = std::env::current_dir().context("reading the working directory")?;
-    let project = find_project(cli.project.as_deref(), &cwd).map_err(|e| {
-        input_error("--project", &format!("{e:#}"))
-    })?;
+    let project = find_project(cli.project.as_deref(), &cwd)
+        .map_err(|e| input_error("--project", &format!("{e:#}")))?;
     let project = project.as_deref();
     match cli.command {
         Command::Plan(a) => {
@@ -412,7 +420,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Build(a) => {
             let (_, plan, image_root) = load_and_plan(&a.image, project)?;
-            let cache_dir = a.cache_dir.clone().unwrap_or_else(|| default_cache(&image_root));
+            let cache_dir = a
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| default_cache(&image_root));
             let opts = slotsmith::build::BuildOptions {
                 project_root: image_root.clone(),
                 out_root: a.out_dir.clone().unwrap_or_else(|| image_root.join("out")),
@@ -421,6 +432,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     .clone()
                     .unwrap_or_else(|| image_root.join("work")),
                 cache_dir,
+                no_cache: a.no_cache,
             };
             let mut progress = slotsmith::progress::Progress::with_mode(
                 slotsmith::progress::Mode::detect(a.quiet, a.json),
@@ -622,13 +634,16 @@ fn default_cache(project: &Path) -> PathBuf {
     }
 }
 
-/// `cargo xtask audit out/<name>`: re-derives the plan from the image file
-/// recorded in build.json and audits the rootfs image in the output
-/// directory.
+/// `cargo xtask audit out/<name>`: audits a published build again, without
+/// changing it. The plan comes from the image file build.json names; the
+/// kernel command line from slot A's manifest, parsed and verified with the
+/// boot key, exactly as the build audited it; the rootfs image is read from
+/// the output directory. Reports go to `--report-dir` or stdout, never into
+/// the build (SHA256SUMS covers its own reports). On an unchanged build the
+/// reports are byte-identical to the build's.
 fn audit(a: AuditArgs, project: Option<&Path>) -> Result<(), Failure> {
     let record_path = a.out.join("build.json");
-    let text = std::fs::read(&record_path)
-        .with_context(|| format!("reading {}", record_path.display()))?;
+    let text = read_bounded(&record_path, 16 << 20)?;
     let record: serde_json::Value = serde_json::from_slice(&text)
         .with_context(|| format!("parsing {}", record_path.display()))?;
     let image_file = match &a.image {
@@ -640,7 +655,10 @@ fn audit(a: AuditArgs, project: Option<&Path>) -> Result<(), Failure> {
         ),
     };
     let loaded = slotsmith::load::load_image(&image_file)?;
-    let plan = slotsmith::plan::plan(&loaded, env_epoch()?)?;
+    let plan = slotsmith::plan::plan(
+        &loaded,
+        record["source_date_epoch"].as_u64().or(env_epoch()?),
+    )?;
     if record["plan_sha256"].as_str() != Some(plan.hash().as_str()) {
         eprintln!(
             "note: {} changed since this build; auditing against its current policies",
@@ -656,35 +674,73 @@ fn audit(a: AuditArgs, project: Option<&Path>) -> Result<(), Failure> {
             ),
         ));
     }
+    // The command line the device boots from slot A, as signed.
+    let slot = plan.boot.slots.first().context("the plan has no slot")?;
+    let key_path = a
+        .boot_key
+        .clone()
+        .unwrap_or_else(|| a.out.join(&plan.outputs.boot_public_key));
+    let key = slotsmith_sign::load_verifying_key(&key_path)
+        .with_context(|| format!("loading boot key {}", key_path.display()))?;
+    let manifest_path = a.out.join(&slot.manifest_output);
+    let manifest_bytes = read_bounded(&manifest_path, 64 << 10)?;
+    let sig_path = a.out.join(&slot.signature_output);
+    let sig = read_bounded(&sig_path, 4 << 10)?;
+    let manifest = slotsmith_sign::verify_manifest(&manifest_bytes, &sig, &key)
+        .with_context(|| format!("verifying {}", manifest_path.display()))?;
     let rootfs = a.out.join(&plan.outputs.rootfs);
-    let manifest = std::fs::read_to_string(a.out.join("boot-a.manifest"))
-        .context("reading boot-a.manifest for the kernel command line")?;
-    let cmdline = manifest
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdline "))
-        .unwrap_or_default()
-        .to_string();
-    let report = slotsmith::harden::audit(&plan, &rootfs, &cmdline)?;
-    slotsmith::harden::write_reports(&report, &a.out.join("audit"))?;
+    let report = slotsmith::harden::audit(&plan, &rootfs, &manifest.cmdline)?;
+    if let Some(dir) = &a.report_dir {
+        if dir.starts_with(&a.out) {
+            return Err(input_error(
+                "--report-dir",
+                "the reports may not go into the build's own directory: SHA256SUMS covers its reports",
+            ));
+        }
+        slotsmith::harden::write_reports(&report, dir)?;
+    }
     if a.json {
         println!("{}", slotsmith_policy::to_json(&report));
     } else {
-        for r in &report.results {
-            eprintln!("{:<16} {:<8} {}", r.id, r.status.as_str(), r.title);
+        if a.report_dir.is_none() {
+            print!("{}", slotsmith_policy::to_markdown(&report));
         }
         let s = &report.summary;
         eprintln!(
-            "{}: {} pass, {} fail, {} waived, {} not applicable; reports in {}",
+            "{}: {} pass, {} fail, {} waived, {} not applicable{}",
             a.out.display(),
             s.pass,
             s.fail,
             s.waived,
             s.not_applicable,
-            a.out.join("audit").display()
+            a.report_dir
+                .as_ref()
+                .map(|d| format!("; reports in {}", d.display()))
+                .unwrap_or_default()
         );
     }
-    slotsmith::harden::gate(&plan, &report, &a.out.join("audit/report.md"))?;
+    let shown = a
+        .report_dir
+        .as_ref()
+        .map(|d| d.join("report.md"))
+        .unwrap_or_else(|| a.out.join("audit/report.md"));
+    slotsmith::harden::gate(&plan, &report, &shown)?;
     Ok(())
+}
+
+/// Reads a file of at most `limit` bytes: files under `out/` are inputs
+/// here, and may be anything.
+fn read_bounded(path: &Path, limit: u64) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut buf = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if buf.len() as u64 > limit {
+        anyhow::bail!("{} is larger than {limit} bytes", path.display());
+    }
+    Ok(buf)
 }
 
 /// `cargo xtask lint`: every image with its layers and policies, then the

@@ -49,7 +49,7 @@ pub fn exercise_with_limit(
     }
     let n_corpus = inputs.len();
     let mut rng = mutate::Rng::new(fnv(target.as_bytes()));
-    let mut run = |input: &[u8], what: &str| {
+    let run = |input: &[u8], what: &str| {
         alloc::reset_peak();
         let res = catch_unwind(AssertUnwindSafe(|| f(input)));
         let peak = alloc::peak();

@@ -620,6 +620,15 @@ fn file_modes(rules: &[&Rule], ix: &Index<'_>, g: &mut Generated) {
     }
 }
 
+/// The kernel arguments `profile`'s rules add, in rule-id order, each
+/// once. A pure function of the rules: the plan computes every slot's
+/// final command line with it, before anything is built.
+pub fn kernel_args(rules: &[Rule], profile: Profile, waived: &BTreeSet<String>) -> Vec<String> {
+    let mut g = Generated::default();
+    cmdline(&active(rules, profile, waived), &mut g);
+    g.cmdline
+}
+
 fn cmdline(rules: &[&Rule], g: &mut Generated) {
     let mut out: Vec<String> = Vec::new();
     for r in rules {

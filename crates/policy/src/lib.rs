@@ -24,7 +24,7 @@ pub mod nft;
 pub mod report;
 pub mod rootfs;
 
-pub use apply::{generate, GenFile, GenLink, GenMode, GenRemove, Generated};
+pub use apply::{generate, kernel_args, GenFile, GenLink, GenMode, GenRemove, Generated};
 pub use audit::{audit, Evidence, Report, RuleResult, Status, Summary};
 pub use lint::{lint, LintDiag};
 pub use load::{load_policies, read_waivers};

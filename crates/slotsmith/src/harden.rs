@@ -92,12 +92,13 @@ impl RootfsRead for TreeView<'_> {
     }
 }
 
-/// Applies the plan's hardening to the tree; returns the kernel arguments
-/// the rules add.
-pub fn apply(plan: &Plan, tree: &mut Tree, store: &Path) -> anyhow::Result<Vec<String>> {
+/// Applies the plan's hardening to the tree. The kernel arguments the
+/// rules add are in the plan's command lines
+/// ([`slotsmith_policy::kernel_args`]), not applied here.
+pub fn apply(plan: &Plan, tree: &mut Tree, store: &Path) -> anyhow::Result<()> {
     let h = &plan.hardening;
     if h.rules.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let waived = slotsmith_policy::audit::waived_ids(&h.waivers);
     let generated = slotsmith_policy::generate(&h.rules, h.profile, &waived, &TreeView(tree))
@@ -157,7 +158,7 @@ pub fn apply(plan: &Plan, tree: &mut Tree, store: &Path) -> anyhow::Result<Vec<S
             n.meta.mode = c.mode;
         }
     }
-    Ok(generated.cmdline)
+    Ok(())
 }
 
 /// Audits the built rootfs image (squashfs or ext4, read back from the

@@ -150,6 +150,11 @@ pub struct PlanSlot {
     pub verity_salt: String,
     /// dm-verity superblock UUID, derived.
     pub verity_uuid: Uuid,
+    /// The kernel command line signed into this slot's manifest: the
+    /// image's arguments, then those the hardening rules add (each once),
+    /// then `slotsmith.slot=<name> ro`. The initramfs finds the slot's
+    /// partitions by label, since an update rewrites a slot but not the GPT.
+    pub cmdline: String,
     /// Directory of this slot's files on the boot partition.
     pub esp_dir: String,
     /// The verity hash image in out/.
@@ -371,6 +376,20 @@ pub fn derive_uuid(parts: &[&str]) -> Uuid {
     uuid::Builder::from_custom_bytes(b).into_uuid()
 }
 
+/// A slot's kernel command line: the image's arguments, the hardening
+/// arguments not already there, then the slot and `ro`.
+pub fn slot_cmdline(image_args: &str, hardening_args: &[String], slot: &str) -> String {
+    let mut parts: Vec<String> = image_args.split_whitespace().map(str::to_string).collect();
+    for a in hardening_args {
+        if !parts.contains(a) {
+            parts.push(a.clone());
+        }
+    }
+    parts.push(format!("slotsmith.slot={slot}"));
+    parts.push("ro".into());
+    parts.join(" ")
+}
+
 fn align_up(n: u64, a: u64) -> Option<u64> {
     n.checked_add(a - 1).map(|x| x / a * a)
 }
@@ -443,7 +462,10 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
         // The loader bounds every size; the sums are still checked, so a
         // layout from any other source fails as a diagnostic, not a panic.
         let Some(end) = offset.checked_add(size) else {
-            diags.push(diag("layout", format!("partition {name} ends beyond 2^64 bytes")));
+            diags.push(diag(
+                "layout",
+                format!("partition {name} ends beyond 2^64 bytes"),
+            ));
             return Err(diags);
         };
         partitions.push(PlanPartition {
@@ -464,10 +486,7 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
         offset = end;
     }
     // Room for the backup GPT (33 sectors), rounded to the alignment.
-    let Some(disk_size) = offset
-        .checked_add(33 * SECTOR)
-        .and_then(|n| align_up(n, a))
-    else {
+    let Some(disk_size) = offset.checked_add(33 * SECTOR).and_then(|n| align_up(n, a)) else {
         diags.push(diag("layout", "sizes overflow".into()));
         return Err(diags);
     };
@@ -528,6 +547,13 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
     // Both slots always get a verity tree and a signed manifest: the update
     // needs them for either slot. `filled` says whether the golden image
     // writes the slot.
+    // The hardening rules' kernel arguments are a pure function of the rules
+    // and the profile, so every slot's final command line is decided here.
+    let hardening_args = slotsmith_policy::kernel_args(
+        &img.rules,
+        img.profile,
+        &slotsmith_policy::audit::waived_ids(&img.waivers),
+    );
     let slots = ["a", "b"]
         .iter()
         .map(|slot| {
@@ -542,6 +568,7 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
                 verity_partition: format!("root-{slot}-verity"),
                 verity_salt: hex::encode(salt),
                 verity_uuid: ident(&format!("verity superblock {slot}")),
+                cmdline: slot_cmdline(&img.kernel.cmdline, &hardening_args, slot),
                 esp_dir: format!("/{slot}"),
                 verity_output: format!("root-{slot}.verity"),
                 manifest_output: format!("boot-{slot}.manifest"),
@@ -649,6 +676,16 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slot_cmdlines_add_hardening_arguments_once_then_the_slot() {
+        let args = vec!["lockdown=integrity".to_string(), "quiet".to_string()];
+        assert_eq!(
+            slot_cmdline("console=ttyS0 quiet", &args, "b"),
+            "console=ttyS0 quiet lockdown=integrity slotsmith.slot=b ro"
+        );
+        assert_eq!(slot_cmdline("", &[], "a"), "slotsmith.slot=a ro");
+    }
 
     #[test]
     fn derived_uuids_are_stable_and_distinct() {

@@ -1,0 +1,163 @@
+//! The base stage: imports the base rootfs (a tarball, a directory, or
+//! Debian through mmdebstrap, cached by the plan's cache key) into the
+//! in-memory tree.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use crate::load::hash_file;
+use crate::plan::Plan;
+use crate::progress::{mib, Progress};
+use crate::spec::{BaseSpec, DirOwnership};
+use crate::tool::Tool;
+use slotsmith_rootfs as rootfs;
+use slotsmith_rootfs::tree::Tree;
+
+use super::resolve;
+use super::BuildOptions;
+
+/// Imports the plan's base into a fresh tree.
+pub(super) fn stage(
+    plan: &Plan,
+    opts: &BuildOptions,
+    store: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<Tree> {
+    let tarball = match &plan.base.spec {
+        BaseSpec::Tarball { path, sha256, .. } => {
+            let abs = resolve(&opts.project_root, path);
+            progress.stage("base", &format!("importing tarball {path}"));
+            let (actual, _) = hash_file(&abs)
+                .with_context(|| format!("reading base tarball {}", abs.display()))?;
+            if &actual != sha256 {
+                bail!("base tarball {} changed since it was planned (sha256 {actual}, plan has {sha256})", abs.display());
+            }
+            abs
+        }
+        BaseSpec::Directory {
+            path, ownership, ..
+        } => {
+            let abs = resolve(&opts.project_root, path);
+            progress.stage("base", &format!("importing directory {path}"));
+            let own = match ownership {
+                DirOwnership::Root => rootfs::import::Ownership::Root,
+                DirOwnership::Preserve => rootfs::import::Ownership::Preserve,
+            };
+            let tree = rootfs::import::from_directory(&abs, own, &mut |n, b| {
+                progress.tick(|| format!("{n} entries, {}", mib(b)))
+            })
+            .with_context(|| format!("importing base directory {}", abs.display()))?;
+            progress.note(&format!(
+                "{} entries, {} of file data",
+                tree.len(),
+                mib(tree.total_file_bytes())
+            ));
+            return Ok(tree);
+        }
+        BaseSpec::Debian { .. } => {
+            progress.stage("base", "debian via mmdebstrap (cached by input hash)");
+            debian_base(plan, opts, progress)?
+        }
+    };
+    let tree = rootfs::import::from_tarball(&tarball, store, &mut |n, b| {
+        progress.tick(|| format!("{n} entries, {}", mib(b)))
+    })
+    .with_context(|| format!("importing base tarball {}", tarball.display()))?;
+    progress.note(&format!(
+        "{} entries, {} of file data",
+        tree.len(),
+        mib(tree.total_file_bytes())
+    ));
+    Ok(tree)
+}
+
+/// Returns the cached mmdebstrap tarball for the plan's cache key, making it
+/// first when absent. The cache entry appears by rename only when complete.
+fn debian_base(
+    plan: &Plan,
+    opts: &BuildOptions,
+    progress: &mut Progress,
+) -> anyhow::Result<PathBuf> {
+    let BaseSpec::Debian {
+        suite,
+        variant,
+        packages,
+        mirror,
+    } = &plan.base.spec
+    else {
+        bail!("not a debian base");
+    };
+    let key = plan
+        .base
+        .cache_key
+        .as_deref()
+        .context("debian base without a cache key")?;
+    let dir = opts.cache_dir.join("debian");
+    let cached = dir.join(format!("{key}.tar"));
+    if cached.is_file() {
+        progress.note(&format!("using cached base {}", cached.display()));
+        return Ok(cached);
+    }
+    fs::create_dir_all(&dir)
+        .with_context(|| format!("creating cache directory {}", dir.display()))?;
+    // One mmdebstrap per cache key at a time: concurrent builds (parallel
+    // CI jobs, tests) wait for the first and then reuse its tarball.
+    let lock_path = dir.join(format!("{key}.lock"));
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    if cached.is_file() {
+        progress.note(&format!(
+            "using cached base {} (built by a concurrent build)",
+            cached.display()
+        ));
+        return Ok(cached);
+    }
+    let tmp = dir.join(format!("{key}.tar.partial-{}", std::process::id()));
+    let arch = plan.base.debian_arch.as_deref().unwrap_or("amd64");
+    let mut tool = Tool::new("mmdebstrap")?
+        .arg(format!("--variant={variant}"))
+        .arg(format!("--architectures={arch}"))
+        .arg("--format=tar")
+        .arg("--aptopt=Acquire::Languages \"none\"")
+        .epoch(plan.source_date_epoch);
+    if !packages.is_empty() {
+        tool = tool.arg(format!("--include={}", packages.join(",")));
+    }
+    tool = tool.arg(suite).arg(&tmp);
+    match mirror {
+        Some(m) => tool = tool.arg(m),
+        None => {
+            // The host's apt sources, as the image definition promises: each
+            // existing sources file is pasted into the chroot's sources.
+            let mut any = false;
+            for f in [
+                "/etc/apt/sources.list",
+                "/etc/apt/sources.list.d/debian.sources",
+            ] {
+                if Path::new(f).is_file() && fs::metadata(f).map(|m| m.len() > 0).unwrap_or(false) {
+                    tool = tool.arg(f);
+                    any = true;
+                }
+            }
+            if !any {
+                bail!("no host apt sources found (/etc/apt/sources.list or /etc/apt/sources.list.d/debian.sources); set base.debian.mirror");
+            }
+        }
+    }
+    progress.note(&format!("running {}", tool.argv()));
+    let res = tool.run();
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).context("building the debian base with mmdebstrap");
+    }
+    fs::rename(&tmp, &cached).with_context(|| format!("caching {}", cached.display()))?;
+    Ok(cached)
+}

@@ -1,0 +1,432 @@
+//! The boot stage: finds the kernel, initrd and device tree, copies them
+//! to the outputs, builds each slot's dm-verity tree and signs its boot
+//! manifest with the boot key.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
+
+use crate::plan::Plan;
+use crate::progress::Progress;
+use slotsmith_rootfs as rootfs;
+use slotsmith_rootfs::path::RelPath;
+use slotsmith_rootfs::tree::{Kind, Tree};
+
+use super::cache::{Cache, Key};
+use super::record::{PartRef, SlotRecord};
+use super::rootfs::RootfsImage;
+use super::BuildOptions;
+use super::{resolve, write_new, Hashed};
+
+/// A boot file (kernel, initrd, dtb) copied to out/ and the ESP.
+pub(super) struct BootFile {
+    /// `kernel`, `initrd` or `dtb`.
+    pub(super) role: &'static str,
+    /// File name in out/ and in each slot's ESP directory.
+    pub(super) output: String,
+    /// sha256.
+    pub(super) sha256: [u8; 32],
+    /// Size in bytes.
+    pub(super) size: u64,
+}
+
+/// A signed slot.
+pub(super) struct SignedSlot {
+    pub(super) filled: bool,
+    pub(super) record: SlotRecord,
+    pub(super) root_uuid: uuid::Uuid,
+    pub(super) verity_uuid: uuid::Uuid,
+    pub(super) manifest: Vec<u8>,
+    pub(super) signature: [u8; 64],
+}
+
+pub(super) fn partition_uuid(p: &crate::plan::PlanPartition, slots: &[SignedSlot]) -> uuid::Uuid {
+    for s in slots.iter().filter(|s| s.filled) {
+        if p.name == s.record.root_partition.name {
+            return s.root_uuid;
+        }
+        if p.name == s.record.verity_partition.name {
+            return s.verity_uuid;
+        }
+    }
+    p.uuid
+}
+
+/// Finds the kernel, initrd and dtb, copies them to out/ and hashes them.
+pub(super) fn boot_files(
+    plan: &Plan,
+    opts: &BuildOptions,
+    tree: &Tree,
+    out: &Path,
+) -> anyhow::Result<Vec<BootFile>> {
+    use crate::spec::KernelSource;
+    let mut sources: Vec<(&'static str, String, PathBuf)> = Vec::new();
+    match &plan.boot.kernel.source {
+        KernelSource::FromRootfs => {
+            let kernels: Vec<&RelPath> = tree
+                .iter()
+                .filter(|(p, n)| {
+                    p.as_str().starts_with("boot/vmlinuz-")
+                        && !matches!(n.kind, Kind::Symlink { .. } | Kind::Dir)
+                })
+                .map(|(p, _)| p)
+                .collect();
+            let kernel = match kernels.as_slice() {
+                [k] => *k,
+                [] => bail!("no kernel in the rootfs (/boot/vmlinuz-*): install one (e.g. linux-image-amd64) or set kernel.image in {}", plan.image.file),
+                many => bail!(
+                    "several kernels in the rootfs ({}): set kernel.image in {}",
+                    many.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+                    plan.image.file
+                ),
+            };
+            let version = kernel
+                .as_str()
+                .trim_start_matches("boot/vmlinuz-")
+                .to_string();
+            sources.push(("kernel", "vmlinuz".into(), tree_content(tree, kernel)?));
+            let initrd = RelPath::parse(&format!("boot/initrd.img-{version}"))?;
+            if tree.get(&initrd).is_some() {
+                sources.push(("initrd", "initrd.img".into(), tree_content(tree, &initrd)?));
+            }
+        }
+        KernelSource::Files { image, initrd, dtb } => {
+            sources.push((
+                "kernel",
+                "vmlinuz".into(),
+                resolve(&opts.project_root, &image.path),
+            ));
+            if let Some(i) = initrd {
+                sources.push((
+                    "initrd",
+                    "initrd.img".into(),
+                    resolve(&opts.project_root, &i.path),
+                ));
+            }
+            if let Some(d) = dtb {
+                sources.push((
+                    "dtb",
+                    "board.dtb".into(),
+                    resolve(&opts.project_root, &d.path),
+                ));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for (role, output, src) in sources {
+        let mut input = rootfs::overlay::read_source_file(&src)
+            .with_context(|| format!("opening {role} {}", src.display()))?;
+        let dest = out.join(&output);
+        let mut f =
+            File::create_new(&dest).with_context(|| format!("creating {}", dest.display()))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = std::io::Read::read(&mut input, &mut buf)
+                .with_context(|| format!("reading {role} {}", src.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            f.write_all(&buf[..n])
+                .with_context(|| format!("writing {}", dest.display()))?;
+            size += n as u64;
+        }
+        if size == 0 {
+            bail!("{role} {} is empty", src.display());
+        }
+        files.push(BootFile {
+            role,
+            output,
+            sha256: h.finalize().into(),
+            size,
+        });
+    }
+    Ok(files)
+}
+
+/// The on-disk contents of a regular file (or hardlink) in the tree.
+fn tree_content(tree: &Tree, p: &RelPath) -> anyhow::Result<PathBuf> {
+    let mut node = tree
+        .get(p)
+        .with_context(|| format!("{p} is not in the rootfs"))?;
+    if let Kind::Hardlink { target } = &node.kind {
+        node = tree
+            .get(target)
+            .with_context(|| format!("{p} links to missing {target}"))?;
+    }
+    match &node.kind {
+        Kind::File { content, .. } => Ok(content.path().to_path_buf()),
+        _ => bail!("{p} is not a regular file"),
+    }
+}
+
+/// Builds each filled slot's verity tree and signs its manifest.
+fn sign_slots(
+    plan: &Plan,
+    rootfs: &Path,
+    rootfs_size: u64,
+    boot: &[BootFile],
+    out: &Path,
+    signer: &crate::signing::BootSigner,
+) -> anyhow::Result<Vec<SignedSlot>> {
+    if rootfs_size == 0 || !rootfs_size.is_multiple_of(slotsmith_verity::BLOCK) {
+        bail!("the rootfs image is {rootfs_size} bytes, not a whole number of 4096-byte blocks");
+    }
+    let data = File::open(rootfs).with_context(|| format!("opening {}", rootfs.display()))?;
+    let mut signed = Vec::new();
+    for s in &plan.boot.slots {
+        let mut salt = [0u8; 32];
+        hex::decode_to_slice(&s.verity_salt, &mut salt)
+            .context("plan has a malformed verity salt")?;
+        let hash_path = out.join(&s.verity_output);
+        let mut hash = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&hash_path)
+            .with_context(|| format!("creating {}", hash_path.display()))?;
+        let params = slotsmith_verity::VerityParams {
+            salt,
+            uuid: s.verity_uuid,
+        };
+        let info = slotsmith_verity::format_file(&data, rootfs_size, &mut hash, &params)
+            .with_context(|| format!("building the verity tree of slot {}", s.name))?;
+        let part = |name: &str| -> anyhow::Result<PartRef> {
+            let p = plan
+                .partition(name)
+                .with_context(|| format!("plan lacks partition {name}"))?;
+            Ok(PartRef {
+                name: name.to_string(),
+                offset: p.offset,
+                size: p.size,
+            })
+        };
+        let (root_part, verity_part) = (part(&s.root_partition)?, part(&s.verity_partition)?);
+        if info.hash_size > verity_part.size {
+            bail!(
+                "the verity tree of slot {} ({} bytes) does not fit {} ({} bytes)",
+                s.name,
+                info.hash_size,
+                verity_part.name,
+                verity_part.size
+            );
+        }
+        // Discoverable Partitions Specification: the root partition's UUID
+        // is the first 128 bits of the root hash, the verity partition's the
+        // last 128 bits, so a booting system can find the pair from the
+        // signed root hash alone.
+        let root_uuid = uuid::Uuid::from_slice(&info.root_hash[..16])?;
+        let verity_uuid = uuid::Uuid::from_slice(&info.root_hash[16..])?;
+        let file_ref = |f: &BootFile| slotsmith_sign::FileRef {
+            path: format!("{}/{}", s.esp_dir, f.output),
+            sha256: f.sha256,
+            size: f.size,
+        };
+        let find = |role: &str| boot.iter().find(|f| f.role == role).map(file_ref);
+        let manifest = slotsmith_sign::Manifest {
+            image: plan.image.name.clone(),
+            version: plan.image.version.clone(),
+            security_version: plan.boot.security_version,
+            slot: s.name.clone(),
+            // Signed record of the slots this golden image fills (manifest
+            // v2), so verify tells a slot built empty from a deleted
+            // manifest. Plan order is a, b: ascending, as the format wants.
+            golden_slots: Some(
+                plan.boot
+                    .slots
+                    .iter()
+                    .filter(|p| p.filled)
+                    .map(|p| p.name.clone())
+                    .collect(),
+            ),
+            kernel: find("kernel").context("no kernel")?,
+            initrd: find("initrd"),
+            dtb: find("dtb"),
+            cmdline: s.cmdline.clone(),
+            verity_root_hash: info.root_hash,
+            verity_salt: info.salt,
+            verity_data_blocks: info.data_blocks,
+            verity_hash_start_block: info.hash_start_block,
+            root_partition_uuid: root_uuid,
+            verity_partition_uuid: verity_uuid,
+        };
+        let (bytes, signature) =
+            slotsmith_sign::sign_manifest(&manifest, signer.signer.as_ref())
+                .with_context(|| format!("signing the boot manifest of slot {}", s.name))?;
+        write_new(&out.join(&s.manifest_output), &bytes)?;
+        write_new(&out.join(&s.signature_output), &signature)?;
+        signed.push(SignedSlot {
+            filled: s.filled,
+            record: SlotRecord {
+                slot: s.name.clone(),
+                filled: s.filled,
+                root_hash: hex::encode(info.root_hash),
+                salt: hex::encode(info.salt),
+                data_blocks: info.data_blocks,
+                hash_start_block: info.hash_start_block,
+                root_partition: root_part,
+                verity_partition: verity_part,
+                root_uuid: root_uuid.to_string(),
+                verity_uuid: verity_uuid.to_string(),
+            },
+            root_uuid,
+            verity_uuid,
+            manifest: bytes,
+            signature,
+        });
+    }
+    Ok(signed)
+}
+
+/// What the boot stage produced.
+pub(super) struct BootOut {
+    /// Each slot's verity tree and signed manifest.
+    pub(super) slots: Vec<SignedSlot>,
+    /// The hash of every output this stage wrote, by output name.
+    pub(super) hashes: BTreeMap<String, Hashed>,
+}
+
+/// What a cached boot stage keeps besides its files.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BootMeta {
+    slots: Vec<SlotMeta>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SlotMeta {
+    record: SlotRecord,
+    root_uuid: uuid::Uuid,
+    verity_uuid: uuid::Uuid,
+}
+
+/// Everything the boot stage reads: the rootfs and boot files by hash, the
+/// plan's slots (salts, command lines, outputs), the image's identity and
+/// security version, and the boot key by its public fingerprint.
+fn key(plan: &Plan, rootfs: &RootfsImage, public_key: &str) -> anyhow::Result<Key> {
+    let files: Vec<(&str, String, u64)> = rootfs
+        .boot_files
+        .iter()
+        .map(|f| (f.output.as_str(), hex::encode(f.sha256), f.size))
+        .collect();
+    Cache::key(
+        "boot",
+        &serde_json::json!({
+            "rootfs": hex::encode(rootfs.hashed.sha256),
+            "rootfs_size": rootfs.hashed.size,
+            "boot_files": files,
+            "image": plan.image,
+            "boot": plan.boot,
+            "partitions": plan.disk.partitions,
+            "public_key": public_key,
+            "public_key_output": plan.outputs.boot_public_key,
+        }),
+    )
+}
+
+/// Builds each slot's verity tree and signs its manifest, and writes the
+/// boot public key; or takes all of it from the cache.
+pub(super) fn stage(
+    plan: &Plan,
+    rootfs: &RootfsImage,
+    signer: &crate::signing::BootSigner,
+    cache: &Cache,
+    out: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<BootOut> {
+    let fingerprint = slotsmith_sign::fingerprint(&signer.public_key);
+    let key = key(plan, rootfs, &fingerprint)?;
+    if let Some(hit) = cache.get("boot", &key, progress) {
+        progress.stage(
+            "verity",
+            "dm-verity trees and signed boot manifests (cached)",
+        );
+        let meta: BootMeta = hit.meta()?;
+        for name in hit.files().keys() {
+            hit.place(name, &out.join(name))?;
+        }
+        let mut slots = Vec::new();
+        for (ps, m) in plan.boot.slots.iter().zip(meta.slots) {
+            let manifest = fs::read(out.join(&ps.manifest_output))
+                .with_context(|| format!("reading {}", ps.manifest_output))?;
+            let sig = fs::read(out.join(&ps.signature_output))
+                .with_context(|| format!("reading {}", ps.signature_output))?;
+            slots.push(SignedSlot {
+                filled: ps.filled,
+                record: m.record,
+                root_uuid: m.root_uuid,
+                verity_uuid: m.verity_uuid,
+                manifest,
+                signature: sig
+                    .try_into()
+                    .map_err(|_| anyhow::format_err!("cached signature is not 64 bytes"))?,
+            });
+        }
+        return Ok(BootOut {
+            slots,
+            hashes: hit.files().clone(),
+        });
+    }
+    progress.stage(
+        "verity",
+        &format!(
+            "dm-verity trees and signed boot manifests ({})",
+            signer.signer.describe()
+        ),
+    );
+    let slots = sign_slots(
+        plan,
+        &rootfs.path,
+        rootfs.hashed.size,
+        &rootfs.boot_files,
+        out,
+        signer,
+    )?;
+    let mut hashes = BTreeMap::new();
+    for (ps, signed) in plan.boot.slots.iter().zip(&slots) {
+        hashes.insert(
+            ps.manifest_output.clone(),
+            Hashed::of_bytes(&signed.manifest),
+        );
+        hashes.insert(
+            ps.signature_output.clone(),
+            Hashed::of_bytes(&signed.signature),
+        );
+        // The tree is small (1/128 of the data) and was just written.
+        hashes.insert(
+            ps.verity_output.clone(),
+            Hashed::of_file(&out.join(&ps.verity_output))?,
+        );
+    }
+    let pem = slotsmith_sign::public_key_pem(&signer.public_key);
+    write_new(&out.join(&plan.outputs.boot_public_key), pem.as_bytes())?;
+    hashes.insert(
+        plan.outputs.boot_public_key.clone(),
+        Hashed::of_bytes(pem.as_bytes()),
+    );
+    let files: Vec<(&str, PathBuf, Hashed)> = hashes
+        .iter()
+        .map(|(n, h)| (n.as_str(), out.join(n), *h))
+        .collect();
+    let refs: Vec<(&str, &Path, Hashed)> = files
+        .iter()
+        .map(|(n, p, h)| (*n, p.as_path(), *h))
+        .collect();
+    let meta = BootMeta {
+        slots: slots
+            .iter()
+            .map(|s| SlotMeta {
+                record: s.record.clone(),
+                root_uuid: s.root_uuid,
+                verity_uuid: s.verity_uuid,
+            })
+            .collect(),
+    };
+    cache.put("boot", &key, &refs, &meta, progress);
+    Ok(BootOut { slots, hashes })
+}

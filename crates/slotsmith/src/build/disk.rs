@@ -1,0 +1,291 @@
+//! The disk stage: writes the golden GPT image (the boot partition with
+//! its files, the slots, their verity trees, the data partition) and
+//! returns the ranges the bmap must map.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::load::human;
+use crate::plan::{Content, Plan};
+use crate::progress::Progress;
+use crate::tool::Tool;
+use slotsmith_disk as disk;
+
+use std::collections::BTreeMap;
+
+use super::boot::{partition_uuid, BootFile, BootOut, SignedSlot};
+use super::cache::{Cache, Key};
+use super::rootfs::RootfsImage;
+use super::Hashed;
+
+/// The boot partition's files: the release note, then per filled slot its
+/// kernel, initrd and dtb, manifest and signature in `/<slot>/`.
+fn esp_files(
+    plan: &Plan,
+    boot: &[BootFile],
+    slots: &[SignedSlot],
+    out: &Path,
+) -> Vec<disk::fat::FatFile> {
+    let mut files: Vec<disk::fat::FatFile> = plan
+        .esp
+        .files
+        .iter()
+        .map(|f| disk::fat::FatFile {
+            path: f.path.clone(),
+            source: disk::fat::FatSource::Bytes(f.text.clone().into_bytes()),
+        })
+        .collect();
+    for (ps, signed) in plan
+        .boot
+        .slots
+        .iter()
+        .zip(slots)
+        .filter(|(ps, _)| ps.filled)
+    {
+        let dir = ps.esp_dir.trim_start_matches('/');
+        for f in boot {
+            files.push(disk::fat::FatFile {
+                path: format!("{dir}/{}", f.output),
+                source: disk::fat::FatSource::File(out.join(&f.output)),
+            });
+        }
+        files.push(disk::fat::FatFile {
+            path: format!("{dir}/manifest"),
+            source: disk::fat::FatSource::Bytes(signed.manifest.clone()),
+        });
+        files.push(disk::fat::FatFile {
+            path: format!("{dir}/manifest.sig"),
+            source: disk::fat::FatSource::Bytes(signed.signature.to_vec()),
+        });
+    }
+    files
+}
+
+/// Writes the disk image; returns the byte ranges the bmap must map.
+fn write_disk(
+    plan: &Plan,
+    img_path: &Path,
+    rootfs_path: &Path,
+    rootfs_size: u64,
+    boot: &[BootFile],
+    slots: &[SignedSlot],
+    out: &Path,
+) -> anyhow::Result<Vec<(u64, u64)>> {
+    let d = &plan.disk;
+    let mut img = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(img_path)
+        .with_context(|| format!("creating {}", img_path.display()))?;
+    // A sparse file: only written extents take space.
+    img.set_len(d.size)
+        .with_context(|| format!("sizing {}", img_path.display()))?;
+    let layout = disk::gpt::GptLayout {
+        sector_size: d.sector_size,
+        disk_size: d.size,
+        disk_guid: d.guid,
+        partitions: d
+            .partitions
+            .iter()
+            .map(|p| disk::gpt::PartitionEntry {
+                name: p.name.clone(),
+                type_guid: p.type_guid,
+                part_guid: partition_uuid(p, slots),
+                first_lba: p.first_lba,
+                last_lba: p.last_lba,
+                attributes: p.attributes,
+            })
+            .collect(),
+    };
+    disk::gpt::write_gpt(&mut img, &layout)
+        .with_context(|| format!("writing the GPT of {}", img_path.display()))?;
+    // GPT primary and backup areas are always mapped.
+    let mut mapped = vec![
+        (0, 34 * d.sector_size),
+        (d.size - 33 * d.sector_size, d.size),
+    ];
+    let rootfs_file =
+        File::open(rootfs_path).with_context(|| format!("opening {}", rootfs_path.display()))?;
+    for p in &d.partitions {
+        match p.content {
+            Content::Esp => {
+                let spec = disk::fat::FatSpec {
+                    label: plan.esp.label.clone(),
+                    volume_id: plan.esp.volume_id,
+                    mtime: plan.source_date_epoch as i64,
+                    files: esp_files(plan, boot, slots, out),
+                };
+                let window = disk::window::Window::new(&mut img, p.offset, p.size);
+                disk::fat::format_fat(window, p.size, &spec)
+                    .context("formatting the boot partition")?;
+                mapped.extend(disk::sparse::nonzero_extents(&mut img, p.offset, p.size)?);
+            }
+            Content::Rootfs => {
+                disk::sparse::copy_into(&rootfs_file, rootfs_size, &img, p.offset)
+                    .with_context(|| format!("copying the rootfs into {}", p.name))?;
+                // Every block of a slot is mapped, so flashing a reused
+                // device leaves no stale bytes from an older image in it.
+                mapped.push((p.offset, p.offset + p.size));
+            }
+            Content::VerityReserved => {
+                if let Some(slot) = plan
+                    .boot
+                    .slots
+                    .iter()
+                    .find(|s| s.verity_partition == p.name && s.filled)
+                {
+                    let path = out.join(&slot.verity_output);
+                    let f =
+                        File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+                    let len = f.metadata()?.len();
+                    disk::sparse::copy_into(&f, len, &img, p.offset)
+                        .with_context(|| format!("copying the verity tree into {}", p.name))?;
+                }
+                mapped.push((p.offset, p.offset + p.size));
+            }
+            Content::Empty => mapped.push((p.offset, p.offset + p.size)),
+            Content::Data => {
+                img.flush().context("flushing the image")?;
+                Tool::new("mke2fs")?
+                    .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-L", &plan.data.label])
+                    .args(["-U", &plan.data.uuid.to_string()])
+                    .arg("-E")
+                    .arg(format!(
+                        "offset={},hash_seed={},root_owner=0:0,nodiscard,lazy_itable_init=0,lazy_journal_init=0",
+                        p.offset, plan.data.uuid
+                    ))
+                    .arg(img_path)
+                    .arg(format!("{}k", p.size / 1024))
+                    .env("E2FSPROGS_FAKE_TIME", plan.source_date_epoch.to_string())
+                    .epoch(plan.source_date_epoch)
+                    .run()
+                    .context("formatting the data partition")?;
+                img.seek(SeekFrom::Start(0)).context("seeking the image")?;
+                mapped.extend(disk::sparse::nonzero_extents(&mut img, p.offset, p.size)?);
+            }
+        }
+    }
+    img.sync_all()
+        .with_context(|| format!("syncing {}", img_path.display()))?;
+    Ok(mapped)
+}
+
+/// What the disk stage produced.
+pub(super) struct DiskOut {
+    /// The image's hash, from the same pass that made its block map.
+    pub(super) image: Hashed,
+    /// The block map's hash.
+    pub(super) bmap: Hashed,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DiskMeta {
+    mapped: Vec<(u64, u64)>,
+}
+
+/// Everything the disk image is made of: the layout, the boot and data
+/// filesystems' settings, the epoch, the partition UUIDs the slots give,
+/// every file written into it by hash, and mke2fs's version.
+fn key(plan: &Plan, rootfs: &RootfsImage, boot: &BootOut) -> anyhow::Result<Key> {
+    let mut files: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    files.insert(
+        plan.outputs.rootfs.clone(),
+        (hex::encode(rootfs.hashed.sha256), rootfs.hashed.size),
+    );
+    for f in &rootfs.boot_files {
+        files.insert(f.output.clone(), (hex::encode(f.sha256), f.size));
+    }
+    for (n, h) in &boot.hashes {
+        files.insert(n.clone(), (hex::encode(h.sha256), h.size));
+    }
+    let uuids: Vec<String> = plan
+        .disk
+        .partitions
+        .iter()
+        .map(|p| partition_uuid(p, &boot.slots).to_string())
+        .collect();
+    Cache::key(
+        "disk",
+        &serde_json::json!({
+            "disk": plan.disk,
+            "esp": plan.esp,
+            "data": plan.data,
+            "slots": plan.boot.slots,
+            "source_date_epoch": plan.source_date_epoch,
+            "uuids": uuids,
+            "files": files,
+            "outputs": [plan.outputs.image.clone(), plan.outputs.bmap.clone()],
+            "mke2fs": crate::tool::version("mke2fs")?,
+        }),
+    )
+}
+
+/// Writes the golden disk image and its block map (one read gives both
+/// the map and the image's sha256), or takes them from the cache.
+pub(super) fn stage(
+    plan: &Plan,
+    rootfs: &RootfsImage,
+    boot: &BootOut,
+    cache: &Cache,
+    out: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<DiskOut> {
+    let key = key(plan, rootfs, boot)?;
+    let path = out.join(&plan.outputs.image);
+    let bmap_path = out.join(&plan.outputs.bmap);
+    if let Some(hit) = cache.get("disk", &key, progress) {
+        progress.stage(
+            "disk",
+            &format!("{} and its block map (cached)", plan.outputs.image),
+        );
+        hit.place(&plan.outputs.image, &path)?;
+        hit.place(&plan.outputs.bmap, &bmap_path)?;
+        return Ok(DiskOut {
+            image: hit.hashed(&plan.outputs.image)?,
+            bmap: hit.hashed(&plan.outputs.bmap)?,
+        });
+    }
+    progress.stage(
+        "disk",
+        &format!("writing {} ({})", plan.outputs.image, human(plan.disk.size)),
+    );
+    let mapped = write_disk(
+        plan,
+        &path,
+        &rootfs.path,
+        rootfs.hashed.size,
+        &rootfs.boot_files,
+        &boot.slots,
+        out,
+    )?;
+    progress.stage("bmap", "block map and the image's sha256, in one read");
+    let mut img = std::io::BufReader::with_capacity(
+        1 << 20,
+        File::open(&path).with_context(|| format!("opening {}", path.display()))?,
+    );
+    let (xml, sha) = disk::bmap::bmap_xml_and_sha256(&mut img, plan.disk.size, &mapped)
+        .with_context(|| format!("computing the block map of {}", path.display()))?;
+    super::write_new(&bmap_path, xml.as_bytes())?;
+    let result = DiskOut {
+        image: Hashed {
+            sha256: sha,
+            size: plan.disk.size,
+        },
+        bmap: Hashed::of_bytes(xml.as_bytes()),
+    };
+    cache.put(
+        "disk",
+        &key,
+        &[
+            (plan.outputs.image.as_str(), &path, result.image),
+            (plan.outputs.bmap.as_str(), &bmap_path, result.bmap),
+        ],
+        &DiskMeta { mapped },
+        progress,
+    );
+    Ok(result)
+}

@@ -1,0 +1,210 @@
+//! The build stage: performs a [`Plan`], and nothing else.
+//!
+//! **Architecture invariant:** build reads only the plan (and the input
+//! files the plan names, checking their hashes); every decision was made in
+//! [`crate::plan`]. It is the only stage with side effects.
+//!
+//! **Atomic outputs:** everything is written into a fresh temporary
+//! directory beside `out/<name>/` and published with one rename (an atomic
+//! exchange when an older build exists), so a failed or interrupted build
+//! never leaves a new or half-written artifact under `out/`.
+//!
+//! **One module per stage**, each taking what it needs and returning a
+//! typed result, so [`build`] reads as the sequence it is: `base`, `harden`,
+//! `layers` and `rootfs` make the slot image; `audit` reads it back and
+//! gates the build; `boot` builds the verity trees and signs the manifests;
+//! `update` writes the `.swu`; `disk` writes the golden image; `record`
+//! writes the block map, `build.json` and `SHA256SUMS` from hashes the
+//! stages already computed; `selfcheck` verifies the image and the update
+//! in the staging directory before anything is published.
+//!
+//! **Rootless:** the base is imported into an in-memory tree (see
+//! `slotsmith-rootfs`); owners, modes, device nodes and xattrs travel as
+//! data into the filesystem image, never through the host filesystem.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::plan::Plan;
+use crate::progress::Progress;
+
+mod audit;
+mod base;
+mod boot;
+mod cache;
+mod disk;
+mod harden;
+mod layers;
+mod record;
+mod rootfs;
+mod selfcheck;
+mod update;
+
+pub use record::{Artifact, BuildRecord, BuiltPartition, PartRef, RootfsFacts, SlotRecord};
+
+/// Where a build reads and writes.
+pub struct BuildOptions {
+    /// The project root: layer sources in the plan are relative to it.
+    pub project_root: PathBuf,
+    /// `out/`: the image's outputs go to `out/<name>/`.
+    pub out_root: PathBuf,
+    /// Scratch space; `<work_root>/<name>/` is wiped at the start of a build.
+    pub work_root: PathBuf,
+    /// Cache for Debian base tarballs.
+    pub cache_dir: PathBuf,
+    /// Run every stage, ignoring (and not filling) the stage cache.
+    pub no_cache: bool,
+}
+
+/// What `build` returns.
+pub struct BuildOutcome {
+    /// The published output directory.
+    pub out_dir: PathBuf,
+    /// The record written as build.json.
+    pub record: BuildRecord,
+}
+
+/// Builds `plan` into `out_root/<name>/`.
+pub fn build(
+    plan: &Plan,
+    opts: &BuildOptions,
+    progress: &mut Progress,
+) -> anyhow::Result<BuildOutcome> {
+    let name = &plan.image.name;
+    std::fs::create_dir_all(&opts.out_root)
+        .with_context(|| format!("creating {}", opts.out_root.display()))?;
+    // One build of an image at a time: the work directory and the staging
+    // names are per image. Stale staging directories of killed builds go
+    // first, so none can belong to a running build.
+    let lock = crate::publish::ImageLock::acquire(&opts.work_root, name, progress)?;
+    crate::publish::clean_stale(&opts.out_root, name, progress)?;
+    let work = fresh_work_dir(&opts.work_root, name)?;
+    // The staging directory lives beside the final one so the publishing
+    // rename never crosses filesystems. It is removed on any error.
+    let staging = tempfile::Builder::new()
+        .prefix(&crate::publish::staging_prefix(name))
+        .tempdir_in(&opts.out_root)
+        .with_context(|| {
+            format!(
+                "creating a staging directory in {}",
+                opts.out_root.display()
+            )
+        })?;
+    let _staging_lock = crate::publish::StagingLock::acquire(staging.path())?;
+    let out = staging.path();
+
+    // Keys first: a missing or badly protected key fails in a second, not
+    // after the base import.
+    let signer = crate::signing::boot_signer(plan, &opts.project_root, progress)?;
+    let update_signer = crate::signing::update_signer(plan, &opts.project_root, progress)?;
+
+    let cache = cache::Cache::new(&opts.work_root, name, !opts.no_cache);
+    let rootfs_key = rootfs::key(plan)?;
+    let rootfs = match rootfs::cached(plan, rootfs_key.as_ref(), &cache, out, progress)? {
+        Some(hit) => hit,
+        None => {
+            let store = work.join("store");
+            let mut tree = base::stage(plan, opts, &store, progress)?;
+            harden::stage(plan, &mut tree, &store, progress)?;
+            layers::stage(plan, opts, &mut tree, progress)?;
+            rootfs::stage(
+                plan,
+                opts,
+                &mut tree,
+                rootfs_key.as_ref(),
+                &cache,
+                &work,
+                out,
+                progress,
+            )?
+        }
+    };
+    audit::stage(plan, &rootfs, out, &work, progress)?;
+    let boot = boot::stage(plan, &rootfs, &signer, &cache, out, progress)?;
+    let swu = update::stage(
+        plan,
+        &rootfs,
+        &boot,
+        &update_signer,
+        &cache,
+        &work,
+        out,
+        progress,
+    )?;
+    let disk = disk::stage(plan, &rootfs, &boot, &cache, out, progress)?;
+    let record = record::stage(plan, &rootfs, &boot, &swu, &disk, &signer, out, progress)?;
+    selfcheck::stage(plan, out, &signer.public_key, progress)?;
+
+    progress.stage("publish", &format!("out/{}", plan.outputs.dir));
+    let out_dir = opts.out_root.join(&plan.outputs.dir);
+    crate::publish::publish(staging, &out_dir)?;
+    progress.finish();
+    slotsmith_rootfs::cleanup::remove_tree(&work)
+        .with_context(|| format!("removing work directory {}", work.display()))?;
+    drop(lock);
+    Ok(BuildOutcome { out_dir, record })
+}
+
+/// Empties `work_root/<name>` for this build. Depth-independent and bounded
+/// in open files: a hostile deep tree left by a failed build must not break
+/// every later build.
+fn fresh_work_dir(work_root: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let work = work_root.join(name);
+    slotsmith_rootfs::cleanup::remove_tree(&work)
+        .with_context(|| format!("removing old work directory {}", work.display()))?;
+    let store = work.join("store");
+    std::fs::create_dir_all(&store)
+        .with_context(|| format!("creating work directory {}", store.display()))?;
+    Ok(work)
+}
+
+/// Writes a new file with `bytes`, synced; refuses to overwrite.
+pub(super) fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut f = File::create_new(path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))
+}
+
+/// A path from the plan: relative ones are relative to the project root.
+pub(super) fn resolve(root: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    }
+}
+
+/// A sha256 and size, computed once where an artifact is written and
+/// reused by every later stage (the record never re-reads a file a stage
+/// already hashed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Hashed {
+    pub(super) sha256: [u8; 32],
+    pub(super) size: u64,
+}
+
+impl Hashed {
+    /// Hashes `bytes`.
+    pub(super) fn of_bytes(bytes: &[u8]) -> Hashed {
+        use sha2::Digest;
+        Hashed {
+            sha256: sha2::Sha256::digest(bytes).into(),
+            size: bytes.len() as u64,
+        }
+    }
+
+    /// Hashes a file in one sequential read.
+    pub(super) fn of_file(path: &Path) -> anyhow::Result<Hashed> {
+        let (hex_sha, size) =
+            crate::load::hash_file(path).with_context(|| format!("hashing {}", path.display()))?;
+        let mut sha256 = [0u8; 32];
+        hex::decode_to_slice(&hex_sha, &mut sha256).context("hash_file returned bad hex")?;
+        Ok(Hashed { sha256, size })
+    }
+}

@@ -1,0 +1,231 @@
+//! The build record (`build.json`) and its parts: what was built, with
+//! every artifact's sha256, the partition table as written, and each
+//! slot's verity parameters. Deterministic for the same plan and keys.
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::plan::{Content, Plan};
+use crate::progress::Progress;
+use crate::spec::Filesystem;
+
+use std::collections::BTreeMap;
+
+use super::boot::{partition_uuid, BootOut};
+use super::disk::DiskOut;
+use super::rootfs::RootfsImage;
+use super::update::SwuOut;
+use super::{write_new, Hashed};
+
+/// One output file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Artifact {
+    /// File name inside the output directory.
+    pub name: String,
+    /// sha256 of its bytes.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A partition as built.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuiltPartition {
+    /// GPT entry number.
+    pub number: u32,
+    /// GPT name.
+    pub name: String,
+    /// Type GUID.
+    pub type_guid: String,
+    /// Partition GUID.
+    pub uuid: String,
+    /// Byte offset.
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// First sector.
+    pub first_lba: u64,
+    /// Last sector (inclusive).
+    pub last_lba: u64,
+    /// GPT attributes.
+    pub attributes: u64,
+    /// What it holds.
+    pub content: Content,
+}
+
+/// Facts about the rootfs image.
+#[derive(Debug, Clone, Serialize)]
+pub struct RootfsFacts {
+    /// squashfs or ext4.
+    pub filesystem: Filesystem,
+    /// Image size in bytes.
+    pub size: u64,
+    /// Slot size in bytes.
+    pub slot_size: u64,
+    /// Number of entries in the tree.
+    pub entries: u64,
+    /// Bytes of regular-file contents.
+    pub file_bytes: u64,
+}
+
+/// `build.json`: what was built, deterministic for the same plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildRecord {
+    /// Format version of this record.
+    pub schema: u32,
+    /// Image name.
+    pub image: String,
+    /// Image version.
+    pub version: String,
+    /// The image file, relative to the project root.
+    pub image_file: String,
+    /// sha256 of the plan's canonical JSON.
+    pub plan_sha256: String,
+    /// The timestamp clamp used.
+    pub source_date_epoch: u64,
+    /// Every artifact except build.json and SHA256SUMS.
+    pub artifacts: Vec<Artifact>,
+    /// The partition table.
+    pub partitions: Vec<BuiltPartition>,
+    /// Fingerprint of the boot public key (sha256 of the raw key).
+    pub boot_key: String,
+    /// Anti-rollback counter in the manifests.
+    pub security_version: u64,
+    /// Each filled slot's verity parameters and partitions.
+    pub slots: Vec<SlotRecord>,
+    /// The rootfs image.
+    pub rootfs: RootfsFacts,
+}
+
+/// A filled slot in build.json.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SlotRecord {
+    /// `a` or `b`.
+    pub slot: String,
+    /// Whether the golden image holds this slot (an update can fill either).
+    pub filled: bool,
+    /// dm-verity root hash.
+    pub root_hash: String,
+    /// dm-verity salt.
+    pub salt: String,
+    /// Data blocks covered.
+    pub data_blocks: u64,
+    /// Hash block where the tree starts.
+    pub hash_start_block: u64,
+    /// Root partition name, offset and size.
+    pub root_partition: PartRef,
+    /// Verity partition name, offset and size.
+    pub verity_partition: PartRef,
+    /// Root partition UUID (first half of the root hash).
+    pub root_uuid: String,
+    /// Verity partition UUID (second half of the root hash).
+    pub verity_uuid: String,
+}
+
+/// A partition reference in build.json.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct PartRef {
+    /// GPT name.
+    pub name: String,
+    /// Byte offset.
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Writes `build.json` and `SHA256SUMS`. Every artifact's hash comes from
+/// the stage that wrote it (or from the cache, which stored it); only the
+/// small audit reports are read here.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn stage(
+    plan: &Plan,
+    rootfs: &RootfsImage,
+    boot: &BootOut,
+    swu: &SwuOut,
+    disk: &DiskOut,
+    signer: &crate::signing::BootSigner,
+    out: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<BuildRecord> {
+    progress.stage("record", "build.json and SHA256SUMS");
+    let mut hashes: BTreeMap<String, Hashed> = BTreeMap::new();
+    hashes.insert(plan.outputs.rootfs.clone(), rootfs.hashed);
+    for f in &rootfs.boot_files {
+        hashes.insert(
+            f.output.clone(),
+            Hashed {
+                sha256: f.sha256,
+                size: f.size,
+            },
+        );
+    }
+    hashes.extend(boot.hashes.iter().map(|(k, v)| (k.clone(), *v)));
+    hashes.extend(swu.hashes.iter().map(|(k, v)| (k.clone(), *v)));
+    hashes.insert(plan.outputs.image.clone(), disk.image);
+    hashes.insert(plan.outputs.bmap.clone(), disk.bmap);
+    if !plan.hardening.rules.is_empty() {
+        for r in ["audit/report.md", "audit/report.json", "audit/report.sarif"] {
+            hashes.insert(r.to_string(), Hashed::of_file(&out.join(r))?);
+        }
+    }
+    let artifacts: Vec<Artifact> = hashes
+        .iter()
+        .map(|(name, h)| Artifact {
+            name: name.clone(),
+            sha256: hex::encode(h.sha256),
+            size: h.size,
+        })
+        .collect();
+    let record = BuildRecord {
+        schema: 1,
+        image: plan.image.name.clone(),
+        version: plan.image.version.clone(),
+        image_file: plan.image.file.clone(),
+        plan_sha256: plan.hash(),
+        source_date_epoch: plan.source_date_epoch,
+        artifacts,
+        partitions: plan
+            .disk
+            .partitions
+            .iter()
+            .map(|p| BuiltPartition {
+                number: p.number,
+                name: p.name.clone(),
+                type_guid: p.type_guid.to_string(),
+                uuid: partition_uuid(p, &boot.slots).to_string(),
+                offset: p.offset,
+                size: p.size,
+                first_lba: p.first_lba,
+                last_lba: p.last_lba,
+                attributes: p.attributes,
+                content: p.content,
+            })
+            .collect(),
+        boot_key: slotsmith_sign::fingerprint(&signer.public_key),
+        security_version: plan.boot.security_version,
+        slots: boot.slots.iter().map(|s| s.record.clone()).collect(),
+        rootfs: rootfs.facts.clone(),
+    };
+    let mut json = serde_json::to_vec_pretty(&record).context("serialising build.json")?;
+    json.push(b'\n');
+    write_new(&out.join(&plan.outputs.build_json), &json)?;
+    let mut all: Vec<(String, String)> = record
+        .artifacts
+        .iter()
+        .map(|a| (a.name.clone(), a.sha256.clone()))
+        .collect();
+    all.push((
+        plan.outputs.build_json.clone(),
+        hex::encode(Sha256::digest(&json)),
+    ));
+    all.sort();
+    let sums: String = all
+        .iter()
+        .map(|(file, sha)| format!("{sha}  {file}\n"))
+        .collect();
+    write_new(&out.join(&plan.outputs.sums), sums.as_bytes())?;
+    Ok(record)
+}

@@ -1,0 +1,357 @@
+//! The rootfs stage: turns the tree into the slot filesystem image
+//! (squashfs through tar2sqfs, or ext4 through mke2fs and debugfs) and
+//! checks that it fits its slot.
+
+use std::fs::{self};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use crate::load::human;
+use crate::plan::Plan;
+use crate::progress::{mib, Progress};
+use crate::spec::Filesystem;
+use crate::tool::Tool;
+use slotsmith_rootfs as rootfs;
+use slotsmith_rootfs::tree::Tree;
+
+use super::boot::{boot_files, BootFile};
+use super::cache::{Cache, Key};
+use super::layers::drop_acls;
+use super::record::RootfsFacts;
+use super::{BuildOptions, Hashed};
+
+fn build_rootfs(
+    plan: &Plan,
+    tree: &Tree,
+    work: &Path,
+    out: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let sde = plan.source_date_epoch;
+    let max = plan.rootfs.max_size;
+    match plan.rootfs.filesystem {
+        Filesystem::Squashfs => {
+            let comp = plan
+                .rootfs
+                .compression
+                .map(|c| c.tool_name())
+                .unwrap_or("zstd");
+            progress.stage(
+                "rootfs",
+                &format!("squashfs ({comp}) from {} entries", tree.len()),
+            );
+            let block = plan
+                .rootfs
+                .block_size
+                .unwrap_or(crate::plan::SQUASHFS_BLOCK);
+            let tool = Tool::new("tar2sqfs")?
+                .arg("--quiet")
+                .arg("--no-skip")
+                .args(["--compressor", comp])
+                .args(["--block-size", &block.to_string()])
+                // Output is identical for any job count (tested), so use
+                // every core.
+                .args(["--num-jobs", &jobs()])
+                .args(["--defaults", &format!("uid=0,gid=0,mode=0755,mtime={sde}")])
+                .arg(out)
+                .epoch(sde);
+            let total = tree.total_file_bytes();
+            let mut last = std::time::Instant::now();
+            tool.run_with_stdin(|w| {
+                rootfs::export::write_tar(tree, w, &mut |b| {
+                    if last.elapsed().as_secs() >= 5 {
+                        last = std::time::Instant::now();
+                        eprintln!("    ... {} of {}", mib(b), mib(total));
+                    }
+                })?;
+                Ok(())
+            })
+            .context("writing the squashfs rootfs")?;
+        }
+        Filesystem::Ext4 => {
+            // Data plus one 4 KiB block per entry (inodes, directory blocks)
+            // is a floor for what mke2fs needs; fail early with both sizes.
+            let need = tree.total_file_bytes() + tree.len() as u64 * 4096;
+            if need > max {
+                return Err(slot_too_small(
+                    plan,
+                    format!(
+                        "the rootfs needs at least {} but its slot holds {} (layout.slot in {})",
+                        human(need),
+                        human(max),
+                        plan.image.file
+                    ),
+                ));
+            }
+            progress.stage("rootfs", &format!("ext4 from {} entries", tree.len()));
+            let staging = work.join("ext4-staging");
+            fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
+            rootfs::ext4::materialize(tree, &staging).context("staging the ext4 rootfs tree")?;
+            let uuid = plan
+                .rootfs
+                .ext4_uuid
+                .context("ext4 plan without a uuid")?
+                .to_string();
+            Tool::new("mke2fs")?
+                .args([
+                    "-q", "-F", "-t", "ext4", "-b", "4096", "-L", "rootfs", "-U", &uuid,
+                ])
+                // No journal: the slot is read-only under dm-verity.
+                .args(["-O", "^has_journal"])
+                .arg("-E")
+                .arg(format!(
+                    "hash_seed={uuid},root_owner=0:0,nodiscard,lazy_itable_init=0"
+                ))
+                .arg("-d")
+                .arg(&staging)
+                .arg(out)
+                .arg(format!("{}k", max / 1024))
+                .env("E2FSPROGS_FAKE_TIME", sde.to_string())
+                .epoch(sde)
+                .run()
+                .context("writing the ext4 rootfs (is the slot large enough?)")?;
+            let xattr_dir = work.join("ext4-xattrs");
+            fs::create_dir(&xattr_dir)
+                .with_context(|| format!("creating {}", xattr_dir.display()))?;
+            let fixup = rootfs::ext4::debugfs_script(tree, &xattr_dir)?;
+            let script = fixup.script;
+            for (p, v) in fixup.xattr_files {
+                fs::write(&p, v).with_context(|| format!("writing {}", p.display()))?;
+            }
+            let script_path = work.join("ext4-fixup.debugfs");
+            fs::write(&script_path, script)
+                .with_context(|| format!("writing {}", script_path.display()))?;
+            let out_msg = Tool::new("debugfs")?
+                .arg("-w")
+                .arg("-f")
+                .arg(&script_path)
+                .arg(out)
+                .env("E2FSPROGS_FAKE_TIME", sde.to_string())
+                .epoch(sde)
+                .run()
+                .context("setting owners, modes, devices and xattrs in the ext4 rootfs")?;
+            // debugfs reports per-command errors on stderr but exits 0.
+            let err = String::from_utf8_lossy(&out_msg.stderr);
+            let real: Vec<&str> = err
+                .lines()
+                .filter(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
+                .collect();
+            if !real.is_empty() {
+                bail!(
+                    "debugfs reported errors while fixing the ext4 rootfs:\n  {}",
+                    real.join("\n  ")
+                );
+            }
+        }
+    }
+    let size = fs::metadata(out)
+        .with_context(|| format!("reading {}", out.display()))?
+        .len();
+    progress.note(&format!(
+        "rootfs image: {} (slot {})",
+        human(size),
+        human(max)
+    ));
+    if size > max {
+        return Err(slot_too_small(
+            plan,
+            format!(
+                "the rootfs image is {} but its slot holds only {} (layout.slot in {})",
+                human(size),
+                human(max),
+                plan.image.file
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A rootfs that does not fit its slot is the image definition's doing:
+/// an input error (exit 2) at `layout.slot`, though only the build can see
+/// it.
+fn slot_too_small(plan: &Plan, message: String) -> anyhow::Error {
+    let d = plan.rootfs.max_size_at.diagnostic(message);
+    anyhow::Error::new(crate::spec::InputError(crate::diag::Diagnostics::from(
+        vec![d],
+    )))
+}
+
+/// The slot filesystem image as built, with the boot files taken from it
+/// (or from the project).
+pub(super) struct RootfsImage {
+    /// Where it is (in the staging directory).
+    pub(super) path: PathBuf,
+    /// Its hash and size, computed once here.
+    pub(super) hashed: Hashed,
+    /// What build.json says about it.
+    pub(super) facts: RootfsFacts,
+    /// The kernel, initrd and dtb, copied to the outputs and hashed.
+    pub(super) boot_files: Vec<BootFile>,
+}
+
+/// What a cached rootfs stage keeps besides its files.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RootfsMeta {
+    entries: u64,
+    file_bytes: u64,
+    /// (role, output name) of each boot file, in order.
+    boot_files: Vec<(String, String)>,
+}
+
+/// The key of everything that makes the slot image: the base (by its
+/// hash, or the Debian cache key), the hardening rules, the layers (their
+/// files by hash), the filesystem settings, the epoch, where the kernel
+/// comes from, and the versions of the tools that write the image. A
+/// directory base is not hashed by the plan, so it is never cached.
+pub(super) fn key(plan: &Plan) -> anyhow::Result<Option<Key>> {
+    if matches!(plan.base.spec, crate::spec::BaseSpec::Directory { .. }) {
+        return Ok(None);
+    }
+    let tools: Vec<String> = match plan.rootfs.filesystem {
+        Filesystem::Squashfs => vec![crate::tool::version("tar2sqfs")?],
+        Filesystem::Ext4 => vec![
+            crate::tool::version("mke2fs")?,
+            crate::tool::version("debugfs")?,
+        ],
+    };
+    Cache::key(
+        "rootfs",
+        &serde_json::json!({
+            "base": plan.base,
+            "hardening": plan.hardening,
+            "layers": plan.layers,
+            "rootfs": plan.rootfs,
+            "source_date_epoch": plan.source_date_epoch,
+            "kernel": plan.boot.kernel,
+            "outputs": [plan.outputs.rootfs.clone()],
+            "tools": tools,
+        }),
+    )
+    .map(Some)
+}
+
+/// The slot image and boot files from the cache, placed into `out`.
+pub(super) fn cached(
+    plan: &Plan,
+    key: Option<&Key>,
+    cache: &Cache,
+    out: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<Option<RootfsImage>> {
+    let Some(key) = key else { return Ok(None) };
+    let Some(hit) = cache.get("rootfs", key, progress) else {
+        return Ok(None);
+    };
+    progress.stage("rootfs", "slot image and boot files (cached)");
+    let meta: RootfsMeta = hit.meta()?;
+    let path = out.join(&plan.outputs.rootfs);
+    hit.place(&plan.outputs.rootfs, &path)?;
+    let hashed = hit.hashed(&plan.outputs.rootfs)?;
+    let mut boot_files = Vec::new();
+    for (role, output) in meta.boot_files {
+        hit.place(&output, &out.join(&output))?;
+        let h = hit.hashed(&output)?;
+        boot_files.push(BootFile {
+            role: boot_role(&role)?,
+            output,
+            sha256: h.sha256,
+            size: h.size,
+        });
+    }
+    Ok(Some(RootfsImage {
+        path,
+        hashed,
+        facts: RootfsFacts {
+            filesystem: plan.rootfs.filesystem,
+            size: hashed.size,
+            slot_size: plan.rootfs.max_size,
+            entries: meta.entries,
+            file_bytes: meta.file_bytes,
+        },
+        boot_files,
+    }))
+}
+
+fn boot_role(role: &str) -> anyhow::Result<&'static str> {
+    Ok(match role {
+        "kernel" => "kernel",
+        "initrd" => "initrd",
+        "dtb" => "dtb",
+        other => bail!("cache entry names an unknown boot file role '{other}'"),
+    })
+}
+
+/// Clamps the tree's times, drops what the filesystem cannot store, writes
+/// the slot image into `out` and copies the boot files; stores the result
+/// in the cache under `key`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn stage(
+    plan: &Plan,
+    opts: &BuildOptions,
+    tree: &mut Tree,
+    key: Option<&Key>,
+    cache: &Cache,
+    work: &Path,
+    out: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<RootfsImage> {
+    tree.clamp_mtimes(plan.source_date_epoch as i64);
+    if plan.rootfs.filesystem == Filesystem::Squashfs {
+        drop_acls(tree, progress);
+    }
+    let path = out.join(&plan.outputs.rootfs);
+    build_rootfs(plan, tree, work, &path, progress)?;
+    let hashed = Hashed::of_file(&path)?;
+    let boot_files = boot_files(plan, opts, tree, out)?;
+    let image = RootfsImage {
+        path,
+        hashed,
+        facts: RootfsFacts {
+            filesystem: plan.rootfs.filesystem,
+            size: hashed.size,
+            slot_size: plan.rootfs.max_size,
+            entries: tree.len() as u64,
+            file_bytes: tree.total_file_bytes(),
+        },
+        boot_files,
+    };
+    if let Some(key) = key {
+        let mut files: Vec<(&str, PathBuf, Hashed)> =
+            vec![(plan.outputs.rootfs.as_str(), image.path.clone(), hashed)];
+        for f in &image.boot_files {
+            files.push((
+                f.output.as_str(),
+                out.join(&f.output),
+                Hashed {
+                    sha256: f.sha256,
+                    size: f.size,
+                },
+            ));
+        }
+        let refs: Vec<(&str, &Path, Hashed)> = files
+            .iter()
+            .map(|(n, p, h)| (*n, p.as_path(), *h))
+            .collect();
+        let meta = RootfsMeta {
+            entries: image.facts.entries,
+            file_bytes: image.facts.file_bytes,
+            boot_files: image
+                .boot_files
+                .iter()
+                .map(|f| (f.role.to_string(), f.output.clone()))
+                .collect(),
+        };
+        cache.put("rootfs", key, &refs, &meta, progress);
+    }
+    Ok(image)
+}
+
+/// The job count for tar2sqfs: its output is identical for any count
+/// (tested), so this is an execution detail, not a plan decision.
+fn jobs() -> String {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .to_string()
+}

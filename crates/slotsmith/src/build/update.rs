@@ -1,0 +1,265 @@
+//! The update stage: writes the signed SWUpdate `.swu`, one collection
+//! per slot, streaming each payload once.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::plan::Plan;
+use crate::progress::Progress;
+
+use sha2::Digest;
+
+use super::boot::{BootFile, BootOut};
+use super::cache::{Cache, Key};
+use super::rootfs::RootfsImage;
+use super::{write_new, Hashed};
+
+/// Writes `<name>-<version>.swu`: sw-description (one collection per slot),
+/// its CMS signature, then the payloads, streamed from out/ with no
+/// temporary copies (zstd payloads are compressed once into the work
+/// directory). Pass 1 hashes each payload once for both the sha256 in
+/// sw-description and the cpio checksum in its header.
+fn build_swu(
+    plan: &Plan,
+    work: &Path,
+    out: &Path,
+    boot: &[BootFile],
+    rootfs_size: u64,
+    signer: &crate::signing::UpdateSigner,
+) -> anyhow::Result<()> {
+    use slotsmith_swu as swu;
+    let u = &plan.update;
+    let zstd = u.compression == crate::spec::UpdateCompression::Zstd;
+    let zdir = work.join("swu");
+    fs::create_dir_all(&zdir).with_context(|| format!("creating {}", zdir.display()))?;
+    // Every member once, in archive order: the rootfs first (both slots
+    // install the same bytes), then per slot its verity tree and boot files.
+    let mut prepared: std::collections::BTreeMap<String, (String, swu::PreparedPayload)> =
+        Default::default();
+    let mut order: Vec<String> = Vec::new();
+    let mut prepare = |name: &str| -> anyhow::Result<()> {
+        if prepared.contains_key(name) {
+            return Ok(());
+        }
+        let compression = if zstd {
+            swu::PayloadCompression::Zstd {
+                level: swu::DEFAULT_ZSTD_LEVEL,
+                output: zdir.join(format!("{name}.zst")),
+            }
+        } else {
+            swu::PayloadCompression::None
+        };
+        let p = swu::prepare_payload(&out.join(name), &compression)
+            .with_context(|| format!("preparing payload {name}"))?;
+        let member = if zstd {
+            format!("{name}.zst")
+        } else {
+            name.to_string()
+        };
+        prepared.insert(name.to_string(), (member.clone(), p));
+        order.push(name.to_string());
+        Ok(())
+    };
+    prepare(&plan.outputs.rootfs)?;
+    for s in &plan.boot.slots {
+        prepare(&s.verity_output)?;
+        for f in boot {
+            prepare(&f.output)?;
+        }
+        prepare(&s.manifest_output)?;
+        prepare(&s.signature_output)?;
+    }
+    let bootloader = match u.bootloader {
+        crate::spec::Bootloader::UBoot => swu::Bootloader::UBoot,
+        crate::spec::Bootloader::Grub => swu::Bootloader::Grub,
+    };
+    let mut collections = Vec::new();
+    for (i, s) in plan.boot.slots.iter().enumerate() {
+        let device = |part: &str| -> anyhow::Result<String> {
+            u.devices
+                .get(part)
+                .cloned()
+                .with_context(|| format!("no device for {part}"))
+        };
+        let raw = |name: &str,
+                   part: &str,
+                   installed: u64,
+                   capacity: u64|
+         -> anyhow::Result<swu::Payload> {
+            let (member, p) = &prepared[name];
+            let mut payload = p.payload(
+                member,
+                swu::Target::Raw {
+                    device: device(part)?,
+                },
+            );
+            payload.fit = Some(swu::Fit {
+                installed_size: installed,
+                capacity,
+            });
+            Ok(payload)
+        };
+        let verity_size = fs::metadata(out.join(&s.verity_output))?.len();
+        let boot_dir = format!("{}/{}", u.boot_mount.trim_end_matches('/'), s.name);
+        let file = |name: &str, dest: &str| -> swu::Payload {
+            let (member, p) = &prepared[name];
+            p.payload(
+                member,
+                swu::Target::File {
+                    path: format!("{boot_dir}/{dest}"),
+                },
+            )
+        };
+        let mut payloads = vec![
+            raw(
+                &plan.outputs.rootfs,
+                &s.root_partition,
+                rootfs_size,
+                u.root_partition_size,
+            )?,
+            raw(
+                &s.verity_output,
+                &s.verity_partition,
+                verity_size,
+                u.verity_partition_size,
+            )?,
+        ];
+        for f in boot {
+            payloads.push(file(&f.output, &f.output));
+        }
+        payloads.push(file(&s.manifest_output, "manifest"));
+        payloads.push(file(&s.signature_output, "manifest.sig"));
+        collections.push(swu::Collection {
+            set: u.set.clone(),
+            mode: u.modes[i].clone(),
+            slot: s.name.clone(),
+            payloads,
+            bootenv: swu::bootenv_for(bootloader, &s.name),
+        });
+    }
+    let desc = swu::SwDescription {
+        name: format!("{} {}", plan.image.name, plan.image.version),
+        version: plan.image.version.clone(),
+        hardware_compatibility: plan.image.hardware_compatibility.clone(),
+        collections,
+    };
+    let text = desc.to_libconfig().context("writing sw-description")?;
+    let signature = signer
+        .sign(text.as_bytes())
+        .context("signing sw-description")?;
+    let members: Vec<(String, PathBuf, u64, u32)> = order
+        .iter()
+        .map(|n| {
+            let (member, p) = &prepared[n];
+            p.member(member)
+        })
+        .collect();
+    let path = out.join(&u.file);
+    let f = File::create_new(&path).with_context(|| format!("creating {}", path.display()))?;
+    let w = swu::write_swu(
+        std::io::BufWriter::with_capacity(1 << 20, f),
+        text.as_bytes(),
+        &signature,
+        &members,
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    let f = w
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("flushing {}", path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))?;
+    Ok(())
+}
+
+/// What the update stage produced.
+pub(super) struct SwuOut {
+    /// The hash of every output this stage wrote, by output name.
+    pub(super) hashes: BTreeMap<String, Hashed>,
+}
+
+/// Everything the update reads: every payload by hash, the plan's update
+/// settings and the image identity, and the signer by its certificate.
+fn key(plan: &Plan, rootfs: &RootfsImage, boot: &BootOut, cert: &[u8]) -> anyhow::Result<Key> {
+    let mut payloads: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    payloads.insert(
+        plan.outputs.rootfs.clone(),
+        (hex::encode(rootfs.hashed.sha256), rootfs.hashed.size),
+    );
+    for f in &rootfs.boot_files {
+        payloads.insert(f.output.clone(), (hex::encode(f.sha256), f.size));
+    }
+    for (n, h) in &boot.hashes {
+        payloads.insert(n.clone(), (hex::encode(h.sha256), h.size));
+    }
+    Cache::key(
+        "update",
+        &serde_json::json!({
+            "payloads": payloads,
+            "update": plan.update,
+            "image": plan.image,
+            "slots": plan.boot.slots,
+            "cert": hex::encode(sha2::Sha256::digest(cert)),
+            "cert_output": plan.outputs.update_cert,
+        }),
+    )
+}
+
+/// Writes the signed `.swu` and the update certificate, or takes them from
+/// the cache.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn stage(
+    plan: &Plan,
+    rootfs: &RootfsImage,
+    boot: &BootOut,
+    signer: &crate::signing::UpdateSigner,
+    cache: &Cache,
+    work: &Path,
+    out: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<SwuOut> {
+    let cert = fs::read(&signer.cert)
+        .with_context(|| format!("reading update certificate {}", signer.cert.display()))?;
+    let key = key(plan, rootfs, boot, &cert)?;
+    if let Some(hit) = cache.get("update", &key, progress) {
+        progress.stage(
+            "update",
+            &format!("{} for SWUpdate (cached)", plan.update.file),
+        );
+        for name in hit.files().keys() {
+            hit.place(name, &out.join(name))?;
+        }
+        return Ok(SwuOut {
+            hashes: hit.files().clone(),
+        });
+    }
+    progress.stage("update", &format!("{} for SWUpdate", plan.update.file));
+    build_swu(
+        plan,
+        work,
+        out,
+        &rootfs.boot_files,
+        rootfs.hashed.size,
+        signer,
+    )?;
+    write_new(&out.join(&plan.outputs.update_cert), &cert)?;
+    let mut hashes = BTreeMap::new();
+    hashes.insert(plan.outputs.update_cert.clone(), Hashed::of_bytes(&cert));
+    hashes.insert(
+        plan.update.file.clone(),
+        Hashed::of_file(&out.join(&plan.update.file))?,
+    );
+    let files: Vec<(&str, PathBuf, Hashed)> = hashes
+        .iter()
+        .map(|(n, h)| (n.as_str(), out.join(n), *h))
+        .collect();
+    let refs: Vec<(&str, &Path, Hashed)> = files
+        .iter()
+        .map(|(n, p, h)| (*n, p.as_path(), *h))
+        .collect();
+    cache.put("update", &key, &refs, &serde_json::Value::Null, progress);
+    Ok(SwuOut { hashes })
+}
