@@ -126,16 +126,15 @@ pub fn load_policies(root: &Path, names: &[String]) -> Result<Vec<Rule>, Diagnos
         }
         // The one path rule (crates/yaml/src/input.rs): a policy file may
         // not be a symlink out of the project, nor a device.
-        let abs = match slotsmith_yaml::input::resolve_input_file(
-            root,
-            &format!("policies/{name}.yaml"),
-        ) {
-            Ok(a) => a,
-            Err(e) => {
-                diags.file_error(Path::new(&shown), e);
-                continue;
-            }
-        };
+        let abs =
+            match slotsmith_yaml::input::resolve_input_file(root, &format!("policies/{name}.yaml"))
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    diags.file_error(Path::new(&shown), e);
+                    continue;
+                }
+            };
         // Bounded (1 MiB) and decoded as UTF-8 with a position.
         let text = match slotsmith_yaml::read::read_yaml(&abs, Path::new(&shown)) {
             Ok(t) => t,

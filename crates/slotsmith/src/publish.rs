@@ -54,7 +54,11 @@ impl ImageLock {
         // flock needs no write access: an existing lock file, perhaps made
         // by another user sharing the work directory, is opened read-only.
         let flags = (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC).bits() as i32;
-        let file = match OpenOptions::new().read(true).custom_flags(flags).open(&path) {
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(&path)
+        {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => OpenOptions::new()
                 .create(true)
                 .truncate(false)
@@ -124,7 +128,9 @@ pub fn clean_stale(out_root: &Path, name: &str, progress: &mut Progress) -> anyh
     for e in rd {
         let e = e.with_context(|| format!("listing {}", out_root.display()))?;
         let file_name = e.file_name();
-        let Some(n) = file_name.to_str() else { continue };
+        let Some(n) = file_name.to_str() else {
+            continue;
+        };
         // Exactly our staging names: the prefix and tempfile's random
         // suffix, which has no '.', so image "a" never takes "a.partial-x"'s.
         let Some(suffix) = n.strip_prefix(&prefix) else {
@@ -215,8 +221,11 @@ fn check_removable(dir: &Path) -> anyhow::Result<()> {
         if !md.is_dir() {
             continue;
         }
-        if rustix::fs::access(&d, rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK)
-            .is_err()
+        if rustix::fs::access(
+            &d,
+            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+        )
+        .is_err()
         {
             bail!("{} is not writable", d.display());
         }
@@ -286,7 +295,11 @@ mod tests {
     fn stale_partials_of_this_image_only_are_removed() {
         let out = tempfile::tempdir().unwrap();
         let mut p = Progress::new(true);
-        for d in [".img.partial-abc123", ".img.partial-x.y", ".other.partial-abc123"] {
+        for d in [
+            ".img.partial-abc123",
+            ".img.partial-x.y",
+            ".other.partial-abc123",
+        ] {
             fs::create_dir_all(out.path().join(d).join("deep/er")).unwrap();
         }
         fs::create_dir(out.path().join(".img.partial-ro")).unwrap();
@@ -302,7 +315,11 @@ mod tests {
         clean_stale(out.path(), "img", &mut p).unwrap();
         assert_eq!(
             listing(out.path()),
-            [".img.partial-live01", ".img.partial-x.y", ".other.partial-abc123"]
+            [
+                ".img.partial-live01",
+                ".img.partial-x.y",
+                ".other.partial-abc123"
+            ]
         );
     }
 
