@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod harden;
+pub mod layout;
 pub mod load;
 pub mod plan;
 pub mod progress;

@@ -414,9 +414,12 @@ pub struct LayerEntry {
     pub uid: u32,
     /// Owner gid.
     pub gid: u32,
-    /// Extended attributes, values as lowercase hex.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub xattrs: BTreeMap<String, String>,
+    /// Extended attributes: values are bytes, shown as lowercase hex.
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        serialize_with = "hex_values"
+    )]
+    pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
 /// A validated `layers/<dir>/conf/layer.yaml` with its file tree.
@@ -460,4 +463,23 @@ pub struct Loaded {
 /// Serialises a mode as the octal string a reviewer expects ("0755").
 fn octal<S: serde::Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{mode:04o}"))
+}
+
+/// Serialises byte values as lowercase hex: bytes in the model, hex only
+/// where a person reads them.
+fn hex_values<S: serde::Serializer>(
+    m: &BTreeMap<String, Vec<u8>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(m.len()))?;
+    for (k, v) in m {
+        map.serialize_entry(k, &hex::encode(v))?;
+    }
+    map.end()
+}
+
+/// Serialises bytes as lowercase hex.
+pub fn hex_bytes<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(b))
 }

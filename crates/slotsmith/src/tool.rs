@@ -102,6 +102,37 @@ impl Tool {
         })
     }
 
+    /// Prepares a planned invocation: its program, its arguments with every
+    /// `{name}` placeholder replaced by `fill`'s values for `name` (an
+    /// argument that is a placeholder may become several arguments, or
+    /// none), its environment, and `SOURCE_DATE_EPOCH`. A placeholder the
+    /// build does not fill is an error, never passed on as text.
+    pub fn from_invocation(
+        inv: &crate::plan::Invocation,
+        fill: &[(&str, Vec<OsString>)],
+        epoch: u64,
+    ) -> anyhow::Result<Tool> {
+        let mut t = Tool::new(&inv.program)?.epoch(epoch);
+        for a in &inv.args {
+            if a.starts_with('{') && a.ends_with('}') {
+                let values = fill
+                    .iter()
+                    .find(|(k, _)| *k == a)
+                    .map(|(_, v)| v)
+                    .with_context(|| {
+                        format!("{}: nothing fills the placeholder {a}", inv.program)
+                    })?;
+                t = t.args(values);
+            } else {
+                t = t.arg(a);
+            }
+        }
+        for (k, v) in &inv.env {
+            t = t.env(k, v);
+        }
+        Ok(t)
+    }
+
     /// Adds one argument.
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Tool {
         self.args.push(a.as_ref().to_os_string());

@@ -151,7 +151,7 @@ pub fn verify_image_file(
     let table =
         gpt::read_gpt(&mut reader, SECTOR).with_context(|| format!("GPT of {name} is damaged"))?;
     let find = |name: &str| table.partitions.iter().find(|p| p.name == name);
-    let esp = find("esp").with_context(|| {
+    let esp = find(crate::layout::ESP).with_context(|| {
         let names: Vec<String> = table.partitions.iter().map(|p| shown(&p.name)).collect();
         format!(
             "the GPT has no 'esp' partition (it has: {})",
@@ -169,7 +169,7 @@ pub fn verify_image_file(
 
     // Every slot's manifest first: whether a slot without one is empty or
     // tampered is decided from the manifests that do verify.
-    let slot_names = ["a", "b"];
+    let slot_names = crate::layout::SLOTS;
     let mut found = Vec::new();
     for slot in slot_names {
         found.push(load_manifest(&esp_win, slot, key));
@@ -372,7 +372,7 @@ fn empty_slot<W: Read + Write + Seek>(
             shown(path)
         );
     }
-    let verity_name = format!("root-{slot}-verity");
+    let verity_name = crate::layout::verity_partition(slot);
     let verity = table
         .partitions
         .iter()
@@ -423,8 +423,8 @@ fn check_slot<W: Read + Write + Seek>(
             shown(&m.slot)
         ));
     }
-    let root_name = format!("root-{slot}");
-    let verity_name = format!("root-{slot}-verity");
+    let root_name = crate::layout::root_partition(slot);
+    let verity_name = crate::layout::verity_partition(slot);
     let (Some(root), Some(verity)) = (
         table.partitions.iter().find(|p| p.name == root_name),
         table.partitions.iter().find(|p| p.name == verity_name),

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use crate::load::hash_file;
+use crate::plan::tools::slot;
 use crate::plan::Plan;
 use crate::progress::{mib, Progress};
 use crate::spec::{BaseSpec, DirOwnership};
@@ -80,15 +81,9 @@ fn debian_base(
     opts: &BuildOptions,
     progress: &mut Progress,
 ) -> anyhow::Result<PathBuf> {
-    let BaseSpec::Debian {
-        suite,
-        variant,
-        packages,
-        mirror,
-    } = &plan.base.spec
-    else {
+    if !matches!(plan.base.spec, BaseSpec::Debian { .. }) {
         bail!("not a debian base");
-    };
+    }
     let key = plan
         .base
         .cache_key
@@ -121,37 +116,37 @@ fn debian_base(
         return Ok(cached);
     }
     let tmp = dir.join(format!("{key}.tar.partial-{}", std::process::id()));
-    let arch = plan.base.debian_arch.as_deref().unwrap_or("amd64");
-    let mut tool = Tool::new("mmdebstrap")?
-        .arg(format!("--variant={variant}"))
-        .arg(format!("--architectures={arch}"))
-        .arg("--format=tar")
-        .arg("--aptopt=Acquire::Languages \"none\"")
-        .epoch(plan.source_date_epoch);
-    if !packages.is_empty() {
-        tool = tool.arg(format!("--include={}", packages.join(",")));
+    // The host's apt sources, as the image definition promises when it
+    // names no mirror: each existing sources file is pasted into the
+    // chroot's sources.
+    let host_sources: Vec<std::ffi::OsString> = [
+        "/etc/apt/sources.list",
+        "/etc/apt/sources.list.d/debian.sources",
+    ]
+    .iter()
+    .filter(|f| {
+        fs::metadata(f)
+            .map(|m| m.is_file() && m.len() > 0)
+            .unwrap_or(false)
+    })
+    .map(|f| (*f).into())
+    .collect();
+    let inv = plan
+        .tools
+        .base
+        .as_ref()
+        .context("a debian plan without its mmdebstrap invocation")?;
+    if host_sources.is_empty() && inv.args.iter().any(|a| a == slot::HOST_APT_SOURCES) {
+        bail!("no host apt sources found (/etc/apt/sources.list or /etc/apt/sources.list.d/debian.sources); set base.debian.mirror");
     }
-    tool = tool.arg(suite).arg(&tmp);
-    match mirror {
-        Some(m) => tool = tool.arg(m),
-        None => {
-            // The host's apt sources, as the image definition promises: each
-            // existing sources file is pasted into the chroot's sources.
-            let mut any = false;
-            for f in [
-                "/etc/apt/sources.list",
-                "/etc/apt/sources.list.d/debian.sources",
-            ] {
-                if Path::new(f).is_file() && fs::metadata(f).map(|m| m.len() > 0).unwrap_or(false) {
-                    tool = tool.arg(f);
-                    any = true;
-                }
-            }
-            if !any {
-                bail!("no host apt sources found (/etc/apt/sources.list or /etc/apt/sources.list.d/debian.sources); set base.debian.mirror");
-            }
-        }
-    }
+    let tool = Tool::from_invocation(
+        inv,
+        &[
+            (slot::OUTPUT, vec![tmp.clone().into()]),
+            (slot::HOST_APT_SOURCES, host_sources),
+        ],
+        plan.source_date_epoch,
+    )?;
     progress.note(&format!("running {}", tool.argv()));
     let res = tool.run();
     if let Err(e) = res {

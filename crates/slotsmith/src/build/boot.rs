@@ -36,7 +36,6 @@ pub(super) struct BootFile {
 
 /// A signed slot.
 pub(super) struct SignedSlot {
-    pub(super) filled: bool,
     pub(super) record: SlotRecord,
     pub(super) root_uuid: uuid::Uuid,
     pub(super) verity_uuid: uuid::Uuid,
@@ -44,8 +43,14 @@ pub(super) struct SignedSlot {
     pub(super) signature: [u8; 64],
 }
 
+/// A partition's GPT UUID: for the partitions the plan marks
+/// `uuid_from_root_hash`, the half of the slot's verity root hash the
+/// Discoverable Partitions Specification gives it; otherwise the plan's.
 pub(super) fn partition_uuid(p: &crate::plan::PlanPartition, slots: &[SignedSlot]) -> uuid::Uuid {
-    for s in slots.iter().filter(|s| s.filled) {
+    if !p.uuid_from_root_hash {
+        return p.uuid;
+    }
+    for s in slots {
         if p.name == s.record.root_partition.name {
             return s.root_uuid;
         }
@@ -56,65 +61,61 @@ pub(super) fn partition_uuid(p: &crate::plan::PlanPartition, slots: &[SignedSlot
     p.uuid
 }
 
-/// Finds the kernel, initrd and dtb, copies them to out/ and hashes them.
+/// Copies the plan's boot files to `out`, hashing each as it is copied.
+/// An optional file the rootfs lacks is left out.
 pub(super) fn boot_files(
     plan: &Plan,
     opts: &BuildOptions,
     tree: &Tree,
     out: &Path,
 ) -> anyhow::Result<Vec<BootFile>> {
-    use crate::spec::KernelSource;
+    use crate::plan::BootSource;
+    // The rootfs kernel: exactly one /boot/vmlinuz-<version>.
+    let rootfs_kernel = || -> anyhow::Result<(RelPath, String)> {
+        let kernels: Vec<&RelPath> = tree
+            .iter()
+            .filter(|(p, n)| {
+                p.as_str().starts_with("boot/vmlinuz-")
+                    && !matches!(n.kind, Kind::Symlink { .. } | Kind::Dir)
+            })
+            .map(|(p, _)| p)
+            .collect();
+        let kernel = match kernels.as_slice() {
+            [k] => *k,
+            [] => bail!("no kernel in the rootfs (/boot/vmlinuz-*): install one (e.g. linux-image-amd64) or set kernel.image in {}", plan.image.file),
+            many => bail!(
+                "several kernels in the rootfs ({}): set kernel.image in {}",
+                many.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+                plan.image.file
+            ),
+        };
+        let version = kernel
+            .as_str()
+            .trim_start_matches("boot/vmlinuz-")
+            .to_string();
+        Ok((kernel.clone(), version))
+    };
     let mut sources: Vec<(&'static str, String, PathBuf)> = Vec::new();
-    match &plan.boot.kernel.source {
-        KernelSource::FromRootfs => {
-            let kernels: Vec<&RelPath> = tree
-                .iter()
-                .filter(|(p, n)| {
-                    p.as_str().starts_with("boot/vmlinuz-")
-                        && !matches!(n.kind, Kind::Symlink { .. } | Kind::Dir)
-                })
-                .map(|(p, _)| p)
-                .collect();
-            let kernel = match kernels.as_slice() {
-                [k] => *k,
-                [] => bail!("no kernel in the rootfs (/boot/vmlinuz-*): install one (e.g. linux-image-amd64) or set kernel.image in {}", plan.image.file),
-                many => bail!(
-                    "several kernels in the rootfs ({}): set kernel.image in {}",
-                    many.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
-                    plan.image.file
-                ),
-            };
-            let version = kernel
-                .as_str()
-                .trim_start_matches("boot/vmlinuz-")
-                .to_string();
-            sources.push(("kernel", "vmlinuz".into(), tree_content(tree, kernel)?));
-            let initrd = RelPath::parse(&format!("boot/initrd.img-{version}"))?;
-            if tree.get(&initrd).is_some() {
-                sources.push(("initrd", "initrd.img".into(), tree_content(tree, &initrd)?));
+    for f in &plan.boot.files {
+        let role = match f.role.as_str() {
+            "kernel" => "kernel",
+            "initrd" => "initrd",
+            "dtb" => "dtb",
+            other => bail!("the plan names an unknown boot file role '{other}'"),
+        };
+        let src = match &f.source {
+            BootSource::RootfsKernel => tree_content(tree, &rootfs_kernel()?.0)?,
+            BootSource::RootfsInitrd => {
+                let (_, version) = rootfs_kernel()?;
+                let initrd = RelPath::parse(&format!("boot/initrd.img-{version}"))?;
+                if tree.get(&initrd).is_none() && f.optional {
+                    continue;
+                }
+                tree_content(tree, &initrd)?
             }
-        }
-        KernelSource::Files { image, initrd, dtb } => {
-            sources.push((
-                "kernel",
-                "vmlinuz".into(),
-                resolve(&opts.project_root, &image.path),
-            ));
-            if let Some(i) = initrd {
-                sources.push((
-                    "initrd",
-                    "initrd.img".into(),
-                    resolve(&opts.project_root, &i.path),
-                ));
-            }
-            if let Some(d) = dtb {
-                sources.push((
-                    "dtb",
-                    "board.dtb".into(),
-                    resolve(&opts.project_root, &d.path),
-                ));
-            }
-        }
+            BootSource::Project { path } => resolve(&opts.project_root, path),
+        };
+        sources.push((role, f.output.clone(), src));
     }
     let mut files = Vec::new();
     for (role, output, src) in sources {
@@ -181,9 +182,7 @@ fn sign_slots(
     let data = File::open(rootfs).with_context(|| format!("opening {}", rootfs.display()))?;
     let mut signed = Vec::new();
     for s in &plan.boot.slots {
-        let mut salt = [0u8; 32];
-        hex::decode_to_slice(&s.verity_salt, &mut salt)
-            .context("plan has a malformed verity salt")?;
+        let salt = s.verity_salt;
         let hash_path = out.join(&s.verity_output);
         let mut hash = File::options()
             .read(true)
@@ -262,7 +261,6 @@ fn sign_slots(
         write_new(&out.join(&s.manifest_output), &bytes)?;
         write_new(&out.join(&s.signature_output), &signature)?;
         signed.push(SignedSlot {
-            filled: s.filled,
             record: SlotRecord {
                 slot: s.name.clone(),
                 filled: s.filled,
@@ -357,7 +355,6 @@ pub(super) fn stage(
             let sig = fs::read(out.join(&ps.signature_output))
                 .with_context(|| format!("reading {}", ps.signature_output))?;
             slots.push(SignedSlot {
-                filled: ps.filled,
                 record: m.record,
                 root_uuid: m.root_uuid,
                 verity_uuid: m.verity_uuid,

@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::load::human;
+use crate::plan::tools::slot;
 use crate::plan::{Content, Plan};
 use crate::progress::Progress;
 use crate::tool::Tool;
@@ -23,12 +24,7 @@ use super::Hashed;
 
 /// The boot partition's files: the release note, then per filled slot its
 /// kernel, initrd and dtb, manifest and signature in `/<slot>/`.
-fn esp_files(
-    plan: &Plan,
-    boot: &[BootFile],
-    slots: &[SignedSlot],
-    out: &Path,
-) -> Vec<disk::fat::FatFile> {
+fn esp_files(plan: &Plan, boot: &[BootFile], out: &Path) -> Vec<disk::fat::FatFile> {
     let mut files: Vec<disk::fat::FatFile> = plan
         .esp
         .files
@@ -38,28 +34,19 @@ fn esp_files(
             source: disk::fat::FatSource::Bytes(f.text.clone().into_bytes()),
         })
         .collect();
-    for (ps, signed) in plan
-        .boot
-        .slots
-        .iter()
-        .zip(slots)
-        .filter(|(ps, _)| ps.filled)
-    {
-        let dir = ps.esp_dir.trim_start_matches('/');
-        for f in boot {
+    // Each filled slot's files, as the plan lists them; an optional one
+    // (an initrd the rootfs lacks) only when it was built.
+    let built = |output: &str| boot.iter().any(|f| f.output == output);
+    for ps in plan.boot.slots.iter().filter(|ps| ps.filled) {
+        for f in &ps.esp_files {
+            if f.optional && !built(&f.output) {
+                continue;
+            }
             files.push(disk::fat::FatFile {
-                path: format!("{dir}/{}", f.output),
+                path: f.path.clone(),
                 source: disk::fat::FatSource::File(out.join(&f.output)),
             });
         }
-        files.push(disk::fat::FatFile {
-            path: format!("{dir}/manifest"),
-            source: disk::fat::FatSource::Bytes(signed.manifest.clone()),
-        });
-        files.push(disk::fat::FatFile {
-            path: format!("{dir}/manifest.sig"),
-            source: disk::fat::FatSource::Bytes(signed.signature.to_vec()),
-        });
     }
     files
 }
@@ -105,8 +92,11 @@ fn write_disk(
         .with_context(|| format!("writing the GPT of {}", img_path.display()))?;
     // GPT primary and backup areas are always mapped.
     let mut mapped = vec![
-        (0, 34 * d.sector_size),
-        (d.size - 33 * d.sector_size, d.size),
+        (0, crate::layout::GPT_PRIMARY_SECTORS * d.sector_size),
+        (
+            d.size - crate::layout::GPT_BACKUP_SECTORS * d.sector_size,
+            d.size,
+        ),
     ];
     let rootfs_file =
         File::open(rootfs_path).with_context(|| format!("opening {}", rootfs_path.display()))?;
@@ -117,7 +107,7 @@ fn write_disk(
                     label: plan.esp.label.clone(),
                     volume_id: plan.esp.volume_id,
                     mtime: plan.source_date_epoch as i64,
-                    files: esp_files(plan, boot, slots, out),
+                    files: esp_files(plan, boot, out),
                 };
                 let window = disk::window::Window::new(&mut img, p.offset, p.size);
                 disk::fat::format_fat(window, p.size, &spec)
@@ -150,20 +140,13 @@ fn write_disk(
             Content::Empty => mapped.push((p.offset, p.offset + p.size)),
             Content::Data => {
                 img.flush().context("flushing the image")?;
-                Tool::new("mke2fs")?
-                    .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-L", &plan.data.label])
-                    .args(["-U", &plan.data.uuid.to_string()])
-                    .arg("-E")
-                    .arg(format!(
-                        "offset={},hash_seed={},root_owner=0:0,nodiscard,lazy_itable_init=0,lazy_journal_init=0",
-                        p.offset, plan.data.uuid
-                    ))
-                    .arg(img_path)
-                    .arg(format!("{}k", p.size / 1024))
-                    .env("E2FSPROGS_FAKE_TIME", plan.source_date_epoch.to_string())
-                    .epoch(plan.source_date_epoch)
-                    .run()
-                    .context("formatting the data partition")?;
+                Tool::from_invocation(
+                    &plan.tools.data,
+                    &[(slot::IMAGE, vec![img_path.into()])],
+                    plan.source_date_epoch,
+                )?
+                .run()
+                .context("formatting the data partition")?;
                 img.seek(SeekFrom::Start(0)).context("seeking the image")?;
                 mapped.extend(disk::sparse::nonzero_extents(&mut img, p.offset, p.size)?);
             }

@@ -70,13 +70,7 @@ pub(super) fn stage(
                 },
                 LayerEntryKind::Fifo => Kind::Fifo,
             };
-            let mut xattrs = std::collections::BTreeMap::new();
-            for (k, v) in &e.xattrs {
-                xattrs.insert(
-                    k.clone(),
-                    hex::decode(v).with_context(|| format!("xattr {k} of {}", e.path))?,
-                );
-            }
+            let xattrs = e.xattrs.clone();
             // Layer files take the epoch as mtime: git checkouts give
             // arbitrary mtimes, which must not reach the image.
             let meta = Meta {

@@ -171,6 +171,7 @@ pub(super) fn stage(
             hashes.insert(r.to_string(), Hashed::of_file(&out.join(r))?);
         }
     }
+    check_outputs(plan, &hashes)?;
     let artifacts: Vec<Artifact> = hashes
         .iter()
         .map(|(name, h)| Artifact {
@@ -228,4 +229,21 @@ pub(super) fn stage(
         .collect();
     write_new(&out.join(&plan.outputs.sums), sums.as_bytes())?;
     Ok(record)
+}
+
+/// The build wrote exactly the plan's outputs: every non-optional one, and
+/// nothing the plan does not list (the record and SHA256SUMS come next).
+fn check_outputs(plan: &Plan, hashes: &BTreeMap<String, Hashed>) -> anyhow::Result<()> {
+    let later = [&plan.outputs.build_json, &plan.outputs.sums];
+    for o in &plan.outputs.files {
+        if !o.optional && !later.contains(&&o.name) && !hashes.contains_key(&o.name) {
+            anyhow::bail!("the build did not produce {}, which the plan lists", o.name);
+        }
+    }
+    for name in hashes.keys() {
+        if !plan.outputs.files.iter().any(|o| &o.name == name) {
+            anyhow::bail!("the build produced {name}, which the plan does not list");
+        }
+    }
+    Ok(())
 }

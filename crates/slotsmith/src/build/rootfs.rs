@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use crate::load::human;
+use crate::plan::tools::slot;
 use crate::plan::Plan;
-use crate::progress::{mib, Progress};
+use crate::progress::Progress;
 use crate::spec::Filesystem;
 use crate::tool::Tool;
 use slotsmith_rootfs as rootfs;
@@ -41,33 +42,22 @@ fn build_rootfs(
                 "rootfs",
                 &format!("squashfs ({comp}) from {} entries", tree.len()),
             );
-            let block = plan
-                .rootfs
-                .block_size
-                .unwrap_or(crate::plan::SQUASHFS_BLOCK);
-            let tool = Tool::new("tar2sqfs")?
-                .arg("--quiet")
-                .arg("--no-skip")
-                .args(["--compressor", comp])
-                .args(["--block-size", &block.to_string()])
-                // Output is identical for any job count (tested), so use
-                // every core.
-                .args(["--num-jobs", &jobs()])
-                .args(["--defaults", &format!("uid=0,gid=0,mode=0755,mtime={sde}")])
-                .arg(out)
-                .epoch(sde);
+            let tool = Tool::from_invocation(
+                &plan.tools.rootfs[0],
+                &[
+                    (slot::OUTPUT, vec![out.into()]),
+                    (slot::JOBS, vec![jobs().into()]),
+                ],
+                sde,
+            )?;
             let total = tree.total_file_bytes();
-            let mut last = std::time::Instant::now();
+            let bar = progress.bytes("tar2sqfs input", Some(total));
             tool.run_with_stdin(|w| {
-                rootfs::export::write_tar(tree, w, &mut |b| {
-                    if last.elapsed().as_secs() >= 5 {
-                        last = std::time::Instant::now();
-                        eprintln!("    ... {} of {}", mib(b), mib(total));
-                    }
-                })?;
+                rootfs::export::write_tar(tree, w, &mut |b| bar.set(b))?;
                 Ok(())
             })
             .context("writing the squashfs rootfs")?;
+            bar.finish();
         }
         Filesystem::Ext4 => {
             // Data plus one 4 KiB block per entry (inodes, directory blocks)
@@ -88,29 +78,19 @@ fn build_rootfs(
             let staging = work.join("ext4-staging");
             fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
             rootfs::ext4::materialize(tree, &staging).context("staging the ext4 rootfs tree")?;
-            let uuid = plan
-                .rootfs
-                .ext4_uuid
-                .context("ext4 plan without a uuid")?
-                .to_string();
-            Tool::new("mke2fs")?
-                .args([
-                    "-q", "-F", "-t", "ext4", "-b", "4096", "-L", "rootfs", "-U", &uuid,
-                ])
-                // No journal: the slot is read-only under dm-verity.
-                .args(["-O", "^has_journal"])
-                .arg("-E")
-                .arg(format!(
-                    "hash_seed={uuid},root_owner=0:0,nodiscard,lazy_itable_init=0"
-                ))
-                .arg("-d")
-                .arg(&staging)
-                .arg(out)
-                .arg(format!("{}k", max / 1024))
-                .env("E2FSPROGS_FAKE_TIME", sde.to_string())
-                .epoch(sde)
-                .run()
-                .context("writing the ext4 rootfs (is the slot large enough?)")?;
+            let [mke2fs, debugfs] = plan.tools.rootfs.as_slice() else {
+                bail!("an ext4 plan runs mke2fs then debugfs");
+            };
+            Tool::from_invocation(
+                mke2fs,
+                &[
+                    (slot::STAGING, vec![staging.clone().into()]),
+                    (slot::OUTPUT, vec![out.into()]),
+                ],
+                sde,
+            )?
+            .run()
+            .context("writing the ext4 rootfs (is the slot large enough?)")?;
             let xattr_dir = work.join("ext4-xattrs");
             fs::create_dir(&xattr_dir)
                 .with_context(|| format!("creating {}", xattr_dir.display()))?;
@@ -122,15 +102,16 @@ fn build_rootfs(
             let script_path = work.join("ext4-fixup.debugfs");
             fs::write(&script_path, script)
                 .with_context(|| format!("writing {}", script_path.display()))?;
-            let out_msg = Tool::new("debugfs")?
-                .arg("-w")
-                .arg("-f")
-                .arg(&script_path)
-                .arg(out)
-                .env("E2FSPROGS_FAKE_TIME", sde.to_string())
-                .epoch(sde)
-                .run()
-                .context("setting owners, modes, devices and xattrs in the ext4 rootfs")?;
+            let out_msg = Tool::from_invocation(
+                debugfs,
+                &[
+                    (slot::SCRIPT, vec![script_path.clone().into()]),
+                    (slot::OUTPUT, vec![out.into()]),
+                ],
+                sde,
+            )?
+            .run()
+            .context("setting owners, modes, devices and xattrs in the ext4 rootfs")?;
             // debugfs reports per-command errors on stderr but exits 0.
             let err = String::from_utf8_lossy(&out_msg.stderr);
             let real: Vec<&str> = err

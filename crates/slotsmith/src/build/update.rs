@@ -12,7 +12,7 @@ use crate::progress::Progress;
 
 use sha2::Digest;
 
-use super::boot::{BootFile, BootOut};
+use super::boot::BootOut;
 use super::cache::{Cache, Key};
 use super::rootfs::RootfsImage;
 use super::{write_new, Hashed};
@@ -26,7 +26,6 @@ fn build_swu(
     plan: &Plan,
     work: &Path,
     out: &Path,
-    boot: &[BootFile],
     rootfs_size: u64,
     signer: &crate::signing::UpdateSigner,
 ) -> anyhow::Result<()> {
@@ -63,81 +62,64 @@ fn build_swu(
         order.push(name.to_string());
         Ok(())
     };
-    prepare(&plan.outputs.rootfs)?;
-    for s in &plan.boot.slots {
-        prepare(&s.verity_output)?;
-        for f in boot {
-            prepare(&f.output)?;
+    // The plan's member order; an optional member (an initrd the rootfs
+    // lacks) only when it was built.
+    let built = |output: &str| out.join(output).is_file();
+    for m in &u.members {
+        if m.optional && !built(&m.output) {
+            continue;
         }
-        prepare(&s.manifest_output)?;
-        prepare(&s.signature_output)?;
+        prepare(&m.output)?;
     }
     let bootloader = match u.bootloader {
         crate::spec::Bootloader::UBoot => swu::Bootloader::UBoot,
         crate::spec::Bootloader::Grub => swu::Bootloader::Grub,
     };
     let mut collections = Vec::new();
-    for (i, s) in plan.boot.slots.iter().enumerate() {
-        let device = |part: &str| -> anyhow::Result<String> {
-            u.devices
-                .get(part)
-                .cloned()
-                .with_context(|| format!("no device for {part}"))
-        };
-        let raw = |name: &str,
-                   part: &str,
-                   installed: u64,
-                   capacity: u64|
-         -> anyhow::Result<swu::Payload> {
-            let (member, p) = &prepared[name];
-            let mut payload = p.payload(
-                member,
-                swu::Target::Raw {
-                    device: device(part)?,
-                },
-            );
-            payload.fit = Some(swu::Fit {
-                installed_size: installed,
-                capacity,
-            });
-            Ok(payload)
-        };
-        let verity_size = fs::metadata(out.join(&s.verity_output))?.len();
-        let boot_dir = format!("{}/{}", u.boot_mount.trim_end_matches('/'), s.name);
-        let file = |name: &str, dest: &str| -> swu::Payload {
-            let (member, p) = &prepared[name];
-            p.payload(
-                member,
-                swu::Target::File {
-                    path: format!("{boot_dir}/{dest}"),
-                },
-            )
-        };
-        let mut payloads = vec![
-            raw(
-                &plan.outputs.rootfs,
-                &s.root_partition,
-                rootfs_size,
-                u.root_partition_size,
-            )?,
-            raw(
-                &s.verity_output,
-                &s.verity_partition,
-                verity_size,
-                u.verity_partition_size,
-            )?,
-        ];
-        for f in boot {
-            payloads.push(file(&f.output, &f.output));
+    for (i, c) in u.collections.iter().enumerate() {
+        let mut payloads = Vec::new();
+        for pp in &c.payloads {
+            if pp.optional && !prepared.contains_key(&pp.output) {
+                continue;
+            }
+            let (member, p) = prepared
+                .get(&pp.output)
+                .with_context(|| format!("payload {} was not prepared", pp.output))?;
+            let payload = match &pp.target {
+                crate::plan::PayloadTarget::Raw { partition } => {
+                    let device = u
+                        .devices
+                        .get(partition)
+                        .cloned()
+                        .with_context(|| format!("no device for {partition}"))?;
+                    let capacity = plan
+                        .partition(partition)
+                        .map(|p| p.size)
+                        .with_context(|| format!("no partition {partition} in the plan"))?;
+                    let installed = if pp.output == plan.outputs.rootfs {
+                        rootfs_size
+                    } else {
+                        fs::metadata(out.join(&pp.output))?.len()
+                    };
+                    let mut payload = p.payload(member, swu::Target::Raw { device });
+                    payload.fit = Some(swu::Fit {
+                        installed_size: installed,
+                        capacity,
+                    });
+                    payload
+                }
+                crate::plan::PayloadTarget::File { path } => {
+                    p.payload(member, swu::Target::File { path: path.clone() })
+                }
+            };
+            payloads.push(payload);
         }
-        payloads.push(file(&s.manifest_output, "manifest"));
-        payloads.push(file(&s.signature_output, "manifest.sig"));
         collections.push(swu::Collection {
             set: u.set.clone(),
             mode: u.modes[i].clone(),
-            slot: s.name.clone(),
+            slot: c.slot.clone(),
             payloads,
-            bootenv: swu::bootenv_for(bootloader, &s.name),
+            bootenv: swu::bootenv_for(bootloader, &c.slot),
         });
     }
     let desc = swu::SwDescription {
@@ -237,14 +219,7 @@ pub(super) fn stage(
         });
     }
     progress.stage("update", &format!("{} for SWUpdate", plan.update.file));
-    build_swu(
-        plan,
-        work,
-        out,
-        &rootfs.boot_files,
-        rootfs.hashed.size,
-        signer,
-    )?;
+    build_swu(plan, work, out, rootfs.hashed.size, signer)?;
     write_new(&out.join(&plan.outputs.update_cert), &cert)?;
     let mut hashes = BTreeMap::new();
     hashes.insert(plan.outputs.update_cert.clone(), Hashed::of_bytes(&cert));

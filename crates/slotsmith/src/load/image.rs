@@ -695,10 +695,10 @@ fn read_update(r: &mut Reader<'_>, v: Option<&Value>) -> Option<UpdateSpec> {
         spec.boot_mount = b;
     }
     if let Some(d) = r.opt::<std::collections::BTreeMap<String, String>>(&mut m, "devices") {
-        let known = ["root-a", "root-a-verity", "root-b", "root-b-verity"];
+        let known = crate::layout::slot_partitions();
         for (k, dev) in d {
             let key = join_key("update.devices", &k);
-            if !known.contains(&k.as_str()) {
+            if !known.iter().any(|n| *n == *k) {
                 r.key_error(
                     &key,
                     format!(

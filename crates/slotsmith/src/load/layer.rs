@@ -412,7 +412,7 @@ fn apply_declared(
             }
             match value.strip_prefix("0x").map(hex::decode) {
                 Some(Ok(bytes)) => {
-                    entry.xattrs.insert(name, hex::encode(bytes));
+                    entry.xattrs.insert(name, bytes);
                 }
                 _ => r.error(
                     &xk,
@@ -545,8 +545,8 @@ mod tests {
         );
         let x = entry(&l, "/usr/bin/ping").xattrs;
         assert_eq!(
-            x.get("security.capability").map(String::as_str),
-            Some("0100")
+            x.get("security.capability").map(Vec::as_slice),
+            Some(&[1u8, 0][..])
         );
     }
 

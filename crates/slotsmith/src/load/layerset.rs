@@ -101,9 +101,8 @@ fn check_layer_limits(image: &ImageSpec, layer: &LayerSpec, diags: &mut Diagnost
                 }
                 _ => {}
             }
-            for (name, hex_value) in &e.xattrs {
-                let value = hex::decode(hex_value).unwrap_or_default();
-                limits::check_xattr(name, &value, target)?;
+            for (name, value) in &e.xattrs {
+                limits::check_xattr(name, value, target)?;
             }
             Ok(())
         });

@@ -17,10 +17,16 @@ use uuid::Uuid;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::spec::*;
 
+pub mod files;
+pub mod tools;
+
+pub use files::{BootSource, PayloadTarget, PlanBootFile, PlanPayload, PlanSlotFile};
+pub use tools::{Invocation, PlanTools};
+
 /// Bump when the plan's meaning changes.
 pub const PLAN_SCHEMA: u32 = 1;
 /// Logical sector size of the disk image.
-pub const SECTOR: u64 = 512;
+pub const SECTOR: u64 = crate::layout::SECTOR;
 /// dm-verity data and hash block size (cryptsetup's default).
 pub const VERITY_BLOCK: u64 = 4096;
 /// squashfs block size.
@@ -75,6 +81,8 @@ pub struct Plan {
     pub update: PlanUpdate,
     /// Output file names inside `out/<name>/`.
     pub outputs: PlanOutputs,
+    /// Every external tool the build runs, with its arguments.
+    pub tools: PlanTools,
 }
 
 /// The resolved hardening policy set.
@@ -115,6 +123,38 @@ pub struct PlanUpdate {
     pub root_partition_size: u64,
     /// Size of each verity partition.
     pub verity_partition_size: u64,
+    /// One collection per slot, with its payloads in order.
+    pub collections: Vec<PlanCollection>,
+    /// The archive's payload members in order (after sw-description and
+    /// its signature): each output once.
+    pub members: Vec<PlanMember>,
+}
+
+/// A slot's collection in sw-description.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanCollection {
+    /// The slot it installs.
+    pub slot: String,
+    /// Its payloads, in order.
+    pub payloads: Vec<PlanPayload>,
+}
+
+/// A payload member of the `.swu`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanMember {
+    /// The output it carries.
+    pub output: String,
+    /// Present only when that output is.
+    pub optional: bool,
+}
+
+/// A file in `out/<name>/`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanOutput {
+    /// Its path inside the output directory.
+    pub name: String,
+    /// Present only when the build finds it (an initrd in the rootfs).
+    pub optional: bool,
 }
 
 /// Verified boot settings.
@@ -126,6 +166,9 @@ pub struct PlanBoot {
     pub security_version: u64,
     /// The kernel and its command line.
     pub kernel: KernelSpec,
+    /// The boot files (kernel, initrd, dtb): where each comes from and its
+    /// output name.
+    pub files: Vec<PlanBootFile>,
     /// Where the boot signing key is (never the key itself).
     pub key: BootKeySpec,
     /// The slots the golden image fills, each with its own verity tree and
@@ -147,7 +190,8 @@ pub struct PlanSlot {
     /// dm-verity salt: derived from the image identity and the slot, so
     /// the two slots get different root hashes (and so different
     /// DPS partition UUIDs) for the same rootfs.
-    pub verity_salt: String,
+    #[serde(serialize_with = "crate::spec::hex_bytes")]
+    pub verity_salt: [u8; 32],
     /// dm-verity superblock UUID, derived.
     pub verity_uuid: Uuid,
     /// The kernel command line signed into this slot's manifest: the
@@ -163,6 +207,8 @@ pub struct PlanSlot {
     pub manifest_output: String,
     /// Its raw 64-byte Ed25519 signature in out/.
     pub signature_output: String,
+    /// Its files on the boot partition (for a filled slot).
+    pub esp_files: Vec<PlanSlotFile>,
 }
 
 /// The image's identity.
@@ -344,6 +390,8 @@ pub struct PlanOutputs {
     pub boot_public_key: String,
     /// The update signer certificate.
     pub update_cert: String,
+    /// Every file of the output directory, sorted.
+    pub files: Vec<PlanOutput>,
 }
 
 impl Plan {
@@ -374,6 +422,54 @@ pub fn derive_uuid(parts: &[&str]) -> Uuid {
     let mut b = [0u8; 16];
     b.copy_from_slice(&d[..16]);
     uuid::Builder::from_custom_bytes(b).into_uuid()
+}
+
+/// Every file of the output directory, sorted by name.
+fn output_files(
+    o: &PlanOutputs,
+    update: &PlanUpdate,
+    boot: &[PlanBootFile],
+    slots: &[PlanSlot],
+    audited: bool,
+) -> Vec<PlanOutput> {
+    let mut v: Vec<PlanOutput> = [
+        &o.image,
+        &o.bmap,
+        &o.rootfs,
+        &o.sums,
+        &o.build_json,
+        &o.boot_public_key,
+        &o.update_cert,
+        &update.file,
+    ]
+    .into_iter()
+    .map(|n| PlanOutput {
+        name: n.clone(),
+        optional: false,
+    })
+    .collect();
+    v.extend(boot.iter().map(|f| PlanOutput {
+        name: f.output.clone(),
+        optional: f.optional,
+    }));
+    for s in slots {
+        for n in [&s.verity_output, &s.manifest_output, &s.signature_output] {
+            v.push(PlanOutput {
+                name: n.clone(),
+                optional: false,
+            });
+        }
+    }
+    if audited {
+        for r in ["audit/report.md", "audit/report.json", "audit/report.sarif"] {
+            v.push(PlanOutput {
+                name: r.into(),
+                optional: false,
+            });
+        }
+    }
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
 }
 
 /// A slot's kernel command line: the image's arguments, the hardening
@@ -434,29 +530,36 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
     } else {
         Content::Empty
     };
+    use crate::layout::{root_partition, verity_partition, DATA, ESP, SLOTS};
+    let (ra, rav, rb, rbv) = (
+        root_partition(SLOTS[0]),
+        verity_partition(SLOTS[0]),
+        root_partition(SLOTS[1]),
+        verity_partition(SLOTS[1]),
+    );
     let parts: [(&str, &str, u64, u64, Content); 6] = [
-        ("esp", guid::ESP, esp, 0, Content::Esp),
-        ("root-a", root_type, slot, ATTR_READ_ONLY, Content::Rootfs),
+        (ESP, guid::ESP, esp, 0, Content::Esp),
+        (&ra, root_type, slot, ATTR_READ_ONLY, Content::Rootfs),
         (
-            "root-a-verity",
+            &rav,
             verity_type,
             verity,
             ATTR_READ_ONLY,
             Content::VerityReserved,
         ),
-        ("root-b", root_type, slot, ATTR_READ_ONLY, b_content),
+        (&rb, root_type, slot, ATTR_READ_ONLY, b_content),
         (
-            "root-b-verity",
+            &rbv,
             verity_type,
             verity,
             ATTR_READ_ONLY,
             Content::VerityReserved,
         ),
-        ("data", guid::LINUX_DATA, data, 0, Content::Data),
+        (DATA, guid::LINUX_DATA, data, 0, Content::Data),
     ];
     // The first partition starts at the first aligned offset after the
     // primary GPT (LBA 34); each next one at the next aligned offset.
-    let mut offset = align_up(34 * SECTOR, a).unwrap_or(a);
+    let mut offset = align_up(crate::layout::GPT_PRIMARY_SECTORS * SECTOR, a).unwrap_or(a);
     let mut partitions = Vec::new();
     for (i, (name, ty, size, attributes, content)) in parts.into_iter().enumerate() {
         // The loader bounds every size; the sums are still checked, so a
@@ -480,13 +583,15 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             attributes,
             content,
             uuid_from_root_hash: matches!(content, Content::Rootfs)
-                || (matches!(content, Content::VerityReserved)
-                    && (name == "root-a-verity" || l.fill_slot_b)),
+                || (matches!(content, Content::VerityReserved) && (*name == rav || l.fill_slot_b)),
         });
         offset = end;
     }
     // Room for the backup GPT (33 sectors), rounded to the alignment.
-    let Some(disk_size) = offset.checked_add(33 * SECTOR).and_then(|n| align_up(n, a)) else {
+    let Some(disk_size) = offset
+        .checked_add(crate::layout::GPT_BACKUP_SECTORS * SECTOR)
+        .and_then(|n| align_up(n, a))
+    else {
         diags.push(diag("layout", "sizes overflow".into()));
         return Err(diags);
     };
@@ -554,7 +659,8 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
         img.profile,
         &slotsmith_policy::audit::waived_ids(&img.waivers),
     );
-    let slots = ["a", "b"]
+    let boot_files = files::boot_files(&img.kernel.source);
+    let slots: Vec<PlanSlot> = crate::layout::SLOTS
         .iter()
         .map(|slot| {
             let salt = Sha256::digest(format!(
@@ -564,29 +670,61 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             PlanSlot {
                 name: slot.to_string(),
                 filled: *slot == "a" || l.fill_slot_b,
-                root_partition: format!("root-{slot}"),
-                verity_partition: format!("root-{slot}-verity"),
-                verity_salt: hex::encode(salt),
+                root_partition: crate::layout::root_partition(slot),
+                verity_partition: crate::layout::verity_partition(slot),
+                verity_salt: salt.into(),
                 verity_uuid: ident(&format!("verity superblock {slot}")),
                 cmdline: slot_cmdline(&img.kernel.cmdline, &hardening_args, slot),
-                esp_dir: format!("/{slot}"),
-                verity_output: format!("root-{slot}.verity"),
-                manifest_output: format!("boot-{slot}.manifest"),
-                signature_output: format!("boot-{slot}.manifest.sig"),
+                esp_dir: crate::layout::esp_dir(slot),
+                verity_output: crate::layout::verity_output(slot),
+                manifest_output: crate::layout::manifest_output(slot),
+                signature_output: crate::layout::signature_output(slot),
+                esp_files: files::slot_esp_files(
+                    &crate::layout::esp_dir(slot),
+                    &boot_files,
+                    &crate::layout::manifest_output(slot),
+                    &crate::layout::signature_output(slot),
+                ),
             }
         })
         .collect();
 
     let mut devices = std::collections::BTreeMap::new();
-    for p in ["root-a", "root-a-verity", "root-b", "root-b-verity"] {
+    for p in crate::layout::slot_partitions() {
         let d = img
             .update
             .devices
-            .get(p)
+            .get(&p)
             .cloned()
             .unwrap_or_else(|| format!("/dev/disk/by-partlabel/{p}"));
-        devices.insert(p.to_string(), d);
+        devices.insert(p, d);
     }
+    let collections: Vec<PlanCollection> = slots
+        .iter()
+        .map(|s: &PlanSlot| PlanCollection {
+            slot: s.name.clone(),
+            payloads: files::slot_payloads(
+                &s.name,
+                &img.update.boot_mount,
+                rootfs_name,
+                &s.root_partition,
+                &s.verity_output,
+                &s.verity_partition,
+                &boot_files,
+                &s.manifest_output,
+                &s.signature_output,
+            ),
+        })
+        .collect();
+    let members = files::members(
+        &collections
+            .iter()
+            .map(|c| c.payloads.clone())
+            .collect::<Vec<_>>(),
+    )
+    .into_iter()
+    .map(|(output, optional)| PlanMember { output, optional })
+    .collect();
     let update = PlanUpdate {
         file: format!("{}-{}.swu", img.name, img.version),
         bootloader: img.update.bootloader,
@@ -598,8 +736,49 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
         key: img.update_key.clone(),
         root_partition_size: slot,
         verity_partition_size: verity,
+        collections,
+        members,
     };
 
+    let data_part = partitions
+        .iter()
+        .find(|p| p.content == Content::Data)
+        .map(|p| (p.offset, p.size))
+        .unwrap_or_default();
+    let rootfs_ext4_uuid = (img.filesystem == Filesystem::Ext4).then(|| ident("rootfs ext4"));
+    let data_uuid = ident("data ext4");
+    let tools = tools::plan_tools(&tools::ToolInputs {
+        base: &img.base,
+        debian_arch: debian_arch.as_deref(),
+        filesystem: img.filesystem,
+        compression: (img.filesystem == Filesystem::Squashfs).then_some(img.compression),
+        block_size: SQUASHFS_BLOCK,
+        slot_size: slot,
+        ext4_uuid: rootfs_ext4_uuid.map(|u| u.to_string()),
+        data_label: crate::layout::DATA,
+        data_uuid: data_uuid.to_string(),
+        data_offset: data_part.0,
+        data_size: data_part.1,
+        epoch: sde,
+    });
+    let mut outputs = PlanOutputs {
+        dir: img.name.clone(),
+        image: format!("{}.img", img.name),
+        bmap: format!("{}.img.bmap", img.name),
+        rootfs: rootfs_name.into(),
+        sums: "SHA256SUMS".into(),
+        build_json: "build.json".into(),
+        boot_public_key: "boot.pub.pem".into(),
+        update_cert: "update.cert.pem".into(),
+        files: Vec::new(),
+    };
+    outputs.files = output_files(
+        &outputs,
+        &update,
+        &boot_files,
+        &slots,
+        !img.rules.is_empty(),
+    );
     let plan = Plan {
         schema: PLAN_SCHEMA,
         image: PlanImage {
@@ -623,7 +802,7 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             block_size: (img.filesystem == Filesystem::Squashfs).then_some(SQUASHFS_BLOCK),
             max_size: slot,
             max_size_at: l.slot_at.clone(),
-            ext4_uuid: (img.filesystem == Filesystem::Ext4).then(|| ident("rootfs ext4")),
+            ext4_uuid: rootfs_ext4_uuid,
         },
         disk: PlanDisk {
             sector_size: SECTOR,
@@ -641,13 +820,14 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             }],
         },
         data: PlanData {
-            label: "data".into(),
-            uuid: ident("data ext4"),
+            label: crate::layout::DATA.into(),
+            uuid: data_uuid,
         },
         boot: PlanBoot {
             release: img.release,
             security_version: img.security_version,
             kernel: img.kernel.clone(),
+            files: boot_files,
             key: img.boot_key.clone(),
             slots,
         },
@@ -659,16 +839,8 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             waivers: img.waivers.clone(),
         },
         update,
-        outputs: PlanOutputs {
-            dir: img.name.clone(),
-            image: format!("{}.img", img.name),
-            bmap: format!("{}.img.bmap", img.name),
-            rootfs: rootfs_name.into(),
-            sums: "SHA256SUMS".into(),
-            build_json: "build.json".into(),
-            boot_public_key: "boot.pub.pem".into(),
-            update_cert: "update.cert.pem".into(),
-        },
+        outputs,
+        tools,
     };
     diags.into_result(plan)
 }

@@ -1,0 +1,272 @@
+//! Which files a build writes and where each one goes, decided in the
+//! plan: the boot files and where they come from, each slot's files on
+//! the boot partition, the `.swu` members in archive order with the
+//! payloads of each slot's collection, and the full list of outputs.
+//!
+//! One thing only the build can see: whether the rootfs has an initrd for
+//! its kernel. Such a file is `optional` everywhere it appears, and the
+//! build leaves it out of every list at once when it is absent.
+
+use serde::Serialize;
+
+use crate::spec::KernelSource;
+
+/// Where a boot file comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "from")]
+pub enum BootSource {
+    /// The one `/boot/vmlinuz-<version>` in the rootfs.
+    RootfsKernel,
+    /// `/boot/initrd.img-<version>` of that kernel, when present.
+    RootfsInitrd,
+    /// A file of the project (hashed by the load stage).
+    Project {
+        /// Relative to the project root.
+        path: String,
+    },
+}
+
+/// A boot file: kernel, initrd or device tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanBootFile {
+    /// `kernel`, `initrd` or `dtb`.
+    pub role: String,
+    /// Its name in `out/` and in each slot's boot directory.
+    pub output: String,
+    /// Where it comes from.
+    #[serde(flatten)]
+    pub source: BootSource,
+    /// Only the build can tell whether it exists.
+    pub optional: bool,
+}
+
+/// A file in a slot's directory on the boot partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanSlotFile {
+    /// Its path on the FAT filesystem (no leading `/`).
+    pub path: String,
+    /// The output it is a copy of.
+    pub output: String,
+    /// Present only when that output is.
+    pub optional: bool,
+}
+
+/// Where a `.swu` payload goes on the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum PayloadTarget {
+    /// Written raw to a partition.
+    Raw {
+        /// The GPT partition name.
+        partition: String,
+    },
+    /// Copied to a file on the mounted boot partition.
+    File {
+        /// The path on the device.
+        path: String,
+    },
+}
+
+/// One payload of a slot's collection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanPayload {
+    /// The output it carries.
+    pub output: String,
+    /// Where it goes.
+    pub target: PayloadTarget,
+    /// Present only when that output is.
+    pub optional: bool,
+}
+
+/// The boot files for a kernel source.
+pub fn boot_files(source: &KernelSource) -> Vec<PlanBootFile> {
+    let file = |role: &str, output: &str, source: BootSource, optional: bool| PlanBootFile {
+        role: role.into(),
+        output: output.into(),
+        source,
+        optional,
+    };
+    match source {
+        KernelSource::FromRootfs => vec![
+            file("kernel", "vmlinuz", BootSource::RootfsKernel, false),
+            file("initrd", "initrd.img", BootSource::RootfsInitrd, true),
+        ],
+        KernelSource::Files { image, initrd, dtb } => {
+            let mut v = vec![file(
+                "kernel",
+                "vmlinuz",
+                BootSource::Project {
+                    path: image.path.clone(),
+                },
+                false,
+            )];
+            if let Some(i) = initrd {
+                v.push(file(
+                    "initrd",
+                    "initrd.img",
+                    BootSource::Project {
+                        path: i.path.clone(),
+                    },
+                    false,
+                ));
+            }
+            if let Some(d) = dtb {
+                v.push(file(
+                    "dtb",
+                    "board.dtb",
+                    BootSource::Project {
+                        path: d.path.clone(),
+                    },
+                    false,
+                ));
+            }
+            v
+        }
+    }
+}
+
+/// A slot's files on the boot partition: its boot files, then its signed
+/// manifest and signature, in `<esp_dir>/`.
+pub fn slot_esp_files(
+    esp_dir: &str,
+    boot: &[PlanBootFile],
+    manifest_output: &str,
+    signature_output: &str,
+) -> Vec<PlanSlotFile> {
+    let dir = esp_dir.trim_start_matches('/');
+    let mut v: Vec<PlanSlotFile> = boot
+        .iter()
+        .map(|f| PlanSlotFile {
+            path: format!("{dir}/{}", f.output),
+            output: f.output.clone(),
+            optional: f.optional,
+        })
+        .collect();
+    v.push(PlanSlotFile {
+        path: format!("{dir}/manifest"),
+        output: manifest_output.into(),
+        optional: false,
+    });
+    v.push(PlanSlotFile {
+        path: format!("{dir}/manifest.sig"),
+        output: signature_output.into(),
+        optional: false,
+    });
+    v
+}
+
+/// A slot's collection: its root and verity partitions raw, then its boot
+/// files, manifest and signature into `<boot_mount>/<slot>/`.
+pub fn slot_payloads(
+    slot: &str,
+    boot_mount: &str,
+    rootfs_output: &str,
+    root_partition: &str,
+    verity_output: &str,
+    verity_partition: &str,
+    boot: &[PlanBootFile],
+    manifest_output: &str,
+    signature_output: &str,
+) -> Vec<PlanPayload> {
+    let dir = format!("{}/{slot}", boot_mount.trim_end_matches('/'));
+    let raw = |output: &str, partition: &str| PlanPayload {
+        output: output.into(),
+        target: PayloadTarget::Raw {
+            partition: partition.into(),
+        },
+        optional: false,
+    };
+    let file = |output: &str, name: &str, optional: bool| PlanPayload {
+        output: output.into(),
+        target: PayloadTarget::File {
+            path: format!("{dir}/{name}"),
+        },
+        optional,
+    };
+    let mut v = vec![
+        raw(rootfs_output, root_partition),
+        raw(verity_output, verity_partition),
+    ];
+    for f in boot {
+        v.push(file(&f.output, &f.output, f.optional));
+    }
+    v.push(file(manifest_output, "manifest", false));
+    v.push(file(signature_output, "manifest.sig", false));
+    v
+}
+
+/// The archive's members in order: every payload once, the first time a
+/// collection names it (the rootfs first: both slots install the same
+/// bytes).
+pub fn members(collections: &[Vec<PlanPayload>]) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = Vec::new();
+    for c in collections {
+        for p in c {
+            if !out.iter().any(|(o, _)| *o == p.output) {
+                out.push((p.output.clone(), p.optional));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rootfs_kernel_has_an_optional_initrd_everywhere() {
+        let boot = boot_files(&KernelSource::FromRootfs);
+        assert_eq!(boot.len(), 2);
+        assert!(!boot[0].optional && boot[1].optional);
+        let esp = slot_esp_files("/b", &boot, "boot-b.manifest", "boot-b.manifest.sig");
+        let paths: Vec<&str> = esp.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["b/vmlinuz", "b/initrd.img", "b/manifest", "b/manifest.sig"]
+        );
+        assert!(esp[1].optional);
+    }
+
+    #[test]
+    fn members_are_in_first_use_order_without_repeats() {
+        let boot = boot_files(&KernelSource::FromRootfs);
+        let c: Vec<Vec<PlanPayload>> = ["a", "b"]
+            .iter()
+            .map(|s| {
+                slot_payloads(
+                    s,
+                    "/boot/",
+                    "rootfs.squashfs",
+                    &format!("root-{s}"),
+                    &format!("root-{s}.verity"),
+                    &format!("root-{s}-verity"),
+                    &boot,
+                    &format!("boot-{s}.manifest"),
+                    &format!("boot-{s}.manifest.sig"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            c[1][2].target,
+            PayloadTarget::File {
+                path: "/boot/b/vmlinuz".into()
+            }
+        );
+        let m: Vec<String> = members(&c).into_iter().map(|(o, _)| o).collect();
+        assert_eq!(
+            m,
+            [
+                "rootfs.squashfs",
+                "root-a.verity",
+                "vmlinuz",
+                "initrd.img",
+                "boot-a.manifest",
+                "boot-a.manifest.sig",
+                "root-b.verity",
+                "boot-b.manifest",
+                "boot-b.manifest.sig"
+            ]
+        );
+    }
+}
