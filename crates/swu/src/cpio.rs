@@ -4,14 +4,15 @@
 //! SWUpdate reads only the magic, `filesize`, `namesize` and `check` fields
 //! of each header and verifies `check` (the wrapping 32-bit sum of the data
 //! bytes) for every entry, including the ones it skips. The `check` precedes
-//! the data, so an archive is built in two passes: [`checksum_and_sha256`]
-//! computes size, sum and sha256 in one read of the source (the sha256 goes
-//! into `sw-description`), and [`CpioWriter::add_stream`] copies the bytes in
-//! a second read, re-summing them as it goes.
+//! the data, so it must be known before a member is written: it comes with
+//! the size and sha256 from [`crate::digest`], computed when the payload
+//! was produced or in one read before, and [`CpioWriter::add_stream`] copies
+//! the bytes, summing them as it goes (about 5% of a sha256 pass), and
+//! [`CpioWriter::add_verified`] also re-hashes them.
 //!
-//! Why re-verify in the second pass: the header with size and check is
-//! written before the data. If the source changed between the passes (a
-//! build step still writing, a concurrent rebuild), copying it blindly would
+//! Why verify while copying: the header with size and check is written
+//! before the data. If the source changed since it was digested (a build
+//! step still writing, a concurrent rebuild), copying it blindly would
 //! produce an archive whose header disagrees with its data, i.e. a corrupt
 //! update that is only discovered on a device. Instead the writer errors and
 //! poisons itself, so the caller discards the output.
@@ -33,6 +34,8 @@ use slotsmith_yaml::escape::{shown, shown_bytes};
 use std::collections::HashSet;
 use std::io::{self, ErrorKind, Read, Seek, Write};
 
+use crate::digest::{Digests, READ_BUF as BUF_LEN};
+
 /// Magic of the "new CRC" format; `070701` (newc) would make SWUpdate skip
 /// the checksum entirely.
 const MAGIC: &[u8; 6] = b"070702";
@@ -48,9 +51,6 @@ const MAX_NAMESIZE: usize = 255;
 pub const MAX_ENTRY_SIZE: u64 = u32::MAX as u64;
 /// Regular file, rw-r--r--.
 const MODE_FILE: u32 = 0o100_644;
-/// I/O buffer. 256 KiB stays in L2, so the sha256 and the byte sum read
-/// the chunk from cache right after the copy from the page cache.
-const BUF_LEN: usize = 256 * 1024;
 
 /// Checks an entry name against the writer's rules.
 pub fn validate_name(name: &str) -> Result<()> {
@@ -76,10 +76,12 @@ pub fn validate_name(name: &str) -> Result<()> {
 
 /// The cpio `check` of `data`: the sum of all bytes modulo 2^32.
 ///
-/// This runs over every byte of every payload twice per build, so it is
-/// written to vectorise: bytes are added into 32 independent `u16` lanes
-/// (a 32-byte block is one or two SIMD registers), and the lanes are folded
-/// into a `u64` before they can overflow (256 blocks × 255 < 65536).
+/// This runs over every byte of every payload, so it is written to
+/// vectorise: bytes are added into 32 independent `u16` lanes (a 32-byte
+/// block is one or two SIMD registers), and the lanes are folded into a
+/// `u64` before they can overflow (256 blocks × 255 < 65536). Measured at
+/// about 24 GB/s with plain SSE2 codegen, 15 times the speed of sha256 with
+/// SHA-NI; a SWAR loop over `u64` words measured the same.
 pub fn byte_sum(data: &[u8]) -> u32 {
     const LANES: usize = 32;
     const BLOCKS: usize = 256;
@@ -97,28 +99,6 @@ pub fn byte_sum(data: &[u8]) -> u32 {
     total += big.remainder().iter().map(|&b| u64::from(b)).sum::<u64>();
     // Truncation is the definition of the field: the sum modulo 2^32.
     total as u32
-}
-
-/// Reads `reader` to the end once and returns its size, cpio check and
-/// sha256: everything pass 1 needs. Both digests are fed from the same
-/// buffer so the source is read (and paged in) only once.
-pub fn checksum_and_sha256(mut reader: impl Read) -> io::Result<(u64, u32, [u8; 32])> {
-    let mut buf = vec![0u8; BUF_LEN];
-    let mut sha = Sha256::new();
-    let mut sum: u32 = 0;
-    let mut size: u64 = 0;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        sha.update(&buf[..n]);
-        sum = sum.wrapping_add(byte_sum(&buf[..n]));
-        size += n as u64;
-    }
-    Ok((size, sum, sha.finalize().into()))
 }
 
 /// Formats one 110-byte header plus name, NUL and padding.
@@ -191,8 +171,8 @@ impl<W: Write> CpioWriter<W> {
 
     /// Adds an entry of `size` bytes whose cpio check is `check`, copying it
     /// from `reader`. Errors if the reader yields a different number of
-    /// bytes or bytes with a different sum: the values come from pass 1 and
-    /// the source must not have changed since.
+    /// bytes or bytes with a different sum: the values were computed
+    /// earlier and the source must not have changed since.
     pub fn add_stream(
         &mut self,
         name: &str,
@@ -200,11 +180,37 @@ impl<W: Write> CpioWriter<W> {
         check: u32,
         reader: impl Read,
     ) -> Result<()> {
+        self.guarded(|w| w.add_stream_inner(name, size, check, None, reader))
+    }
+
+    /// [`CpioWriter::add_stream`] that also hashes the bytes as it copies
+    /// them and errors unless they match all of `expected`, sha256
+    /// included: for a source whose digests cannot be trusted by its
+    /// [`crate::digest::Stamp`] alone.
+    pub fn add_verified(
+        &mut self,
+        name: &str,
+        expected: &Digests,
+        reader: impl Read,
+    ) -> Result<()> {
+        self.guarded(|w| {
+            w.add_stream_inner(
+                name,
+                expected.size,
+                expected.cpio_sum,
+                Some(&expected.sha256),
+                reader,
+            )
+        })
+    }
+
+    /// Runs one addition, poisoning the writer if it fails.
+    fn guarded(&mut self, add: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
         ensure!(
             !self.poisoned,
             "cpio writer already failed; discard the archive"
         );
-        let result = self.add_stream_inner(name, size, check, reader);
+        let result = add(self);
         if result.is_err() {
             self.poisoned = true;
         }
@@ -216,6 +222,7 @@ impl<W: Write> CpioWriter<W> {
         name: &str,
         size: u64,
         check: u32,
+        sha256: Option<&[u8; 32]>,
         mut reader: impl Read,
     ) -> Result<()> {
         validate_name(name)?;
@@ -236,6 +243,7 @@ impl<W: Write> CpioWriter<W> {
         let mut buf = vec![0u8; BUF_LEN.min(size as usize).max(1)];
         let mut left = size;
         let mut sum: u32 = 0;
+        let mut sha = sha256.map(|_| Sha256::new());
         while left > 0 {
             let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
             let n = match reader.read(&mut buf[..want]) {
@@ -248,6 +256,9 @@ impl<W: Write> CpioWriter<W> {
                 Err(e) => return Err(e).with_context(|| format!("reading data of cpio entry {name}")),
             };
             sum = sum.wrapping_add(byte_sum(&buf[..n]));
+            if let Some(sha) = sha.as_mut() {
+                sha.update(&buf[..n]);
+            }
             self.write(&buf[..n])
                 .with_context(|| format!("writing data of cpio entry {name}"))?;
             left -= n as u64;
@@ -268,6 +279,15 @@ impl<W: Write> CpioWriter<W> {
             sum == check,
             "cpio entry {name}: data sums to {sum:#010x} but the header says {check:#010x}; the source changed since it was hashed"
         );
+        if let (Some(sha), Some(want)) = (sha, sha256) {
+            let got: [u8; 32] = sha.finalize().into();
+            ensure!(
+                &got == want,
+                "cpio entry {name}: data hashes to sha256 {} but {} was recorded; the source changed since it was hashed",
+                hex::encode(got),
+                hex::encode(want)
+            );
+        }
         let pad = [0u8; 3];
         let n = pad4(self.pos);
         self.write(&pad[..n])?;
@@ -552,15 +572,6 @@ mod tests {
     }
 
     #[test]
-    fn checksum_and_sha256_one_pass() {
-        let d = data(1_000_003, 7);
-        let (size, check, sha) = checksum_and_sha256(&d[..]).unwrap();
-        assert_eq!(size, d.len() as u64);
-        assert_eq!(check, naive_sum(&d));
-        assert_eq!(sha, <[u8; 32]>::from(Sha256::digest(&d)));
-    }
-
-    #[test]
     fn header_layout_is_deterministic() {
         let a = archive(&[("abc", b"hello")]);
         let expected_header =
@@ -655,6 +666,35 @@ mod tests {
             assert!(w.add_bytes("q", b"").is_err());
             assert!(w.finish().is_err());
         }
+    }
+
+    /// Two bytes swapped keep the byte sum: only the sha256 of
+    /// `add_verified` sees that, and it poisons the writer like the rest.
+    #[test]
+    fn add_verified_catches_what_the_sum_cannot() {
+        let d = data(5000, 2);
+        let expected = Digests::of_bytes(&d);
+        let mut swapped = d.clone();
+        swapped.swap(10, 4000);
+        assert_ne!(swapped, d);
+        let mut w = CpioWriter::new(Vec::new());
+        w.add_stream("p", expected.size, expected.cpio_sum, &swapped[..])
+            .unwrap();
+        let mut w = CpioWriter::new(Vec::new());
+        let err = w.add_verified("p", &expected, &swapped[..]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cpio entry p: data hashes to sha256 "),
+            "{err}"
+        );
+        assert!(w.finish().is_err());
+        let mut w = CpioWriter::new(Vec::new());
+        w.add_verified("p", &expected, &d[..]).unwrap();
+        let a = w.finish().unwrap();
+        assert_eq!(
+            read_index(IoCursor::new(&a)).unwrap()[0].check,
+            expected.cpio_sum
+        );
     }
 
     fn err_of(a: &[u8]) -> String {

@@ -2,16 +2,25 @@
 //!
 //! A `.swu` is a cpio "new CRC" archive whose first member is the libconfig
 //! `sw-description`, the second its detached CMS signature, then the
-//! payloads; SWUpdate 2022.12 rejects any other order. Building one takes
-//! two passes over each payload because both
-//! the cpio `check` in the member header and the sha256 in the signed
-//! `sw-description` must be known before the data is written:
+//! payloads; SWUpdate 2022.12 rejects any other order. Both the cpio
+//! `check` in a member's header and the sha256 in the signed
+//! `sw-description` must be known before the member is written, so a
+//! payload's [`Digests`] (size, sha256, cpio check) come first, and the
+//! archive then reads each payload exactly once:
 //!
-//! 1. [`prepare_payload`] reads (and optionally compresses) each payload
-//!    once, returning size, cpio check and sha256 of the stored bytes;
+//! 1. the digests: from [`PreparedPayload::from_digests`] when the caller
+//!    computed them while producing the file (a [`DigestWriter`], or
+//!    [`Digests::of_file`] on a tool's output it had to read anyway), with
+//!    no read at all; or from [`prepare_payload`], which reads (and
+//!    optionally compresses) the file once;
 //! 2. the caller builds and signs the [`SwDescription`], then
-//!    [`write_swu`] streams everything into the archive, with no temporary
-//!    copies, re-verifying size and check on the fly.
+//!    [`write_swu_members`] copies each payload into the archive, with no
+//!    temporary copies and no second hash: the file's [`Stamp`] (inode,
+//!    size, mtime, ctime) must still be the one recorded with the digests,
+//!    and the bytes copied must still have the recorded cpio check. A file
+//!    whose stamp changed is re-hashed while it is copied and accepted
+//!    only if it still has the recorded sha256; one that changes during
+//!    the copy is an error.
 //!
 //! [`read_swu`] is the independent check of a finished archive: member
 //! order, checksums, and that every payload the description names is present
@@ -19,17 +28,18 @@
 //! itself; that is the signing crate's job (and SWUpdate's on the device).
 
 pub mod cpio;
+pub mod digest;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod swdesc;
 
-pub use cpio::{checksum_and_sha256, read_index, read_index_with_sha256, CpioEntry, CpioWriter};
+pub use cpio::{read_index, read_index_with_sha256, CpioEntry, CpioWriter};
+pub use digest::{DigestWriter, Digester, Digests, Stamp};
 pub use swdesc::{
     bootenv_for, Bootloader, Collection, Compression, Fit, Payload, SwDescription, Target,
 };
 
 use anyhow::{bail, ensure, Context, Result};
-use sha2::{Digest, Sha256};
 use slotsmith_yaml::escape::shown;
 use std::collections::HashMap;
 use std::fs::File;
@@ -58,36 +68,86 @@ pub enum PayloadCompression {
     Zstd { level: i32, output: PathBuf },
 }
 
-/// Result of pass 1 for one payload: everything the sw-description and the
-/// cpio header need, describing the bytes at `path`.
+/// Everything the sw-description and the cpio header need for one payload,
+/// describing the bytes at `path` as they were when digested.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparedPayload {
     /// File holding the bytes to store: the source itself, or the
     /// compressed copy.
     pub path: PathBuf,
-    /// Stored size (compressed, if compressed).
-    pub size: u64,
-    /// cpio check of the stored bytes.
-    pub check: u32,
-    /// sha256 of the stored bytes, for `sw-description`.
-    pub sha256: [u8; 32],
+    /// Size, sha256 and cpio check of the stored (compressed, if
+    /// compressed) bytes.
+    pub digests: Digests,
+    /// The version of `path` the digests describe.
+    pub stamp: Stamp,
     pub compressed: Compression,
     /// Size of the source before compression.
     pub source_size: u64,
 }
 
 impl PreparedPayload {
-    /// The tuple [`write_swu`] takes for this payload under member `name`.
+    /// A payload stored as is whose digests are already known, typically
+    /// because the caller wrote the file through a [`DigestWriter`]: no
+    /// byte of it is read here. Call it once the file is complete and
+    /// closed; the [`Stamp`] taken now is what [`write_swu_members`]
+    /// compares against, so the digests must describe the file as it is
+    /// now. Fails if the file is not a regular file of `digests.size`
+    /// bytes.
+    pub fn from_digests(path: &Path, digests: Digests) -> Result<PreparedPayload> {
+        let stamp = Stamp::of_path(path)?;
+        ensure!(
+            stamp.is_regular,
+            "payload {} is not a regular file",
+            path.display()
+        );
+        ensure!(
+            stamp.size == digests.size,
+            "payload {} has {} bytes, but its digests describe {}",
+            path.display(),
+            stamp.size,
+            digests.size
+        );
+        Ok(PreparedPayload {
+            path: path.to_owned(),
+            digests,
+            stamp,
+            compressed: Compression::None,
+            source_size: digests.size,
+        })
+    }
+
+    /// Stored size (compressed, if compressed).
+    pub fn size(&self) -> u64 {
+        self.digests.size
+    }
+
+    /// This payload as archive member `name`, for [`write_swu_members`].
+    pub fn archive_member(&self, name: &str) -> Member {
+        Member {
+            name: name.to_owned(),
+            path: self.path.clone(),
+            digests: self.digests,
+            stamp: Some(self.stamp),
+        }
+    }
+
+    /// The tuple the older [`write_swu`] takes for this payload under
+    /// member `name`; prefer [`PreparedPayload::archive_member`].
     pub fn member(&self, name: &str) -> (String, PathBuf, u64, u32) {
-        (name.to_owned(), self.path.clone(), self.size, self.check)
+        (
+            name.to_owned(),
+            self.path.clone(),
+            self.digests.size,
+            self.digests.cpio_sum,
+        )
     }
 
     /// The sw-description entry for this payload.
     pub fn payload(&self, filename: &str, target: Target) -> Payload {
         Payload {
             filename: filename.to_owned(),
-            sha256: self.sha256,
-            size: self.size,
+            sha256: self.digests.sha256,
+            size: self.digests.size,
             compressed: self.compressed,
             target,
             fit: None,
@@ -95,14 +155,16 @@ impl PreparedPayload {
     }
 }
 
-/// Pass 1: size, cpio check and sha256 of a payload as it will be stored.
+/// Size, cpio check and sha256 of a payload as it will be stored, from one
+/// read of the source. Use [`PreparedPayload::from_digests`] instead when
+/// the digests of an uncompressed payload are already known.
 ///
 /// For zstd the payload is compressed once into the caller-provided output
 /// path, and the digests are computed over the compressed bytes as they are
 /// written. We compress once instead of twice (once to hash, once to
 /// stream) because compression is by far the most expensive step of a
-/// build, and because the archive then streams a file whose size and check
-/// [`write_swu`] re-verifies, instead of relying on the compressor giving
+/// build, and because the archive then copies a file whose digests and
+/// stamp are known, instead of relying on the compressor giving
 /// byte-identical output twice. The cost is disk space for the compressed
 /// copy, at most about the size of the source.
 ///
@@ -111,109 +173,141 @@ impl PreparedPayload {
 /// size and an XXH64 checksum of the content, so a decompressor on the
 /// device also detects a source that changed while it was being compressed.
 pub fn prepare_payload(path: &Path, compression: &PayloadCompression) -> Result<PreparedPayload> {
-    let mut src = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     match compression {
         PayloadCompression::None => {
-            let (size, check, sha256) = checksum_and_sha256(&mut src)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let (digests, stamp) = Digests::of_file_stamped(path)?;
             Ok(PreparedPayload {
                 path: path.to_owned(),
-                size,
-                check,
-                sha256,
+                digests,
+                stamp,
                 compressed: Compression::None,
-                source_size: size,
+                source_size: digests.size,
             })
         }
-        PayloadCompression::Zstd { level, output } => {
-            // Creating the output truncates it: never let that be the source.
-            if let Ok(o) = std::fs::metadata(output) {
-                let i = src
-                    .metadata()
-                    .with_context(|| format!("reading metadata of {}", path.display()))?;
-                ensure!(
-                    (o.dev(), o.ino()) != (i.dev(), i.ino()),
-                    "compressed output {} is the source itself",
-                    output.display()
-                );
-            }
-            let source_size = src
-                .metadata()
-                .with_context(|| format!("reading metadata of {}", path.display()))?
-                .len();
-            let out =
-                File::create(output).with_context(|| format!("creating {}", output.display()))?;
-            let sink = HashingWriter {
-                inner: BufWriter::with_capacity(1 << 20, out),
-                sha: Sha256::new(),
-                check: 0,
-                size: 0,
-            };
-            let mut enc = zstd::stream::Encoder::new(sink, *level)
-                .context("setting up the zstd compressor")?;
-            enc.include_checksum(true).context("configuring zstd")?;
-            enc.include_contentsize(true).context("configuring zstd")?;
-            enc.set_pledged_src_size(Some(source_size))
-                .context("configuring zstd")?;
-            let copied = std::io::copy(&mut src, &mut enc).with_context(|| {
-                format!("compressing {} into {}", path.display(), output.display())
-            })?;
+        PayloadCompression::Zstd { level, output } => compress(path, *level, output),
+    }
+}
+
+/// The zstd half of [`prepare_payload`].
+fn compress(path: &Path, level: i32, output: &Path) -> Result<PreparedPayload> {
+    let mut src = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let source = src
+        .metadata()
+        .with_context(|| format!("reading metadata of {}", path.display()))?;
+    // Creating the output truncates it: never let that be the source.
+    if let Ok(o) = std::fs::metadata(output) {
+        ensure!(
+            (o.dev(), o.ino()) != (source.dev(), source.ino()),
+            "compressed output {} is the source itself",
+            output.display()
+        );
+    }
+    let source_size = source.len();
+    let out = File::create(output).with_context(|| format!("creating {}", output.display()))?;
+    let sink = DigestWriter::new(BufWriter::with_capacity(digest::READ_BUF, out));
+    let mut enc =
+        zstd::stream::Encoder::new(sink, level).context("setting up the zstd compressor")?;
+    enc.include_checksum(true).context("configuring zstd")?;
+    enc.include_contentsize(true).context("configuring zstd")?;
+    enc.set_pledged_src_size(Some(source_size))
+        .context("configuring zstd")?;
+    let copied = std::io::copy(&mut src, &mut enc)
+        .with_context(|| format!("compressing {} into {}", path.display(), output.display()))?;
+    ensure!(
+        copied == source_size,
+        "{} changed size while it was being compressed",
+        path.display()
+    );
+    let sink = enc
+        .finish()
+        .with_context(|| format!("compressing {}", path.display()))?;
+    let (buffered, digests) = sink
+        .finish()
+        .with_context(|| format!("writing {}", output.display()))?;
+    let out = buffered
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("writing {}", output.display()))?;
+    // Stamped through the descriptor that wrote it: the same inode.
+    let stamp = Stamp::of_file(&out, output)?;
+    ensure!(
+        stamp.size == digests.size,
+        "{} has {} bytes after compression, but {} were written",
+        output.display(),
+        stamp.size,
+        digests.size
+    );
+    Ok(PreparedPayload {
+        path: output.to_owned(),
+        digests,
+        stamp,
+        compressed: Compression::Zstd,
+        source_size,
+    })
+}
+
+/// One payload member for [`write_swu_members`]: the bytes at `path`,
+/// stored as `name`, which must have `digests`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub path: PathBuf,
+    pub digests: Digests,
+    /// The version of `path` the digests describe. If the file still has
+    /// it, the writer copies the bytes checking only the cpio sum; if not,
+    /// or if `None`, it also hashes them and checks the sha256.
+    pub stamp: Option<Stamp>,
+}
+
+/// Writes the archive: `sw-description`, `sw-description.sig`, then each
+/// member in the given order, each payload read exactly once (see the
+/// crate docs for how its digests are checked). On an error the output is
+/// incomplete and must be discarded.
+pub fn write_swu_members<W: Write>(
+    out: W,
+    sw_description: &[u8],
+    signature: &[u8],
+    members: &[Member],
+) -> Result<W> {
+    ensure!(
+        !signature.is_empty(),
+        "the sw-description signature is empty"
+    );
+    let mut w = CpioWriter::new(out);
+    w.add_bytes(SW_DESCRIPTION, sw_description)?;
+    w.add_bytes(SW_DESCRIPTION_SIG, signature)?;
+    for m in members {
+        add_member(&mut w, m)
+            .with_context(|| format!("adding {} as {}", m.path.display(), m.name))?;
+    }
+    w.finish()
+}
+
+/// Copies one member, trusting its digests by stamp when it can.
+fn add_member<W: Write>(w: &mut CpioWriter<W>, m: &Member) -> Result<()> {
+    let f = File::open(&m.path).with_context(|| format!("opening payload {}", m.path.display()))?;
+    let now = Stamp::of_file(&f, &m.path)?;
+    match m.stamp {
+        Some(recorded) if recorded == now => {
+            w.add_stream(&m.name, m.digests.size, m.digests.cpio_sum, &f)?;
+            let after = Stamp::of_file(&f, &m.path)?;
             ensure!(
-                copied == source_size,
-                "{} changed size while it was being compressed",
-                path.display()
+                after == recorded,
+                "payload {} changed while it was being copied ({}); the archive is incomplete",
+                m.path.display(),
+                after.describe_change(&recorded)
             );
-            let sink = enc
-                .finish()
-                .with_context(|| format!("compressing {}", path.display()))?;
-            let HashingWriter {
-                inner,
-                sha,
-                check,
-                size,
-            } = sink;
-            inner
-                .into_inner()
-                .map_err(|e| e.into_error())
-                .with_context(|| format!("writing {}", output.display()))?;
-            Ok(PreparedPayload {
-                path: output.clone(),
-                size,
-                check,
-                sha256: sha.finalize().into(),
-                compressed: Compression::Zstd,
-                source_size,
-            })
+            Ok(())
         }
+        // Touched, or never stamped: the bytes may still be the digested
+        // ones, so check them all, at the cost of one sha256 pass.
+        _ => w.add_verified(&m.name, &m.digests, &f),
     }
 }
 
-/// Passes writes through while computing what pass 1 needs.
-struct HashingWriter<W> {
-    inner: W,
-    sha: Sha256,
-    check: u32,
-    size: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.sha.update(&buf[..n]);
-        self.check = self.check.wrapping_add(cpio::byte_sum(&buf[..n]));
-        self.size += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Pass 2: writes the archive: `sw-description`, `sw-description.sig`,
-/// then each `(member name, file, size, check)` in the given order, streamed
-/// from the file. Fails if a file no longer matches its size and check from
-/// pass 1; the output is then incomplete and must be discarded.
+/// The older form of [`write_swu_members`]: each `(member name, file,
+/// size, check)` is copied checking size and cpio sum only, with no stamp
+/// and no sha256. Kept while callers move to [`Member`].
 pub fn write_swu<W: Write>(
     out: W,
     sw_description: &[u8],
@@ -429,14 +523,17 @@ mod tests {
     }
 
     impl Fixture {
-        fn members(&self) -> Vec<(String, PathBuf, u64, u32)> {
-            self.prepared.iter().map(|(n, p)| p.member(n)).collect()
+        fn members(&self) -> Vec<Member> {
+            self.prepared
+                .iter()
+                .map(|(n, p)| p.archive_member(n))
+                .collect()
         }
 
-        fn write(&self, desc: &str, members: &[(String, PathBuf, u64, u32)]) -> PathBuf {
+        fn write(&self, desc: &str, members: &[Member]) -> PathBuf {
             let path = self.dir.path().join("out.swu");
             let f = File::create(&path).unwrap();
-            write_swu(f, desc.as_bytes(), b"signature", members).unwrap();
+            write_swu_members(f, desc.as_bytes(), b"signature", members).unwrap();
             path
         }
 
@@ -466,7 +563,7 @@ mod tests {
             assert_eq!(c.description, fx.desc);
             assert_eq!(c.signature, b"signature");
             let p = &fx.prepared[0].1;
-            assert_eq!(c.sha256[2], p.sha256);
+            assert_eq!(c.sha256[2], p.digests.sha256);
             if zstd {
                 assert_eq!(p.compressed, Compression::Zstd);
                 let raw = zstd::decode_all(File::open(&p.path).unwrap()).unwrap();
@@ -474,7 +571,7 @@ mod tests {
                     raw,
                     fs::read(fx.dir.path().join("rootfs-b.img.src")).unwrap()
                 );
-                assert!(p.size < p.source_size);
+                assert!(p.size() < p.source_size);
             }
         }
     }
@@ -496,7 +593,7 @@ mod tests {
     fn zstd_is_reproducible() {
         let a = fixture(true);
         let b = fixture(true);
-        assert_eq!(a.prepared[0].1.sha256, b.prepared[0].1.sha256);
+        assert_eq!(a.prepared[0].1.digests, b.prepared[0].1.digests);
     }
 
     #[test]
@@ -559,7 +656,7 @@ mod tests {
 
         let mut members = fx.members();
         let mut extra = members[1].clone();
-        extra.0 = "stray".into();
+        extra.name = "stray".into();
         members.push(extra);
         let path = fx.write(&text, &members);
         assert!(fx
@@ -567,14 +664,155 @@ mod tests {
             .contains("entry 5 (stray) is not referenced by sw-description"));
     }
 
+    /// The older tuple form still writes the same archive.
+    #[test]
+    fn tuple_members_write_the_same_bytes() {
+        let fx = fixture(false);
+        let text = fx.desc.to_libconfig().unwrap();
+        let tuples: Vec<_> = fx.prepared.iter().map(|(n, p)| p.member(n)).collect();
+        let old = write_swu(Vec::new(), text.as_bytes(), b"signature", &tuples).unwrap();
+        let new = fs::read(fx.write(&text, &fx.members())).unwrap();
+        assert_eq!(old, new);
+    }
+
+    /// Digests computed while the file was written: the payload is read
+    /// only by the archive writer, and the archive is the one
+    /// `prepare_payload` would have given.
+    #[test]
+    fn known_digests_give_the_same_archive() {
+        let fx = fixture(false);
+        let text = fx.desc.to_libconfig().unwrap();
+        let members: Vec<Member> = fx
+            .prepared
+            .iter()
+            .map(|(n, p)| {
+                let mut w = DigestWriter::new(Vec::new());
+                w.write_all(&fs::read(&p.path).unwrap()).unwrap();
+                let (bytes, d) = w.finish().unwrap();
+                let copy = fx.dir.path().join(format!("{n}.written"));
+                fs::write(&copy, bytes).unwrap();
+                let known = PreparedPayload::from_digests(&copy, d).unwrap();
+                assert_eq!(known.digests, p.digests);
+                known.archive_member(n)
+            })
+            .collect();
+        let a = write_swu_members(Vec::new(), text.as_bytes(), b"signature", &members).unwrap();
+        assert_eq!(a, fs::read(fx.write(&text, &fx.members())).unwrap());
+
+        let e =
+            PreparedPayload::from_digests(&members[0].path, Digests::of_bytes(b"x")).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("has 100000 bytes, but its digests describe 1"),
+            "{e}"
+        );
+        let e = PreparedPayload::from_digests(fx.dir.path(), members[0].digests).unwrap_err();
+        assert!(e.to_string().ends_with("is not a regular file"), "{e}");
+    }
+
+    /// Every way a payload can differ from its digests at write time is an
+    /// error naming the member, and the writer refuses to finish: new
+    /// bytes of the same length and the same byte sum (two bytes swapped,
+    /// caught by the stamp and then the sha256), a different length, a
+    /// replaced file, and digests given without a stamp. A file whose stamp
+    /// changed but whose bytes did not (`touch`) is still accepted, after a
+    /// full check.
     #[test]
     fn writer_rejects_a_changed_payload() {
+        let tick = || std::thread::sleep(std::time::Duration::from_millis(20));
+        /// What is done to the payload, how, and the error it must give.
+        type Case = (&'static str, fn(&Path), &'static str);
+        let cases: [Case; 4] = [
+            (
+                "swap",
+                |p| {
+                    let mut d = fs::read(p).unwrap();
+                    d.swap(1, 2);
+                    fs::write(p, d).unwrap();
+                },
+                "data hashes to sha256 ",
+            ),
+            (
+                "append",
+                |p| {
+                    let mut d = fs::read(p).unwrap();
+                    d.push(0);
+                    fs::write(p, d).unwrap();
+                },
+                "source is longer than the 100000 bytes",
+            ),
+            (
+                "replace",
+                |p| {
+                    let mut d = fs::read(p).unwrap();
+                    d[0] = d[0].wrapping_add(1);
+                    let tmp = p.with_extension("new");
+                    fs::write(&tmp, d).unwrap();
+                    fs::rename(tmp, p).unwrap();
+                },
+                "data sums to ",
+            ),
+            (
+                "touch",
+                |p| {
+                    let f = File::options().append(true).open(p).unwrap();
+                    f.set_modified(std::time::SystemTime::now()).unwrap();
+                },
+                "",
+            ),
+        ];
+        for (what, change, msg) in cases {
+            let fx = fixture(false);
+            let text = fx.desc.to_libconfig().unwrap();
+            let (_, p) = &fx.prepared[1];
+            assert_ne!(fs::read(&p.path).unwrap()[1], fs::read(&p.path).unwrap()[2]);
+            tick();
+            change(&p.path);
+            let r = write_swu_members(Vec::new(), text.as_bytes(), b"signature", &fx.members());
+            if msg.is_empty() {
+                let a = r.unwrap();
+                let stamp = Stamp::of_path(&p.path).unwrap();
+                assert_ne!(stamp, p.stamp, "{what} must change the stamp");
+                assert!(
+                    a == fs::read(fx.write(&text, &fx.members())).unwrap(),
+                    "{what}"
+                );
+                continue;
+            }
+            let e = format!("{:#}", r.unwrap_err());
+            assert!(e.starts_with("adding "), "{what}: {e}");
+            assert!(
+                e.contains(" as kernel-b: cpio entry kernel-b: "),
+                "{what}: {e}"
+            );
+            assert!(e.contains(msg), "{what}: {e}");
+            assert!(
+                e.contains("the source changed since it was hashed")
+                    || e.contains("than the 100000 bytes it had when it was hashed"),
+                "{what}: {e}"
+            );
+        }
+        // No stamp: always the full check, which sees the swap too.
+        let fx = fixture(false);
+        let mut members = fx.members();
+        members[1].stamp = None;
+        let mut d = fs::read(&members[1].path).unwrap();
+        d.swap(1, 2);
+        fs::write(&members[1].path, d).unwrap();
+        let e = write_swu_members(Vec::new(), b"d", b"s", &members).unwrap_err();
+        assert!(format!("{e:#}").contains("data hashes to sha256 "), "{e:#}");
+    }
+
+    /// The older tuple form checks size and sum only, as before.
+    #[test]
+    fn tuple_writer_rejects_a_changed_payload() {
         let fx = fixture(false);
         let (_, p) = &fx.prepared[1];
         let mut data = fs::read(&p.path).unwrap();
         data[0] = data[0].wrapping_add(1);
         fs::write(&p.path, &data).unwrap();
-        let e = write_swu(Vec::new(), b"d", b"s", &fx.members()).unwrap_err();
+        let tuples: Vec<_> = fx.prepared.iter().map(|(n, p)| p.member(n)).collect();
+        let e = write_swu(Vec::new(), b"d", b"s", &tuples).unwrap_err();
         assert!(
             format!("{e:#}").contains("the source changed since it was hashed"),
             "{e:#}"

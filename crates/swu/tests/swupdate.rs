@@ -16,7 +16,7 @@
 //! because a silently skipped compatibility test proves nothing.
 
 use slotsmith_swu::{
-    prepare_payload, read_swu, write_swu, Bootloader, Collection, PayloadCompression,
+    prepare_payload, read_swu, write_swu_members, Bootloader, Collection, PayloadCompression,
     PreparedPayload, SwDescription, Target,
 };
 use std::fs;
@@ -270,9 +270,9 @@ impl Sandbox {
         sig: &[u8],
         arts: impl Iterator<Item = &'a Artifact>,
     ) -> PathBuf {
-        let members: Vec<_> = arts.map(|a| a.prepared.member(&a.name)).collect();
+        let members: Vec<_> = arts.map(|a| a.prepared.archive_member(&a.name)).collect();
         let swu = self.p("update.swu");
-        write_swu(
+        write_swu_members(
             fs::File::create(&swu).unwrap(),
             text.as_bytes(),
             sig,
@@ -447,7 +447,7 @@ fn installs_zstd_payloads() {
     assert!(c.sw_description.contains("compressed = \"zstd\";"));
     let rootfs = &b[0].prepared;
     assert!(
-        rootfs.size < rootfs.source_size / 2 + 4096,
+        rootfs.size() < rootfs.source_size / 2 + 4096,
         "zstd did not compress"
     );
     let (rc, log) = sb.swupdate(&swu, "");
