@@ -7,8 +7,20 @@ use std::path::Path;
 
 use crate::support::*;
 
-fn build_in(umask: &str, as_nobody: bool, key: &Path) -> BTreeMap<String, String> {
+/// Builds the fixture (squashfs or ext4, with the repository's hardening
+/// policies) in a fresh project; returns the hashes of every file under
+/// out/ and the project, so a caller can build it again.
+fn build_in(
+    umask: &str,
+    as_nobody: bool,
+    key: &Path,
+    filesystem: &str,
+) -> (BTreeMap<String, String>, Project) {
     let p = Project::new();
+    for e in fs::read_dir(repo_root().join("policies")).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), p.path().join("policies").join(e.file_name())).unwrap();
+    }
     base_tarball(&p.path().join("fixtures/base.tar.gz"));
     layer(
         &p,
@@ -23,10 +35,12 @@ fn build_in(umask: &str, as_nobody: bool, key: &Path) -> BTreeMap<String, String
         "rep",
         "fixtures/base.tar.gz",
         &["meta-x"],
-        "squashfs",
+        filesystem,
         "16MiB",
-    ) + &format!(
-        "signing:
+    )
+        + "profile: production\npolicies: [network, kernel, services, ssh, accounts, files]\n"
+        + &format!(
+            "signing:
   boot:
     key: {}
     public-key: {}
@@ -34,25 +48,34 @@ fn build_in(umask: &str, as_nobody: bool, key: &Path) -> BTreeMap<String, String
     key: {}
     cert: {}
 ",
-        key.join("boot.key.pem").display(),
-        key.join("boot.pub.pem").display(),
-        key.join("update.key.pem").display(),
-        key.join("update.cert.pem").display()
-    );
+            key.join("boot.key.pem").display(),
+            key.join("boot.pub.pem").display(),
+            key.join("update.key.pem").display(),
+            key.join("update.cert.pem").display()
+        );
     p.write("images/rep.yaml", &image);
+    let hashes = rebuild(&p, umask, as_nobody, &[]);
+    (hashes, p)
+}
+
+/// Builds the project's image again (with extra flags); returns the hashes.
+fn rebuild(p: &Project, umask: &str, as_nobody: bool, extra: &[&str]) -> BTreeMap<String, String> {
     let out = p.writable("out");
     p.dev_keys_writable();
     let work = p.writable("work");
+    let image = p.image("rep");
+    let mut args = vec![
+        "build",
+        image.to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--work-dir",
+        work.to_str().unwrap(),
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
     let r = slotsmith(
-        &[
-            "build",
-            p.image("rep").to_str().unwrap(),
-            "--out-dir",
-            out.to_str().unwrap(),
-            "--work-dir",
-            work.to_str().unwrap(),
-            "--quiet",
-        ],
+        &args,
         &[("SOURCE_DATE_EPOCH", "1700000000")],
         as_nobody,
         Some(umask),
@@ -61,14 +84,16 @@ fn build_in(umask: &str, as_nobody: bool, key: &Path) -> BTreeMap<String, String
     hashes(&out.join("rep"))
 }
 
+/// sha256 of every file under `dir`, subdirectories included (audit/).
 fn hashes(dir: &Path) -> BTreeMap<String, String> {
-    fs::read_dir(dir)
-        .unwrap()
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
         .map(|e| {
-            let e = e.unwrap();
             (
-                e.file_name().to_string_lossy().into_owned(),
-                sha256(&e.path()),
+                e.path().strip_prefix(dir).unwrap().display().to_string(),
+                sha256(e.path()),
             )
         })
         .collect()
@@ -108,8 +133,24 @@ fn two_builds_are_bit_identical() {
             .unwrap();
         }
     }
-    let a = build_in("022", true, &dir);
-    let b = build_in("077", false, &dir);
-    assert_eq!(a.len(), 16, "{a:?}");
-    assert_eq!(a, b);
+    for filesystem in ["squashfs", "ext4"] {
+        let (a, _pa) = build_in("022", true, &dir, filesystem);
+        let (b, pb) = build_in("077", false, &dir, filesystem);
+        // 16 files and the three audit reports.
+        assert_eq!(a.len(), 19, "{filesystem}: {a:?}");
+        assert!(a.contains_key("audit/report.sarif"), "{a:?}");
+        assert_eq!(a, b, "{filesystem}: two fresh builds differ");
+        // A rebuild from the stage cache, and one without it, give the
+        // same bytes as the fresh builds.
+        assert_eq!(
+            rebuild(&pb, "077", false, &[]),
+            a,
+            "{filesystem}: the cached rebuild differs"
+        );
+        assert_eq!(
+            rebuild(&pb, "077", false, &["--no-cache"]),
+            a,
+            "{filesystem}: the uncached rebuild differs"
+        );
+    }
 }

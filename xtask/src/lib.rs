@@ -443,6 +443,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     "out_dir": outcome.out_dir,
                     "build": outcome.record,
                     "stages": progress.stages,
+                    "cache": outcome.cache,
                     "warnings": progress.warnings,
                 });
                 println!(

@@ -47,6 +47,21 @@ const ALWAYS_HASH_BELOW: u64 = 16 << 20;
 /// The cache of one image's stages (or none, with `--no-cache`).
 pub(super) struct Cache {
     dir: Option<PathBuf>,
+    /// What each lookup found, in order: reported in `--json`, never in
+    /// build.json (a cached and an uncached build give the same bytes).
+    outcomes: std::cell::RefCell<BTreeMap<String, Outcome>>,
+}
+
+/// What a stage's lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Taken from the cache.
+    Hit,
+    /// Run, and stored.
+    Miss,
+    /// Run: the cache is off (`--no-cache`) or the stage cannot be cached.
+    Off,
 }
 
 /// A stage's cache key.
@@ -116,6 +131,7 @@ impl Cache {
     pub(super) fn new(work_root: &Path, name: &str, enabled: bool) -> Cache {
         Cache {
             dir: enabled.then(|| work_root.join(".stage-cache").join(name)),
+            outcomes: Default::default(),
         }
     }
 
@@ -135,6 +151,31 @@ impl Cache {
     /// A verified entry for `stage` and `key`, if there is one. A corrupted
     /// entry is removed (and said so), never returned.
     pub(super) fn get(&self, stage: &str, key: &Key, progress: &mut Progress) -> Option<Entry> {
+        let found = self.lookup(stage, key, progress);
+        let outcome = match (&self.dir, &found) {
+            (None, _) => Outcome::Off,
+            (Some(_), Some(_)) => Outcome::Hit,
+            (Some(_), None) => Outcome::Miss,
+        };
+        self.outcomes
+            .borrow_mut()
+            .insert(stage.to_string(), outcome);
+        found
+    }
+
+    /// Records that `stage` ran without a cache key (it cannot be cached).
+    pub(super) fn uncacheable(&self, stage: &str) {
+        self.outcomes
+            .borrow_mut()
+            .insert(stage.to_string(), Outcome::Off);
+    }
+
+    /// What every lookup found, by stage.
+    pub(super) fn outcomes(&self) -> BTreeMap<String, Outcome> {
+        self.outcomes.borrow().clone()
+    }
+
+    fn lookup(&self, stage: &str, key: &Key, progress: &mut Progress) -> Option<Entry> {
         let dir = self.dir.as_ref()?.join(stage).join(key.as_str());
         let text = fs::read(dir.join("entry.json")).ok()?;
         let entry: EntryFile = match serde_json::from_slice(&text) {

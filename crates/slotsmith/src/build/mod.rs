@@ -65,7 +65,12 @@ pub struct BuildOutcome {
     pub out_dir: PathBuf,
     /// The record written as build.json.
     pub record: BuildRecord,
+    /// Which stages came from the stage cache (`hit`), ran and were stored
+    /// (`miss`), or ran uncached (`off`).
+    pub cache: std::collections::BTreeMap<String, CacheOutcome>,
 }
+
+pub use cache::Outcome as CacheOutcome;
 
 /// Builds `plan` into `out_root/<name>/`.
 pub fn build(
@@ -145,7 +150,11 @@ pub fn build(
     slotsmith_rootfs::cleanup::remove_tree(&work)
         .with_context(|| format!("removing work directory {}", work.display()))?;
     drop(lock);
-    Ok(BuildOutcome { out_dir, record })
+    Ok(BuildOutcome {
+        out_dir,
+        record,
+        cache: cache.outcomes(),
+    })
 }
 
 /// Empties `work_root/<name>` for this build. Depth-independent and bounded

@@ -220,7 +220,10 @@ pub(super) fn cached(
     out: &Path,
     progress: &mut Progress,
 ) -> anyhow::Result<Option<RootfsImage>> {
-    let Some(key) = key else { return Ok(None) };
+    let Some(key) = key else {
+        cache.uncacheable("rootfs");
+        return Ok(None);
+    };
     let Some(hit) = cache.get("rootfs", key, progress) else {
         return Ok(None);
     };
