@@ -85,18 +85,24 @@ pub fn validate_name(name: &str) -> Result<()> {
 pub fn byte_sum(data: &[u8]) -> u32 {
     const LANES: usize = 32;
     const BLOCKS: usize = 256;
+    // Explicit wrapping adds: none of them can overflow, but `cargo
+    // xtask` runs the dev profile, whose overflow checks on `+=` stop the
+    // loop from vectorising (measured 5x slower, 0.10 s instead of 0.02 s
+    // per 512 MiB).
     let mut total: u64 = 0;
     let mut big = data.chunks_exact(LANES * BLOCKS);
     for chunk in &mut big {
         let mut acc = [0u16; LANES];
         for block in chunk.chunks_exact(LANES) {
             for (a, &b) in acc.iter_mut().zip(block) {
-                *a += u16::from(b);
+                *a = a.wrapping_add(u16::from(b));
             }
         }
-        total += acc.iter().map(|&a| u64::from(a)).sum::<u64>();
+        let lanes = acc.iter().fold(0u64, |s, &a| s.wrapping_add(u64::from(a)));
+        total = total.wrapping_add(lanes);
     }
-    total += big.remainder().iter().map(|&b| u64::from(b)).sum::<u64>();
+    let rest = big.remainder().iter();
+    total = total.wrapping_add(rest.fold(0u64, |s, &b| s.wrapping_add(u64::from(b))));
     // Truncation is the definition of the field: the sum modulo 2^32.
     total as u32
 }
