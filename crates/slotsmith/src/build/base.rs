@@ -156,3 +156,143 @@ fn debian_base(
     fs::rename(&tmp, &cached).with_context(|| format!("caching {}", cached.display()))?;
     Ok(cached)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{self, Fixture, Setup};
+    use super::*;
+    use slotsmith_rootfs::path::RelPath;
+    use slotsmith_rootfs::tree::{Kind, Node};
+
+    fn node<'a>(tree: &'a Tree, p: &str) -> &'a Node {
+        tree.get(&RelPath::parse(p).unwrap())
+            .unwrap_or_else(|| panic!("{p} is not in the tree"))
+    }
+
+    fn contents(tree: &Tree, p: &str) -> Vec<u8> {
+        match &node(tree, p).kind {
+            Kind::File { content, .. } => fs::read(content.path()).unwrap(),
+            other => panic!("{p} is a {other:?}, not a file"),
+        }
+    }
+
+    #[test]
+    fn a_tarball_base_imports_every_entry_with_its_metadata() {
+        let mut fx = Fixture::new(Setup::default());
+        let tree = stage(&fx.plan, &fx.opts, &fx.store, &mut fx.progress).unwrap();
+        let mut paths: Vec<&str> = tree
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .filter(|p| !p.is_empty())
+            .collect();
+        paths.sort();
+        let mut want = testkit::BASE_PATHS.to_vec();
+        want.sort();
+        assert_eq!(paths, want);
+        // Contents live in the work directory's store, never in place.
+        match &node(&tree, "etc/passwd").kind {
+            Kind::File { content, size } => {
+                assert!(content.path().starts_with(&fx.store), "{content:?}");
+                assert_eq!(*size, testkit::PASSWD.len() as u64);
+            }
+            other => panic!("etc/passwd is a {other:?}"),
+        }
+        assert_eq!(contents(&tree, "etc/passwd"), testkit::PASSWD);
+        assert_eq!(
+            contents(&tree, "boot/vmlinuz-6.1.0-test"),
+            testkit::kernel_bytes()
+        );
+        // Owners, modes, devices, links and xattrs come from the archive,
+        // whoever runs the build.
+        let su = node(&tree, "usr/bin/su");
+        assert_eq!((su.meta.mode, su.meta.uid, su.meta.gid), (0o4755, 0, 0));
+        assert_eq!(node(&tree, "tmp").meta.mode, 0o1777);
+        let db = node(&tree, "var/lib/svc.db");
+        assert_eq!((db.meta.mode, db.meta.uid, db.meta.gid), (0o600, 107, 107));
+        let console = node(&tree, "dev/console");
+        assert_eq!(
+            console.kind,
+            Kind::CharDev { major: 5, minor: 1 },
+            "dev/console"
+        );
+        assert_eq!(console.meta.mode, 0o600);
+        assert_eq!(
+            node(&tree, "bin/sh").kind,
+            Kind::Symlink {
+                target: "../usr/bin/su".into()
+            }
+        );
+        assert_eq!(
+            node(&tree, "etc/mtab").kind,
+            Kind::Symlink {
+                target: "/proc/self/mounts".into()
+            }
+        );
+        assert_eq!(
+            node(&tree, "usr/bin/sudo-alias").kind,
+            Kind::Hardlink {
+                target: RelPath::parse("usr/bin/su").unwrap()
+            }
+        );
+        assert_eq!(
+            node(&tree, "usr/bin/ping")
+                .meta
+                .xattrs
+                .get("security.capability")
+                .map(Vec::as_slice),
+            Some(testkit::CAP_NET_RAW_EP.as_slice())
+        );
+        assert!(
+            fx.log
+                .text()
+                .contains("importing tarball fixtures/base.tar"),
+            "{}",
+            fx.log.text()
+        );
+    }
+
+    #[test]
+    fn a_tarball_changed_since_the_plan_is_refused_before_anything_is_imported() {
+        let mut fx = Fixture::new(Setup::default());
+        let tar = fx.root().join("fixtures/base.tar");
+        let mut bytes = fs::read(&tar).unwrap();
+        // Same size, one entry's contents changed: only the hash can tell.
+        let at = bytes
+            .windows(testkit::PASSWD.len())
+            .position(|w| w == testkit::PASSWD)
+            .unwrap();
+        bytes[at..at + 4].copy_from_slice(b"ROOT");
+        fs::write(&tar, &bytes).unwrap();
+        let BaseSpec::Tarball { sha256, .. } = &fx.plan.base.spec else {
+            panic!("the fixture has a tarball base");
+        };
+        let planned = sha256.clone();
+        let err = stage(&fx.plan, &fx.opts, &fx.store, &mut fx.progress).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("changed since it was planned"), "{msg}");
+        assert!(msg.contains(&planned), "{msg}");
+        assert!(msg.contains(&tar.display().to_string()), "{msg}");
+        assert_eq!(
+            fs::read_dir(&fx.store).unwrap().count(),
+            0,
+            "the store was written before the hash was checked"
+        );
+        // Planned again, the new tarball is the input.
+        fx.replan();
+        let tree = stage(&fx.plan, &fx.opts, &fx.store, &mut fx.progress).unwrap();
+        assert!(contents(&tree, "etc/passwd").starts_with(b"ROOT:"));
+    }
+
+    #[test]
+    fn a_missing_tarball_is_an_error_naming_it() {
+        let mut fx = Fixture::new(Setup::default());
+        let tar = fx.root().join("fixtures/base.tar");
+        fs::remove_file(&tar).unwrap();
+        let err = stage(&fx.plan, &fx.opts, &fx.store, &mut fx.progress).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains(&format!("reading base tarball {}", tar.display())),
+            "{msg}"
+        );
+    }
+}

@@ -38,3 +38,82 @@ fn profile_name(plan: &Plan) -> &'static str {
         slotsmith_policy::Profile::Development => "development",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{self, Fixture, Setup};
+    use super::*;
+    use slotsmith_rootfs::path::RelPath;
+    use slotsmith_rootfs::tree::{Kind, Node};
+
+    fn node<'a>(tree: &'a Tree, p: &str) -> &'a Node {
+        tree.get(&RelPath::parse(p).unwrap())
+            .unwrap_or_else(|| panic!("{p} is not in the tree"))
+    }
+
+    fn text(tree: &Tree, p: &str) -> String {
+        match &node(tree, p).kind {
+            Kind::File { content, .. } => std::fs::read_to_string(content.path()).unwrap(),
+            other => panic!("{p} is a {other:?}, not a file"),
+        }
+    }
+
+    fn base(fx: &mut Fixture) -> Tree {
+        super::super::base::stage(&fx.plan, &fx.opts, &fx.store, &mut fx.progress).unwrap()
+    }
+
+    /// A line of `text` that sets `key` to `value` (whatever the separator).
+    fn sets(text: &str, key: &str, value: &str) -> bool {
+        text.lines()
+            .any(|l| l.starts_with(key) && l.trim_end().ends_with(value))
+    }
+
+    #[test]
+    fn the_policies_write_their_settings_into_the_tree() {
+        let mut fx = Fixture::new(Setup::default().policies());
+        let mut tree = base(&mut fx);
+        assert!(tree
+            .get(&RelPath::parse(slotsmith_policy::apply::SYSCTL_PATH).unwrap())
+            .is_none());
+        stage(&fx.plan, &mut tree, &fx.store, &mut fx.progress).unwrap();
+        let sysctl = text(&tree, slotsmith_policy::apply::SYSCTL_PATH);
+        assert!(sets(&sysctl, "net.ipv4.ip_forward", "0"), "{sysctl}");
+        let sshd = text(&tree, slotsmith_policy::apply::SSHD_DROPIN);
+        assert!(sets(&sshd, "PermitRootLogin", "no"), "{sshd}");
+        // Generated files are root's, dated at the epoch, and stored in the
+        // work directory's store like imported ones.
+        for p in [
+            slotsmith_policy::apply::SYSCTL_PATH,
+            slotsmith_policy::apply::SSHD_DROPIN,
+        ] {
+            let n = node(&tree, p);
+            assert_eq!((n.meta.uid, n.meta.gid), (0, 0), "{p}");
+            assert_eq!(n.meta.mtime, fx.plan.source_date_epoch as i64, "{p}");
+            let Kind::File { content, .. } = &n.kind else {
+                panic!("{p} is not a file")
+            };
+            assert!(content.path().starts_with(&fx.store), "{p}: {content:?}");
+        }
+        // FILES-PERM-001 clears the setuid bit the base gave su.
+        assert_eq!(node(&tree, "usr/bin/su").meta.mode, 0o755);
+        // The base's own files are still there.
+        assert_eq!(text(&tree, "etc/passwd").as_bytes(), testkit::PASSWD);
+        let log = fx.log.text();
+        assert!(
+            log.contains("==> harden:") && log.contains("production"),
+            "{log}"
+        );
+    }
+
+    #[test]
+    fn without_policies_the_tree_is_unchanged() {
+        let mut fx = Fixture::new(Setup::default());
+        let mut tree = base(&mut fx);
+        let before = tree.clone();
+        let stored = std::fs::read_dir(&fx.store).unwrap().count();
+        stage(&fx.plan, &mut tree, &fx.store, &mut fx.progress).unwrap();
+        assert!(before.iter().eq(tree.iter()), "the tree changed");
+        assert_eq!(std::fs::read_dir(&fx.store).unwrap().count(), stored);
+        assert!(!fx.log.text().contains("harden"), "{}", fx.log.text());
+    }
+}

@@ -144,3 +144,150 @@ pub(super) fn drop_acls(tree: &mut Tree, progress: &mut Progress) {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{self, Fixture, Setup};
+    use super::*;
+
+    fn node<'a>(tree: &'a Tree, p: &str) -> &'a Node {
+        tree.get(&RelPath::parse(p).unwrap())
+            .unwrap_or_else(|| panic!("{p} is not in the tree"))
+    }
+
+    fn contents(tree: &Tree, p: &str) -> Vec<u8> {
+        match &node(tree, p).kind {
+            Kind::File { content, .. } => std::fs::read(content.path()).unwrap(),
+            other => panic!("{p} is a {other:?}, not a file"),
+        }
+    }
+
+    fn base(fx: &mut Fixture) -> Tree {
+        super::super::base::stage(&fx.plan, &fx.opts, &fx.store, &mut fx.progress).unwrap()
+    }
+
+    #[test]
+    fn a_layer_overrides_adds_and_removes_base_entries() {
+        let passwd = b"root:x:0:0:root:/root:/bin/false\n";
+        let mut fx = Fixture::new(Setup::default().layer(
+            "files:\n  /usr/local/bin/tool:\n    mode: \"0750\"\n    group: 50\n\
+             remove:\n  - /etc/shadow\n",
+            &[
+                ("/etc/passwd", passwd),
+                ("/usr/local/bin/tool", b"#!/bin/sh\n"),
+                ("/tmp/seed", b"x\n"),
+            ],
+        ));
+        let mut tree = base(&mut fx);
+        stage(&fx.plan, &fx.opts, &mut tree, &mut fx.progress).unwrap();
+        // The layer's file replaces the base's, read from the layer in
+        // place, dated at the epoch whatever the checkout's mtime.
+        assert_eq!(contents(&tree, "etc/passwd"), passwd);
+        let p = node(&tree, "etc/passwd");
+        let Kind::File { content, .. } = &p.kind else {
+            panic!("etc/passwd is not a file")
+        };
+        assert!(
+            content
+                .path()
+                .starts_with(fx.root().join("layers/meta-test")),
+            "{content:?}"
+        );
+        assert_eq!(p.meta.mtime, fx.plan.source_date_epoch as i64);
+        // Declared attributes apply; new directories appear.
+        let tool = node(&tree, "usr/local/bin/tool");
+        assert_eq!(
+            (tool.meta.mode, tool.meta.uid, tool.meta.gid),
+            (0o750, 0, 50)
+        );
+        assert_eq!(node(&tree, "usr/local/bin").kind, Kind::Dir);
+        // A directory the base has keeps the base's attributes when the
+        // layer declares none (git cannot carry the sticky bit).
+        assert_eq!(node(&tree, "tmp").meta.mode, 0o1777);
+        assert_eq!(contents(&tree, "tmp/seed"), b"x\n");
+        // The removal took the base's file; the rest of the base is intact.
+        assert!(tree.get(&RelPath::parse("etc/shadow").unwrap()).is_none());
+        assert_eq!(node(&tree, "usr/bin/su").meta.mode, 0o4755);
+        assert!(fx.log.text().contains("meta-test: "), "{}", fx.log.text());
+    }
+
+    #[test]
+    fn removing_a_missing_path_is_an_input_error_at_each_removal() {
+        let mut fx = Fixture::new(Setup::default().layer(
+            "remove:\n  - /etc/shadow\n  - /etc/nope\n  - /usr/gone\n",
+            &[("/etc/motd", b"hi\n")],
+        ));
+        let mut tree = base(&mut fx);
+        let before = tree.clone();
+        let err = stage(&fx.plan, &fx.opts, &mut tree, &mut fx.progress).unwrap_err();
+        let input = err
+            .downcast_ref::<crate::spec::InputError>()
+            .unwrap_or_else(|| panic!("not an input error: {err:#}"));
+        // Every missing path at once, each at its own line of layer.yaml
+        // (four header lines, then `remove:`).
+        let got: Vec<(String, usize, String, bool)> = input
+            .0
+            .iter()
+            .map(|d| {
+                (
+                    d.file.display().to_string(),
+                    d.line,
+                    d.key.clone(),
+                    d.message.contains("cannot remove"),
+                )
+            })
+            .collect();
+        let file = "layers/meta-test/conf/layer.yaml".to_string();
+        assert_eq!(
+            got,
+            [
+                (file.clone(), 7, "remove[1]".to_string(), true),
+                (file, 8, "remove[2]".to_string(), true),
+            ],
+            "{err:#}"
+        );
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("/etc/nope") && msg.contains("/usr/gone"),
+            "{msg}"
+        );
+        // Nothing of the failing layer was applied.
+        assert!(before.iter().eq(tree.iter()), "the tree changed");
+    }
+
+    #[test]
+    fn without_layers_the_tree_is_unchanged() {
+        let mut fx = Fixture::new(Setup::default());
+        let mut tree = base(&mut fx);
+        let before = tree.clone();
+        stage(&fx.plan, &fx.opts, &mut tree, &mut fx.progress).unwrap();
+        assert!(before.iter().eq(tree.iter()), "the tree changed");
+    }
+
+    #[test]
+    fn posix_acls_are_dropped_and_named_other_xattrs_kept() {
+        let mut fx = Fixture::new(Setup::default());
+        let mut tree = base(&mut fx);
+        let acl = RelPath::parse("var/lib").unwrap();
+        tree.get_mut(&acl)
+            .unwrap()
+            .meta
+            .xattrs
+            .insert("system.posix_acl_default".into(), vec![2, 0, 0, 0]);
+        drop_acls(&mut tree, &mut fx.progress);
+        assert!(node(&tree, "var/lib").meta.xattrs.is_empty());
+        assert_eq!(
+            node(&tree, "usr/bin/ping")
+                .meta
+                .xattrs
+                .get("security.capability")
+                .map(Vec::as_slice),
+            Some(testkit::CAP_NET_RAW_EP.as_slice())
+        );
+        let log = fx.log.text();
+        assert!(
+            log.contains("cannot store POSIX ACLs; dropped them on /var/lib"),
+            "{log}"
+        );
+    }
+}

@@ -41,6 +41,8 @@ mod layers;
 mod record;
 mod rootfs;
 mod selfcheck;
+#[cfg(test)]
+mod testkit;
 mod update;
 
 pub use record::{Artifact, BuildRecord, BuiltPartition, PartRef, RootfsFacts, SlotRecord};

@@ -339,3 +339,222 @@ fn jobs() -> String {
         .unwrap_or(1)
         .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{self, run, sha256_of, Fixture, Setup};
+    use super::*;
+
+    /// Runs the stage on the fixture's tree into `out`.
+    fn run_stage(fx: &mut Fixture, out: &Path) -> anyhow::Result<(RootfsImage, u64, u64)> {
+        let mut tree = fx.tree();
+        let key = key(&fx.plan)?;
+        let img = stage(
+            &fx.plan,
+            &fx.opts,
+            &mut tree,
+            key.as_ref(),
+            &fx.cache,
+            &fx.work,
+            out,
+            &mut fx.progress,
+        )?;
+        Ok((img, tree.len() as u64, tree.total_file_bytes()))
+    }
+
+    /// The facts and hashes a test compares between two results.
+    fn summary(img: &RootfsImage) -> serde_json::Value {
+        serde_json::json!({
+            "hashed": [hex::encode(img.hashed.sha256), img.hashed.size],
+            "facts": img.facts,
+            "boot": img.boot_files.iter()
+                .map(|f| (f.role, f.output.clone(), hex::encode(f.sha256), f.size))
+                .collect::<Vec<_>>(),
+        })
+    }
+
+    fn assert_written(fx: &Fixture, img: &RootfsImage, entries: u64, file_bytes: u64) {
+        assert_eq!(img.path, fx.out.join(&fx.plan.outputs.rootfs));
+        let len = fs::metadata(&img.path).unwrap().len();
+        assert_eq!(img.hashed.sha256, sha256_of(&img.path));
+        assert_eq!(img.hashed.size, len);
+        assert_eq!(len % 4096, 0, "verity needs whole 4 KiB blocks");
+        assert!(len <= fx.plan.rootfs.max_size);
+        assert_eq!(img.facts.size, len);
+        assert_eq!(img.facts.slot_size, fx.plan.rootfs.max_size);
+        assert_eq!(img.facts.filesystem, fx.plan.rootfs.filesystem);
+        assert_eq!(
+            (img.facts.entries, img.facts.file_bytes),
+            (entries, file_bytes)
+        );
+        // The boot files come out of the rootfs, copied and hashed.
+        let kernel = testkit::kernel_bytes();
+        let want: Vec<(&str, &[u8])> = vec![("kernel", &kernel), ("initrd", testkit::INITRD)];
+        let got: Vec<(&str, Vec<u8>)> = img
+            .boot_files
+            .iter()
+            .map(|f| (f.role, fs::read(fx.out.join(&f.output)).unwrap()))
+            .collect();
+        assert_eq!(
+            got.iter()
+                .map(|(r, b)| (*r, b.as_slice()))
+                .collect::<Vec<_>>(),
+            want
+        );
+        for f in &img.boot_files {
+            assert_eq!(f.sha256, sha256_of(&fx.out.join(&f.output)), "{}", f.output);
+            let planned = fx.plan.boot.files.iter().find(|p| p.role == f.role);
+            assert_eq!(planned.map(|p| &p.output), Some(&f.output));
+        }
+    }
+
+    #[test]
+    fn a_squashfs_image_is_written_hashed_and_counted() {
+        let mut fx = Fixture::new(Setup::default());
+        let out = fx.out.clone();
+        let (img, entries, file_bytes) = run_stage(&mut fx, &out).unwrap();
+        assert_eq!(entries as usize, testkit::BASE_PATHS.len() + 1);
+        assert_written(&fx, &img, entries, file_bytes);
+        // The independent reader sees the owners, modes, devices and links,
+        // and every time clamped to the epoch (2023-11-14; the archive says
+        // 2033).
+        let ls = run("unsquashfs", &["-lln", img.path.to_str().unwrap()]);
+        let line = |p: &str| -> &str {
+            ls.lines()
+                .find(|l| {
+                    l.ends_with(&format!("squashfs-root/{p}")) || l.contains(&format!("{p} -> "))
+                })
+                .unwrap_or_else(|| panic!("{p} missing in:\n{ls}"))
+        };
+        assert!(line("usr/bin/su").starts_with("-rwsr-xr-x 0/0 "), "{ls}");
+        assert!(
+            line("var/lib/svc.db").starts_with("-rw------- 107/107 "),
+            "{ls}"
+        );
+        assert!(line("dev/console").starts_with("crw------- 0/0 "), "{ls}");
+        assert!(line("bin/sh").ends_with("bin/sh -> ../usr/bin/su"), "{ls}");
+        for l in ls.lines().filter(|l| l.contains("squashfs-root")) {
+            assert!(l.contains(" 2023-11-14 "), "not clamped: {l}");
+        }
+    }
+
+    #[test]
+    fn an_ext4_image_is_written_with_owners_modes_and_devices() {
+        let mut fx = Fixture::new(Setup::default().ext4());
+        let out = fx.out.clone();
+        let (img, entries, file_bytes) = run_stage(&mut fx, &out).unwrap();
+        assert_written(&fx, &img, entries, file_bytes);
+        let image = img.path.to_str().unwrap();
+        run("e2fsck", &["-fn", image]);
+        let stat = |p: &str| run("debugfs", &["-R", &format!("stat {p}"), image]);
+        let su = stat("/usr/bin/su");
+        assert!(
+            su.contains("Mode:  04755") && su.contains("Links: 2"),
+            "{su}"
+        );
+        let db = stat("/var/lib/svc.db");
+        assert!(db.contains("User:   107   Group:   107"), "{db}");
+        let dev = stat("/dev/console");
+        assert!(dev.contains("Device major/minor number: 05:01"), "{dev}");
+    }
+
+    #[test]
+    fn a_cache_hit_places_the_same_bytes_and_facts() {
+        let mut fx = Fixture::new(Setup::default());
+        let out = fx.out.clone();
+        let (built, ..) = run_stage(&mut fx, &out).unwrap();
+        let key = key(&fx.plan).unwrap();
+        let again = fx.fresh_out("again");
+        let hit = cached(&fx.plan, key.as_ref(), &fx.cache, &again, &mut fx.progress)
+            .unwrap()
+            .expect("a cache hit");
+        assert_eq!(summary(&hit), summary(&built));
+        assert_eq!(hit.path, again.join(&fx.plan.outputs.rootfs));
+        assert_eq!(fs::read(&hit.path).unwrap(), fs::read(&built.path).unwrap());
+        for f in &hit.boot_files {
+            assert_eq!(sha256_of(&again.join(&f.output)), f.sha256, "{}", f.output);
+        }
+        assert!(fx.log.text().contains("(cached)"), "{}", fx.log.text());
+        // A disabled cache (--no-cache) never hits.
+        let off = Cache::new(&fx.opts.work_root, testkit::NAME, false);
+        let third = fx.fresh_out("third");
+        assert!(
+            cached(&fx.plan, key.as_ref(), &off, &third, &mut fx.progress)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_key_covers_what_makes_the_image_and_nothing_after_it() {
+        let fx = Fixture::new(Setup::default());
+        let k = |p: &Plan| key(p).unwrap().expect("a tarball base is cached");
+        let base = k(&fx.plan);
+        let mut changed = Vec::new();
+        let mut p = fx.plan.clone();
+        p.source_date_epoch += 1;
+        changed.push(("epoch", k(&p)));
+        let mut p = fx.plan.clone();
+        p.rootfs.max_size += 4096;
+        changed.push(("slot size", k(&p)));
+        let mut p = fx.plan.clone();
+        p.hardening.profile = slotsmith_policy::Profile::Development;
+        changed.push(("profile", k(&p)));
+        let mut p = fx.plan.clone();
+        if let crate::spec::BaseSpec::Tarball { sha256, .. } = &mut p.base.spec {
+            *sha256 = "0".repeat(64);
+        }
+        changed.push(("base hash", k(&p)));
+        for (what, key) in &changed {
+            assert_ne!(key, &base, "{what} must change the rootfs key");
+        }
+        // Signing, the update and the disk come after the rootfs: changing
+        // them must not rebuild it.
+        let mut p = fx.plan.clone();
+        p.boot.security_version += 1;
+        p.boot.release = !p.boot.release;
+        p.update.set = "other".into();
+        p.disk.size += 1 << 20;
+        assert_eq!(k(&p), base);
+    }
+
+    /// 17 MiB that no compressor can shrink (xorshift).
+    fn incompressible() -> Vec<u8> {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        (0..17 << 17)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_rootfs_larger_than_its_slot_is_an_input_error_at_layout_slot() {
+        let big = incompressible();
+        for setup in [Setup::default(), Setup::default().ext4()] {
+            let fs_name = if setup.ext4 { "ext4" } else { "squashfs" };
+            let mut fx = Fixture::new(setup.layer("", &[("/usr/share/big.bin", &big)]));
+            let out = fx.out.clone();
+            let err = run_stage(&mut fx, &out)
+                .err()
+                .unwrap_or_else(|| panic!("{fs_name}: a 17 MiB rootfs fit a 16 MiB slot"));
+            let input = err
+                .downcast_ref::<crate::spec::InputError>()
+                .unwrap_or_else(|| panic!("{fs_name}: not an input error: {err:#}"));
+            let d: Vec<_> = input.0.iter().collect();
+            assert_eq!(d.len(), 1, "{fs_name}: {err:#}");
+            assert_eq!(
+                (d[0].file.to_str().unwrap(), d[0].line, d[0].key.as_str()),
+                ("images/tiny.yaml", 16, "layout.slot"),
+                "{fs_name}: {err:#}"
+            );
+            assert!(
+                d[0].message.contains("slot holds") && d[0].message.contains("16MiB"),
+                "{fs_name}: {err:#}"
+            );
+        }
+    }
+}
