@@ -120,6 +120,100 @@ pub fn bmap_xml_and_sha256(
     ))
 }
 
+/// [`bmap_xml_and_sha256`] for an image file, on two cores: one thread
+/// hashes the whole image front to back, the other hashes each mapped
+/// range, both reading with `pread` from their own offsets. Holes (found
+/// with `SEEK_HOLE`) are fed to the whole-image hash from a zero buffer
+/// instead of being read. Same result as the single-pass function, in
+/// about half the time on a multi-GiB image.
+pub fn bmap_xml_and_sha256_parallel(
+    image: &std::fs::File,
+    image_size: u64,
+    mapped: &[(u64, u64)],
+) -> Result<(String, [u8; 32])> {
+    let ranges = block_ranges(image_size, mapped)?;
+    let (whole, digests) = std::thread::scope(|scope| {
+        let whole = scope.spawn(|| sha256_sparse(image, image_size));
+        let digests = (|| -> Result<Vec<[u8; 32]>> {
+            let mut buf = vec![0u8; BUF_SIZE];
+            let mut out = Vec::with_capacity(ranges.len());
+            for &(first, last) in &ranges {
+                let start = first * BLOCK_SIZE;
+                let end = ((last + 1) * BLOCK_SIZE).min(image_size);
+                out.push(
+                    hash_range_at(image, start, end, &mut buf)
+                        .with_context(|| format!("hash image blocks {first}-{last}"))?,
+                );
+            }
+            Ok(out)
+        })();
+        let whole = whole
+            .join()
+            .map_err(|_| anyhow::format_err!("the image hashing thread panicked"))?;
+        Ok::<_, anyhow::Error>((whole?, digests?))
+    })?;
+    Ok((render(image_size, &ranges, &digests), whole))
+}
+
+/// sha256 of the first `size` bytes of `file`, feeding holes from a zero
+/// buffer.
+fn sha256_sparse(file: &std::fs::File, size: u64) -> Result<[u8; 32]> {
+    use std::os::unix::fs::FileExt;
+    let zeros = vec![0u8; BUF_SIZE];
+    let mut buf = vec![0u8; BUF_SIZE];
+    let mut h = Sha256::new();
+    let mut pos = 0u64;
+    while pos < size {
+        // Where the next data starts (the end when there is none).
+        let data = match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(pos)) {
+            Ok(d) => d.min(size),
+            Err(rustix::io::Errno::NXIO) => size,
+            // No SEEK_DATA here: treat everything as data.
+            Err(_) => pos,
+        };
+        let mut hole = data - pos;
+        while hole > 0 {
+            let n = usize::try_from(hole).unwrap_or(usize::MAX).min(zeros.len());
+            h.update(&zeros[..n]);
+            hole -= n as u64;
+        }
+        pos = data;
+        if pos >= size {
+            break;
+        }
+        let data_end = match rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(pos)) {
+            Ok(e) => e.min(size),
+            Err(_) => size,
+        };
+        while pos < data_end {
+            let n = usize::try_from(data_end - pos)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            file.read_exact_at(&mut buf[..n], pos)
+                .with_context(|| format!("read image bytes {pos}..{}", pos + n as u64))?;
+            h.update(&buf[..n]);
+            pos += n as u64;
+        }
+    }
+    Ok(h.finalize().into())
+}
+
+fn hash_range_at(file: &std::fs::File, start: u64, end: u64, buf: &mut [u8]) -> Result<[u8; 32]> {
+    use std::os::unix::fs::FileExt;
+    let mut hasher = Sha256::new();
+    let mut pos = start;
+    while pos < end {
+        let n = usize::try_from(end - pos)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        file.read_exact_at(&mut buf[..n], pos)
+            .with_context(|| format!("read image bytes {pos}..{}", pos + n as u64))?;
+        hasher.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(hasher.finalize().into())
+}
+
 fn render(image_size: u64, ranges: &[(u64, u64)], digests: &[[u8; 32]]) -> String {
     let blocks_count = image_size.div_ceil(BLOCK_SIZE);
     let mapped_count: u64 = ranges.iter().map(|(a, b)| b - a + 1).sum();
@@ -211,6 +305,32 @@ fn hash_range(
 mod tests {
     use super::*;
     use std::io::Cursor;
+
+    #[test]
+    fn the_parallel_sparse_pass_equals_the_sequential_one() {
+        use std::io::Write;
+        let mut f = tempfile::tempfile().unwrap();
+        let size = 9 * BUF_SIZE as u64 + 777;
+        f.set_len(size).unwrap();
+        // Data islands between holes, one crossing a buffer boundary.
+        for (at, len) in [
+            (0u64, 5000usize),
+            (3 * BUF_SIZE as u64 - 100, 300),
+            (size - 700, 700),
+        ] {
+            f.seek(SeekFrom::Start(at)).unwrap();
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + at as usize) as u8).collect();
+            f.write_all(&bytes).unwrap();
+        }
+        let mapped = [
+            (0, 8192),
+            (3 * BUF_SIZE as u64 - 4096, 3 * BUF_SIZE as u64 + 4096),
+            (size - 10, size),
+        ];
+        let seq = bmap_xml_and_sha256(&mut f, size, &mapped).unwrap();
+        let par = bmap_xml_and_sha256_parallel(&f, size, &mapped).unwrap();
+        assert_eq!(seq, par);
+    }
 
     #[test]
     fn one_pass_matches_two_passes() {

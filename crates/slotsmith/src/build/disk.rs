@@ -245,12 +245,9 @@ pub(super) fn stage(
         &boot.slots,
         out,
     )?;
-    progress.stage("bmap", "block map and the image's sha256, in one read");
-    let mut img = std::io::BufReader::with_capacity(
-        1 << 20,
-        File::open(&path).with_context(|| format!("opening {}", path.display()))?,
-    );
-    let (xml, sha) = disk::bmap::bmap_xml_and_sha256(&mut img, plan.disk.size, &mapped)
+    progress.stage("bmap", "block map and the image's sha256, on two cores");
+    let img = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let (xml, sha) = disk::bmap::bmap_xml_and_sha256_parallel(&img, plan.disk.size, &mapped)
         .with_context(|| format!("computing the block map of {}", path.display()))?;
     super::write_new(&bmap_path, xml.as_bytes())?;
     let result = DiskOut {
