@@ -459,7 +459,7 @@ fn swu(size: u64) -> anyhow::Result<()> {
         // them while writing the image: no read but the copy.
         let _ = fs::remove_file(&ours_swu);
         let start = Instant::now();
-        let known = s::PreparedPayload::from_digests(&image, p.digests)?;
+        let known = s::PreparedPayload::from_digests(&image, p.digests, p.stamp)?;
         write(&known, &ours_swu)?;
         known_time = known_time.min(start.elapsed().as_secs_f64());
     }

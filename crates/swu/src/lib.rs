@@ -9,10 +9,11 @@
 //! archive then reads each payload exactly once:
 //!
 //! 1. the digests: from [`PreparedPayload::from_digests`] when the caller
-//!    computed them while producing the file (a [`DigestWriter`], or
-//!    [`Digests::of_file`] on a tool's output it had to read anyway), with
-//!    no read at all; or from [`prepare_payload`], which reads (and
-//!    optionally compresses) the file once;
+//!    computed them while producing the file (a [`DigestWriter`], then
+//!    [`Stamp::of_file`] once it is complete; or
+//!    [`Digests::of_file_stamped`] on a tool's output it had to read
+//!    anyway), with no read at all; or from [`prepare_payload`], which reads
+//!    (and optionally compresses) the file once;
 //! 2. the caller builds and signs the [`SwDescription`], then
 //!    [`write_swu_members`] copies each payload into the archive, with no
 //!    temporary copies and no second hash: the file's [`Stamp`] (inode,
@@ -86,15 +87,18 @@ pub struct PreparedPayload {
 }
 
 impl PreparedPayload {
-    /// A payload stored as is whose digests are already known, typically
-    /// because the caller wrote the file through a [`DigestWriter`]: no
-    /// byte of it is read here. Call it once the file is complete and
-    /// closed; the [`Stamp`] taken now is what [`write_swu_members`]
-    /// compares against, so the digests must describe the file as it is
-    /// now. Fails if the file is not a regular file of `digests.size`
-    /// bytes.
-    pub fn from_digests(path: &Path, digests: Digests) -> Result<PreparedPayload> {
-        let stamp = Stamp::of_path(path)?;
+    /// A payload stored as is whose digests are already known: nothing
+    /// is read here. `stamp` must be the file's [`Stamp`] taken when the
+    /// digests were computed: right after the last write of a
+    /// [`DigestWriter`] (`Stamp::of_file` on the written file), or the one
+    /// [`Digests::of_file_stamped`] returns. Taking it later, e.g. here in
+    /// the update stage, would vouch for whatever the file holds by then.
+    ///
+    /// Anything that changes the file's ctime after the stamp (a hard link
+    /// into a cache, `chmod`) makes [`write_swu_members`] re-hash it while
+    /// copying; stamp after such steps to keep the single read. Fails if
+    /// the stamp is not of a regular file of `digests.size` bytes.
+    pub fn from_digests(path: &Path, digests: Digests, stamp: Stamp) -> Result<PreparedPayload> {
         ensure!(
             stamp.is_regular,
             "payload {} is not a regular file",
@@ -102,7 +106,7 @@ impl PreparedPayload {
         );
         ensure!(
             stamp.size == digests.size,
-            "payload {} has {} bytes, but its digests describe {}",
+            "payload {} had {} bytes when stamped, but its digests describe {}",
             path.display(),
             stamp.size,
             digests.size
@@ -707,7 +711,8 @@ mod tests {
                 let (bytes, d) = w.finish().unwrap();
                 let copy = fx.dir.path().join(format!("{n}.written"));
                 fs::write(&copy, bytes).unwrap();
-                let known = PreparedPayload::from_digests(&copy, d).unwrap();
+                let stamp = Stamp::of_path(&copy).unwrap();
+                let known = PreparedPayload::from_digests(&copy, d, stamp).unwrap();
                 assert_eq!(known.digests, p.digests);
                 known.archive_member(n)
             })
@@ -715,14 +720,16 @@ mod tests {
         let a = write_swu_members(Vec::new(), text.as_bytes(), b"signature", &members).unwrap();
         assert_eq!(a, fs::read(fx.write(&text, &fx.members())).unwrap());
 
-        let e =
-            PreparedPayload::from_digests(&members[0].path, Digests::of_bytes(b"x")).unwrap_err();
+        let stamp = members[0].stamp.unwrap();
+        let e = PreparedPayload::from_digests(&members[0].path, Digests::of_bytes(b"x"), stamp)
+            .unwrap_err();
         assert!(
             e.to_string()
-                .ends_with("has 100000 bytes, but its digests describe 1"),
+                .ends_with("had 100000 bytes when stamped, but its digests describe 1"),
             "{e}"
         );
-        let e = PreparedPayload::from_digests(fx.dir.path(), members[0].digests).unwrap_err();
+        let dir = Stamp::of_path(fx.dir.path()).unwrap();
+        let e = PreparedPayload::from_digests(fx.dir.path(), members[0].digests, dir).unwrap_err();
         assert!(e.to_string().ends_with("is not a regular file"), "{e}");
     }
 
@@ -816,6 +823,26 @@ mod tests {
         d.swap(1, 2);
         fs::write(&members[1].path, d).unwrap();
         let e = write_swu_members(Vec::new(), b"d", b"s", &members).unwrap_err();
+        assert!(format!("{e:#}").contains("data hashes to sha256 "), "{e:#}");
+    }
+
+    /// Digests and stamp recorded when the file was written, then the file
+    /// changes before the update stage prepares it: the stamp from digest
+    /// time, not one taken at preparation, is what the writer compares,
+    /// so the change is caught (here by the sha256, as the sum is equal).
+    #[test]
+    fn a_change_before_preparation_is_caught() {
+        let fx = fixture(false);
+        let path = fx.dir.path().join("artifact");
+        let mut w = DigestWriter::new(File::create(&path).unwrap());
+        w.write_all(b"0123456789").unwrap();
+        let (f, d) = w.finish().unwrap();
+        let stamp = Stamp::of_file(&f, &path).unwrap();
+        drop(f);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&path, b"1023456789").unwrap();
+        let p = PreparedPayload::from_digests(&path, d, stamp).unwrap();
+        let e = write_swu_members(Vec::new(), b"d", b"s", &[p.archive_member("a")]).unwrap_err();
         assert!(format!("{e:#}").contains("data hashes to sha256 "), "{e:#}");
     }
 

@@ -4,7 +4,7 @@
 //! an archive we wrote from known digests (no second read of the payload).
 
 use slotsmith_swu::{
-    read_index, write_swu_members, DigestWriter, Digests, PreparedPayload, SW_DESCRIPTION,
+    read_index, write_swu_members, DigestWriter, Digests, PreparedPayload, Stamp, SW_DESCRIPTION,
     SW_DESCRIPTION_SIG,
 };
 use std::fs;
@@ -109,8 +109,9 @@ fn archive_from_known_digests_extracts_with_gnu_cpio() {
             let path = dir.join(format!("{name}.written"));
             let mut w = DigestWriter::new(fs::File::create(&path).unwrap());
             w.write_all(data).unwrap();
-            let (_, d) = w.finish().unwrap();
-            PreparedPayload::from_digests(&path, d)
+            let (f, d) = w.finish().unwrap();
+            let stamp = Stamp::of_file(&f, &path).unwrap();
+            PreparedPayload::from_digests(&path, d, stamp)
                 .unwrap()
                 .archive_member(name)
         })
