@@ -154,6 +154,7 @@ fn assert_secret_nowhere(p: &Project, r: &CliRun) {
 
 #[test]
 fn symlinks_out_of_the_project_around_layers_are_refused() {
+    let started = std::time::SystemTime::now();
     let canary = Canary::new();
     // A base tarball outside the project, for the last case.
     let p0 = fixture_project(&[]);
@@ -253,6 +254,33 @@ fn symlinks_out_of_the_project_around_layers_are_refused() {
     assert!(r.stderr.contains("leaves the project"), "{}", r.stderr);
     fs::remove_file(canary.path().join("evil.yaml")).unwrap();
     assert_eq!(canary.snapshot(), before, "the canary directory changed");
+    assert_nothing_new_outside_projects(started);
+}
+
+/// Scans /tmp and /var/tmp for anything the unprivileged build user
+/// created since `since` outside the tests' own project directories: a
+/// build must write only into its work and output directories.
+fn assert_nothing_new_outside_projects(since: std::time::SystemTime) {
+    use std::os::unix::fs::MetadataExt;
+    for root in ["/tmp", "/var/tmp"] {
+        for e in walkdir::WalkDir::new(root)
+            .max_depth(2)
+            .into_iter()
+            .filter_entry(|e| {
+                let n = e.file_name().to_string_lossy();
+                !n.starts_with("slotsmith-test-") && !n.starts_with("slotsmith-canary-")
+            })
+            .filter_map(|e| e.ok())
+        {
+            let Ok(md) = e.path().symlink_metadata() else { continue };
+            let new = md.modified().map(|m| m >= since).unwrap_or(false);
+            assert!(
+                !(md.uid() == 65534 && new),
+                "the unprivileged build created {} outside its project",
+                e.path().display()
+            );
+        }
+    }
 }
 
 #[test]
