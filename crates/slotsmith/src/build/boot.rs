@@ -427,3 +427,265 @@ pub(super) fn stage(
     cache.put("boot", &key, &refs, &meta, progress);
     Ok(BootOut { slots, hashes })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{self, flip, run, sha256_of, try_run, Fixture, Setup};
+    use super::*;
+
+    const CACHED: &str = "dm-verity trees and signed boot manifests (cached)";
+
+    fn run_stage(
+        fx: &mut Fixture,
+        rootfs: &RootfsImage,
+        signer: &crate::signing::BootSigner,
+        out: &Path,
+    ) -> BootOut {
+        stage(&fx.plan, rootfs, signer, &fx.cache, out, &mut fx.progress).unwrap()
+    }
+
+    /// Every file the stage wrote, by name, with its bytes.
+    fn written(boot: &BootOut, out: &Path) -> BTreeMap<String, Vec<u8>> {
+        boot.hashes
+            .keys()
+            .map(|n| (n.clone(), fs::read(out.join(n)).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn verity_trees_verify_and_manifests_verify_with_the_key() {
+        let mut fx = Fixture::new(Setup::default());
+        let signer = fx.boot_signer();
+        let rootfs = fx.rootfs();
+        let out = fx.out.clone();
+        let boot = run_stage(&mut fx, &rootfs, &signer, &out);
+        assert_eq!(boot.slots.len(), 2, "fill-slot-b fills both slots");
+        let data = rootfs.path.to_str().unwrap();
+        let scratch = fx.fresh_out("scratch");
+        for (ps, s) in fx.plan.boot.slots.iter().zip(&boot.slots) {
+            assert_eq!(s.record.slot, ps.name);
+            let tree = out.join(&ps.verity_output);
+            // The independent verifier accepts the tree with the recorded
+            // root hash, and refuses one flipped data byte.
+            run(
+                "veritysetup",
+                &["verify", data, tree.to_str().unwrap(), &s.record.root_hash],
+            );
+            let bad = scratch.join(format!("data-{}", ps.name));
+            fs::copy(&rootfs.path, &bad).unwrap();
+            flip(&bad, rootfs.hashed.size / 2 + 17);
+            assert!(
+                try_run(
+                    "veritysetup",
+                    &[
+                        "verify",
+                        bad.to_str().unwrap(),
+                        tree.to_str().unwrap(),
+                        &s.record.root_hash
+                    ],
+                )
+                .is_err(),
+                "veritysetup accepted a tampered slot {}",
+                ps.name
+            );
+            // The manifest verifies with the key and says what the plan and
+            // the rootfs say.
+            let bytes = fs::read(out.join(&ps.manifest_output)).unwrap();
+            let sig = fs::read(out.join(&ps.signature_output)).unwrap();
+            assert_eq!((&bytes, sig.as_slice()), (&s.manifest, &s.signature[..]));
+            let m = slotsmith_sign::verify_manifest(&bytes, &sig, &signer.public_key).unwrap();
+            assert_eq!(m.slot, ps.name);
+            assert_eq!(m.cmdline, ps.cmdline);
+            assert_eq!(hex::encode(m.verity_root_hash), s.record.root_hash);
+            assert_eq!(m.verity_salt, ps.verity_salt);
+            assert_eq!(m.verity_data_blocks, rootfs.hashed.size / 4096);
+            assert_eq!(m.golden_slots, Some(vec!["a".into(), "b".into()]));
+            assert_eq!(m.security_version, fx.plan.boot.security_version);
+            let kernel = rootfs.boot_files.iter().find(|f| f.role == "kernel");
+            let kernel = kernel.unwrap();
+            assert_eq!(
+                (m.kernel.path, m.kernel.sha256, m.kernel.size),
+                (
+                    format!("{}/{}", ps.esp_dir, kernel.output),
+                    kernel.sha256,
+                    kernel.size
+                )
+            );
+            assert!(m.initrd.is_some() && m.dtb.is_none());
+            // Discoverable Partitions: the UUIDs are the root hash's halves.
+            let rh = m.verity_root_hash;
+            assert_eq!(m.root_partition_uuid.as_bytes()[..], rh[..16]);
+            assert_eq!(m.verity_partition_uuid.as_bytes()[..], rh[16..]);
+            assert_eq!(s.root_uuid, m.root_partition_uuid);
+            // openssl agrees with the signature, over the published key.
+            run(
+                "openssl",
+                &[
+                    "pkeyutl",
+                    "-verify",
+                    "-pubin",
+                    "-inkey",
+                    out.join(&fx.plan.outputs.boot_public_key).to_str().unwrap(),
+                    "-rawin",
+                    "-in",
+                    out.join(&ps.manifest_output).to_str().unwrap(),
+                    "-sigfile",
+                    out.join(&ps.signature_output).to_str().unwrap(),
+                ],
+            );
+        }
+        // Per-slot salts give per-slot root hashes (and so UUIDs).
+        assert_ne!(
+            boot.slots[0].record.root_hash,
+            boot.slots[1].record.root_hash
+        );
+        // Every hash the stage hands on is the file's.
+        for (name, h) in &boot.hashes {
+            assert_eq!(h.sha256, sha256_of(&out.join(name)), "{name}");
+        }
+        let mut names: Vec<&str> = boot.hashes.keys().map(String::as_str).collect();
+        names.sort();
+        let mut want = vec![fx.plan.outputs.boot_public_key.as_str()];
+        for ps in &fx.plan.boot.slots {
+            want.extend([
+                ps.verity_output.as_str(),
+                ps.manifest_output.as_str(),
+                ps.signature_output.as_str(),
+            ]);
+        }
+        want.sort();
+        assert_eq!(names, want);
+    }
+
+    #[test]
+    fn the_same_inputs_hit_the_cache_with_identical_bytes_and_a_new_key_misses() {
+        let mut fx = Fixture::new(Setup::default());
+        let signer = fx.boot_signer();
+        let rootfs = fx.rootfs();
+        let out = fx.out.clone();
+        let first = run_stage(&mut fx, &rootfs, &signer, &out);
+        assert!(!fx.log.text().contains(CACHED));
+        let again = fx.fresh_out("again");
+        let second = run_stage(&mut fx, &rootfs, &signer, &again);
+        assert_eq!(fx.log.text().matches(CACHED).count(), 1, "not a hit");
+        assert_eq!(written(&second, &again), written(&first, &out));
+        assert_eq!(second.hashes, first.hashes);
+        for (a, b) in first.slots.iter().zip(&second.slots) {
+            assert_eq!((&a.manifest, &a.signature), (&b.manifest, &b.signature));
+            assert_eq!((a.root_uuid, a.verity_uuid), (b.root_uuid, b.verity_uuid));
+            assert_eq!(
+                serde_json::to_value(&a.record).unwrap(),
+                serde_json::to_value(&b.record).unwrap()
+            );
+        }
+        // Another key: signed again (a miss), same trees, new signatures.
+        let other = testkit::other_boot_signer(&fx.root().join("other-key"));
+        let third_out = fx.fresh_out("third");
+        let third = run_stage(&mut fx, &rootfs, &other, &third_out);
+        assert_eq!(fx.log.text().matches(CACHED).count(), 1, "a new key hit");
+        for ps in &fx.plan.boot.slots {
+            assert_eq!(
+                fs::read(third_out.join(&ps.verity_output)).unwrap(),
+                fs::read(out.join(&ps.verity_output)).unwrap()
+            );
+        }
+        for (ps, s) in fx.plan.boot.slots.iter().zip(&third.slots) {
+            slotsmith_sign::verify_manifest(&s.manifest, &s.signature, &other.public_key).unwrap();
+            assert!(
+                slotsmith_sign::verify_manifest(&s.manifest, &s.signature, &signer.public_key)
+                    .is_err(),
+                "slot {} verifies with the old key",
+                ps.name
+            );
+        }
+        assert_ne!(
+            third.hashes[&fx.plan.outputs.boot_public_key],
+            first.hashes[&fx.plan.outputs.boot_public_key]
+        );
+    }
+
+    #[test]
+    fn root_and_verity_partitions_take_their_uuids_from_the_root_hash() {
+        let mut fx = Fixture::new(Setup::default());
+        let signer = fx.boot_signer();
+        let rootfs = fx.rootfs();
+        let out = fx.out.clone();
+        let boot = run_stage(&mut fx, &rootfs, &signer, &out);
+        let mut from_hash = 0;
+        for p in &fx.plan.disk.partitions {
+            let got = partition_uuid(p, &boot.slots);
+            let slot = boot.slots.iter().find(|s| {
+                s.record.root_partition.name == p.name || s.record.verity_partition.name == p.name
+            });
+            match (p.uuid_from_root_hash, slot) {
+                (true, Some(s)) if s.record.root_partition.name == p.name => {
+                    from_hash += 1;
+                    assert_eq!(got, s.root_uuid, "{}", p.name);
+                }
+                (true, Some(s)) => {
+                    from_hash += 1;
+                    assert_eq!(got, s.verity_uuid, "{}", p.name);
+                }
+                _ => assert_eq!(got, p.uuid, "{}", p.name),
+            }
+        }
+        assert_eq!(from_hash, 4, "two filled slots, root and verity each");
+    }
+
+    #[test]
+    fn boot_files_come_from_the_one_kernel_in_the_rootfs() {
+        // Without an initrd, the optional file is left out.
+        let mut fx =
+            Fixture::new(Setup::default().layer("remove:\n  - /boot/initrd.img-6.1.0-test\n", &[]));
+        let tree = fx.tree();
+        let out = fx.out.clone();
+        let files = boot_files(&fx.plan, &fx.opts, &tree, &out).unwrap();
+        let roles: Vec<&str> = files.iter().map(|f| f.role).collect();
+        assert_eq!(roles, ["kernel"]);
+        // No kernel, or two: an error that says what to set.
+        for (conf, files, want) in [
+            (
+                "remove:\n  - /boot/vmlinuz-6.1.0-test\n",
+                vec![],
+                "no kernel in the rootfs (/boot/vmlinuz-*)",
+            ),
+            (
+                "",
+                vec![("/boot/vmlinuz-6.2.0-test", b"k2".as_slice())],
+                "several kernels in the rootfs (/boot/vmlinuz-6.1.0-test, /boot/vmlinuz-6.2.0-test)",
+            ),
+        ] {
+            let mut fx = Fixture::new(Setup::default().layer(conf, &files));
+            let tree = fx.tree();
+            let out = fx.out.clone();
+            let err = boot_files(&fx.plan, &fx.opts, &tree, &out)
+                .err()
+                .unwrap_or_else(|| panic!("{want}: no error"));
+            let msg = format!("{err:#}");
+            assert!(msg.contains(want), "{msg}");
+            assert!(msg.contains("kernel.image in images/tiny.yaml"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn a_rootfs_of_partial_blocks_is_refused() {
+        let mut fx = Fixture::new(Setup::default());
+        let signer = fx.boot_signer();
+        let rootfs = fx.rootfs();
+        let out = fx.fresh_out("partial");
+        let err = sign_slots(
+            &fx.plan,
+            &rootfs.path,
+            rootfs.hashed.size - 1,
+            &rootfs.boot_files,
+            &out,
+            &signer,
+        )
+        .err()
+        .expect("a partial block was signed");
+        assert!(
+            format!("{err:#}").contains("not a whole number of 4096-byte blocks"),
+            "{err:#}"
+        );
+    }
+}

@@ -269,3 +269,205 @@ pub(super) fn stage(
     );
     Ok(result)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{run, sha256_of, Fixture, Setup};
+    use super::*;
+    use std::io::Read;
+
+    const CACHED: &str = "and its block map (cached)";
+
+    /// The stages before the disk, into the staging directory.
+    fn before(fx: &mut Fixture) -> (RootfsImage, BootOut) {
+        let signer = fx.boot_signer();
+        let rootfs = fx.rootfs();
+        let boot = super::super::boot::stage(
+            &fx.plan,
+            &rootfs,
+            &signer,
+            &fx.cache,
+            &fx.out,
+            &mut fx.progress,
+        )
+        .unwrap();
+        (rootfs, boot)
+    }
+
+    fn read_at(path: &Path, offset: u64, len: u64) -> Vec<u8> {
+        let mut f = File::open(path).unwrap();
+        f.seek(SeekFrom::Start(offset)).unwrap();
+        let mut buf = vec![0u8; usize::try_from(len).unwrap()];
+        f.read_exact(&mut buf).unwrap();
+        buf
+    }
+
+    fn fs_len(p: &Path) -> u64 {
+        std::fs::metadata(p).unwrap().len()
+    }
+
+    /// `(first block, last block, sha256)` of every range in a bmap.
+    fn ranges(xml: &str) -> Vec<(u64, u64, String)> {
+        xml.lines()
+            .filter_map(|l| l.trim().strip_prefix("<Range chksum=\""))
+            .map(|l| {
+                let (sum, rest) = l.split_once("\">").unwrap();
+                let span = rest.trim_end_matches("</Range>").trim();
+                let (a, b) = span.split_once('-').unwrap_or((span, span));
+                (a.parse().unwrap(), b.parse().unwrap(), sum.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_image_passes_sgdisk_and_its_bmap_and_hash_match_the_bytes() {
+        let mut fx = Fixture::new(Setup::default());
+        let (rootfs, boot) = before(&mut fx);
+        let out = fx.out.clone();
+        let disk = stage(&fx.plan, &rootfs, &boot, &fx.cache, &out, &mut fx.progress).unwrap();
+        let img = out.join(&fx.plan.outputs.image);
+        let v = run("sgdisk", &["-v", img.to_str().unwrap()]);
+        assert!(v.contains("No problems found"), "sgdisk -v:\n{v}");
+        // The hash handed to the record is the image's, from the same read
+        // that made the block map.
+        assert_eq!(disk.image.sha256, sha256_of(&img));
+        assert_eq!(disk.image.size, fs_len(&img));
+        assert_eq!(disk.image.size, fx.plan.disk.size);
+        let bmap = out.join(&fx.plan.outputs.bmap);
+        assert_eq!(disk.bmap.sha256, sha256_of(&bmap));
+        let xml = std::fs::read_to_string(&bmap).unwrap();
+        assert!(
+            xml.contains(&format!("<ImageSize> {} </ImageSize>", fx.plan.disk.size)),
+            "{xml}"
+        );
+        let rs = ranges(&xml);
+        assert!(!rs.is_empty(), "{xml}");
+        for (first, last, sum) in &rs {
+            let bytes = read_at(&img, first * 4096, (last - first + 1) * 4096);
+            assert_eq!(
+                &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+                sum,
+                "range {first}-{last}"
+            );
+        }
+        // Every block of each slot is mapped (a reused device keeps no
+        // stale bytes), and each filled slot holds the rootfs and its tree.
+        let mapped = |a: u64, b: u64| {
+            rs.iter()
+                .any(|(f, l, _)| *f <= a / 4096 && (b - 1) / 4096 <= *l)
+        };
+        for s in fx.plan.boot.slots.iter().filter(|s| s.filled) {
+            let root = fx.plan.partition(&s.root_partition).unwrap();
+            let verity = fx.plan.partition(&s.verity_partition).unwrap();
+            assert!(
+                mapped(root.offset, root.offset + root.size),
+                "{}",
+                root.name
+            );
+            assert!(
+                mapped(verity.offset, verity.offset + verity.size),
+                "{}",
+                verity.name
+            );
+            assert_eq!(
+                read_at(&img, root.offset, rootfs.hashed.size),
+                std::fs::read(&rootfs.path).unwrap(),
+                "{}",
+                root.name
+            );
+            let tree = std::fs::read(out.join(&s.verity_output)).unwrap();
+            assert_eq!(
+                read_at(&img, verity.offset, tree.len() as u64),
+                tree,
+                "{}",
+                verity.name
+            );
+            // sgdisk reads the DPS UUIDs the root hash gives.
+            let info = run(
+                "sgdisk",
+                &["-i", &root.number.to_string(), img.to_str().unwrap()],
+            );
+            let uuid = partition_uuid(root, &boot.slots).to_string().to_uppercase();
+            assert!(
+                info.contains(&format!("Partition unique GUID: {uuid}")),
+                "{info}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_boot_and_data_filesystems_check_clean_and_hold_the_slot_files() {
+        let mut fx = Fixture::new(Setup::default());
+        let (rootfs, boot) = before(&mut fx);
+        let out = fx.out.clone();
+        stage(&fx.plan, &rootfs, &boot, &fx.cache, &out, &mut fx.progress).unwrap();
+        let img = out.join(&fx.plan.outputs.image);
+        let scratch = fx.fresh_out("scratch");
+        let part = |c: Content| {
+            let p = fx.plan.disk.partitions.iter().find(|p| p.content == c);
+            p.unwrap()
+        };
+        let esp = scratch.join("esp.img");
+        let p = part(Content::Esp);
+        std::fs::write(&esp, read_at(&img, p.offset, p.size)).unwrap();
+        run("fsck.fat", &["-n", esp.to_str().unwrap()]);
+        for s in fx.plan.boot.slots.iter().filter(|s| s.filled) {
+            for f in &s.esp_files {
+                if f.optional && !out.join(&f.output).is_file() {
+                    continue;
+                }
+                let copy = scratch.join(format!("{}-{}", s.name, f.output));
+                crate::tool::Tool::new("mcopy")
+                    .unwrap()
+                    .env("MTOOLS_SKIP_CHECK", "1")
+                    .args([
+                        "-i",
+                        esp.to_str().unwrap(),
+                        &format!("::{}", f.path),
+                        copy.to_str().unwrap(),
+                    ])
+                    .run()
+                    .unwrap_or_else(|e| panic!("{e:#}"));
+                assert_eq!(
+                    std::fs::read(&copy).unwrap(),
+                    std::fs::read(out.join(&f.output)).unwrap(),
+                    "{} on the boot partition",
+                    f.path
+                );
+            }
+        }
+        let data = scratch.join("data.img");
+        let p = part(Content::Data);
+        std::fs::write(&data, read_at(&img, p.offset, p.size)).unwrap();
+        run("e2fsck", &["-fn", data.to_str().unwrap()]);
+        let sb = run("dumpe2fs", &["-h", data.to_str().unwrap()]);
+        assert!(
+            sb.contains(&format!("Filesystem UUID:          {}", fx.plan.data.uuid)),
+            "{sb}"
+        );
+    }
+
+    #[test]
+    fn a_second_run_hits_the_cache_with_identical_bytes() {
+        let mut fx = Fixture::new(Setup::default());
+        let (rootfs, boot) = before(&mut fx);
+        let out = fx.out.clone();
+        let first = stage(&fx.plan, &rootfs, &boot, &fx.cache, &out, &mut fx.progress).unwrap();
+        assert!(!fx.log.text().contains(CACHED));
+        let again = fx.fresh_out("again");
+        let second = stage(
+            &fx.plan,
+            &rootfs,
+            &boot,
+            &fx.cache,
+            &again,
+            &mut fx.progress,
+        )
+        .unwrap();
+        assert_eq!(fx.log.text().matches(CACHED).count(), 1, "not a hit");
+        assert_eq!((second.image, second.bmap), (first.image, first.bmap));
+        for n in [&fx.plan.outputs.image, &fx.plan.outputs.bmap] {
+            assert_eq!(sha256_of(&again.join(n)), sha256_of(&out.join(n)), "{n}");
+        }
+    }
+}

@@ -247,3 +247,131 @@ fn check_outputs(plan: &Plan, hashes: &BTreeMap<String, Hashed>) -> anyhow::Resu
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{sha256_of, Fixture, Setup};
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::fs;
+
+    /// Every file under `dir`, as a path relative to it.
+    fn files_under(dir: &Path) -> BTreeSet<String> {
+        walkdir::WalkDir::new(dir)
+            .into_iter()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().is_file())
+            .map(|e| {
+                e.path()
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn build_json_lists_exactly_the_plans_outputs_and_sha256sums_checks() {
+        let mut fx = Fixture::new(Setup::default().policies());
+        let (made, record) = fx.staged();
+        let out = fx.out.clone();
+        // The directory holds exactly the plan's outputs (the fixture has
+        // every optional one), and build.json lists each but itself and
+        // SHA256SUMS.
+        let planned: BTreeSet<String> = fx
+            .plan
+            .outputs
+            .files
+            .iter()
+            .map(|o| o.name.clone())
+            .collect();
+        assert_eq!(files_under(&out), planned);
+        let json: serde_json::Value =
+            serde_json::from_slice(&fs::read(out.join(&fx.plan.outputs.build_json)).unwrap())
+                .unwrap();
+        let listed: BTreeSet<String> = json["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_string())
+            .collect();
+        let mut expected = planned.clone();
+        expected.remove(&fx.plan.outputs.build_json);
+        expected.remove(&fx.plan.outputs.sums);
+        assert_eq!(listed, expected);
+        assert!(listed.contains("audit/report.md"), "{listed:?}");
+        for a in &record.artifacts {
+            let p = out.join(&a.name);
+            assert_eq!(a.sha256, hex::encode(sha256_of(&p)), "{}", a.name);
+            assert_eq!(a.size, fs::metadata(&p).unwrap().len(), "{}", a.name);
+        }
+        // What the stage returns is what it wrote.
+        assert_eq!(json, serde_json::to_value(&record).unwrap());
+        assert_eq!(record.plan_sha256, fx.plan.hash());
+        assert_eq!(
+            record.boot_key,
+            slotsmith_sign::fingerprint(&made.boot_signer.public_key)
+        );
+        assert_eq!(record.slots.len(), made.boot.slots.len());
+        assert_eq!(record.partitions.len(), fx.plan.disk.partitions.len());
+        // The independent checker accepts SHA256SUMS, which names every
+        // other file of the directory, build.json included.
+        let sums = crate::tool::Tool::new("sha256sum")
+            .unwrap()
+            .dir(&out)
+            .args(["-c", "--strict", &fx.plan.outputs.sums])
+            .run()
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let ok = String::from_utf8_lossy(&sums.stdout).lines().count();
+        assert_eq!(ok, planned.len() - 1);
+        let named: BTreeSet<String> = fs::read_to_string(out.join(&fx.plan.outputs.sums))
+            .unwrap()
+            .lines()
+            .map(|l| l.split_once("  ").unwrap().1.to_string())
+            .collect();
+        let mut others = planned;
+        others.remove(&fx.plan.outputs.sums);
+        assert_eq!(named, others);
+    }
+
+    #[test]
+    fn a_missing_or_unplanned_output_fails_before_anything_is_written() {
+        let mut fx = Fixture::new(Setup::default());
+        let made = fx.made();
+        let out = fx.out.clone();
+        let record = |fx: &mut Fixture, swu: &SwuOut| {
+            stage(
+                &fx.plan,
+                &made.rootfs,
+                &made.boot,
+                swu,
+                &made.disk,
+                &made.boot_signer,
+                &out,
+                &mut fx.progress,
+            )
+        };
+        let swu_file = fx.plan.update.file.clone();
+        let mut missing = made.swu.hashes.clone();
+        missing.remove(&swu_file);
+        let err = record(&mut fx, &SwuOut { hashes: missing }).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            format!("the build did not produce {swu_file}, which the plan lists")
+        );
+        let mut stray = made.swu.hashes.clone();
+        stray.insert("stray.bin".into(), Hashed::of_bytes(b"x"));
+        let err = record(&mut fx, &SwuOut { hashes: stray }).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "the build produced stray.bin, which the plan does not list"
+        );
+        assert!(!out.join(&fx.plan.outputs.build_json).exists());
+        assert!(!out.join(&fx.plan.outputs.sums).exists());
+        // The real outputs pass, without audit reports (no policies).
+        let hashes = made.swu.hashes.clone();
+        let r = record(&mut fx, &SwuOut { hashes }).unwrap();
+        assert!(!r.artifacts.iter().any(|a| a.name.starts_with("audit/")));
+    }
+}

@@ -46,3 +46,88 @@ pub(super) fn stage(
     ));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{self, flip, Fixture, Setup};
+    use super::*;
+
+    #[test]
+    fn a_staged_build_verifies() {
+        let mut fx = Fixture::new(Setup::default());
+        let (made, _) = fx.staged();
+        stage(
+            &fx.plan,
+            &fx.out,
+            &made.boot_signer.public_key,
+            &mut fx.progress,
+        )
+        .unwrap();
+        let log = fx.log.text();
+        assert!(log.contains("2 slot(s) verified, 0 empty"), "{log}");
+    }
+
+    #[test]
+    fn one_flipped_byte_in_slot_a_fails_the_stage() {
+        let mut fx = Fixture::new(Setup::default());
+        let (made, _) = fx.staged();
+        let a = &fx.plan.boot.slots[0];
+        let root = fx.plan.partition(&a.root_partition).unwrap();
+        let img = fx.out.join(&fx.plan.outputs.image);
+        flip(&img, root.offset + made.rootfs.hashed.size / 2 + 17);
+        let err = stage(
+            &fx.plan,
+            &fx.out,
+            &made.boot_signer.public_key,
+            &mut fx.progress,
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.starts_with(&format!(
+                "self-check of {} failed; nothing was published",
+                fx.plan.outputs.image
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("slot a"), "{msg}");
+    }
+
+    #[test]
+    fn one_flipped_byte_in_the_update_fails_the_stage() {
+        let mut fx = Fixture::new(Setup::default());
+        let (made, _) = fx.staged();
+        let swu = fx.out.join(&fx.plan.update.file);
+        // Past sw-description and its signature: inside a payload.
+        let len = std::fs::metadata(&swu).unwrap().len();
+        flip(&swu, len / 2);
+        let err = stage(
+            &fx.plan,
+            &fx.out,
+            &made.boot_signer.public_key,
+            &mut fx.progress,
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.starts_with(&format!(
+                "self-check of {} failed; nothing was published",
+                fx.plan.update.file
+            )),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn another_boot_key_fails_the_stage() {
+        let mut fx = Fixture::new(Setup::default());
+        fx.staged();
+        let other = testkit::other_boot_signer(&fx.root().join("other-key"));
+        let err = stage(&fx.plan, &fx.out, &other.public_key, &mut fx.progress).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.starts_with(&format!("self-check of {} failed", fx.plan.outputs.image)),
+            "{msg}"
+        );
+    }
+}

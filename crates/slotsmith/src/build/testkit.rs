@@ -57,6 +57,8 @@ pub(super) struct Setup {
     pub(super) policies: bool,
     /// A layer `meta-test`.
     pub(super) layer: Option<LayerSetup>,
+    /// Text appended to the image file.
+    pub(super) image_yaml: String,
 }
 
 /// The layer `meta-test`.
@@ -78,6 +80,12 @@ impl Setup {
     /// With every policy of the repository, production profile.
     pub(super) fn policies(mut self) -> Setup {
         self.policies = true;
+        self
+    }
+
+    /// With more keys in the image file.
+    pub(super) fn image_yaml(mut self, yaml: &str) -> Setup {
+        self.image_yaml.push_str(yaml);
         self
     }
 
@@ -163,6 +171,7 @@ impl Fixture {
                 "profile: production\npolicies: [network, kernel, services, ssh, accounts, files]\n",
             );
         }
+        image.push_str(&setup.image_yaml);
         fs::write(root.join(format!("images/{NAME}.yaml")), image).unwrap();
         let plan = plan_of(&root);
         let opts = BuildOptions {
@@ -252,8 +261,9 @@ impl Fixture {
         crate::signing::update_signer(&self.plan, self.dir.path(), &mut self.progress).unwrap()
     }
 
-    /// Every stage up to and including `record`, into the staging directory.
-    pub(super) fn staged(&mut self) -> Staged {
+    /// Every stage after the rootfs up to `record` (audit, boot, update,
+    /// disk), into the staging directory.
+    pub(super) fn made(&mut self) -> Made {
         let boot_signer = self.boot_signer();
         let update_signer = self.update_signer();
         let out = self.out.clone();
@@ -274,35 +284,50 @@ impl Fixture {
         )
         .unwrap();
         let disk = super::disk::stage(&self.plan, &rootfs, &boot, &self.cache, &out, p).unwrap();
-        let record = super::record::stage(
-            &self.plan,
-            &rootfs,
-            &boot,
-            &swu,
-            &disk,
-            &boot_signer,
-            &out,
-            p,
-        )
-        .unwrap();
-        Staged {
+        Made {
             rootfs,
             boot,
             swu,
             disk,
-            record,
             boot_signer,
         }
     }
+
+    /// Every stage up to and including `record`, into the staging directory.
+    pub(super) fn staged(&mut self) -> (Made, BuildRecord) {
+        let made = self.made();
+        let record = super::record::stage(
+            &self.plan,
+            &made.rootfs,
+            &made.boot,
+            &made.swu,
+            &made.disk,
+            &made.boot_signer,
+            &self.out,
+            &mut self.progress,
+        )
+        .unwrap();
+        (made, record)
+    }
 }
 
-/// What the stages wrote into the staging directory.
-pub(super) struct Staged {
+/// A boot signer with a fresh key of its own, generated in `dir`.
+pub(super) fn other_boot_signer(dir: &Path) -> BootSigner {
+    let (private, _) = slotsmith_sign::keys::generate(dir, "other").unwrap();
+    let sk = slotsmith_sign::keys::load_signing_key(&private).unwrap();
+    let public_key = sk.verifying_key();
+    BootSigner {
+        signer: Box::new(slotsmith_sign::KeySigner::new(sk)),
+        public_key,
+    }
+}
+
+/// What the stages before `record` made.
+pub(super) struct Made {
     pub(super) rootfs: RootfsImage,
     pub(super) boot: BootOut,
     pub(super) swu: SwuOut,
     pub(super) disk: DiskOut,
-    pub(super) record: BuildRecord,
     pub(super) boot_signer: BootSigner,
 }
 

@@ -238,3 +238,181 @@ pub(super) fn stage(
     cache.put("update", &key, &refs, &serde_json::Value::Null, progress);
     Ok(SwuOut { hashes })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{run, sha256_of, Fixture, Setup};
+    use super::*;
+    use crate::signing::UpdateSigner;
+
+    const CACHED: &str = "for SWUpdate (cached)";
+
+    /// The stages before the update, into the staging directory.
+    fn before(fx: &mut Fixture) -> (RootfsImage, BootOut, UpdateSigner) {
+        let boot_signer = fx.boot_signer();
+        let signer = fx.update_signer();
+        let rootfs = fx.rootfs();
+        let boot = super::super::boot::stage(
+            &fx.plan,
+            &rootfs,
+            &boot_signer,
+            &fx.cache,
+            &fx.out,
+            &mut fx.progress,
+        )
+        .unwrap();
+        (rootfs, boot, signer)
+    }
+
+    fn run_stage(
+        fx: &mut Fixture,
+        plan: &Plan,
+        inputs: &(RootfsImage, BootOut, UpdateSigner),
+        out: &Path,
+    ) -> SwuOut {
+        let (rootfs, boot, signer) = inputs;
+        stage(
+            plan,
+            rootfs,
+            boot,
+            signer,
+            &fx.cache,
+            &fx.work,
+            out,
+            &mut fx.progress,
+        )
+        .unwrap()
+    }
+
+    /// The archive's members as GNU cpio lists them.
+    fn members(swu: &Path) -> Vec<String> {
+        run("cpio", &["-t", "--quiet", "-F", swu.to_str().unwrap()])
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    /// What the plan says the archive holds, given what the build made.
+    fn planned(plan: &Plan, out: &Path) -> Vec<String> {
+        let zst = plan.update.compression == crate::spec::UpdateCompression::Zstd;
+        let mut want = vec![
+            slotsmith_swu::SW_DESCRIPTION.to_string(),
+            slotsmith_swu::SW_DESCRIPTION_SIG.to_string(),
+        ];
+        for m in &plan.update.members {
+            if m.optional && !out.join(&m.output).is_file() {
+                continue;
+            }
+            want.push(if zst {
+                format!("{}.zst", m.output)
+            } else {
+                m.output.clone()
+            });
+        }
+        want
+    }
+
+    #[test]
+    fn the_swu_holds_the_plans_members_in_order_and_verifies() {
+        let mut fx = Fixture::new(Setup::default());
+        let inputs = before(&mut fx);
+        let out = fx.out.clone();
+        let plan = fx.plan.clone();
+        let swu = run_stage(&mut fx, &plan, &inputs, &out);
+        let path = out.join(&plan.update.file);
+        let got = members(&path);
+        assert_eq!(got, planned(&plan, &out));
+        // The rootfs first (both slots install it), then each slot's files;
+        // the initrd the base has is among them.
+        assert_eq!(got[2], plan.outputs.rootfs);
+        assert!(got.len() > 5, "{got:?}");
+        let initrd = plan.boot.files.iter().find(|f| f.role == "initrd").unwrap();
+        assert!(got.contains(&initrd.output), "{got:?}");
+        crate::verify::verify_swu(&path, &out.join(&plan.outputs.update_cert)).unwrap();
+        // The certificate devices trust is the signer's; both hashes are
+        // the files'.
+        assert_eq!(
+            fs::read(out.join(&plan.outputs.update_cert)).unwrap(),
+            fs::read(&inputs.2.cert).unwrap()
+        );
+        let names: Vec<&str> = swu.hashes.keys().map(String::as_str).collect();
+        let mut want = vec![plan.outputs.update_cert.as_str(), plan.update.file.as_str()];
+        want.sort();
+        assert_eq!(names, want);
+        for (n, h) in &swu.hashes {
+            assert_eq!(h.sha256, sha256_of(&out.join(n)), "{n}");
+            assert_eq!(h.size, fs::metadata(out.join(n)).unwrap().len(), "{n}");
+        }
+    }
+
+    #[test]
+    fn an_initrd_the_rootfs_lacks_is_left_out_of_the_update() {
+        let mut fx =
+            Fixture::new(Setup::default().layer("remove:\n  - /boot/initrd.img-6.1.0-test\n", &[]));
+        let inputs = before(&mut fx);
+        let out = fx.out.clone();
+        let plan = fx.plan.clone();
+        run_stage(&mut fx, &plan, &inputs, &out);
+        let path = out.join(&plan.update.file);
+        let got = members(&path);
+        assert_eq!(got, planned(&plan, &out));
+        assert!(!got.iter().any(|m| m.contains("initrd")), "{got:?}");
+        crate::verify::verify_swu(&path, &out.join(&plan.outputs.update_cert)).unwrap();
+    }
+
+    #[test]
+    fn zstd_payloads_are_members_named_zst() {
+        let mut fx = Fixture::new(Setup::default().image_yaml("update:\n  compression: zstd\n"));
+        let inputs = before(&mut fx);
+        let out = fx.out.clone();
+        let plan = fx.plan.clone();
+        run_stage(&mut fx, &plan, &inputs, &out);
+        let path = out.join(&plan.update.file);
+        let got = members(&path);
+        assert_eq!(got, planned(&plan, &out));
+        assert!(got[2..].iter().all(|m| m.ends_with(".zst")), "{got:?}");
+        crate::verify::verify_swu(&path, &out.join(&plan.outputs.update_cert)).unwrap();
+    }
+
+    #[test]
+    fn a_second_run_hits_the_cache_with_identical_bytes_and_a_plan_change_misses() {
+        let mut fx = Fixture::new(Setup::default());
+        let inputs = before(&mut fx);
+        let out = fx.out.clone();
+        let plan = fx.plan.clone();
+        let first = run_stage(&mut fx, &plan, &inputs, &out);
+        assert!(!fx.log.text().contains(CACHED));
+        let again = fx.fresh_out("again");
+        let second = run_stage(&mut fx, &plan, &inputs, &again);
+        assert_eq!(fx.log.text().matches(CACHED).count(), 1, "not a hit");
+        assert_eq!(second.hashes, first.hashes);
+        for n in first.hashes.keys() {
+            assert_eq!(
+                fs::read(again.join(n)).unwrap(),
+                fs::read(out.join(n)).unwrap(),
+                "{n}"
+            );
+        }
+        // Another update set name is another sw-description: a miss.
+        let mut other = plan.clone();
+        other.update.set = "other".into();
+        let third = fx.fresh_out("third");
+        // The stage reads its payloads from the output directory.
+        for e in fs::read_dir(&out).unwrap() {
+            let name = e.unwrap().file_name();
+            if !first.hashes.contains_key(name.to_str().unwrap()) {
+                fs::copy(out.join(&name), third.join(&name)).unwrap();
+            }
+        }
+        let changed = run_stage(&mut fx, &other, &inputs, &third);
+        assert_eq!(
+            fx.log.text().matches(CACHED).count(),
+            1,
+            "a changed plan hit"
+        );
+        assert_ne!(
+            changed.hashes[&plan.update.file],
+            first.hashes[&plan.update.file]
+        );
+    }
+}
