@@ -166,7 +166,8 @@ fn symlinks_out_of_the_project_around_layers_are_refused() {
     let before = canary.snapshot();
     // Each way a layer can lead out of the project: its files/, its conf/,
     // its conf/layer.yaml, and the layer directory itself.
-    let cases: [(&str, &dyn Fn(&Project)); 4] = [
+    type Case<'a> = (&'a str, &'a dyn Fn(&Project));
+    let cases: [Case; 4] = [
         ("layer files/", &|p: &Project| {
             symlink(
                 canary.path().join("etc"),
@@ -272,7 +273,9 @@ fn assert_nothing_new_outside_projects(since: std::time::SystemTime) {
             })
             .filter_map(|e| e.ok())
         {
-            let Ok(md) = e.path().symlink_metadata() else { continue };
+            let Ok(md) = e.path().symlink_metadata() else {
+                continue;
+            };
             let new = md.modified().map(|m| m >= since).unwrap_or(false);
             assert!(
                 !(md.uid() == 65534 && new),

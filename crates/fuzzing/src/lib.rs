@@ -123,7 +123,11 @@ fn preview(input: &[u8]) -> String {
     if input.len() <= MAX {
         hex::encode(input)
     } else {
-        format!("{}... ({} more bytes)", hex::encode(&input[..MAX]), input.len() - MAX)
+        format!(
+            "{}... ({} more bytes)",
+            hex::encode(&input[..MAX]),
+            input.len() - MAX
+        )
     }
 }
 

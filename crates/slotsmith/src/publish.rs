@@ -165,9 +165,8 @@ pub fn publish(staging: tempfile::TempDir, out_dir: &Path) -> anyhow::Result<()>
     if fs::symlink_metadata(out_dir).is_err() {
         let tmp = staging.keep();
         return fs::rename(&tmp, out_dir)
-            .or_else(|e| {
+            .inspect_err(|_| {
                 let _ = slotsmith_rootfs::cleanup::remove_tree(&tmp);
-                Err(e)
             })
             .with_context(|| format!("publishing {}", out_dir.display()));
     }

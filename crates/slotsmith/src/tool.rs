@@ -320,6 +320,49 @@ pub fn tail(bytes: &[u8]) -> String {
     }
 }
 
+/// The first line a tool prints about its version (`--version`, or `-V`
+/// for e2fsprogs), remembered for the process. Cache keys include it, so a
+/// new tool version rebuilds what it writes.
+pub fn version(program: &str) -> anyhow::Result<String> {
+    use std::collections::BTreeMap;
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<BTreeMap<String, String>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(|| Mutex::new(BTreeMap::new()));
+    if let Some(v) = seen.lock().ok().and_then(|m| m.get(program).cloned()) {
+        return Ok(v);
+    }
+    let flag = if matches!(program, "mke2fs" | "debugfs" | "e2fsck") {
+        "-V"
+    } else {
+        "--version"
+    };
+    let tool = Tool::new(program)?.arg(flag);
+    let out = tool
+        .expression()
+        .stdin_null()
+        .run()
+        .with_context(|| format!("running {program} {flag}"))?;
+    // e2fsprogs print it on stderr, and exit 0 or 1 depending on version.
+    let text = if out.stdout.is_empty() {
+        out.stderr
+    } else {
+        out.stdout
+    };
+    let line = String::from_utf8_lossy(&text)
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if line.is_empty() {
+        bail!("{program} {flag} printed nothing");
+    }
+    if let Ok(mut m) = seen.lock() {
+        m.insert(program.to_string(), line.clone());
+    }
+    Ok(line)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,47 +408,4 @@ mod tests {
         let all = [out.stdout, out.stderr].concat();
         assert!(String::from_utf8_lossy(&all).contains("show_debugfs_params"));
     }
-}
-
-/// The first line a tool prints about its version (`--version`, or `-V`
-/// for e2fsprogs), remembered for the process. Cache keys include it, so a
-/// new tool version rebuilds what it writes.
-pub fn version(program: &str) -> anyhow::Result<String> {
-    use std::collections::BTreeMap;
-    use std::sync::{Mutex, OnceLock};
-    static SEEN: OnceLock<Mutex<BTreeMap<String, String>>> = OnceLock::new();
-    let seen = SEEN.get_or_init(|| Mutex::new(BTreeMap::new()));
-    if let Some(v) = seen.lock().ok().and_then(|m| m.get(program).cloned()) {
-        return Ok(v);
-    }
-    let flag = if matches!(program, "mke2fs" | "debugfs" | "e2fsck") {
-        "-V"
-    } else {
-        "--version"
-    };
-    let tool = Tool::new(program)?.arg(flag);
-    let out = tool
-        .expression()
-        .stdin_null()
-        .run()
-        .with_context(|| format!("running {program} {flag}"))?;
-    // e2fsprogs print it on stderr, and exit 0 or 1 depending on version.
-    let text = if out.stdout.is_empty() {
-        out.stderr
-    } else {
-        out.stdout
-    };
-    let line = String::from_utf8_lossy(&text)
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    if line.is_empty() {
-        bail!("{program} {flag} printed nothing");
-    }
-    if let Ok(mut m) = seen.lock() {
-        m.insert(program.to_string(), line.clone());
-    }
-    Ok(line)
 }

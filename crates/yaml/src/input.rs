@@ -85,10 +85,7 @@ pub fn resolve_input_file(root: &Path, written: &str) -> Result<PathBuf, String>
     let real = resolve_input(root, written)?;
     match std::fs::metadata(&real) {
         Ok(md) if md.is_file() => Ok(real),
-        Ok(_) => Err(format!(
-            "'{}' is not a regular file",
-            shown(written)
-        )),
+        Ok(_) => Err(format!("'{}' is not a regular file", shown(written))),
         Err(e) => Err(format!("cannot read '{}': {e}", shown(written))),
     }
 }

@@ -202,6 +202,7 @@ fn key(plan: &Plan, rootfs: &RootfsImage, boot: &BootOut) -> anyhow::Result<Key>
             "uuids": uuids,
             "files": files,
             "outputs": [plan.outputs.image.clone(), plan.outputs.bmap.clone()],
+            "invocation": plan.tools.data,
             "mke2fs": crate::tool::version("mke2fs")?,
         }),
     )

@@ -206,6 +206,8 @@ pub(super) fn key(plan: &Plan) -> anyhow::Result<Option<Key>> {
             "source_date_epoch": plan.source_date_epoch,
             "kernel": plan.boot.kernel,
             "outputs": [plan.outputs.rootfs.clone()],
+            "invocations": plan.tools.rootfs,
+            "boot_files": plan.boot.files,
             "tools": tools,
         }),
     )
@@ -494,6 +496,9 @@ mod tests {
         let mut p = fx.plan.clone();
         p.source_date_epoch += 1;
         changed.push(("epoch", k(&p)));
+        let mut p = fx.plan.clone();
+        p.tools.rootfs[0].args.push("-x".into());
+        changed.push(("invocation", k(&p)));
         let mut p = fx.plan.clone();
         p.rootfs.max_size += 4096;
         changed.push(("slot size", k(&p)));

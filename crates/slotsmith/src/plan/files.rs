@@ -155,20 +155,31 @@ pub fn slot_esp_files(
     v
 }
 
+/// The names of one slot's partitions and outputs.
+pub struct SlotNames<'a> {
+    /// `a` or `b`.
+    pub slot: &'a str,
+    /// Its root partition.
+    pub root_partition: &'a str,
+    /// Its verity partition.
+    pub verity_partition: &'a str,
+    /// Its verity tree in out/.
+    pub verity_output: &'a str,
+    /// Its manifest in out/.
+    pub manifest_output: &'a str,
+    /// The manifest's signature in out/.
+    pub signature_output: &'a str,
+}
+
 /// A slot's collection: its root and verity partitions raw, then its boot
 /// files, manifest and signature into `<boot_mount>/<slot>/`.
 pub fn slot_payloads(
-    slot: &str,
+    s: &SlotNames<'_>,
     boot_mount: &str,
     rootfs_output: &str,
-    root_partition: &str,
-    verity_output: &str,
-    verity_partition: &str,
     boot: &[PlanBootFile],
-    manifest_output: &str,
-    signature_output: &str,
 ) -> Vec<PlanPayload> {
-    let dir = format!("{}/{slot}", boot_mount.trim_end_matches('/'));
+    let dir = format!("{}/{}", boot_mount.trim_end_matches('/'), s.slot);
     let raw = |output: &str, partition: &str| PlanPayload {
         output: output.into(),
         target: PayloadTarget::Raw {
@@ -184,14 +195,14 @@ pub fn slot_payloads(
         optional,
     };
     let mut v = vec![
-        raw(rootfs_output, root_partition),
-        raw(verity_output, verity_partition),
+        raw(rootfs_output, s.root_partition),
+        raw(s.verity_output, s.verity_partition),
     ];
     for f in boot {
         v.push(file(&f.output, &f.output, f.optional));
     }
-    v.push(file(manifest_output, "manifest", false));
-    v.push(file(signature_output, "manifest.sig", false));
+    v.push(file(s.manifest_output, "manifest", false));
+    v.push(file(s.signature_output, "manifest.sig", false));
     v
 }
 
@@ -234,16 +245,25 @@ mod tests {
         let c: Vec<Vec<PlanPayload>> = ["a", "b"]
             .iter()
             .map(|s| {
+                let (rp, vp, vo, mo, so) = (
+                    format!("root-{s}"),
+                    format!("root-{s}-verity"),
+                    format!("root-{s}.verity"),
+                    format!("boot-{s}.manifest"),
+                    format!("boot-{s}.manifest.sig"),
+                );
                 slot_payloads(
-                    s,
+                    &SlotNames {
+                        slot: s,
+                        root_partition: &rp,
+                        verity_partition: &vp,
+                        verity_output: &vo,
+                        manifest_output: &mo,
+                        signature_output: &so,
+                    },
                     "/boot/",
                     "rootfs.squashfs",
-                    &format!("root-{s}"),
-                    &format!("root-{s}.verity"),
-                    &format!("root-{s}-verity"),
                     &boot,
-                    &format!("boot-{s}.manifest"),
-                    &format!("boot-{s}.manifest.sig"),
                 )
             })
             .collect();

@@ -360,15 +360,17 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
         .map(|s: &PlanSlot| PlanCollection {
             slot: s.name.clone(),
             payloads: files::slot_payloads(
-                &s.name,
+                &files::SlotNames {
+                    slot: &s.name,
+                    root_partition: &s.root_partition,
+                    verity_partition: &s.verity_partition,
+                    verity_output: &s.verity_output,
+                    manifest_output: &s.manifest_output,
+                    signature_output: &s.signature_output,
+                },
                 &img.update.boot_mount,
                 rootfs_name,
-                &s.root_partition,
-                &s.verity_output,
-                &s.verity_partition,
                 &boot_files,
-                &s.manifest_output,
-                &s.signature_output,
             ),
         })
         .collect();
