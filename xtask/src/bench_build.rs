@@ -471,6 +471,11 @@ fn report(runs: &[Run; 4], base: Option<&Path>) {
     row("slot image stages", &|r| format!("{:.2}", r.slot_image()));
     row("sum of stages", &|r| format!("{:.2}", r.stage_sum()));
     row("wall (whole command)", &|r| format!("{:.2}", r.wall));
+    // Process start, load, plan, keys, locks, and the work directory's
+    // removal after publishing: time no stage accounts for.
+    row("outside stages", &|r| {
+        format!("{:.2}", r.wall - r.stage_sum())
+    });
     row("vs full (wall)", &|r| format!("{:.3}x", r.wall / full.wall));
     println!();
 
