@@ -40,7 +40,7 @@ enum Which {
 }
 
 /// Runs the chosen bench.
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub fn run(args: BenchArgs, project: Option<&std::path::Path>) -> anyhow::Result<()> {
     let default = match args.which {
         Which::Rootfs => "512MiB",
         Which::Verity => "1GiB",
@@ -54,7 +54,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Which::Rootfs => rootfs(size),
         Which::Verity => verity(size),
         Which::Swu => swu(size),
-        Which::Build => build::run(),
+        Which::Build => build::run(project),
     }
 }
 

@@ -99,9 +99,8 @@ impl Memory {
 }
 
 /// Runs the bench.
-pub(super) fn run() -> anyhow::Result<()> {
-    let cwd = std::env::current_dir().context("reading the working directory")?;
-    let project = crate::find_project(None, &cwd)?.context(
+pub(super) fn run(project: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let project = project.map(std::path::Path::to_path_buf).context(
         "bench build copies the default project: run it inside a slotsmith project (a directory holding images/)",
     )?;
     let exe = std::env::current_exe().context("finding this binary")?;

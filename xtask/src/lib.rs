@@ -157,7 +157,7 @@ and line; exit code 2 when there is any.\n\nExamples:\n  cargo xtask lint"
     Keys(KeysCommand),
     /// Measure slotsmith's stages against peer tools
     #[command(
-        after_help = "Examples:\n  cargo xtask bench              # rootfs stage vs mksquashfs, 512MiB tree\n  cargo xtask bench rootfs --size 2GiB"
+        after_help = "Examples:\n  cargo xtask bench              # rootfs stage vs mksquashfs, 512MiB tree\n  cargo xtask bench rootfs --size 2GiB\n  cargo xtask bench swu          # the .swu against one sha256 pass and peers\n  cargo xtask bench build        # full, no-op, one-layer and new-key rebuilds of the default image"
     )]
     Bench(bench::BenchArgs),
 }
@@ -597,7 +597,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Some(r) => r,
             None => require_project(project)?,
         }),
-        Command::Bench(a) => bench::run(a).map_err(Failure::Build),
+        Command::Bench(a) => bench::run(a, project).map_err(Failure::Build),
     }
 }
 

@@ -148,9 +148,12 @@ pub fn build(
     progress.stage("publish", &format!("out/{}", plan.outputs.dir));
     let out_dir = opts.out_root.join(&plan.outputs.dir);
     crate::publish::publish(staging, &out_dir)?;
-    progress.finish();
+    // The work directory holds the imported base (a default image's is
+    // 14,000 files): timed, so a slow disk shows here and not as a gap.
+    progress.stage("cleanup", &format!("removing {}", work.display()));
     slotsmith_rootfs::cleanup::remove_tree(&work)
         .with_context(|| format!("removing work directory {}", work.display()))?;
+    progress.finish();
     drop(lock);
     Ok(BuildOutcome {
         out_dir,
