@@ -292,7 +292,7 @@ fn pad(w: &mut impl Write, len: u64) -> std::io::Result<()> {
 
 /// Streams exactly `size` bytes of `content` and pads to a block.
 fn copy_content(content: &Content, size: u64, w: &mut impl Write, buf: &mut [u8]) -> Result<()> {
-    stream_exact(content.path(), size, w, buf)?;
+    stream_exact(content, size, w, buf)?;
     pad(w, size).context("writing the tar stream")?;
     Ok(())
 }

@@ -136,7 +136,7 @@ fn write_file(
         }
     }
     let mut out = create_exclusive(dest)?;
-    stream_exact(content.path(), size, &mut out, buf)
+    stream_exact(content, size, &mut out, buf)
 }
 
 /// Output of [`debugfs_script`].

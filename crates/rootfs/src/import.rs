@@ -76,9 +76,71 @@ pub fn from_tarball(
     let name = shown_path(archive);
     // The archive path itself is the user's argument, so opening it
     // normally (following symlinks) is intended.
-    let file =
+    let mut file =
         File::open(archive).with_context(|| format!("tarball {name}: opening the archive"))?;
+    if is_plain_tar(&mut file).with_context(|| format!("tarball {name}: reading the archive"))? {
+        // Uncompressed (the Debian base cache is): file bodies stay in the
+        // archive and are read in place, so the import reads headers only.
+        return import_plain(&name, archive, file, store_dir, progress);
+    }
     from_reader(&name, file, store_dir, progress)
+}
+
+/// Whether `file` starts with no compression magic (it is then read as a
+/// plain tar); leaves it at its start.
+fn is_plain_tar(file: &mut File) -> io::Result<bool> {
+    use std::io::{Seek, SeekFrom};
+    let mut magic = [0u8; 6];
+    let mut n = 0;
+    while n < magic.len() {
+        match file.read(&mut magic[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    file.seek(SeekFrom::Start(0))?;
+    let head = &magic[..n];
+    let compressed = head.starts_with(&[0x1f, 0x8b])
+        || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00])
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || head.starts_with(b"BZh");
+    Ok(!compressed)
+}
+
+/// A plain tar on disk: entries walked with seeks over the bodies, which
+/// become [`Content::Slice`]s of the archive.
+fn import_plain(
+    name: &str,
+    archive: &Path,
+    file: File,
+    store_dir: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Tree> {
+    fs::create_dir_all(store_dir)
+        .with_context(|| format!("creating content store {}", shown_path(store_dir)))?;
+    let len = file
+        .metadata()
+        .with_context(|| format!("tarball {name}: stat"))?
+        .len();
+    let mut ar = tar::Archive::new(BufReader::with_capacity(64 * 1024, file));
+    let entries = ar
+        .entries_with_seek()
+        .map_err(escaped)
+        .with_context(|| format!("tarball {name}: reading the archive"))?
+        .raw(true);
+    let in_place = InPlace {
+        archive: archive.to_path_buf(),
+        len,
+    };
+    import_entries(name, entries, store_dir, Some(&in_place), progress)
+}
+
+/// Where an in-place import's bodies are.
+struct InPlace {
+    archive: std::path::PathBuf,
+    len: u64,
 }
 
 /// [`from_tarball`] on a stream; `name` (already escaped) names it in
@@ -92,8 +154,6 @@ pub fn from_reader(
     let reader = decompressed(reader).with_context(|| format!("tarball {name}"))?;
     fs::create_dir_all(store_dir)
         .with_context(|| format!("creating content store {}", shown_path(store_dir)))?;
-
-    let mut tree = Tree::new(Meta::new(0o755, 0, 0, 0));
     let mut ar = tar::Archive::new(reader);
     // Raw mode: we see PAX and GNU extension headers ourselves, so we can cap
     // their size and parse binary PAX values correctly.
@@ -102,6 +162,19 @@ pub fn from_reader(
         .map_err(escaped)
         .with_context(|| format!("tarball {name}: reading the archive"))?
         .raw(true);
+    import_entries(name, entries, store_dir, None, progress)
+}
+
+/// The entry loop of every tarball import: file bodies go to the store, or
+/// stay in the archive (`in_place`).
+fn import_entries<R: Read>(
+    name: &str,
+    entries: tar::Entries<'_, R>,
+    store_dir: &Path,
+    in_place: Option<&InPlace>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Tree> {
+    let mut tree = Tree::new(Meta::new(0o755, 0, 0, 0));
     let mut pending = Extensions::default();
     let mut store = Store {
         dir: store_dir,
@@ -122,7 +195,7 @@ pub fn from_reader(
         let ext = std::mem::take(&mut pending);
         let raw_path = ext.path_bytes(&entry);
         let entry_name = crate::limits::shorten(&shown_bytes(&raw_path));
-        let added = import_entry(&mut tree, &mut store, &mut entry, &ext, &raw_path)
+        let added = import_entry(&mut tree, &mut store, &mut entry, &ext, &raw_path, in_place)
             .with_context(|| format!("tarball {name}: entry {entry_name}"))?;
         bytes = bytes.saturating_add(added);
         count += 1;
@@ -386,6 +459,7 @@ fn import_entry<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     ext: &Extensions,
     raw_path: &[u8],
+    in_place: Option<&InPlace>,
 ) -> Result<u64> {
     let path_str = std::str::from_utf8(raw_path).map_err(|_| anyhow!("path is not valid UTF-8"))?;
     let path = RelPath::parse(path_str)?;
@@ -439,6 +513,25 @@ fn import_entry<R: Read>(
     let kind = match header.entry_type().as_byte() {
         // Old (v7) archives mark directories with a trailing slash only.
         b'0' | 0 | b'7' if raw_path.ends_with(b"/") => Kind::Dir,
+        b'0' | 0 | b'7' if in_place.is_some() => {
+            let ip = in_place.ok_or_else(|| anyhow!("no archive"))?;
+            let offset = entry.raw_file_position();
+            let end = offset.checked_add(size);
+            if end.is_none_or(|e| e > ip.len) {
+                bail!(
+                    "archive is truncated: the contents end past its {} bytes",
+                    ip.len
+                );
+            }
+            stored = size;
+            Kind::File {
+                content: Content::Slice {
+                    archive: ip.archive.clone(),
+                    offset,
+                },
+                size,
+            }
+        }
         b'0' | 0 | b'7' => {
             let (store_path, mut file) = store.create()?;
             let copied = io::copy(entry, &mut file)

@@ -78,25 +78,18 @@ pub fn read_source_file(path: &Path) -> Result<File> {
     Ok(file)
 }
 
-/// Streams exactly `size` bytes of the content file at `path` into `w`
-/// through the caller's fixed buffer. The recorded size is checked before
-/// and after: an input that changed since import is an error, because a
-/// short or long body would corrupt a tar stream or an image.
+/// Streams exactly `size` bytes of `content` into `w` through the caller's
+/// fixed buffer. The recorded size is checked before and after: an input
+/// that changed since import is an error, because a short or long body
+/// would corrupt a tar stream or an image.
 pub(crate) fn stream_exact(
-    path: &Path,
+    content: &crate::tree::Content,
     size: u64,
     w: &mut impl Write,
     buf: &mut [u8],
 ) -> Result<()> {
-    let mut f = read_source_file(path)?;
-    let changed = || format!("{} changed during the build", path.display());
-    let now = f
-        .metadata()
-        .with_context(|| format!("stat {}", path.display()))?
-        .len();
-    if now != size {
-        bail!("{}: recorded size {size}, now {now}", changed());
-    }
+    let mut f = content.open(size)?;
+    let changed = || format!("{} changed during the build", content.location());
     let mut remaining = size;
     while remaining > 0 {
         let want = buf
@@ -104,19 +97,24 @@ pub(crate) fn stream_exact(
             .min(usize::try_from(remaining).unwrap_or(usize::MAX));
         let n = f
             .read(&mut buf[..want])
-            .with_context(|| format!("reading {}", path.display()))?;
+            .with_context(|| format!("reading {}", content.location()))?;
         if n == 0 {
             bail!("{}: it shrank while being read", changed());
         }
         w.write_all(&buf[..n]).context("writing the output")?;
         remaining -= n as u64;
     }
-    let mut probe = [0u8; 1];
-    if f.read(&mut probe)
-        .with_context(|| format!("reading {}", path.display()))?
-        != 0
-    {
-        bail!("{}: it grew while being read", changed());
+    // A whole file must not have grown; a slice ends where it ends.
+    if !matches!(content, crate::tree::Content::Slice { .. }) {
+        let mut inner = f.into_inner();
+        let mut probe = [0u8; 1];
+        if inner
+            .read(&mut probe)
+            .with_context(|| format!("reading {}", content.location()))?
+            != 0
+        {
+            bail!("{}: it grew while being read", changed());
+        }
     }
     Ok(())
 }

@@ -281,7 +281,8 @@ fn meaning(t: &Tree) -> BTreeMap<String, String> {
         };
         let kind = match &node.kind {
             Kind::File { content, size } => {
-                let body = fs::read(content.path()).unwrap();
+                let mut body = Vec::new();
+                std::io::Read::read_to_end(&mut content.open(*size).unwrap(), &mut body).unwrap();
                 assert_eq!(body.len() as u64, *size);
                 let mut names = groups[file.unwrap()].clone();
                 names.sort();

@@ -80,8 +80,8 @@ impl RootfsRead for TreeView<'_> {
             }
         }
         match &node.kind {
-            Kind::File { content, .. } => {
-                let mut f = overlay::read_source_file(content.path())?;
+            Kind::File { content, size } => {
+                let mut f = content.open(*size)?;
                 let mut buf = Vec::new();
                 std::io::Read::read_to_end(&mut f, &mut buf)
                     .with_context(|| format!("reading {path} from the tree"))?;

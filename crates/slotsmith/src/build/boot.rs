@@ -95,7 +95,14 @@ pub(super) fn boot_files(
             .to_string();
         Ok((kernel.clone(), version))
     };
-    let mut sources: Vec<(&'static str, String, PathBuf)> = Vec::new();
+    // A boot file's bytes: in the tree (a file of the store, of the base
+    // archive, or of a layer), or a project file the plan names.
+    let mut sources: Vec<(
+        &'static str,
+        String,
+        slotsmith_rootfs::tree::Content,
+        Option<u64>,
+    )> = Vec::new();
     for f in &plan.boot.files {
         let role = match f.role.as_str() {
             "kernel" => "kernel",
@@ -104,23 +111,45 @@ pub(super) fn boot_files(
             other => bail!("the plan names an unknown boot file role '{other}'"),
         };
         let src = match &f.source {
-            BootSource::RootfsKernel => tree_content(tree, &rootfs_kernel()?.0)?,
+            BootSource::RootfsKernel => {
+                let (c, size) = tree_content(tree, &rootfs_kernel()?.0)?;
+                (c, Some(size))
+            }
             BootSource::RootfsInitrd => {
                 let (_, version) = rootfs_kernel()?;
                 let initrd = RelPath::parse(&format!("boot/initrd.img-{version}"))?;
                 if tree.get(&initrd).is_none() && f.optional {
                     continue;
                 }
-                tree_content(tree, &initrd)?
+                let (c, size) = tree_content(tree, &initrd)?;
+                (c, Some(size))
             }
-            BootSource::Project { path } => resolve(&opts.project_root, path),
+            BootSource::Project { path } => (
+                slotsmith_rootfs::tree::Content::Source(resolve(&opts.project_root, path)),
+                None,
+            ),
         };
-        sources.push((role, f.output.clone(), src));
+        sources.push((role, f.output.clone(), src.0, src.1));
     }
     let mut files = Vec::new();
-    for (role, output, src) in sources {
-        let mut input = rootfs::overlay::read_source_file(&src)
-            .with_context(|| format!("opening {role} {}", src.display()))?;
+    for (role, output, src, size) in sources {
+        // A project file's size is whatever it is now; a tree file's is
+        // the recorded one.
+        let mut input: Box<dyn std::io::Read> = match size {
+            Some(size) => Box::new(
+                src.open(size)
+                    .with_context(|| format!("opening {role} {}", src.location()))?,
+            ),
+            None => {
+                let slotsmith_rootfs::tree::Content::Source(p) = &src else {
+                    bail!("{role}: a project file must be a source file");
+                };
+                Box::new(
+                    rootfs::overlay::read_source_file(p)
+                        .with_context(|| format!("opening {role} {}", src.location()))?,
+                )
+            }
+        };
         let dest = out.join(&output);
         let mut f =
             File::create_new(&dest).with_context(|| format!("creating {}", dest.display()))?;
@@ -129,7 +158,7 @@ pub(super) fn boot_files(
         let mut size = 0u64;
         loop {
             let n = std::io::Read::read(&mut input, &mut buf)
-                .with_context(|| format!("reading {role} {}", src.display()))?;
+                .with_context(|| format!("reading {role} {}", src.location()))?;
             if n == 0 {
                 break;
             }
@@ -139,7 +168,7 @@ pub(super) fn boot_files(
             size += n as u64;
         }
         if size == 0 {
-            bail!("{role} {} is empty", src.display());
+            bail!("{role} {} is empty", src.location());
         }
         files.push(BootFile {
             role,
@@ -152,7 +181,10 @@ pub(super) fn boot_files(
 }
 
 /// The on-disk contents of a regular file (or hardlink) in the tree.
-fn tree_content(tree: &Tree, p: &RelPath) -> anyhow::Result<PathBuf> {
+fn tree_content(
+    tree: &Tree,
+    p: &RelPath,
+) -> anyhow::Result<(slotsmith_rootfs::tree::Content, u64)> {
     let mut node = tree
         .get(p)
         .with_context(|| format!("{p} is not in the rootfs"))?;
@@ -162,7 +194,7 @@ fn tree_content(tree: &Tree, p: &RelPath) -> anyhow::Result<PathBuf> {
             .with_context(|| format!("{p} links to missing {target}"))?;
     }
     match &node.kind {
-        Kind::File { content, .. } => Ok(content.path().to_path_buf()),
+        Kind::File { content, size } => Ok((content.clone(), *size)),
         _ => bail!("{p} is not a regular file"),
     }
 }
