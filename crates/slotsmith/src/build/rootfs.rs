@@ -169,6 +169,9 @@ pub(super) struct RootfsImage {
     pub(super) facts: RootfsFacts,
     /// The kernel, initrd and dtb, copied to the outputs and hashed.
     pub(super) boot_files: Vec<BootFile>,
+    /// The image's size, sha256 and cpio check with the file's stamp, when
+    /// this build wrote it (a cache hit re-reads it in the update stage).
+    pub(super) swu_digests: Option<(slotsmith_swu::Digests, slotsmith_swu::Stamp)>,
 }
 
 /// What a cached rootfs stage keeps besides its files.
@@ -256,6 +259,7 @@ pub(super) fn cached(
             file_bytes: meta.file_bytes,
         },
         boot_files,
+        swu_digests: None,
     }))
 }
 
@@ -288,7 +292,14 @@ pub(super) fn stage(
     }
     let path = out.join(&plan.outputs.rootfs);
     build_rootfs(plan, tree, work, &path, progress)?;
-    let hashed = Hashed::of_file(&path)?;
+    // One read gives the sha256 for the record and the cpio check the
+    // update needs, so the .swu copies the image without hashing it again.
+    let (digests, _) = slotsmith_swu::Digests::of_file_stamped(&path)
+        .with_context(|| format!("hashing {}", path.display()))?;
+    let hashed = Hashed {
+        sha256: digests.sha256,
+        size: digests.size,
+    };
     let boot_files = boot_files(plan, opts, tree, out)?;
     let image = RootfsImage {
         path,
@@ -301,6 +312,7 @@ pub(super) fn stage(
             file_bytes: tree.total_file_bytes(),
         },
         boot_files,
+        swu_digests: None,
     };
     if let Some(key) = key {
         let mut files: Vec<(&str, PathBuf, Hashed)> =
@@ -330,7 +342,17 @@ pub(super) fn stage(
         };
         cache.put("rootfs", key, &refs, &meta, progress);
     }
-    Ok(image)
+    // The stamp is taken after the cache's hard link (which moves the
+    // ctime) and before anything else touches the file: the digests above
+    // describe exactly these bytes, since this build wrote the file and
+    // nothing but the link happened since.
+    let f = std::fs::File::open(&image.path)
+        .with_context(|| format!("opening {}", image.path.display()))?;
+    let stamp = slotsmith_swu::Stamp::of_file(&f, &image.path)?;
+    Ok(RootfsImage {
+        swu_digests: Some((digests, stamp)),
+        ..image
+    })
 }
 
 /// The job count for tar2sqfs: its output is identical for any count

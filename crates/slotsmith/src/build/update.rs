@@ -27,6 +27,7 @@ fn build_swu(
     work: &Path,
     out: &Path,
     rootfs_size: u64,
+    rootfs_digests: Option<&(slotsmith_swu::Digests, slotsmith_swu::Stamp)>,
     signer: &crate::signing::UpdateSigner,
 ) -> anyhow::Result<()> {
     use slotsmith_swu as swu;
@@ -51,8 +52,19 @@ fn build_swu(
         } else {
             swu::PayloadCompression::None
         };
-        let p = swu::prepare_payload(&out.join(name), &compression)
-            .with_context(|| format!("preparing payload {name}"))?;
+        // The rootfs image's digests are known from the stage that wrote
+        // it: no read before the copy.
+        let known = match (&compression, rootfs_digests) {
+            (swu::PayloadCompression::None, Some((d, stamp))) if name == plan.outputs.rootfs => {
+                Some((*d, *stamp))
+            }
+            _ => None,
+        };
+        let p = match known {
+            Some((d, stamp)) => swu::PreparedPayload::from_digests(&out.join(name), d, stamp),
+            None => swu::prepare_payload(&out.join(name), &compression),
+        }
+        .with_context(|| format!("preparing payload {name}"))?;
         let member = if zstd {
             format!("{name}.zst")
         } else {
@@ -219,7 +231,14 @@ pub(super) fn stage(
         });
     }
     progress.stage("update", &format!("{} for SWUpdate", plan.update.file));
-    build_swu(plan, work, out, rootfs.hashed.size, signer)?;
+    build_swu(
+        plan,
+        work,
+        out,
+        rootfs.hashed.size,
+        rootfs.swu_digests.as_ref(),
+        signer,
+    )?;
     write_new(&out.join(&plan.outputs.update_cert), &cert)?;
     let mut hashes = BTreeMap::new();
     hashes.insert(plan.outputs.update_cert.clone(), Hashed::of_bytes(&cert));
