@@ -88,6 +88,32 @@ pub fn build(
     // first, so none can belong to a running build.
     let lock = crate::publish::ImageLock::acquire(&opts.work_root, name, progress)?;
     crate::publish::clean_stale(&opts.out_root, name, progress)?;
+    // Cache hits are verified (hashed) in the background while the later
+    // stages run, and settled before anything is published. A corrupted
+    // entry is deleted and the build runs once more, so its bytes can
+    // never be published.
+    let outcome = match attempt(plan, opts, progress)? {
+        Attempt::Published(o) => *o,
+        Attempt::CacheCorrupted => match attempt(plan, opts, progress)? {
+            Attempt::Published(o) => *o,
+            Attempt::CacheCorrupted => anyhow::bail!(
+                "the stage cache of {name} was corrupted twice in a row; build with --no-cache"
+            ),
+        },
+    };
+    drop(lock);
+    Ok(outcome)
+}
+
+/// What one pass of the build ended with.
+enum Attempt {
+    Published(Box<BuildOutcome>),
+    /// A cache hit failed its verification; nothing was published.
+    CacheCorrupted,
+}
+
+fn attempt(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyhow::Result<Attempt> {
+    let name = &plan.image.name;
     let work = fresh_work_dir(&opts.work_root, name)?;
     // The staging directory lives beside the final one so the publishing
     // rename never crosses filesystems. It is removed on any error.
@@ -143,7 +169,21 @@ pub fn build(
     )?;
     let disk = disk::stage(plan, &rootfs, &boot, &cache, out, progress)?;
     let record = record::stage(plan, &rootfs, &boot, &swu, &disk, &signer, out, progress)?;
-    selfcheck::stage(plan, out, &signer.public_key, progress)?;
+    let checked = selfcheck::stage(plan, out, &signer.public_key, progress);
+    // Settled even when the self-check failed: a corrupted hit explains it.
+    if cache.pending() > 0 {
+        progress.stage(
+            "cache-check",
+            &format!(
+                "waiting for the hashes of {} cached file(s)",
+                cache.pending()
+            ),
+        );
+    }
+    if !cache.settle(progress) {
+        return Ok(Attempt::CacheCorrupted);
+    }
+    checked?;
 
     progress.stage("publish", &format!("out/{}", plan.outputs.dir));
     let out_dir = opts.out_root.join(&plan.outputs.dir);
@@ -154,12 +194,11 @@ pub fn build(
     slotsmith_rootfs::cleanup::remove_tree(&work)
         .with_context(|| format!("removing work directory {}", work.display()))?;
     progress.finish();
-    drop(lock);
-    Ok(BuildOutcome {
+    Ok(Attempt::Published(Box::new(BuildOutcome {
         out_dir,
         record,
         cache: cache.outcomes(),
-    })
+    })))
 }
 
 /// Empties `work_root/<name>` for this build. Depth-independent and bounded
