@@ -239,6 +239,24 @@ fn symlinks_out_of_the_project_around_layers_are_refused() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("base.tarball"), "{}", r.stderr);
     assert!(r.stderr.contains("leaves the project"), "{}", r.stderr);
+    // A signing key reached through a symlink out of the project: refused
+    // before it is read, and the secret it points to appears nowhere.
+    let p = fixture_project(&[]);
+    symlink(
+        canary.path().join("etc/shadow"),
+        p.path().join("keys/boot.key.pem"),
+    )
+    .unwrap();
+    let text = fs::read_to_string(p.image("fx")).unwrap()
+        + "signing:\n  boot:\n    key: keys/boot.key.pem\n    public-key: keys/boot.key.pem\n";
+    fs::write(p.image("fx"), text).unwrap();
+    let r = build_as_nobody(&p, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("signing.boot"), "{}", r.stderr);
+    assert!(r.stderr.contains("leaves the project"), "{}", r.stderr);
+    assert_secret_nowhere(&p, &r);
+    assert_eq!(names(&p.path().join("out")), Vec::<String>::new());
+
     // A policy file linked out of the project.
     let p = fixture_project(&[]);
     fs::write(canary.path().join("evil.yaml"), "rules: []\n").unwrap();

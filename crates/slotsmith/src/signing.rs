@@ -66,7 +66,11 @@ fn boot_signer_for(
     progress: &mut Progress,
 ) -> anyhow::Result<BootSigner> {
     let dev_dir = root.join(DEV_KEY_DIR);
-    let configured_public = key.public_key.as_deref().map(|p| resolve(root, p));
+    let configured_public = key
+        .public_key
+        .as_deref()
+        .map(|p| resolve(root, p, "signing.boot.public-key"))
+        .transpose()?;
     let private_path = match &key.source {
         KeySource::Development => {
             if release {
@@ -88,7 +92,7 @@ fn boot_signer_for(
             ));
             Some(private)
         }
-        KeySource::File { path } => Some(resolve(root, path)),
+        KeySource::File { path } => Some(resolve(root, path, "signing.boot.key")?),
         KeySource::Env { var } => Some(env_key_path(var, "signing.boot")?),
         KeySource::External { .. } => None,
     };
@@ -203,13 +207,12 @@ fn remember_dev_key(
     }
 }
 
-fn resolve(root: &Path, p: &str) -> PathBuf {
-    let p = Path::new(p);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        root.join(p)
-    }
+/// A key, public key or certificate path from the image, through the one
+/// path rule (crates/yaml/src/input.rs): a path inside the project may not
+/// leave it through a symlink, and it must be a regular file.
+fn resolve(root: &Path, p: &str, what: &str) -> anyhow::Result<PathBuf> {
+    slotsmith_yaml::input::resolve_input_file(root, p)
+        .map_err(|e| anyhow::format_err!("{what}: {e}"))
 }
 
 /// Refuses a key that resolves (through any symlink) into `keys/dev/`: the
@@ -365,7 +368,7 @@ fn update_signer_for(
 ) -> anyhow::Result<UpdateSigner> {
     let dev_dir = root.join(DEV_KEY_DIR);
     let cert = match &key.cert {
-        Some(c) => resolve(root, c),
+        Some(c) => resolve(root, c, "signing.update.cert")?,
         None => dev_dir.join("update.cert.pem"),
     };
     let private = match &key.source {
@@ -405,7 +408,7 @@ fn update_signer_for(
             ));
             Some(private)
         }
-        KeySource::File { path } => Some(resolve(root, path)),
+        KeySource::File { path } => Some(resolve(root, path, "signing.update.key")?),
         KeySource::Env { var } => Some(env_key_path(var, "signing.update")?),
         KeySource::External { .. } => None,
     };

@@ -145,10 +145,11 @@ fn moved_development_boot_keys_are_refused() {
     let (sk, sp) = (away.join("sym.key.pem"), away.join("sym.pub.pem"));
     symlink(&key, &sk).unwrap();
     symlink(&public, &sp).unwrap();
+    // The path rule resolves the link, so the refusal names where it leads.
     let err = refused(boot(root, file(&sk), &sp), "a symlink");
     assert!(
         err.contains("a release image refuses keys from keys/dev")
-            && err.contains(sk.to_str().unwrap()),
+            && err.contains("keys/dev/boot."),
         "{err}"
     );
 
@@ -225,7 +226,7 @@ fn moved_development_update_keys_are_refused() {
     let err = refused(update(root, file(&sk), &sc), "a symlink");
     assert!(
         err.contains("a release image refuses keys from keys/dev")
-            && err.contains(sk.to_str().unwrap()),
+            && err.contains("keys/dev/update."),
         "{err}"
     );
 
