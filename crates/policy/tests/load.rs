@@ -459,3 +459,42 @@ fn duplicate_keys_bom_and_bad_utf8_have_exact_positions() {
         "{err}"
     );
 }
+
+#[test]
+fn sysctl_and_sshd_maps_share_their_key_and_value_rules() {
+    let text = "rules:
+  - id: T-SSH-001
+    title: ssh
+    rationale: r
+    severity: low
+    profiles: [production]
+    controls: {sp800-53: [AC-17]}
+    ssh: {PermitRootLogin: \"no\", permitrootlogin: \"no\", MaxAuthTries: \"3 # x\"}
+  - id: T-SSH-002
+    title: empty ssh
+    rationale: r
+    severity: low
+    profiles: [production]
+    controls: {sp800-53: [AC-17]}
+    ssh: {}
+  - id: T-SYS-001
+    title: empty sysctl
+    rationale: r
+    severity: low
+    profiles: [production]
+    controls: {sp800-53: [SC-7]}
+    sysctl: {}
+";
+    let p = project(&[("kv", text)]);
+    let err = load_policies(p.path(), &names(&["kv"]))
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "rules[0].ssh.permitrootlogin: 'permitrootlogin' is set twice (sshd keywords ignore case)",
+        "rules[0].ssh.MaxAuthTries: '3 # x' is not an sshd value (printable, no '#', ';' or quotes)",
+        "rules[1].ssh: set at least one keyword",
+        "rules[2].sysctl: set at least one key",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}

@@ -48,21 +48,13 @@ pub(super) fn config_value_ok(s: &str) -> bool {
         && s.chars().all(|c| c.is_ascii_graphic() || c == ' ')
         && !s.contains(['#', ';', '"', '\''])
 }
-
+/// `sysctl:` — kernel keys to their values.
 pub(super) fn read_sysctl(
     r: &mut Reader<'_>,
     path: &str,
     v: &Value,
 ) -> Option<BTreeMap<String, String>> {
-    let m = r.map(path, v, &[])?;
-    let mut m = m;
-    let mut out = BTreeMap::new();
-    let mut ok = true;
-    for key in m.keys() {
-        let kp = join_key(path, &key);
-        let Some(val) = r.raw(&mut m, &key) else {
-            continue;
-        };
+    read_key_values(r, path, v, "a sysctl value", "key", |key, _| {
         let key_ok = !key.is_empty()
             && key.len() <= 128
             && key
@@ -71,24 +63,52 @@ pub(super) fn read_sysctl(
             && !key.starts_with(['.', '-'])
             && !key.ends_with('.')
             && !key.contains("..");
-        if !key_ok {
-            r.key_error(
-                &kp,
-                format!(
-                    "'{key}' is not a sysctl key (dotted names of a-z, 0-9, '_', '-'; no globs)"
-                ),
-            );
-            ok = false;
-            continue;
+        if key_ok {
+            Ok(key.to_string())
+        } else {
+            Err(format!(
+                "'{key}' is not a sysctl key (dotted names of a-z, 0-9, '_', '-'; no globs)"
+            ))
         }
+    })
+}
+
+/// A mapping of setting names to configuration values, as both sysctl.d
+/// and sshd_config.d files hold them: `name` checks a key and gives its
+/// canonical spelling (or the message for a bad one); every value must be
+/// printable text a config line can carry; at least one key is required.
+fn read_key_values(
+    r: &mut Reader<'_>,
+    path: &str,
+    v: &Value,
+    value_noun: &str,
+    key_noun: &str,
+    name: impl Fn(&str, &BTreeMap<String, String>) -> Result<String, String>,
+) -> Option<BTreeMap<String, String>> {
+    let mut m = r.map(path, v, &[])?;
+    let mut out = BTreeMap::new();
+    let mut ok = true;
+    for key in m.keys() {
+        let kp = join_key(path, &key);
+        let Some(val) = r.raw(&mut m, &key) else {
+            continue;
+        };
+        let canon = match name(&key, &out) {
+            Ok(c) => c,
+            Err(msg) => {
+                r.key_error(&kp, msg);
+                ok = false;
+                continue;
+            }
+        };
         match scalar_text(r, &kp, val) {
             Some(t) if config_value_ok(&t) => {
-                out.insert(key, t);
+                out.insert(canon, t);
             }
             Some(t) => {
                 r.error(
                     &kp,
-                    format!("'{t}' is not a sysctl value (printable, no '#', ';' or quotes)"),
+                    format!("'{t}' is not {value_noun} (printable, no '#', ';' or quotes)"),
                 );
                 ok = false;
             }
@@ -96,7 +116,7 @@ pub(super) fn read_sysctl(
         }
     }
     if out.is_empty() && ok {
-        r.error(path, "set at least one key");
+        r.error(path, format!("set at least one {key_noun}"));
         ok = false;
     }
     r.finish(m);
@@ -310,56 +330,21 @@ pub(super) fn read_firewall(r: &mut Reader<'_>, path: &str, v: &Value) -> Option
         output_allow: output_allow?,
     })
 }
-
+/// `ssh:` — sshd keywords (spelled as sshd spells them) to their values.
 pub(super) fn read_ssh(
     r: &mut Reader<'_>,
     path: &str,
     v: &Value,
 ) -> Option<BTreeMap<String, String>> {
-    let mut m = r.map(path, v, &[])?;
-    let mut out = BTreeMap::new();
-    let mut ok = true;
-    for key in m.keys() {
-        let kp = join_key(path, &key);
-        let Some(val) = r.raw(&mut m, &key) else {
-            continue;
+    read_key_values(r, path, v, "an sshd value", "keyword", |key, seen| {
+        let Some(canon) = SSH_KEYWORDS.iter().find(|k| k.eq_ignore_ascii_case(key)) else {
+            return Err(format!("'{key}' is not an sshd keyword this tool manages"));
         };
-        let Some(canon) = SSH_KEYWORDS.iter().find(|k| k.eq_ignore_ascii_case(&key)) else {
-            r.key_error(
-                &kp,
-                format!("'{key}' is not an sshd keyword this tool manages"),
-            );
-            ok = false;
-            continue;
-        };
-        if out.contains_key(*canon) {
-            r.key_error(
-                &kp,
-                format!("'{key}' is set twice (sshd keywords ignore case)"),
-            );
-            ok = false;
-            continue;
+        if seen.contains_key(*canon) {
+            return Err(format!("'{key}' is set twice (sshd keywords ignore case)"));
         }
-        match scalar_text(r, &kp, val) {
-            Some(t) if config_value_ok(&t) => {
-                out.insert(canon.to_string(), t);
-            }
-            Some(t) => {
-                r.error(
-                    &kp,
-                    format!("'{t}' is not an sshd value (printable, no '#', ';' or quotes)"),
-                );
-                ok = false;
-            }
-            None => ok = false,
-        }
-    }
-    if out.is_empty() && ok {
-        r.error(path, "set at least one keyword");
-        ok = false;
-    }
-    r.finish(m);
-    ok.then_some(out)
+        Ok(canon.to_string())
+    })
 }
 
 pub(super) fn read_accounts(r: &mut Reader<'_>, path: &str, v: &Value) -> Option<Accounts> {
