@@ -159,26 +159,10 @@ fn debian_base(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testkit::{self, Fixture, Setup};
+    use super::super::testkit::{self, contents, node, Fixture, Setup};
     use super::*;
     use slotsmith_rootfs::path::RelPath;
-    use slotsmith_rootfs::tree::{Kind, Node};
-
-    fn node<'a>(tree: &'a Tree, p: &str) -> &'a Node {
-        tree.get(&RelPath::parse(p).unwrap())
-            .unwrap_or_else(|| panic!("{p} is not in the tree"))
-    }
-
-    fn contents(tree: &Tree, p: &str) -> Vec<u8> {
-        match &node(tree, p).kind {
-            Kind::File { content, size } => {
-                let mut v = Vec::new();
-                std::io::Read::read_to_end(&mut content.open(*size).unwrap(), &mut v).unwrap();
-                v
-            }
-            other => panic!("{p} is a {other:?}, not a file"),
-        }
-    }
+    use slotsmith_rootfs::tree::Kind;
 
     #[test]
     fn a_tarball_base_imports_every_entry_with_its_metadata() {

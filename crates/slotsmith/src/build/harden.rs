@@ -41,25 +41,13 @@ fn profile_name(plan: &Plan) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testkit::{self, Fixture, Setup};
+    use super::super::testkit::{self, contents, node, Fixture, Setup};
     use super::*;
     use slotsmith_rootfs::path::RelPath;
-    use slotsmith_rootfs::tree::{Kind, Node};
-
-    fn node<'a>(tree: &'a Tree, p: &str) -> &'a Node {
-        tree.get(&RelPath::parse(p).unwrap())
-            .unwrap_or_else(|| panic!("{p} is not in the tree"))
-    }
+    use slotsmith_rootfs::tree::Kind;
 
     fn text(tree: &Tree, p: &str) -> String {
-        match &node(tree, p).kind {
-            Kind::File { content, size } => {
-                let mut v = String::new();
-                std::io::Read::read_to_string(&mut content.open(*size).unwrap(), &mut v).unwrap();
-                v
-            }
-            other => panic!("{p} is a {other:?}, not a file"),
-        }
+        String::from_utf8(contents(tree, p)).unwrap()
     }
 
     fn base(fx: &mut Fixture) -> Tree {

@@ -147,24 +147,8 @@ pub(super) fn drop_acls(tree: &mut Tree, progress: &mut Progress) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testkit::{self, Fixture, Setup};
+    use super::super::testkit::{self, contents, node, Fixture, Setup};
     use super::*;
-
-    fn node<'a>(tree: &'a Tree, p: &str) -> &'a Node {
-        tree.get(&RelPath::parse(p).unwrap())
-            .unwrap_or_else(|| panic!("{p} is not in the tree"))
-    }
-
-    fn contents(tree: &Tree, p: &str) -> Vec<u8> {
-        match &node(tree, p).kind {
-            Kind::File { content, size } => {
-                let mut v = Vec::new();
-                std::io::Read::read_to_end(&mut content.open(*size).unwrap(), &mut v).unwrap();
-                v
-            }
-            other => panic!("{p} is a {other:?}, not a file"),
-        }
-    }
 
     fn base(fx: &mut Fixture) -> Tree {
         super::super::base::stage(&fx.plan, &fx.opts, &fx.store, &mut fx.progress).unwrap()

@@ -553,3 +553,21 @@ impl Ustar {
         self.bytes
     }
 }
+
+/// The node at `p` in `tree` (a test failure when it is missing).
+pub(super) fn node<'a>(tree: &'a Tree, p: &str) -> &'a slotsmith_rootfs::tree::Node {
+    tree.get(&slotsmith_rootfs::path::RelPath::parse(p).unwrap())
+        .unwrap_or_else(|| panic!("{p} is not in the tree"))
+}
+
+/// The bytes of the regular file at `p`, read as the build reads them.
+pub(super) fn contents(tree: &Tree, p: &str) -> Vec<u8> {
+    match &node(tree, p).kind {
+        slotsmith_rootfs::tree::Kind::File { content, size } => {
+            let mut v = Vec::new();
+            content.open(*size).unwrap().read_to_end(&mut v).unwrap();
+            v
+        }
+        other => panic!("{p} is a {other:?}, not a file"),
+    }
+}
