@@ -20,6 +20,7 @@ pub mod export;
 pub mod ext4;
 pub mod fuzz;
 pub mod import;
+pub mod initramfs;
 pub mod limits;
 pub mod overlay;
 pub mod path;
