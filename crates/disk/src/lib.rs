@@ -11,6 +11,7 @@
 //! [`fuzzimage`] is a compact encoding of whole images for the fuzz targets
 //! of the image readers.
 
+pub mod bgenv;
 pub mod bmap;
 pub mod fat;
 pub mod fuzzimage;
