@@ -3,7 +3,9 @@
 //!
 //! Each slot's FAT boot partition carries one `BGENV.DAT`; the loader boots
 //! the valid environment with the highest revision and counts boots through
-//! its `ustate` (see /work/notes/ebg-findings.md for the loader's rules).
+//! its `ustate`: INSTALLED becomes TESTING on the first boot, an unconfirmed
+//! TESTING becomes FAILED with revision 0 on the next, and the loader falls
+//! back to the other environment (EFI Boot Guard docs/UPDATE.md).
 //! The format is EFI Boot Guard 0.13's packed `struct _BG_ENVDATA`
 //! (include/envdata.h), as built by Debian 12 with the default
 //! `ENV_MEM_USERVARS` of 128 KiB, so the file is always 132104 bytes:
