@@ -303,6 +303,9 @@ pub struct ImageSpec {
     pub boot_key: BootKeySpec,
     /// The update (CMS) signing key and certificate.
     pub update_key: UpdateKeySpec,
+    /// The UEFI Secure Boot keys: db signs every EFI binary; PK, KEK and
+    /// db are what manufacturing enrols in the firmware.
+    pub secureboot_key: SecureBootKeySpec,
     /// How the SWUpdate `.swu` installs.
     pub update: UpdateSpec,
     /// Which hardening profile applies.
@@ -322,6 +325,75 @@ pub struct UpdateKeySpec {
     /// The signer certificate (PEM) embedded in every signature; `None` for
     /// the development key, whose certificate sits next to it.
     pub cert: Option<String>,
+}
+
+/// The UEFI Secure Boot keys of an image (`signing.secureboot`). RSA, as
+/// UEFI firmware requires: the db key signs every EFI binary through
+/// `sbsign`; the PK and KEK private keys are needed only to sign the
+/// authenticated variables (`PK.auth`, `KEK.auth`, `db.auth`) that
+/// manufacturing writes into firmware in setup mode. Key material never
+/// enters the spec: only where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecureBootKeySpec {
+    /// Where the db private key is.
+    pub db_key: SecureBootDbKey,
+    /// The db certificate (PEM), which the firmware trusts to run EFI
+    /// binaries; `None` for the development keys, whose files sit in
+    /// `keys/dev/`.
+    pub db_cert: Option<String>,
+    /// The KEK certificate (PEM); `None` for the development keys.
+    pub kek_cert: Option<String>,
+    /// The PK (platform key) certificate (PEM); `None` for the development
+    /// keys.
+    pub pk_cert: Option<String>,
+    /// Where the KEK private key is, when available (it signs `db.auth`);
+    /// `Development`, `File` or `Env`, never `External`.
+    pub kek_key: Option<KeySource>,
+    /// Where the PK private key is, when available (it signs `PK.auth`
+    /// and `KEK.auth`); `Development`, `File` or `Env`.
+    pub pk_key: Option<KeySource>,
+}
+
+impl SecureBootKeySpec {
+    /// The development keys under `keys/dev/` (all three private keys).
+    pub fn development() -> SecureBootKeySpec {
+        SecureBootKeySpec {
+            db_key: SecureBootDbKey::Development,
+            db_cert: None,
+            kek_cert: None,
+            pk_cert: None,
+            kek_key: Some(KeySource::Development),
+            pk_key: Some(KeySource::Development),
+        }
+    }
+}
+
+/// Where the Secure Boot db private key is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum SecureBootDbKey {
+    /// `keys/dev/secureboot-db.key.pem`, generated on first use; never
+    /// allowed for a release image.
+    Development,
+    /// A PKCS#8 PEM RSA private key file.
+    File {
+        /// The path as written in the image.
+        path: String,
+    },
+    /// An environment variable holding the private key file's path.
+    Env {
+        /// The variable's name.
+        var: String,
+    },
+    /// An OpenSSL engine (an HSM through `pkcs11`): `sbsign --engine
+    /// ENGINE --key KEY`, where KEY is the engine's key identifier (a
+    /// PKCS#11 URI), not a file.
+    Engine {
+        /// The engine name, e.g. `pkcs11`.
+        engine: String,
+        /// The key identifier the engine understands.
+        key: String,
+    },
 }
 
 /// The device's bootloader, which decides the env variable names.

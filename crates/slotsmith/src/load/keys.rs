@@ -1,5 +1,6 @@
-//! The `signing:` section of an image: which key signs the boot manifests
-//! and which signs the `.swu`, and the public half each device trusts.
+//! The `signing:` section of an image: which key signs the boot manifests,
+//! which signs the `.swu`, which Secure Boot keys sign the EFI binaries and
+//! are enrolled in the firmware, and the public half each device trusts.
 //!
 //! Only the early, lexical half of the development-key rule is here (a path
 //! under `keys/dev/`, for a diagnostic on the key's line); the build refuses
@@ -7,24 +8,41 @@
 
 use serde_norway::Value;
 
-use crate::spec::{BootKeySpec, KeySource, UpdateKeySpec};
+use crate::spec::{BootKeySpec, KeySource, SecureBootDbKey, SecureBootKeySpec, UpdateKeySpec};
 use crate::yaml::{join_key, Reader};
 
-const SIGNING_KEYS: &[&str] = &["boot", "update"];
+const SIGNING_KEYS: &[&str] = &["boot", "update", "secureboot"];
+const SECUREBOOT_KEYS: &[&str] = &[
+    "db-key",
+    "db-key-env",
+    "db-engine",
+    "db-cert",
+    "kek-cert",
+    "pk-cert",
+    "kek-key",
+    "kek-key-env",
+    "pk-key",
+    "pk-key-env",
+];
 const UPDATE_KEY_KEYS: &[&str] = &["key", "key-env", "external-signer", "cert"];
 const KEY_KEYS: &[&str] = &["key", "key-env", "external-signer", "public-key"];
+
+/// The three signing roles of an image.
+pub(super) type SigningSpecs = (BootKeySpec, UpdateKeySpec, SecureBootKeySpec);
 
 pub(super) fn read_signing(
     r: &mut Reader<'_>,
     v: Option<&Value>,
     release: bool,
-) -> Option<(BootKeySpec, UpdateKeySpec)> {
+) -> Option<SigningSpecs> {
     let mut boot = None;
     let mut update = None;
+    let mut secureboot = None;
     if let Some(v) = v {
         let mut m = r.map("signing", v, SIGNING_KEYS)?;
         boot = r.raw(&mut m, "boot");
         update = r.raw(&mut m, "update");
+        secureboot = r.raw(&mut m, "secureboot");
         r.finish(m);
     }
     let boot = match boot {
@@ -46,7 +64,19 @@ pub(super) fn read_signing(
         None => Some((KeySource::Development, None)),
         Some(v) => read_key(r, "signing.update", v, release, "cert"),
     };
-    let (boot, update) = (boot?, update?);
+    let secureboot = match secureboot {
+        None if release => {
+            r.error(
+                "signing.secureboot",
+                "a release image must name its Secure Boot keys (db-key, db-cert, kek-cert, \
+                 pk-cert); development keys are refused",
+            );
+            None
+        }
+        None => Some(SecureBootKeySpec::development()),
+        Some(v) => read_secureboot(r, v, release),
+    };
+    let (boot, update, secureboot) = (boot?, update?, secureboot?);
     Some((
         BootKeySpec {
             source: boot.0,
@@ -56,7 +86,159 @@ pub(super) fn read_signing(
             source: update.0,
             cert: update.1,
         },
+        secureboot,
     ))
+}
+
+/// Reads `signing.secureboot`: the db key (a file, `db-key-env`, or an
+/// OpenSSL engine key with `db-engine`), the three certificates, and the
+/// optional KEK and PK private keys (only the signed `.auth` variables need
+/// them).
+fn read_secureboot(r: &mut Reader<'_>, v: &Value, release: bool) -> Option<SecureBootKeySpec> {
+    const PATH: &str = "signing.secureboot";
+    let mut m = r.map(PATH, v, SECUREBOOT_KEYS)?;
+    let db_key: Option<String> = r.opt(&mut m, "db-key");
+    let db_key_env: Option<String> = r.opt(&mut m, "db-key-env");
+    let db_engine: Option<String> = r.opt(&mut m, "db-engine");
+    let mut certs = Vec::new();
+    for field in ["db-cert", "kek-cert", "pk-cert"] {
+        certs.push((field, r.req::<String>(&mut m, field)));
+    }
+    let kek = (
+        r.opt::<String>(&mut m, "kek-key"),
+        r.opt::<String>(&mut m, "kek-key-env"),
+    );
+    let pk = (
+        r.opt::<String>(&mut m, "pk-key"),
+        r.opt::<String>(&mut m, "pk-key-env"),
+    );
+    r.finish(m);
+    let mut ok = true;
+    let db = match (db_key, db_key_env, db_engine) {
+        (Some(key), None, Some(engine)) => {
+            if engine.is_empty()
+                || !engine
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                r.error(
+                    &join_key(PATH, "db-engine"),
+                    "must be an OpenSSL engine name such as pkcs11",
+                );
+                ok = false;
+            }
+            if key.is_empty() {
+                r.error(
+                    &join_key(PATH, "db-key"),
+                    "must be the engine's key identifier (a PKCS#11 URI)",
+                );
+                ok = false;
+            }
+            Some(SecureBootDbKey::Engine { engine, key })
+        }
+        (Some(path), None, None) => {
+            ok &= release_path_ok(r, PATH, "db-key", &path, release);
+            Some(SecureBootDbKey::File { path })
+        }
+        (None, Some(var), None) => {
+            ok &= env_name_ok(r, PATH, "db-key-env", &var);
+            Some(SecureBootDbKey::Env { var })
+        }
+        (None, Some(_), Some(_)) | (Some(_), Some(_), Some(_)) => {
+            r.error(
+                &join_key(PATH, "db-engine"),
+                "an engine key is named by db-key (its URI), not by db-key-env",
+            );
+            None
+        }
+        (None, None, Some(_)) => {
+            r.error(
+                &join_key(PATH, "db-key"),
+                "db-engine needs db-key: the engine's key identifier (a PKCS#11 URI)",
+            );
+            None
+        }
+        _ => {
+            r.error(PATH, "set exactly one of db-key or db-key-env");
+            None
+        }
+    };
+    let mut paths = Vec::new();
+    for (field, cert) in certs {
+        if let Some(c) = &cert {
+            ok &= release_path_ok(r, PATH, field, c, release);
+        }
+        paths.push(cert);
+    }
+    let kek_key = read_optional_key(r, PATH, "kek-key", kek, release, &mut ok);
+    let pk_key = read_optional_key(r, PATH, "pk-key", pk, release, &mut ok);
+    let [db_cert, kek_cert, pk_cert]: [Option<String>; 3] = paths.try_into().ok()?;
+    let (db_cert, kek_cert, pk_cert) = (db_cert?, kek_cert?, pk_cert?);
+    if !ok {
+        return None;
+    }
+    Some(SecureBootKeySpec {
+        db_key: db?,
+        db_cert: Some(db_cert),
+        kek_cert: Some(kek_cert),
+        pk_cert: Some(pk_cert),
+        kek_key,
+        pk_key,
+    })
+}
+
+/// An optional private key given as `<field>` (a file) or `<field>-env`.
+fn read_optional_key(
+    r: &mut Reader<'_>,
+    path: &str,
+    field: &'static str,
+    (file, env): (Option<String>, Option<String>),
+    release: bool,
+    ok: &mut bool,
+) -> Option<KeySource> {
+    match (file, env) {
+        (Some(_), Some(_)) => {
+            r.error(
+                &join_key(path, field),
+                format!("set at most one of {field} or {field}-env"),
+            );
+            *ok = false;
+            None
+        }
+        (Some(p), None) => {
+            *ok &= release_path_ok(r, path, field, &p, release);
+            Some(KeySource::File { path: p })
+        }
+        (None, Some(var)) => {
+            *ok &= env_name_ok(r, path, &format!("{field}-env"), &var);
+            Some(KeySource::Env { var })
+        }
+        (None, None) => None,
+    }
+}
+
+/// The early, lexical half of the development-key rule for one path.
+fn release_path_ok(r: &mut Reader<'_>, path: &str, field: &str, p: &str, release: bool) -> bool {
+    if release && is_dev_key_path(p) {
+        r.error(
+            &join_key(path, field),
+            "a release image refuses keys from keys/dev/",
+        );
+        return false;
+    }
+    true
+}
+
+/// An environment variable name.
+fn env_name_ok(r: &mut Reader<'_>, path: &str, field: &str, var: &str) -> bool {
+    if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        r.error(
+            &join_key(path, field),
+            "must be an environment variable name",
+        );
+        return false;
+    }
+    true
 }
 
 /// Reads one role's key: exactly one of `key`, `key-env` and
@@ -168,13 +350,25 @@ mod tests {
         signing: &str,
         release: bool,
     ) -> (Option<(BootKeySpec, UpdateKeySpec)>, Vec<String>) {
+        let (all, diags) = all_keys_of(signing, release);
+        (all.map(|(b, u, _)| (b, u)), diags)
+    }
+
+    /// A release image's Secure Boot section for the tests of the other
+    /// roles, which are not about it.
+    const SECUREBOOT: &str = "  secureboot:\n    db-key: sb/db.key\n    db-cert: sb/db.crt\n    kek-cert: sb/kek.crt\n    pk-cert: sb/pk.crt\n";
+
+    fn all_keys_of(signing: &str, release: bool) -> (Option<SigningSpecs>, Vec<String>) {
         let text = format!("{MINIMAL}release: {release}\n{signing}");
         let (image, diags) = image(&text);
         let shown = diags
             .iter()
             .map(|d| format!("{}:{}: {}", d.line, d.key, d.message))
             .collect();
-        (image.map(|i| (i.boot_key, i.update_key)), shown)
+        (
+            image.map(|i| (i.boot_key, i.update_key, i.secureboot_key)),
+            shown,
+        )
     }
 
     #[test]
@@ -193,6 +387,7 @@ mod tests {
             diags,
             [
                 "1:signing.boot: a release image must name its boot key; development keys are refused",
+                "1:signing.secureboot: a release image must name its Secure Boot keys (db-key, db-cert, kek-cert, pk-cert); development keys are refused",
                 "1:signing.update: a release image must name its update key and certificate; development keys are refused",
             ]
         );
@@ -200,8 +395,8 @@ mod tests {
 
     #[test]
     fn each_key_source_is_read() {
-        let signing = "signing:\n  boot:\n    external-signer: [sign, \"{in}\", \"{out}\"]\n    public-key: keys/boot.pub\n  update:\n    key-env: UPDATE_KEY\n    cert: keys/update.crt\n";
-        let (keys, diags) = keys_of(signing, true);
+        let signing = "signing:\n  boot:\n    external-signer: [sign, \"{in}\", \"{out}\"]\n    public-key: keys/boot.pub\n  update:\n    key-env: UPDATE_KEY\n    cert: keys/update.crt\n".to_string() + SECUREBOOT;
+        let (keys, diags) = keys_of(&signing, true);
         assert!(diags.is_empty(), "{diags:#?}");
         let (boot, update) = keys.unwrap();
         assert_eq!(
@@ -261,8 +456,8 @@ mod tests {
 
     #[test]
     fn a_release_refuses_paths_into_keys_dev() {
-        let signing = "signing:\n  boot:\n    key: keys/./dev/boot.pem\n    public-key: p\n  update:\n    key: k\n    cert: a/../keys/dev/update.crt\n";
-        let (keys, diags) = keys_of(signing, true);
+        let signing = "signing:\n  boot:\n    key: keys/./dev/boot.pem\n    public-key: p\n  update:\n    key: k\n    cert: a/../keys/dev/update.crt\n".to_string() + SECUREBOOT;
+        let (keys, diags) = keys_of(&signing, true);
         assert!(keys.is_none());
         assert_eq!(
             diags,
@@ -271,8 +466,138 @@ mod tests {
                 "20:signing.update.cert: a release image refuses keys from keys/dev/",
             ]
         );
-        let (keys, diags) = keys_of(signing, false);
+        let (keys, diags) = keys_of(&signing, false);
         assert!(diags.is_empty() && keys.is_some(), "{diags:#?}");
+    }
+
+    /// The diagnostics of an image with `section` under
+    /// `signing.secureboot` (and valid boot and update keys after it), and
+    /// its Secure Boot spec when it loads.
+    fn secureboot_of(section: &str, release: bool) -> (Option<SecureBootKeySpec>, Vec<String>) {
+        let others = "  boot:\n    key: k\n    public-key: p\n  update:\n    key: k\n    cert: c\n";
+        let (all, diags) = all_keys_of(
+            &format!("signing:\n  secureboot:\n{section}{others}"),
+            release,
+        );
+        (all.map(|(_, _, sb)| sb), diags)
+    }
+
+    #[test]
+    fn a_development_image_gets_the_development_secure_boot_keys() {
+        let (all, diags) = all_keys_of("", false);
+        assert!(diags.is_empty(), "{diags:#?}");
+        assert_eq!(all.unwrap().2, SecureBootKeySpec::development());
+    }
+
+    #[test]
+    fn each_secure_boot_key_form_is_read() {
+        let certs = "    db-cert: sb/db.crt\n    kek-cert: sb/kek.crt\n    pk-cert: sb/pk.crt\n";
+        let (sb, diags) = secureboot_of(
+            &format!(
+                "    db-key: sb/db.key\n{certs}    kek-key: sb/kek.key\n    pk-key-env: PK_KEY\n"
+            ),
+            true,
+        );
+        assert!(diags.is_empty(), "{diags:#?}");
+        let sb = sb.unwrap();
+        assert_eq!(
+            sb.db_key,
+            SecureBootDbKey::File {
+                path: "sb/db.key".into()
+            }
+        );
+        assert_eq!(
+            (
+                sb.db_cert.as_deref(),
+                sb.kek_cert.as_deref(),
+                sb.pk_cert.as_deref()
+            ),
+            (Some("sb/db.crt"), Some("sb/kek.crt"), Some("sb/pk.crt"))
+        );
+        assert_eq!(
+            sb.kek_key,
+            Some(KeySource::File {
+                path: "sb/kek.key".into()
+            })
+        );
+        assert_eq!(
+            sb.pk_key,
+            Some(KeySource::Env {
+                var: "PK_KEY".into()
+            })
+        );
+        let (sb, diags) = secureboot_of(
+            &format!("    db-engine: pkcs11\n    db-key: \"pkcs11:token=hsm;object=db\"\n{certs}"),
+            true,
+        );
+        assert!(diags.is_empty(), "{diags:#?}");
+        let sb = sb.unwrap();
+        assert_eq!(
+            sb.db_key,
+            SecureBootDbKey::Engine {
+                engine: "pkcs11".into(),
+                key: "pkcs11:token=hsm;object=db".into()
+            }
+        );
+        assert_eq!((sb.kek_key, sb.pk_key), (None, None));
+        let (sb, diags) = secureboot_of(&format!("    db-key-env: DB_KEY\n{certs}"), false);
+        assert!(diags.is_empty(), "{diags:#?}");
+        assert_eq!(
+            sb.unwrap().db_key,
+            SecureBootDbKey::Env {
+                var: "DB_KEY".into()
+            }
+        );
+    }
+
+    #[test]
+    fn secure_boot_key_mistakes_are_positioned() {
+        let certs = "    db-cert: c\n    kek-cert: c\n    pk-cert: c\n";
+        let cases: &[(&str, bool, &str)] = &[
+            ("    db-key: k\n    db-cert: c\n    kek-cert: c\n", false,
+             "15:signing.secureboot.pk-cert: missing required key 'pk-cert'"),
+            (certs, false, "16:signing.secureboot: set exactly one of db-key or db-key-env"),
+            ("    db-key: a\n    db-key-env: B\n    db-cert: c\n    kek-cert: c\n    pk-cert: c\n", false,
+             "16:signing.secureboot: set exactly one of db-key or db-key-env"),
+            ("    db-engine: pkcs11\n    db-cert: c\n    kek-cert: c\n    pk-cert: c\n", false,
+             "15:signing.secureboot.db-key: db-engine needs db-key: the engine's key identifier (a PKCS#11 URI)"),
+            ("    db-engine: pkcs11\n    db-key-env: K\n    db-cert: c\n    kek-cert: c\n    pk-cert: c\n", false,
+             "16:signing.secureboot.db-engine: an engine key is named by db-key (its URI), not by db-key-env"),
+            ("    db-engine: \"pk cs11\"\n    db-key: u\n    db-cert: c\n    kek-cert: c\n    pk-cert: c\n", false,
+             "16:signing.secureboot.db-engine: must be an OpenSSL engine name such as pkcs11"),
+            ("    db-key-env: \"A-B\"\n    db-cert: c\n    kek-cert: c\n    pk-cert: c\n", false,
+             "16:signing.secureboot.db-key-env: must be an environment variable name"),
+            ("    db-key: k\n    db-cert: c\n    kek-cert: c\n    pk-cert: c\n    kek-key: a\n    kek-key-env: B\n", false,
+             "20:signing.secureboot.kek-key: set at most one of kek-key or kek-key-env"),
+            ("    db-key: k\n    db-cert: c\n    kek-cert: c\n    pk-cert: keys/dev/secureboot-pk.cert.pem\n", true,
+             "19:signing.secureboot.pk-cert: a release image refuses keys from keys/dev/"),
+            ("    db-key: k\n    db-cert: c\n    kek-cert: c\n    pk-cert: c\n    pk-key: x/../keys/dev/pk.pem\n", true,
+             "20:signing.secureboot.pk-key: a release image refuses keys from keys/dev/"),
+            ("    db-key: keys//dev/db.pem\n    db-cert: c\n    kek-cert: c\n    pk-cert: c\n", true,
+             "16:signing.secureboot.db-key: a release image refuses keys from keys/dev/"),
+        ];
+        for (section, release, expected) in cases {
+            let (sb, diags) = secureboot_of(section, *release);
+            assert!(sb.is_none(), "{section}");
+            assert_eq!(diags.len(), 1, "{section}: {diags:#?}");
+            assert!(diags[0].starts_with(expected), "{section}: {diags:#?}");
+        }
+        let (_, diags) = secureboot_of(
+            "    db-key: k\n    db-cert: c\n    kek-cert: c\n    pk-cert: c\n    key: k\n",
+            false,
+        );
+        assert_eq!(diags.len(), 1, "{diags:#?}");
+        assert!(
+            diags[0].starts_with("20:signing.secureboot.key: unknown key 'key'"),
+            "{diags:#?}"
+        );
+        // An engine key is an identifier, not a path: the path rule and the
+        // keys/dev/ check do not apply to it.
+        let (sb, diags) = secureboot_of(
+            &format!("    db-engine: pkcs11\n    db-key: \"pkcs11:object=keys/dev/x\"\n{certs}"),
+            true,
+        );
+        assert!(diags.is_empty() && sb.is_some(), "{diags:#?}");
     }
 
     #[test]
