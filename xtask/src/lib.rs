@@ -204,7 +204,8 @@ struct VerifyArgs {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Generate a key pair: <role>.key.pem (PKCS#8, mode 0600) and <role>.pub.pem (SPKI)
+    /// Generate a key pair: <role>.key.pem (PKCS#8, mode 0600) and <role>.pub.pem (SPKI),
+    /// or for secureboot the PK, KEK and db keys and certificates
     #[command(
         after_help = "Refuses to overwrite an existing key. Both files work with openssl.\n\n\
 Examples:\n  cargo xtask keys generate --role boot --out keys/release\n  \
@@ -227,10 +228,11 @@ struct KeysGenerateArgs {
     /// Update role: the CA's private key (PEM)
     #[arg(long)]
     ca_key: Option<PathBuf>,
-    /// Update role: the certificate's common name
+    /// Update role: the certificate's common name; secureboot role: its
+    /// prefix ("<name> PK", "<name> KEK", "<name> db")
     #[arg(long)]
     common_name: Option<String>,
-    /// Update role: certificate validity in days
+    /// Update and secureboot roles: certificate validity in days
     #[arg(long, default_value_t = 3650)]
     days: u32,
     /// A development key: record its public-key fingerprint in the project's
@@ -246,6 +248,9 @@ enum KeyRole {
     Boot,
     /// ECDSA P-256 key and X.509 certificate for .swu signatures: update.key.pem, update.cert.pem
     Update,
+    /// UEFI Secure Boot PK, KEK and db: RSA-2048 keys and self-signed certificates,
+    /// secureboot-{pk,kek,db}.key.pem and secureboot-{pk,kek,db}.cert.pem
+    Secureboot,
 }
 
 #[derive(clap::Args)]
@@ -590,6 +595,40 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let fingerprint = slotsmith_cms::cert_fingerprint(&cert)?;
                 eprintln!("fingerprint {fingerprint}");
                 note_dev_key(project, &a, "update", &fingerprint, &private)
+            }
+            KeyRole::Secureboot => {
+                if a.ca_cert.is_some() || a.ca_key.is_some() {
+                    return Err(input_error(
+                        "--ca-cert",
+                        "the secureboot role makes self-signed PK, KEK and db certificates; \
+                         --ca-cert and --ca-key are for the update role",
+                    ));
+                }
+                let prefix = a.common_name.as_deref().unwrap_or("slotsmith");
+                let made = slotsmith::secureboot::generate(&a.out, prefix, a.days)?;
+                for key in &made {
+                    eprintln!(
+                        "wrote {} (private, mode 0600) and {}",
+                        key.key.display(),
+                        key.cert.display()
+                    );
+                    eprintln!("{} fingerprint {}", key.name, key.fingerprint);
+                }
+                eprintln!(
+                    "db signs the EFI binaries, KEK signs db updates, PK signs KEK and itself; \
+                     keep the PK and KEK private keys offline (the build needs them only for \
+                     the signed .auth variables)"
+                );
+                for key in &made {
+                    note_dev_key(
+                        project,
+                        &a,
+                        slotsmith::secureboot::keys::ROLE,
+                        &key.fingerprint,
+                        &key.key,
+                    )?;
+                }
+                Ok(())
             }
         },
         Command::Audit(a) => audit::run(a, project),

@@ -13,6 +13,7 @@ pub mod load;
 pub mod plan;
 pub mod progress;
 pub mod publish;
+pub mod secureboot;
 pub mod signing;
 pub mod spec;
 pub mod tool;

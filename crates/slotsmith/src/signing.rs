@@ -188,7 +188,7 @@ fn describe_private(source: &KeySource, path: &Path) -> String {
 /// deleted or the key copied elsewhere. This also covers development keys
 /// made before the registry existed. A failure is only a warning: the key
 /// sits in `keys/dev/`, which the release check reads as well.
-fn remember_dev_key(
+pub(crate) fn remember_dev_key(
     root: &Path,
     role: &str,
     fingerprint: &str,
@@ -210,7 +210,7 @@ fn remember_dev_key(
 /// A key, public key or certificate path from the image, through the one
 /// path rule (crates/yaml/src/input.rs): a path inside the project may not
 /// leave it through a symlink, and it must be a regular file.
-fn resolve(root: &Path, p: &str, what: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn resolve(root: &Path, p: &str, what: &str) -> anyhow::Result<PathBuf> {
     slotsmith_yaml::input::resolve_input_file(root, p)
         .map_err(|e| anyhow::format_err!("{what}: {e}"))
 }
@@ -218,7 +218,7 @@ fn resolve(root: &Path, p: &str, what: &str) -> anyhow::Result<PathBuf> {
 /// Refuses a key that resolves (through any symlink) into `keys/dev/`: the
 /// early, path-based half of the development-key rule ([`DevKeys`] is the
 /// key-based half, which also catches copies and hard links).
-fn refuse_dev_key(p: &Path, dev_dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn refuse_dev_key(p: &Path, dev_dir: &Path) -> anyhow::Result<()> {
     let real =
         fs::canonicalize(p).with_context(|| format!("resolving key path {}", p.display()))?;
     if let Ok(dev) = fs::canonicalize(dev_dir) {

@@ -29,6 +29,13 @@ const PACKAGES: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     ("swupdate", "swupdate"),
     ("tar", "tar"),
+    ("sbsign", "sbsigntool"),
+    ("sbverify", "sbsigntool"),
+    ("faketime", "faketime"),
+    ("cert-to-efi-sig-list", "efitools"),
+    ("sign-efi-sig-list", "efitools"),
+    ("sig-list-to-certs", "efitools"),
+    ("virt-fw-vars", "virt-firmware (pip)"),
 ];
 
 /// The Debian package that provides `program`, when known.

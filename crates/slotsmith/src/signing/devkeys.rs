@@ -4,18 +4,24 @@
 //! **The rule.** A key is a development key when its *public key* is
 //! - the public key of any key or certificate file under `keys/dev/`
 //!   (boot Ed25519 private and public keys, update ECDSA P-256 keys and
-//!   certificates, in any encoding and any subdirectory), or
+//!   certificates, Secure Boot RSA keys and certificates, in any encoding
+//!   and any subdirectory), or
 //! - listed in `keys/dev-fingerprints.txt`, the project's record of every
 //!   development key it ever generated or signed with.
 //!
 //! A release build computes the public-key fingerprint of every key it is
 //! given (the private key, the configured public key, the update
-//! certificate; from a file, from `key-env`, or for an external signer its
-//! public key or certificate) and refuses any that matches. Fingerprints
-//! are `sha256:` over the raw public key (`slotsmith_sign::fingerprint`,
-//! `slotsmith_cms::fingerprint`), so a copy, a hard link, a symlink, a
-//! PEM-to-DER conversion or a re-issued certificate of a development key
-//! is recognised as one; only the key itself matters.
+//! certificate, the Secure Boot PK, KEK and db certificates and private
+//! keys; from a file, from `key-env`, or for an external signer its public
+//! key or certificate) and refuses any that matches. Fingerprints are
+//! `sha256:` over the raw public key: the 32 Ed25519 bytes
+//! (`slotsmith_sign::fingerprint`), the 65-byte uncompressed P-256 point
+//! (`slotsmith_cms::fingerprint`), and for RSA, which has no single raw
+//! form, the DER SubjectPublicKeyInfo re-encoded from the modulus and
+//! exponent (`secureboot::rsa`; what `openssl pkey -pubout -outform DER`
+//! hashes). So a copy, a hard link, a symlink, a PEM-to-DER or PKCS#8-to-
+//! PKCS#1 conversion or a re-issued certificate of a development key is
+//! recognised as one; only the key itself matters.
 //!
 //! **Why a committed file and not a marker in the key.** A marker inside
 //! the key file (a PEM header, a comment line) is removed by any
@@ -65,7 +71,7 @@ const REGISTRY_HEADER: &str = "\
 # (copies, hard links, re-encodings, key-env, external signers).
 # slotsmith appends a line whenever it generates or signs with a development
 # key; never delete lines. Format:
-#   sha256:<hex of sha256 over the raw public key> <boot|update> <first seen as>
+#   sha256:<hex of sha256 over the raw public key> <boot|update|secureboot> <first seen as>
 ";
 
 /// The development keys of a project: fingerprint to where it is known
@@ -150,9 +156,9 @@ fn read_registry(path: &Path) -> Result<Vec<RegistryLine>> {
         }
         let mut words = line.split_whitespace();
         let (fingerprint, role) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-        if !is_fingerprint(fingerprint) || !matches!(role, "boot" | "update") {
+        if !is_fingerprint(fingerprint) || !is_role(role) {
             bail!(
-                "{} line {number}: expected `sha256:<64 lowercase hex digits> boot|update \
+                "{} line {number}: expected `sha256:<64 lowercase hex digits> boot|update|secureboot \
                  [note]`, found \"{}\"",
                 shown_path(path),
                 shown(&raw.chars().take(120).collect::<String>())
@@ -165,6 +171,11 @@ fn read_registry(path: &Path) -> Result<Vec<RegistryLine>> {
         });
     }
     Ok(lines)
+}
+
+/// The roles a registry line may name.
+fn is_role(role: &str) -> bool {
+    matches!(role, "boot" | "update" | "secureboot")
 }
 
 fn is_fingerprint(s: &str) -> bool {
@@ -182,10 +193,7 @@ pub fn record_dev_key(root: &Path, role: &str, fingerprint: &str, file: &Path) -
         is_fingerprint(fingerprint),
         "internal error: {fingerprint:?} is not a fingerprint"
     );
-    ensure!(
-        matches!(role, "boot" | "update"),
-        "internal error: unknown key role {role:?}"
-    );
+    ensure!(is_role(role), "internal error: unknown key role {role:?}");
     let path = root.join(DEV_KEY_REGISTRY);
     let existing = read_registry(&path)?;
     if existing.iter().any(|l| l.fingerprint == fingerprint) {
@@ -293,7 +301,7 @@ fn scan_dev_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 }
 
 /// The public-key fingerprints in the bytes of any key or certificate file
-/// of either role; none when it is not one.
+/// of any role; none when it is not one.
 pub fn key_fingerprints(data: &[u8], path: &Path) -> Vec<String> {
     if let Ok(key) = slotsmith_sign::parse_signing_key(data, path) {
         return vec![slotsmith_sign::fingerprint(&key.verifying_key())];
@@ -301,5 +309,7 @@ pub fn key_fingerprints(data: &[u8], path: &Path) -> Vec<String> {
     if let Ok(key) = slotsmith_sign::parse_verifying_key(data, path) {
         return vec![slotsmith_sign::fingerprint(&key)];
     }
-    slotsmith_cms::file_fingerprints(data, path).unwrap_or_default()
+    let mut found = slotsmith_cms::file_fingerprints(data, path).unwrap_or_default();
+    found.extend(crate::secureboot::rsa::fingerprints(data));
+    found
 }
