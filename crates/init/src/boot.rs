@@ -95,6 +95,7 @@ pub fn run(started: Instant) -> Result<()> {
         args.slot.name(),
         started.elapsed().as_millis(),
         console::uptime_ms(),
+        console::secure_boot_state(&console::read_kmsg()),
     ));
     switch_root()
 }

@@ -25,8 +25,59 @@ pub fn refusal_line(reason: &str) -> String {
 }
 
 /// The success line, printed just before switch_root.
-pub fn timing_line(slot: &str, init_ms: u128, uptime_ms: u128) -> String {
-    format!("{PREFIX} slot {slot} verified root ready in {init_ms} ms (uptime {uptime_ms} ms)\n")
+pub fn timing_line(slot: &str, init_ms: u128, uptime_ms: u128, secure_boot: &str) -> String {
+    format!(
+        "{PREFIX} slot {slot} verified root ready in {init_ms} ms (uptime {uptime_ms} ms); \
+         kernel: secure boot {secure_boot}\n"
+    )
+}
+
+/// What the kernel logged about Secure Boot (`secureboot: Secure boot
+/// enabled` or `... disabled`), read from `/dev/kmsg`: `enabled`,
+/// `disabled` or `unknown`. With `quiet`, neither the EFI stub nor the
+/// kernel print it on the console, so the init repeats the kernel's own
+/// words in its one line: a production console still shows what the
+/// firmware enforced.
+pub fn secure_boot_state(kmsg: &str) -> &'static str {
+    for line in kmsg.lines() {
+        if line.contains("Secure boot enabled") {
+            return "enabled";
+        }
+        if line.contains("Secure boot disabled") {
+            return "disabled";
+        }
+    }
+    "unknown"
+}
+
+/// Reads the kernel log buffer as far as it goes now, without waiting
+/// (at most 4 MiB).
+pub fn read_kmsg() -> String {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open("/dev/kmsg")
+    else {
+        return String::new();
+    };
+    let mut out = String::new();
+    let mut buf = vec![0u8; 8192];
+    // Each read returns one record; EAGAIN ends the buffer; EPIPE (a record
+    // overwritten while reading) just moves on.
+    for _ in 0..100_000 {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PIPE.raw_os_error()) => {}
+            Err(_) => break,
+        }
+        if out.len() > 4 << 20 {
+            break;
+        }
+    }
+    out
 }
 
 /// Writes `line` to the console (the init's stderr, which the kernel
@@ -95,8 +146,17 @@ mod tests {
     #[test]
     fn timing_line_is_exact() {
         assert_eq!(
-            timing_line("b", 812, 17_345),
-            "slotsmith-init: slot b verified root ready in 812 ms (uptime 17345 ms)\n"
+            timing_line("b", 812, 17_345, "enabled"),
+            "slotsmith-init: slot b verified root ready in 812 ms (uptime 17345 ms); kernel: secure boot enabled\n"
         );
+        assert_eq!(
+            secure_boot_state("6,123,456,-;secureboot: Secure boot enabled\n"),
+            "enabled"
+        );
+        assert_eq!(
+            secure_boot_state("6,1,2,-;secureboot: Secure boot disabled\n"),
+            "disabled"
+        );
+        assert_eq!(secure_boot_state("6,1,2,-;Linux version 6.1\n"), "unknown");
     }
 }
