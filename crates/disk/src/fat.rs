@@ -222,6 +222,24 @@ pub fn read_fat_file_max<D: Read + Write + Seek>(dev: D, path: &str, max: u64) -
     Ok(out)
 }
 
+/// Replaces the contents of the existing file at `path` on the FAT volume
+/// on `dev` with `data` (a boot environment switched for a test or a
+/// `cargo xtask qemu --slot b` boot; a manifest tampered with in a test).
+pub fn rewrite_fat_file<D: Read + Write + Seek>(dev: D, path: &str, data: &[u8]) -> Result<()> {
+    let fs = mount(dev)?;
+    {
+        let mut file = lookup(fs.root_dir(), path)?.to_file();
+        file.truncate()
+            .with_context(|| format!("truncate {path} in fat volume"))?;
+        file.write_all(data)
+            .with_context(|| format!("write {path} in fat volume"))?;
+        file.flush()
+            .with_context(|| format!("flush {path} in fat volume"))?;
+    }
+    fs.unmount().context("unmount fat volume")?;
+    Ok(())
+}
+
 /// sha256 and size of the file at `path` on the FAT volume, streamed
 /// through a fixed buffer (kernels and initrds are tens of MiB). At most
 /// `max + 1` bytes are read: a larger file reports that size and the hash

@@ -115,6 +115,11 @@ const RESERVED: &[&str] = &[
 pub enum Bootloader {
     UBoot,
     Grub,
+    /// EFI Boot Guard (`-B ebg`): SWUpdate's handler makes the oldest
+    /// environment a copy of the running one with a higher revision, sets
+    /// the `bootenv` fields (`kernelfile` for the slot just written) and
+    /// marks it INSTALLED; the loader tries it once.
+    Ebg,
 }
 
 /// How a payload is stored in the archive; SWUpdate decompresses on install.
@@ -131,6 +136,14 @@ pub enum Target {
     Raw { device: String },
     /// `type = "rawfile"`: a file, e.g. on the mounted boot partition.
     File { path: String },
+    /// `type = "rawfile"` with `device` and `filesystem`: SWUpdate mounts
+    /// the partition itself and writes the file at `path` inside it (a
+    /// slot's FAT boot partition, which the running system never mounts).
+    PartitionFile {
+        device: String,
+        filesystem: String,
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +223,9 @@ pub fn bootenv_for(bootloader: Bootloader, slot: &str) -> Vec<(String, String)> 
             ("bootcount", "0"),
         ],
         Bootloader::Grub => &[("slotsmith_slot", slot), ("slotsmith_try", "1")],
+        // The kernel file depends on the slot's boot partition label, which
+        // only the plan knows: the caller adds `kernelfile`.
+        Bootloader::Ebg => &[],
     };
     pairs
         .iter()
@@ -449,6 +465,36 @@ fn render_collection(o: &mut String, c: &Collection) -> Result<()> {
                 );
                 o.push_str("\t\t\t\t\tinstalled-directly = true;\n");
             }
+            Target::PartitionFile {
+                device,
+                filesystem,
+                path,
+            } => {
+                check_abs_path(device, "device", MAX_STR)?;
+                check_abs_path(path, "path", MAX_FILE_PATH)?;
+                ensure!(
+                    !path.ends_with('/'),
+                    "path \"{}\" names a directory",
+                    shown(path)
+                );
+                ensure!(
+                    !filesystem.is_empty() && filesystem.bytes().all(|b| b.is_ascii_alphanumeric()),
+                    "filesystem \"{}\" is not a filesystem type name",
+                    shown(filesystem)
+                );
+                o.push_str("\t\t\t\t\ttype = \"rawfile\";\n");
+                let _ = writeln!(
+                    o,
+                    "\t\t\t\t\tdevice = {};",
+                    quote(device, "device", MAX_STR)?
+                );
+                let _ = writeln!(o, "\t\t\t\t\tfilesystem = \"{filesystem}\";");
+                let _ = writeln!(
+                    o,
+                    "\t\t\t\t\tpath = {};",
+                    quote(path, "path", MAX_FILE_PATH)?
+                );
+            }
             Target::File { path } => {
                 check_abs_path(path, "path", MAX_FILE_PATH)?;
                 ensure!(
@@ -493,7 +539,7 @@ fn render_collection(o: &mut String, c: &Collection) -> Result<()> {
                 l(fit.capacity)
             );
         }
-        if let Target::File { .. } = p.target {
+        if let Target::File { .. } | Target::PartitionFile { .. } = p.target {
             o.push_str(
                 "\t\t\t\t\tproperties = { atomic-install = \"true\"; create-destination = \"true\"; };\n",
             );

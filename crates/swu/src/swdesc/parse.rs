@@ -386,6 +386,22 @@ pub(super) fn payload_from(v: Value) -> Result<Payload> {
         }
         "rawfile" => {
             let path = f.string("path")?;
+            let device = match f.take_opt("device") {
+                None => None,
+                Some(Value::Str(d)) => Some(d),
+                Some(other) => bail!(
+                    "image {name}: device must be a string, not {}",
+                    other.kind()
+                ),
+            };
+            let filesystem = match f.take_opt("filesystem") {
+                None => None,
+                Some(Value::Str(d)) => Some(d),
+                Some(other) => bail!(
+                    "image {name}: filesystem must be a string, not {}",
+                    other.kind()
+                ),
+            };
             let mut props = Fields::new(f.take("properties")?, "properties")?;
             for key in ["atomic-install", "create-destination"] {
                 ensure!(
@@ -394,7 +410,15 @@ pub(super) fn payload_from(v: Value) -> Result<Payload> {
                 );
             }
             props.done()?;
-            Target::File { path }
+            match (device, filesystem) {
+                (None, None) => Target::File { path },
+                (Some(device), Some(filesystem)) => Target::PartitionFile {
+                    device,
+                    filesystem,
+                    path,
+                },
+                _ => bail!("image {name}: device and filesystem go together"),
+            }
         }
         other => bail!("image {name}: unsupported type \"{}\"", shown(other)),
     };
