@@ -8,15 +8,18 @@
 
 pub mod build;
 pub mod harden;
+pub mod initbin;
 pub mod layout;
 pub mod load;
 pub mod plan;
 pub mod progress;
 pub mod publish;
+pub mod qemu;
 pub mod secureboot;
 pub mod signing;
 pub mod spec;
 pub mod tool;
+pub mod uki;
 pub mod verify;
 
 pub use slotsmith_yaml::{diag, yaml};

@@ -179,6 +179,9 @@ pub struct LayoutSpec {
     pub data: u64,
     /// Whether the golden image also writes the rootfs into slot B.
     pub fill_slot_b: bool,
+    /// Each slot's FAT boot partition (the boot chain's signed UKI, its
+    /// manifest and the loader environment).
+    pub boot: u64,
     /// Where `layout.slot` was written.
     #[serde(skip)]
     pub slot_at: Origin,
@@ -223,6 +226,28 @@ pub struct KernelSpec {
     pub source: KernelSource,
     /// The kernel command line recorded in the signed boot manifest.
     pub cmdline: String,
+}
+
+/// The loader of the verified boot chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Loader {
+    /// EFI Boot Guard: A/B with boot counting, a watchdog and SWUpdate's
+    /// `ebg` handler.
+    Efibootguard,
+}
+
+/// `boot:`: the chain firmware -> signed loader -> signed UKI (our
+/// initramfs) -> dm-verity root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BootChainSpec {
+    /// The loader on the ESP.
+    pub loader: Loader,
+    /// Seconds the loader arms the hardware watchdog with (0: off).
+    pub watchdog_sec: u16,
+    /// Kernel modules the init loads, by name, before it looks for disks
+    /// (their dependencies are added from `modules.dep`).
+    pub initramfs_modules: Vec<String>,
 }
 
 /// How a signing key is reached. Key material never enters the spec or
@@ -299,6 +324,8 @@ pub struct ImageSpec {
     pub security_version: u64,
     /// The kernel.
     pub kernel: KernelSpec,
+    /// The verified boot chain, when the image has one.
+    pub chain: Option<BootChainSpec>,
     /// The boot signing key.
     pub boot_key: BootKeySpec,
     /// The update (CMS) signing key and certificate.
@@ -404,6 +431,9 @@ pub enum Bootloader {
     UBoot,
     /// GRUB, through grubenv.
     Grub,
+    /// EFI Boot Guard, through libebgenv (images with `boot: loader:
+    /// efibootguard`, where the plan sets it).
+    Ebg,
 }
 
 /// Payload compression inside the `.swu`.

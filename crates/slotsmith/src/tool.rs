@@ -36,6 +36,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("sign-efi-sig-list", "efitools"),
     ("sig-list-to-certs", "efitools"),
     ("virt-fw-vars", "virt-firmware (pip)"),
+    (
+        "qemu-system-x86_64",
+        "qemu-system-x86 (and ovmf for the firmware)",
+    ),
+    ("objcopy", "binutils"),
 ];
 
 /// The Debian package that provides `program`, when known.
@@ -246,6 +251,44 @@ impl Tool {
             (Err(e), Err(tool_err)) => Err(tool_err.context(format!("{e:#}"))),
             (Err(e), Ok(_)) => Err(e.context(format!("feeding {}", self.argv()))),
         }
+    }
+
+    /// Starts the tool in the background with its standard input closed and
+    /// its output discarded (a virtual machine writing its console to a
+    /// file); the caller waits for or kills it.
+    pub fn spawn(self) -> anyhow::Result<duct::Handle> {
+        let mut e = duct::cmd(&self.path, &self.args)
+            .env("LC_ALL", "C")
+            .env("TZ", "UTC");
+        for (k, v) in &self.envs {
+            e = e.env(k, v);
+        }
+        if let Some(d) = &self.dir {
+            e = e.dir(d);
+        }
+        e.stdin_null()
+            .stdout_null()
+            .stderr_capture()
+            .unchecked()
+            .start()
+            .with_context(|| format!("starting {}", self.argv()))
+    }
+
+    /// Runs attached to this terminal (an interactive virtual machine
+    /// console); a non-zero exit is an error naming the argv.
+    pub fn run_attached(self) -> anyhow::Result<()> {
+        let mut e = duct::cmd(&self.path, &self.args);
+        for (k, v) in &self.envs {
+            e = e.env(k, v);
+        }
+        let out = e
+            .unchecked()
+            .run()
+            .with_context(|| format!("running {}", self.argv()))?;
+        if !out.status.success() {
+            bail!("{} exited with {}", self.argv(), out.status);
+        }
+        Ok(())
     }
 
     fn check(&self, out: std::process::Output, peak_rss_kib: u64) -> anyhow::Result<Output> {

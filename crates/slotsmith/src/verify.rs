@@ -165,14 +165,31 @@ pub fn verify_image_file(
         );
     }
     let (esp_offset, esp_len) = span(esp)?;
-    let esp_win = || ReadOnly(Window::new(file, esp_offset, esp_len));
+    // A boot chain image keeps each slot's manifest and UKI on the slot's
+    // own boot partition (`boot-<slot>`, at its root); the older layout
+    // keeps them in `/<slot>/` on the ESP.
+    let chain = find(&crate::plan::chain::boot_partition("a")).is_some();
+    let mut volumes = Vec::new();
+    for slot in crate::layout::SLOTS {
+        if chain {
+            let name = crate::plan::chain::boot_partition(slot);
+            let p = find(&name).with_context(|| format!("the GPT has boot-a but no {name}"))?;
+            volumes.push((span(p)?, String::new()));
+        } else {
+            volumes.push(((esp_offset, esp_len), format!("/{slot}")));
+        }
+    }
+    let vol = |i: usize| {
+        let ((offset, len), _) = volumes[i];
+        move || ReadOnly(Window::new(file, offset, len))
+    };
 
     // Every slot's manifest first: whether a slot without one is empty or
     // tampered is decided from the manifests that do verify.
     let slot_names = crate::layout::SLOTS;
     let mut found = Vec::new();
-    for slot in slot_names {
-        found.push(load_manifest(&esp_win, slot, key));
+    for (i, slot) in slot_names.into_iter().enumerate() {
+        found.push(load_manifest(&vol(i), &volumes[i].1, slot, key));
     }
 
     let mut problems = Vec::new();
@@ -180,7 +197,8 @@ pub fn verify_image_file(
     let mut slots = Vec::new();
     let mut empty = Vec::new();
     let mut evidence = Vec::new();
-    for (slot, f) in slot_names.into_iter().zip(found) {
+    for (i, (slot, f)) in slot_names.into_iter().zip(found).enumerate() {
+        let (esp_win, dir) = (vol(i), volumes[i].1.as_str());
         match f {
             Found::Verified(m) => {
                 if let Some((g, _)) = &golden {
@@ -192,7 +210,7 @@ pub fn verify_image_file(
                         ));
                     }
                 }
-                let found = check_slot(file, &table, slot, &m, &esp_win);
+                let found = check_slot(file, &table, slot, &m, &esp_win, dir);
                 if found.is_empty() {
                     slots.push(SlotReport {
                         slot: slot.into(),
@@ -207,11 +225,11 @@ pub fn verify_image_file(
             }
             Found::Unsigned(msg) => problems.push(msg),
             Found::BadSignature(bytes, sig_err) => {
-                let why = untrusted(file, &table, slot, &bytes, &sig_err, &esp_win);
+                let why = untrusted(file, &table, slot, &bytes, &sig_err, &esp_win, dir);
                 problems.push(format!("slot {slot}: {why}"));
             }
             Found::Missing(why) if slot == "a" => problems.push(why),
-            Found::Missing(why) => match empty_slot(file, &table, slot, &golden, &esp_win) {
+            Found::Missing(why) => match empty_slot(file, &table, slot, &golden, &esp_win, dir) {
                 Ok(because) => {
                     empty.push(slot.to_string());
                     evidence.push(format!("slot {slot}: empty: {because}"));
@@ -236,10 +254,11 @@ pub fn verify_image_file(
 /// with the image, only to say which of the two was modified.
 fn load_manifest<W: Read + Write + Seek>(
     esp: &dyn Fn() -> W,
+    dir: &str,
     slot: &str,
     key: &VerifyingKey,
 ) -> Found {
-    let manifest_path = format!("/{slot}/manifest");
+    let manifest_path = format!("{dir}/manifest");
     let max = slotsmith_sign::manifest::MAX_MANIFEST_SIZE as u64;
     let bytes = match fat::read_fat_file_max(esp(), &manifest_path, max) {
         Ok(b) => b,
@@ -249,11 +268,11 @@ fn load_manifest<W: Read + Write + Seek>(
             ))
         }
     };
-    let sig = match fat::read_fat_file_max(esp(), &format!("/{slot}/manifest.sig"), MAX_SIGNATURE) {
+    let sig = match fat::read_fat_file_max(esp(), &format!("{dir}/manifest.sig"), MAX_SIGNATURE) {
         Ok(s) => s,
         Err(e) => {
             return Found::Unsigned(format!(
-                "slot {slot}: no signature /{slot}/manifest.sig on the boot partition: {e:#}"
+                "slot {slot}: no signature {dir}/manifest.sig on the boot partition: {e:#}"
             ))
         }
     };
@@ -272,6 +291,7 @@ fn untrusted<W: Read + Write + Seek>(
     bytes: &[u8],
     sig_err: &anyhow::Error,
     esp: &dyn Fn() -> W,
+    dir: &str,
 ) -> String {
     match Manifest::parse(bytes) {
         Err(e) => format!(
@@ -279,7 +299,7 @@ fn untrusted<W: Read + Write + Seek>(
             shown(&format!("{e:#}"))
         ),
         Ok(m) => {
-            let found = check_slot(file, table, slot, &m, esp);
+            let found = check_slot(file, table, slot, &m, esp, dir);
             if found.is_empty() {
                 format!(
                     "boot manifest signature does not verify ({}), though the manifest matches \
@@ -344,6 +364,7 @@ fn empty_slot<W: Read + Write + Seek>(
     slot: &str,
     golden: &Option<(Vec<String>, String)>,
     esp: &dyn Fn() -> W,
+    dir: &str,
 ) -> anyhow::Result<String> {
     let Some((filled, from)) = golden else {
         bail!(
@@ -363,10 +384,17 @@ fn empty_slot<W: Read + Write + Seek>(
         );
     }
     let files = fat::list_fat(esp()).context("listing the boot partition")?;
-    if let Some((path, _)) = files
-        .iter()
-        .find(|(p, _)| p.starts_with(&format!("{slot}/")))
-    {
+    // An empty slot has no files of its own: on the older layout nothing
+    // under `/<slot>/`, on a chain image nothing on its boot partition but
+    // the loader environment.
+    let own = |p: &str| {
+        if dir.is_empty() {
+            p != "BGENV.DAT"
+        } else {
+            p.starts_with(&format!("{}/", dir.trim_start_matches('/')))
+        }
+    };
+    if let Some((path, _)) = files.iter().find(|(p, _)| own(p)) {
         bail!(
             "tampered: {record}, yet /{} is on the boot partition",
             shown(path)
@@ -415,11 +443,12 @@ fn check_slot<W: Read + Write + Seek>(
     slot: &str,
     m: &Manifest,
     esp: &dyn Fn() -> W,
+    dir: &str,
 ) -> Vec<String> {
     let mut out = Vec::new();
     if m.slot != slot {
         out.push(format!(
-            "the manifest in /{slot}/ is for slot {}",
+            "the manifest of slot {slot} is for slot {}",
             shown(&m.slot)
         ));
     }
@@ -520,11 +549,15 @@ fn check_slot<W: Read + Write + Seek>(
         m.initrd.as_ref().map(|f| ("initrd", f)),
         m.dtb.as_ref().map(|f| ("dtb", f)),
     ];
+    if dir.is_empty() {
+        out.extend(check_uki(esp, m, &files));
+        return out;
+    }
     for (what, f) in files.into_iter().flatten() {
         let path = shown(&f.path);
-        if !f.path.starts_with(&format!("/{slot}/")) {
+        if !f.path.starts_with(&format!("{dir}/")) {
             out.push(format!(
-                "{what} {path} is outside /{slot}/ on the boot partition"
+                "{what} {path} is outside {dir}/ on the boot partition"
             ));
             continue;
         }
@@ -539,6 +572,63 @@ fn check_slot<W: Read + Write + Seek>(
                 f.size
             )),
             Err(e) => out.push(format!("{what} {path} cannot be read from the boot partition: {}", shown(&format!("{e:#}")))),
+        }
+    }
+    out
+}
+
+/// Largest UKI read from a slot's boot partition.
+const MAX_UKI: u64 = 512 << 20;
+
+/// A chain slot: the kernel, initramfs and command line inside the UKI on
+/// the slot's boot partition are the ones the manifest signs. (The UKI's
+/// own Authenticode signature is the firmware's to check: `sbverify`.)
+fn check_uki<W: Read + Write + Seek>(
+    vol: &dyn Fn() -> W,
+    m: &Manifest,
+    files: &[Option<(&str, &slotsmith_sign::FileRef)>],
+) -> Vec<String> {
+    use sha2::Digest;
+    let mut out = Vec::new();
+    let uki_path = format!("/{}", crate::plan::chain::UKI_NAME);
+    let uki = match fat::read_fat_file_max(vol(), &uki_path, MAX_UKI) {
+        Ok(b) => b,
+        Err(e) => {
+            out.push(format!(
+                "no UKI {uki_path} on the slot's boot partition: {}",
+                shown(&format!("{e:#}"))
+            ));
+            return out;
+        }
+    };
+    match crate::uki::section(&uki, ".cmdline") {
+        Ok(c) if c == m.cmdline.as_bytes() => {}
+        Ok(c) => out.push(format!(
+            "the UKI's command line differs from the manifest's ({})",
+            shown(&String::from_utf8_lossy(c))
+        )),
+        Err(e) => out.push(format!("UKI {uki_path}: {}", shown(&format!("{e:#}")))),
+    }
+    for (what, f) in files.iter().flatten() {
+        let path = shown(&f.path);
+        let Some(section) = f.path.strip_prefix(&format!("{uki_path}:")) else {
+            out.push(format!("{what} {path} is not a section of {uki_path}"));
+            continue;
+        };
+        match crate::uki::section(&uki, section) {
+            Ok(bytes) => {
+                let sha: [u8; 32] = sha2::Sha256::digest(bytes).into();
+                if sha != f.sha256 || bytes.len() as u64 != f.size {
+                    out.push(format!(
+                        "{what} {path} does not match the manifest (sha256 {}, {} bytes; the manifest has {}, {} bytes)",
+                        hex::encode(sha),
+                        bytes.len(),
+                        hex::encode(f.sha256),
+                        f.size
+                    ));
+                }
+            }
+            Err(e) => out.push(format!("{what} {path}: {}", shown(&format!("{e:#}")))),
         }
     }
     out

@@ -67,6 +67,7 @@ pub(super) fn boot_files(
     plan: &Plan,
     opts: &BuildOptions,
     tree: &Tree,
+    public_key_pem: &str,
     out: &Path,
 ) -> anyhow::Result<Vec<BootFile>> {
     use crate::plan::BootSource;
@@ -97,6 +98,7 @@ pub(super) fn boot_files(
     };
     // A boot file's bytes: in the tree (a file of the store, of the base
     // archive, or of a layer), or a project file the plan names.
+    let mut generated = Vec::new();
     let mut sources: Vec<(
         &'static str,
         String,
@@ -104,12 +106,7 @@ pub(super) fn boot_files(
         Option<u64>,
     )> = Vec::new();
     for f in &plan.boot.files {
-        let role = match f.role.as_str() {
-            "kernel" => "kernel",
-            "initrd" => "initrd",
-            "dtb" => "dtb",
-            other => bail!("the plan names an unknown boot file role '{other}'"),
-        };
+        let role = boot_role(&f.role)?;
         let src = match &f.source {
             BootSource::RootfsKernel => {
                 let (c, size) = tree_content(tree, &rootfs_kernel()?.0)?;
@@ -128,10 +125,30 @@ pub(super) fn boot_files(
                 slotsmith_rootfs::tree::Content::Source(resolve(&opts.project_root, path)),
                 None,
             ),
+            BootSource::Rootfs { path } => {
+                let p = RelPath::parse(path)?;
+                let (c, size) = tree_content(tree, &p).with_context(|| {
+                    format!("the boot chain's {role} (install its Debian package in the image)")
+                })?;
+                (c, Some(size))
+            }
+            BootSource::Initramfs => {
+                let bytes = super::initramfs::build(plan, opts, tree, public_key_pem)?;
+                let dest = out.join(&f.output);
+                write_new(&dest, &bytes)?;
+                let h = Hashed::of_bytes(&bytes);
+                generated.push(BootFile {
+                    role,
+                    output: f.output.clone(),
+                    sha256: h.sha256,
+                    size: h.size,
+                });
+                continue;
+            }
         };
         sources.push((role, f.output.clone(), src.0, src.1));
     }
-    let mut files = Vec::new();
+    let mut files = generated;
     for (role, output, src, size) in sources {
         // A project file's size is whatever it is now; a tree file's is
         // the recorded one.
@@ -178,6 +195,18 @@ pub(super) fn boot_files(
         });
     }
     Ok(files)
+}
+
+/// A boot file role the plan may name.
+pub(super) fn boot_role(role: &str) -> anyhow::Result<&'static str> {
+    Ok(match role {
+        "kernel" => "kernel",
+        "initrd" => "initrd",
+        "dtb" => "dtb",
+        "stub" => "stub",
+        "loader" => "loader",
+        other => bail!("unknown boot file role '{other}'"),
+    })
 }
 
 /// The on-disk contents of a regular file (or hardlink) in the tree.
@@ -254,8 +283,20 @@ fn sign_slots(
         // signed root hash alone.
         let root_uuid = uuid::Uuid::from_slice(&info.root_hash[..16])?;
         let verity_uuid = uuid::Uuid::from_slice(&info.root_hash[16..])?;
+        // With the boot chain, the kernel and initramfs travel inside the
+        // slot's UKI: the manifest names the section ("/linux.efi:.linux").
         let file_ref = |f: &BootFile| slotsmith_sign::FileRef {
-            path: format!("{}/{}", s.esp_dir, f.output),
+            path: match &plan.chain {
+                Some(c) => {
+                    let section = c
+                        .uki_sections
+                        .iter()
+                        .find(|u| u.content == f.role)
+                        .map_or("", |u| u.name.as_str());
+                    format!("/{}:{section}", crate::plan::chain::UKI_NAME)
+                }
+                None => format!("{}/{}", s.esp_dir, f.output),
+            },
             sha256: f.sha256,
             size: f.size,
         };
@@ -279,7 +320,12 @@ fn sign_slots(
             kernel: find("kernel").context("no kernel")?,
             initrd: find("initrd"),
             dtb: find("dtb"),
-            cmdline: s.cmdline.clone(),
+            // The chain's command line names the root hash, which only
+            // exists now; the UKI is built from this signed line.
+            cmdline: s.cmdline.replace(
+                crate::plan::ROOT_HASH_PLACEHOLDER,
+                &hex::encode(info.root_hash),
+            ),
             verity_root_hash: info.root_hash,
             verity_salt: info.salt,
             verity_data_blocks: info.data_blocks,
@@ -671,7 +717,7 @@ mod tests {
             Fixture::new(Setup::default().layer("remove:\n  - /boot/initrd.img-6.1.0-test\n", &[]));
         let tree = fx.tree();
         let out = fx.out.clone();
-        let files = boot_files(&fx.plan, &fx.opts, &tree, &out).unwrap();
+        let files = boot_files(&fx.plan, &fx.opts, &tree, "", &out).unwrap();
         let roles: Vec<&str> = files.iter().map(|f| f.role).collect();
         assert_eq!(roles, ["kernel"]);
         // No kernel, or two: an error that says what to set.
@@ -690,7 +736,7 @@ mod tests {
             let mut fx = Fixture::new(Setup::default().layer(conf, &files));
             let tree = fx.tree();
             let out = fx.out.clone();
-            let err = boot_files(&fx.plan, &fx.opts, &tree, &out)
+            let err = boot_files(&fx.plan, &fx.opts, &tree, "", &out)
                 .err()
                 .unwrap_or_else(|| panic!("{want}: no error"));
             let msg = format!("{err:#}");

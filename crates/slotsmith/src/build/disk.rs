@@ -34,6 +34,14 @@ fn esp_files(plan: &Plan, boot: &[BootFile], out: &Path) -> Vec<disk::fat::FatFi
             source: disk::fat::FatSource::Bytes(f.text.clone().into_bytes()),
         })
         .collect();
+    // The boot chain's signed loader, at the path the firmware boots
+    // without any boot variable.
+    if let Some(c) = &plan.chain {
+        files.push(disk::fat::FatFile {
+            path: c.loader_esp_path.clone(),
+            source: disk::fat::FatSource::File(out.join(&c.loader_output)),
+        });
+    }
     // Each filled slot's files, as the plan lists them; an optional one
     // (an initrd the rootfs lacks) only when it was built.
     let built = |output: &str| boot.iter().any(|f| f.output == output);
@@ -112,6 +120,30 @@ fn write_disk(
                 let window = disk::window::Window::new(&mut img, p.offset, p.size);
                 disk::fat::format_fat(window, p.size, &spec)
                     .context("formatting the boot partition")?;
+                mapped.extend(disk::sparse::nonzero_extents(&mut img, p.offset, p.size)?);
+            }
+            Content::SlotBoot => {
+                let bp = plan
+                    .chain
+                    .as_ref()
+                    .and_then(|c| c.partitions.iter().find(|b| b.partition == p.name))
+                    .with_context(|| format!("the plan has no boot chain entry for {}", p.name))?;
+                let spec = disk::fat::FatSpec {
+                    label: bp.label.clone(),
+                    volume_id: bp.volume_id,
+                    mtime: plan.source_date_epoch as i64,
+                    files: bp
+                        .files
+                        .iter()
+                        .map(|(path, output)| disk::fat::FatFile {
+                            path: path.clone(),
+                            source: disk::fat::FatSource::File(out.join(output)),
+                        })
+                        .collect(),
+                };
+                let window = disk::window::Window::new(&mut img, p.offset, p.size);
+                disk::fat::format_fat(window, p.size, &spec)
+                    .with_context(|| format!("formatting the boot partition {}", p.name))?;
                 mapped.extend(disk::sparse::nonzero_extents(&mut img, p.offset, p.size)?);
             }
             Content::Rootfs => {
@@ -198,6 +230,7 @@ fn key(plan: &Plan, rootfs: &RootfsImage, boot: &BootOut) -> anyhow::Result<Key>
             "esp": plan.esp,
             "data": plan.data,
             "slots": plan.boot.slots,
+            "chain": plan.chain,
             "source_date_epoch": plan.source_date_epoch,
             "uuids": uuids,
             "files": files,

@@ -35,8 +35,11 @@ mod audit;
 mod base;
 mod boot;
 mod cache;
+mod chain;
+mod device;
 mod disk;
 mod harden;
+mod initramfs;
 mod layers;
 mod record;
 mod rootfs;
@@ -59,6 +62,9 @@ pub struct BuildOptions {
     pub cache_dir: PathBuf,
     /// Run every stage, ignoring (and not filling) the stage cache.
     pub no_cache: bool,
+    /// The static init for the boot chain's initramfs (`crates/init`,
+    /// built by the driver); needed only when the plan has a chain.
+    pub init_binary: Option<PathBuf>,
 }
 
 /// What `build` returns.
@@ -135,17 +141,29 @@ fn attempt(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyhow:
     let update_signer = crate::signing::update_signer(plan, &opts.project_root, progress)?;
 
     let cache = cache::Cache::new(&opts.work_root, name, !opts.no_cache);
-    let rootfs_key = rootfs::key(plan)?;
+    let public_key_pem = slotsmith_sign::keys::public_key_pem(&signer.public_key);
+    // The rootfs also carries the update certificate (SWUpdate's trust
+    // anchor) when the image has a boot chain.
+    let mut chain_inputs = initramfs::key_parts(plan, opts, &public_key_pem)?;
+    if plan.chain.is_some() {
+        use sha2::Digest;
+        let cert = std::fs::read(&update_signer.cert)
+            .with_context(|| format!("reading {}", update_signer.cert.display()))?;
+        chain_inputs["update_cert"] = hex::encode(sha2::Sha256::digest(cert)).into();
+    }
+    let rootfs_key = rootfs::key(plan, chain_inputs)?;
     let rootfs = match rootfs::cached(plan, rootfs_key.as_ref(), &cache, out, progress)? {
         Some(hit) => hit,
         None => {
             let store = work.join("store");
             let mut tree = base::stage(plan, opts, &store, progress)?;
             harden::stage(plan, &mut tree, &store, progress)?;
+            device::apply(plan, &mut tree, &store, &update_signer.cert)?;
             layers::stage(plan, opts, &mut tree, progress)?;
             rootfs::stage(
                 plan,
                 opts,
+                &public_key_pem,
                 &mut tree,
                 rootfs_key.as_ref(),
                 &cache,
@@ -156,7 +174,25 @@ fn attempt(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyhow:
         }
     };
     audit::stage(plan, &rootfs, out, &work, progress)?;
-    let boot = boot::stage(plan, &rootfs, &signer, &cache, out, progress)?;
+    let mut boot = boot::stage(plan, &rootfs, &signer, &cache, out, progress)?;
+    if let Some(c) = &plan.chain {
+        let keys = crate::secureboot::resolve_keys(
+            &c.secureboot_key,
+            plan.boot.release,
+            &plan.image.file,
+            &opts.project_root,
+            progress,
+        )?;
+        chain::stage(
+            plan,
+            &mut boot,
+            &|i: &Path, o: &Path| crate::secureboot::sign_efi(i, o, &keys, plan.source_date_epoch),
+            &work,
+            out,
+            progress,
+        )?;
+        chain::enrolment(plan, &keys, &mut boot, out, progress)?;
+    }
     let swu = update::stage(
         plan,
         &rootfs,

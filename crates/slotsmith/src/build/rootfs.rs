@@ -188,7 +188,7 @@ struct RootfsMeta {
 /// files by hash), the filesystem settings, the epoch, where the kernel
 /// comes from, and the versions of the tools that write the image. A
 /// directory base is not hashed by the plan, so it is never cached.
-pub(super) fn key(plan: &Plan) -> anyhow::Result<Option<Key>> {
+pub(super) fn key(plan: &Plan, initramfs: serde_json::Value) -> anyhow::Result<Option<Key>> {
     if matches!(plan.base.spec, crate::spec::BaseSpec::Directory { .. }) {
         return Ok(None);
     }
@@ -211,6 +211,7 @@ pub(super) fn key(plan: &Plan) -> anyhow::Result<Option<Key>> {
             "outputs": [plan.outputs.rootfs.clone()],
             "invocations": plan.tools.rootfs,
             "boot_files": plan.boot.files,
+            "initramfs": initramfs,
             "tools": tools,
         }),
     )
@@ -242,7 +243,7 @@ pub(super) fn cached(
         hit.place(&output, &out.join(&output))?;
         let h = hit.hashed(&output)?;
         boot_files.push(BootFile {
-            role: boot_role(&role)?,
+            role: super::boot::boot_role(&role)?,
             output,
             sha256: h.sha256,
             size: h.size,
@@ -263,15 +264,6 @@ pub(super) fn cached(
     }))
 }
 
-fn boot_role(role: &str) -> anyhow::Result<&'static str> {
-    Ok(match role {
-        "kernel" => "kernel",
-        "initrd" => "initrd",
-        "dtb" => "dtb",
-        other => bail!("cache entry names an unknown boot file role '{other}'"),
-    })
-}
-
 /// Clamps the tree's times, drops what the filesystem cannot store, writes
 /// the slot image into `out` and copies the boot files; stores the result
 /// in the cache under `key`.
@@ -279,6 +271,7 @@ fn boot_role(role: &str) -> anyhow::Result<&'static str> {
 pub(super) fn stage(
     plan: &Plan,
     opts: &BuildOptions,
+    public_key_pem: &str,
     tree: &mut Tree,
     key: Option<&Key>,
     cache: &Cache,
@@ -300,7 +293,7 @@ pub(super) fn stage(
         sha256: digests.sha256,
         size: digests.size,
     };
-    let boot_files = boot_files(plan, opts, tree, out)?;
+    let boot_files = boot_files(plan, opts, tree, public_key_pem, out)?;
     let image = RootfsImage {
         path,
         hashed,
@@ -372,10 +365,11 @@ mod tests {
     /// Runs the stage on the fixture's tree into `out`.
     fn run_stage(fx: &mut Fixture, out: &Path) -> anyhow::Result<(RootfsImage, u64, u64)> {
         let mut tree = fx.tree();
-        let key = key(&fx.plan)?;
+        let key = key(&fx.plan, serde_json::Value::Null)?;
         let img = stage(
             &fx.plan,
             &fx.opts,
+            "",
             &mut tree,
             key.as_ref(),
             &fx.cache,
@@ -487,7 +481,7 @@ mod tests {
         let mut fx = Fixture::new(Setup::default());
         let out = fx.out.clone();
         let (built, ..) = run_stage(&mut fx, &out).unwrap();
-        let key = key(&fx.plan).unwrap();
+        let key = key(&fx.plan, serde_json::Value::Null).unwrap();
         let again = fx.fresh_out("again");
         let hit = cached(&fx.plan, key.as_ref(), &fx.cache, &again, &mut fx.progress)
             .unwrap()
@@ -512,7 +506,11 @@ mod tests {
     #[test]
     fn the_key_covers_what_makes_the_image_and_nothing_after_it() {
         let fx = Fixture::new(Setup::default());
-        let k = |p: &Plan| key(p).unwrap().expect("a tarball base is cached");
+        let k = |p: &Plan| {
+            key(p, serde_json::Value::Null)
+                .unwrap()
+                .expect("a tarball base is cached")
+        };
         let base = k(&fx.plan);
         let mut changed = Vec::new();
         let mut p = fx.plan.clone();

@@ -180,6 +180,7 @@ impl Fixture {
             work_root: root.join("work"),
             cache_dir: root.join("cache"),
             no_cache: false,
+            init_binary: None,
         };
         let work = opts.work_root.join(NAME);
         let store = work.join("store");
@@ -231,10 +232,11 @@ impl Fixture {
     /// The slot image in `out`, made from [`Fixture::tree`] (and cached).
     pub(super) fn rootfs_in(&mut self, out: &Path) -> RootfsImage {
         let mut tree = self.tree();
-        let key = super::rootfs::key(&self.plan).unwrap();
+        let key = super::rootfs::key(&self.plan, serde_json::Value::Null).unwrap();
         super::rootfs::stage(
             &self.plan,
             &self.opts,
+            "",
             &mut tree,
             key.as_ref(),
             &self.cache,

@@ -86,6 +86,7 @@ fn build_swu(
     let bootloader = match u.bootloader {
         crate::spec::Bootloader::UBoot => swu::Bootloader::UBoot,
         crate::spec::Bootloader::Grub => swu::Bootloader::Grub,
+        crate::spec::Bootloader::Ebg => swu::Bootloader::Ebg,
     };
     let mut collections = Vec::new();
     for (i, c) in u.collections.iter().enumerate() {
@@ -123,6 +124,25 @@ fn build_swu(
                 crate::plan::PayloadTarget::File { path } => {
                     p.payload(member, swu::Target::File { path: path.clone() })
                 }
+                crate::plan::PayloadTarget::PartitionFile {
+                    partition,
+                    filesystem,
+                    path,
+                } => {
+                    let device = u
+                        .devices
+                        .get(partition)
+                        .cloned()
+                        .with_context(|| format!("no device for {partition}"))?;
+                    p.payload(
+                        member,
+                        swu::Target::PartitionFile {
+                            device,
+                            filesystem: filesystem.clone(),
+                            path: path.clone(),
+                        },
+                    )
+                }
             };
             payloads.push(payload);
         }
@@ -131,7 +151,19 @@ fn build_swu(
             mode: u.modes[i].clone(),
             slot: c.slot.clone(),
             payloads,
-            bootenv: swu::bootenv_for(bootloader, &c.slot),
+            bootenv: {
+                let mut env = swu::bootenv_for(bootloader, &c.slot);
+                // EFI Boot Guard: the new environment is a copy of the
+                // running one, so it must be told which UKI to start.
+                if let Some(bp) = plan
+                    .chain
+                    .as_ref()
+                    .and_then(|ch| ch.partitions.iter().find(|p| p.slot == c.slot))
+                {
+                    env.push(("kernelfile".into(), bp.kernelfile.clone()));
+                }
+                env
+            },
         });
     }
     let desc = swu::SwDescription {

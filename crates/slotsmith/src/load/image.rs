@@ -31,6 +31,7 @@ const IMAGE_KEYS: &[&str] = &[
     "release",
     "security-version",
     "kernel",
+    "boot",
     "signing",
     "update",
     "profile",
@@ -48,7 +49,20 @@ const UPDATE_KEYS: &[&str] = &[
 const BASE_KEYS: &[&str] = &["tarball", "directory", "ownership", "debian"];
 const DEBIAN_KEYS: &[&str] = &["suite", "variant", "packages", "mirror"];
 const ROOTFS_KEYS: &[&str] = &["filesystem", "compression"];
-const LAYOUT_KEYS: &[&str] = &["alignment", "esp", "slot", "data", "fill-slot-b"];
+const LAYOUT_KEYS: &[&str] = &["alignment", "esp", "boot", "slot", "data", "fill-slot-b"];
+const BOOT_KEYS: &[&str] = &["loader", "watchdog", "initramfs-modules"];
+/// Modules a QEMU/virtio board's init needs when the image names none.
+pub const DEFAULT_INITRAMFS_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_blk",
+    "dm-verity",
+    "squashfs",
+    "overlay",
+    "ext4",
+    // ext4 asks the crypto API for crc32c at mount time; modules.dep does
+    // not name it, and without modprobe it must be loaded up front.
+    "crc32c_generic",
+];
 
 /// The latest `SOURCE_DATE_EPOCH`: squashfs and cpio store times as
 /// unsigned 32-bit seconds, so every clamped mtime must fit in one.
@@ -201,7 +215,16 @@ pub(super) fn read_image(
             cmdline: String::new(),
         }),
     };
-    let keys = read_signing(r, r.doc.value.get("signing"), release);
+    let chain = match r.raw(&mut m, "boot") {
+        Some(v) => read_boot(r, v).map(Some),
+        None => Some(None),
+    };
+    let keys = read_signing(
+        r,
+        r.doc.value.get("signing"),
+        release,
+        r.doc.value.get("boot").is_some(),
+    );
     r.raw(&mut m, "signing");
     let update = read_update(r, r.doc.value.get("update"));
     r.raw(&mut m, "update");
@@ -210,6 +233,7 @@ pub(super) fn read_image(
         release,
         security_version,
         kernel: kernel?,
+        chain: chain?,
         boot_key: keys.clone()?.0,
         update_key: keys.clone()?.1,
         secureboot_key: keys?.2,
@@ -515,6 +539,7 @@ fn read_layout(r: &mut Reader<'_>, v: &Value) -> Option<LayoutSpec> {
     let esp = size(r, &mut m, "esp", None);
     let slot = size(r, &mut m, "slot", None);
     let data = size(r, &mut m, "data", None);
+    let boot = size(r, &mut m, "boot", Some(64 << 20));
     let fill_slot_b: bool = r.opt(&mut m, "fill-slot-b").unwrap_or(true);
     if let Some(a) = alignment {
         if !a.is_power_of_two() || !(4096..=MAX_ALIGNMENT).contains(&a) {
@@ -536,6 +561,17 @@ fn read_layout(r: &mut Reader<'_>, v: &Value) -> Option<LayoutSpec> {
                 format!(
                     "{} is too small for a boot partition (minimum 8MiB)",
                     human(e)
+                ),
+            );
+        }
+    }
+    if let Some(b) = boot {
+        if b < 16 << 20 {
+            r.error(
+                "layout.boot",
+                format!(
+                    "{} is too small for a slot's boot partition (minimum 16MiB)",
+                    human(b)
                 ),
             );
         }
@@ -565,6 +601,7 @@ fn read_layout(r: &mut Reader<'_>, v: &Value) -> Option<LayoutSpec> {
         esp: esp?,
         slot: slot?,
         data: data?,
+        boot: boot?,
         fill_slot_b,
         slot_at: Origin(Some(r.doc.diag("layout.slot", ""))),
     })
@@ -627,6 +664,64 @@ fn read_kernel(r: &mut Reader<'_>, inputs: &Inputs<'_>, v: &Value) -> Option<Ker
         (_, Some(image)) => KernelSource::Files { image, initrd, dtb },
     };
     Some(KernelSpec { source, cmdline })
+}
+
+/// Reads `boot:`, the verified boot chain.
+fn read_boot(r: &mut Reader<'_>, v: &Value) -> Option<BootChainSpec> {
+    let mut m = r.map("boot", v, BOOT_KEYS)?;
+    let loader: Option<String> = r.opt(&mut m, "loader");
+    let loader = match loader.as_deref() {
+        Some("efibootguard") => Some(Loader::Efibootguard),
+        Some(other) => {
+            r.error(
+                "boot.loader",
+                format!(
+                    "unknown loader '{}' (supported: efibootguard)",
+                    slotsmith_yaml::escape::shown(other)
+                ),
+            );
+            None
+        }
+        None => {
+            r.error("boot.loader", "missing required key 'loader'");
+            None
+        }
+    };
+    let watchdog: u64 = r.opt(&mut m, "watchdog").unwrap_or(0);
+    if watchdog > 3600 {
+        r.error(
+            "boot.watchdog",
+            format!("{watchdog} seconds is more than an hour; use at most 3600 (0 turns it off)"),
+        );
+    }
+    let modules: Vec<String> = r.opt(&mut m, "initramfs-modules").unwrap_or_else(|| {
+        DEFAULT_INITRAMFS_MODULES
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    });
+    for (i, name) in modules.iter().enumerate() {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            r.error(
+                &format!("boot.initramfs-modules[{i}]"),
+                format!(
+                    "'{}' is not a module name (letters, digits, '_' and '-', at most 64)",
+                    slotsmith_yaml::escape::shown(name)
+                ),
+            );
+        }
+    }
+    r.finish(m);
+    Some(BootChainSpec {
+        loader: loader?,
+        watchdog_sec: u16::try_from(watchdog.min(3600)).unwrap_or(3600),
+        initramfs_modules: modules,
+    })
 }
 
 /// Reads `update:`, the `.swu` and SWUpdate settings (defaults when absent).
@@ -791,7 +886,7 @@ mod tests {
         assert_eq!((d.line, d.col, d.key.as_str()), (13, 3, "layout.swap"));
         assert_eq!(
             d.message,
-            "unknown key 'swap' (expected one of: alignment, esp, slot, data, fill-slot-b)"
+            "unknown key 'swap' (expected one of: alignment, esp, boot, slot, data, fill-slot-b)"
         );
     }
 

@@ -34,6 +34,7 @@ pub(super) fn read_signing(
     r: &mut Reader<'_>,
     v: Option<&Value>,
     release: bool,
+    chain: bool,
 ) -> Option<SigningSpecs> {
     let mut boot = None;
     let mut update = None;
@@ -64,8 +65,10 @@ pub(super) fn read_signing(
         None => Some((KeySource::Development, None)),
         Some(v) => read_key(r, "signing.update", v, release, "cert"),
     };
+    // Only an image with a boot chain (`boot:`) signs EFI binaries; a
+    // release of one must name its Secure Boot keys.
     let secureboot = match secureboot {
-        None if release => {
+        None if release && chain => {
             r.error(
                 "signing.secureboot",
                 "a release image must name its Secure Boot keys (db-key, db-cert, kek-cert, \
@@ -387,9 +390,14 @@ mod tests {
             diags,
             [
                 "1:signing.boot: a release image must name its boot key; development keys are refused",
-                "1:signing.secureboot: a release image must name its Secure Boot keys (db-key, db-cert, kek-cert, pk-cert); development keys are refused",
                 "1:signing.update: a release image must name its update key and certificate; development keys are refused",
             ]
+        );
+        // With a boot chain, the Secure Boot keys too.
+        let (_, diags) = all_keys_of("boot:\n  loader: efibootguard\n", true);
+        assert!(
+            diags.contains(&"1:signing.secureboot: a release image must name its Secure Boot keys (db-key, db-cert, kek-cert, pk-cert); development keys are refused".to_string()),
+            "{diags:#?}"
         );
     }
 

@@ -24,6 +24,13 @@ pub enum BootSource {
         /// Relative to the project root.
         path: String,
     },
+    /// A file of the rootfs (the boot chain's loader and UKI stub).
+    Rootfs {
+        /// Path in the rootfs, without a leading `/`.
+        path: String,
+    },
+    /// Our own initramfs, assembled by the build (see `plan::chain`).
+    Initramfs,
 }
 
 /// A boot file: kernel, initrd or device tree.
@@ -65,6 +72,16 @@ pub enum PayloadTarget {
         /// The path on the device.
         path: String,
     },
+    /// Copied to a file on a partition SWUpdate mounts itself (a slot's
+    /// FAT boot partition in the boot chain).
+    PartitionFile {
+        /// The GPT partition name.
+        partition: String,
+        /// Its filesystem type.
+        filesystem: String,
+        /// The path inside it.
+        path: String,
+    },
 }
 
 /// One payload of a slot's collection.
@@ -78,8 +95,34 @@ pub struct PlanPayload {
     pub optional: bool,
 }
 
-/// The boot files for a kernel source.
-pub fn boot_files(source: &KernelSource) -> Vec<PlanBootFile> {
+/// The boot files for a kernel source; with the boot chain, the initrd is
+/// our own initramfs and the loader and UKI stub come from the rootfs.
+pub fn boot_files(source: &KernelSource, chain: bool) -> Vec<PlanBootFile> {
+    let mut v = kernel_files(source);
+    if chain {
+        v.retain(|f| f.role != "initrd");
+        v.push(PlanBootFile {
+            role: "initrd".into(),
+            output: "initrd.img".into(),
+            source: BootSource::Initramfs,
+            optional: false,
+        });
+        for (role, output, path) in [
+            ("stub", "linuxx64.efi.stub", super::chain::SYSTEMD_STUB),
+            ("loader", "efibootguardx64.efi", super::chain::EBG_LOADER),
+        ] {
+            v.push(PlanBootFile {
+                role: role.into(),
+                output: output.into(),
+                source: BootSource::Rootfs { path: path.into() },
+                optional: false,
+            });
+        }
+    }
+    v
+}
+
+fn kernel_files(source: &KernelSource) -> Vec<PlanBootFile> {
     let file = |role: &str, output: &str, source: BootSource, optional: bool| PlanBootFile {
         role: role.into(),
         output: output.into(),
@@ -206,6 +249,43 @@ pub fn slot_payloads(
     v
 }
 
+/// A chain slot's collection: its root and verity partitions raw, then
+/// its signed UKI, manifest and signature onto its own boot partition, at
+/// the paths the loader and the init read them from.
+pub fn chain_slot_payloads(
+    s: &SlotNames<'_>,
+    rootfs_output: &str,
+    boot: &super::chain::PlanBootPartition,
+) -> Vec<PlanPayload> {
+    let raw = |output: &str, partition: &str| PlanPayload {
+        output: output.into(),
+        target: PayloadTarget::Raw {
+            partition: partition.into(),
+        },
+        optional: false,
+    };
+    let mut v = vec![
+        raw(rootfs_output, s.root_partition),
+        raw(s.verity_output, s.verity_partition),
+    ];
+    for (path, output) in [
+        (super::chain::UKI_NAME, boot.uki_output.as_str()),
+        ("manifest", s.manifest_output),
+        ("manifest.sig", s.signature_output),
+    ] {
+        v.push(PlanPayload {
+            output: output.into(),
+            target: PayloadTarget::PartitionFile {
+                partition: boot.partition.clone(),
+                filesystem: "vfat".into(),
+                path: format!("/{path}"),
+            },
+            optional: false,
+        });
+    }
+    v
+}
+
 /// The archive's members in order: every payload once, the first time a
 /// collection names it (the rootfs first: both slots install the same
 /// bytes).
@@ -227,7 +307,7 @@ mod tests {
 
     #[test]
     fn a_rootfs_kernel_has_an_optional_initrd_everywhere() {
-        let boot = boot_files(&KernelSource::FromRootfs);
+        let boot = boot_files(&KernelSource::FromRootfs, false);
         assert_eq!(boot.len(), 2);
         assert!(!boot[0].optional && boot[1].optional);
         let esp = slot_esp_files("/b", &boot, "boot-b.manifest", "boot-b.manifest.sig");
@@ -241,7 +321,7 @@ mod tests {
 
     #[test]
     fn members_are_in_first_use_order_without_repeats() {
-        let boot = boot_files(&KernelSource::FromRootfs);
+        let boot = boot_files(&KernelSource::FromRootfs, false);
         let c: Vec<Vec<PlanPayload>> = ["a", "b"]
             .iter()
             .map(|s| {

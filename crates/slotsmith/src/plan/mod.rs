@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::spec::*;
 
+pub mod chain;
 pub mod files;
 pub mod tools;
 mod types;
@@ -45,6 +46,9 @@ pub mod guid {
     pub const ROOT_ARM64: &str = "b921b045-1df0-41c3-af44-4c6f280d3fae";
     /// Root verity, arm64.
     pub const ROOT_VERITY_ARM64: &str = "df3300ce-d69f-4c92-978c-9bfb0f38d820";
+    /// Microsoft basic data: a slot's FAT boot partition (not an ESP, so
+    /// the firmware never treats it as a place to boot from).
+    pub const BASIC_DATA: &str = "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7";
 }
 
 /// GPT attribute bit 60: read-only (DPS: set on root and verity partitions).
@@ -87,6 +91,7 @@ fn output_files(
     boot: &[PlanBootFile],
     slots: &[PlanSlot],
     audited: bool,
+    chain: Option<&chain::PlanChain>,
 ) -> Vec<PlanOutput> {
     let mut v: Vec<PlanOutput> = [
         &o.image,
@@ -116,6 +121,26 @@ fn output_files(
             });
         }
     }
+    if let Some(c) = chain {
+        v.push(PlanOutput {
+            name: c.loader_output.clone(),
+            optional: false,
+        });
+        for (f, optional) in chain::enrolment_files() {
+            v.push(PlanOutput {
+                name: format!("{}/{f}", c.secureboot_dir),
+                optional,
+            });
+        }
+        for p in &c.partitions {
+            for n in [&p.uki_output, &p.env_output] {
+                v.push(PlanOutput {
+                    name: n.clone(),
+                    optional: false,
+                });
+            }
+        }
+    }
     if audited {
         for r in ["audit/report.md", "audit/report.json", "audit/report.sarif"] {
             v.push(PlanOutput {
@@ -140,6 +165,21 @@ pub fn slot_cmdline(image_args: &str, hardening_args: &[String], slot: &str) -> 
     parts.push(format!("slotsmith.slot={slot}"));
     parts.push("ro".into());
     parts.join(" ")
+}
+
+/// The placeholder in a chain slot's command line that the build replaces
+/// with the slot's verity root hash (known only once the tree is built).
+pub const ROOT_HASH_PLACEHOLDER: &str = "{root-hash}";
+
+/// A chain slot's command line, signed into its UKI: the slot's command
+/// line, then the root hash and security version the init checks against
+/// the signed manifest, and `panic=5` so a verity failure
+/// (`panic_on_corruption`) or an init that refuses becomes a reboot the
+/// boot counter sees, not a hang.
+pub fn chain_cmdline(slot_cmdline: &str, security_version: u64) -> String {
+    format!(
+        "{slot_cmdline} slotsmith.roothash={ROOT_HASH_PLACEHOLDER} slotsmith.svn={security_version} panic=5"
+    )
 }
 
 fn align_up(n: u64, a: u64) -> Option<u64> {
@@ -193,26 +233,54 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
         root_partition(SLOTS[1]),
         verity_partition(SLOTS[1]),
     );
-    let parts: [(&str, &str, u64, u64, Content); 6] = [
-        (ESP, guid::ESP, esp, 0, Content::Esp),
-        (&ra, root_type, slot, ATTR_READ_ONLY, Content::Rootfs),
+    let boot_size = align_up(l.boot, a).unwrap_or(u64::MAX);
+    let (ba, bb) = (
+        chain::boot_partition(SLOTS[0]),
+        chain::boot_partition(SLOTS[1]),
+    );
+    let mut parts: Vec<(&str, &str, u64, u64, Content)> =
+        vec![(ESP, guid::ESP, esp, 0, Content::Esp)];
+    if img.chain.is_some() {
+        parts.push((
+            ba.as_str(),
+            guid::BASIC_DATA,
+            boot_size,
+            0,
+            Content::SlotBoot,
+        ));
+        parts.push((
+            bb.as_str(),
+            guid::BASIC_DATA,
+            boot_size,
+            0,
+            Content::SlotBoot,
+        ));
+    }
+    parts.extend([
         (
-            &rav,
+            ra.as_str(),
+            root_type,
+            slot,
+            ATTR_READ_ONLY,
+            Content::Rootfs,
+        ),
+        (
+            rav.as_str(),
             verity_type,
             verity,
             ATTR_READ_ONLY,
             Content::VerityReserved,
         ),
-        (&rb, root_type, slot, ATTR_READ_ONLY, b_content),
+        (rb.as_str(), root_type, slot, ATTR_READ_ONLY, b_content),
         (
-            &rbv,
+            rbv.as_str(),
             verity_type,
             verity,
             ATTR_READ_ONLY,
             Content::VerityReserved,
         ),
         (DATA, guid::LINUX_DATA, data, 0, Content::Data),
-    ];
+    ]);
     // The first partition starts at the first aligned offset after the
     // primary GPT (LBA 34); each next one at the next aligned offset.
     let mut offset = align_up(crate::layout::GPT_PRIMARY_SECTORS * SECTOR, a).unwrap_or(a);
@@ -315,7 +383,7 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
         img.profile,
         &slotsmith_policy::audit::waived_ids(&img.waivers),
     );
-    let boot_files = files::boot_files(&img.kernel.source);
+    let boot_files = files::boot_files(&img.kernel.source, img.chain.is_some());
     let slots: Vec<PlanSlot> = crate::layout::SLOTS
         .iter()
         .map(|slot| {
@@ -330,23 +398,66 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
                 verity_partition: crate::layout::verity_partition(slot),
                 verity_salt: salt.into(),
                 verity_uuid: ident(&format!("verity superblock {slot}")),
-                cmdline: slot_cmdline(&img.kernel.cmdline, &hardening_args, slot),
+                cmdline: {
+                    let c = slot_cmdline(&img.kernel.cmdline, &hardening_args, slot);
+                    if img.chain.is_some() {
+                        chain_cmdline(&c, img.security_version)
+                    } else {
+                        c
+                    }
+                },
                 esp_dir: crate::layout::esp_dir(slot),
                 verity_output: crate::layout::verity_output(slot),
                 manifest_output: crate::layout::manifest_output(slot),
                 signature_output: crate::layout::signature_output(slot),
-                esp_files: files::slot_esp_files(
-                    &crate::layout::esp_dir(slot),
-                    &boot_files,
-                    &crate::layout::manifest_output(slot),
-                    &crate::layout::signature_output(slot),
-                ),
+                esp_files: if img.chain.is_some() {
+                    // The chain keeps each slot's files on its own boot
+                    // partition.
+                    Vec::new()
+                } else {
+                    files::slot_esp_files(
+                        &crate::layout::esp_dir(slot),
+                        &boot_files,
+                        &crate::layout::manifest_output(slot),
+                        &crate::layout::signature_output(slot),
+                    )
+                },
             }
         })
         .collect();
+    let chain = img.chain.as_ref().map(|c| {
+        chain::plan_chain(
+            c,
+            &img.secureboot_key,
+            &chain::DeviceFacts {
+                name: &img.name,
+                version: &img.version,
+                board: &img.board,
+                revision: img
+                    .hardware_compatibility
+                    .first()
+                    .map_or("", String::as_str),
+            },
+            &slots
+                .iter()
+                .map(|s| (s.name.clone(), s.filled))
+                .collect::<Vec<_>>(),
+            |slot| {
+                let d = Sha256::digest(format!(
+                    "{}\0{}\0boot volume id {slot}",
+                    img.name, img.version
+                ));
+                u32::from_le_bytes([d[0], d[1], d[2], d[3]])
+            },
+        )
+    });
 
+    let mut update_partitions = crate::layout::slot_partitions();
+    if let Some(c) = &chain {
+        update_partitions.extend(c.partitions.iter().map(|p| p.partition.clone()));
+    }
     let mut devices = std::collections::BTreeMap::new();
-    for p in crate::layout::slot_partitions() {
+    for p in update_partitions {
         let d = img
             .update
             .devices
@@ -359,19 +470,28 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
         .iter()
         .map(|s: &PlanSlot| PlanCollection {
             slot: s.name.clone(),
-            payloads: files::slot_payloads(
-                &files::SlotNames {
+            payloads: {
+                let names = files::SlotNames {
                     slot: &s.name,
                     root_partition: &s.root_partition,
                     verity_partition: &s.verity_partition,
                     verity_output: &s.verity_output,
                     manifest_output: &s.manifest_output,
                     signature_output: &s.signature_output,
-                },
-                &img.update.boot_mount,
-                rootfs_name,
-                &boot_files,
-            ),
+                };
+                match chain
+                    .as_ref()
+                    .and_then(|c| c.partitions.iter().find(|p| p.slot == s.name))
+                {
+                    Some(bp) => files::chain_slot_payloads(&names, rootfs_name, bp),
+                    None => files::slot_payloads(
+                        &names,
+                        &img.update.boot_mount,
+                        rootfs_name,
+                        &boot_files,
+                    ),
+                }
+            },
         })
         .collect();
     let members = files::members(
@@ -385,7 +505,12 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
     .collect();
     let update = PlanUpdate {
         file: format!("{}-{}.swu", img.name, img.version),
-        bootloader: img.update.bootloader,
+        // The chain's loader decides how an update switches slots.
+        bootloader: if chain.is_some() {
+            Bootloader::Ebg
+        } else {
+            img.update.bootloader
+        },
         compression: img.update.compression,
         set: img.update.set.clone(),
         modes: img.update.modes.clone(),
@@ -436,6 +561,7 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
         &boot_files,
         &slots,
         !img.rules.is_empty(),
+        chain.as_ref(),
     );
     let plan = Plan {
         schema: PLAN_SCHEMA,
@@ -499,6 +625,7 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
         update,
         outputs,
         tools,
+        chain,
     };
     diags.into_result(plan)
 }

@@ -42,6 +42,9 @@ pub struct Plan {
     pub outputs: PlanOutputs,
     /// Every external tool the build runs, with its arguments.
     pub tools: PlanTools,
+    /// The verified boot chain (loader, UKIs, initramfs), when the image
+    /// has one.
+    pub chain: Option<super::chain::PlanChain>,
 }
 
 /// The resolved hardening policy set.
@@ -254,6 +257,8 @@ pub enum Content {
     Empty,
     /// The ext4 data filesystem.
     Data,
+    /// A slot's FAT boot partition (boot chain).
+    SlotBoot,
 }
 
 /// One GPT entry.
