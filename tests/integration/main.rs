@@ -8,6 +8,7 @@
 mod support;
 
 mod bad_input;
+mod boot;
 mod cache;
 mod demo;
 mod determinism;

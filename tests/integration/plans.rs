@@ -6,7 +6,9 @@ use crate::support::repo_root;
 #[test]
 fn every_image_plan_is_snapshotted() {
     let mut n = 0;
-    insta::glob!(repo_root(), "images/*.yaml", |path| {
+    // Rooted at images/: the walk follows symlinks, and layers hold
+    // absolute ones (systemd unit links) that only resolve in an image.
+    insta::glob!(repo_root().join("images"), "*.yaml", |path| {
         let loaded = slotsmith::load::load_image(path).unwrap_or_else(|d| panic!("{d}"));
         // The environment's SOURCE_DATE_EPOCH must not leak into snapshots.
         let plan = slotsmith::plan::plan(&loaded, None).unwrap_or_else(|d| panic!("{d}"));

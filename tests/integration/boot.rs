@@ -1,0 +1,475 @@
+//! Boots the default image in QEMU under OVMF with its own Secure Boot
+//! keys enrolled and Secure Boot enforced: the chain firmware -> EFI Boot
+//! Guard -> signed UKI -> our init -> dm-verity root -> systemd, and every
+//! refusal along it (an unsigned UKI, a UKI signed with another key, one
+//! flipped byte of root data, a tampered manifest).
+//!
+//! The images are built once per test run and shared (a boot takes 15 to
+//! 40 s under TCG, a build a minute): the production default image, and a
+//! test variant that adds `layers/meta-slotsmith-test`, whose unit reports
+//! from inside the VM what the tests check. Each boot runs on its own
+//! sparse copy of the golden image.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use slotsmith::qemu::{Ending, Run, Vm};
+
+use crate::support::*;
+
+/// The built output directories, shared by every boot test.
+struct Built {
+    _dir: tempfile::TempDir,
+    demo: PathBuf,
+    variant: PathBuf,
+}
+
+fn built() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        for (t, p) in [
+            ("qemu-system-x86_64", "qemu-system-x86"),
+            ("virt-fw-vars", "virt-firmware (pip)"),
+            ("sbattach", "sbsigntool"),
+            ("sbsign", "sbsigntool"),
+            ("openssl", "openssl"),
+        ] {
+            require(t, p);
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("slotsmith-boot-")
+            .tempdir()
+            .unwrap();
+        // The production default image, from the repository.
+        let build = |project: &Path, image: &str, out: &Path| {
+            let r = slotsmith(
+                &[
+                    "--project",
+                    project.to_str().unwrap(),
+                    "build",
+                    image,
+                    "--out-dir",
+                    out.to_str().unwrap(),
+                    "--work-dir",
+                    out.join("work").to_str().unwrap(),
+                    "--quiet",
+                ],
+                &[],
+                false,
+                None,
+            );
+            assert_eq!(r.code, 0, "{}", r.stderr);
+        };
+        let out = dir.path().join("out");
+        build(&repo_root(), "demo", &out);
+        // The test variant: the same definition plus the test layer, in a
+        // copy of the project (so its development keys are its own).
+        let project = dir.path().join("variant");
+        std::fs::create_dir_all(project.join("images")).unwrap();
+        for d in ["layers", "policies"] {
+            run(
+                "cp",
+                &[
+                    "-a",
+                    repo_root().join(d).to_str().unwrap(),
+                    project.to_str().unwrap(),
+                ],
+            );
+        }
+        let def = std::fs::read_to_string(repo_root().join("images/demo.yaml")).unwrap();
+        let def = def
+            .replacen("name: demo\n", "name: demo-test\n", 1)
+            .replacen(
+                "  - meta-demo\n",
+                "  - meta-demo\n  - meta-slotsmith-test\n",
+                1,
+            );
+        assert!(def.contains("meta-slotsmith-test"), "{def}");
+        std::fs::write(project.join("images/demo-test.yaml"), def).unwrap();
+        let vout = dir.path().join("vout");
+        build(&project, "demo-test", &vout);
+        Built {
+            demo: out.join("demo"),
+            variant: vout.join("demo-test"),
+            _dir: dir,
+        }
+    })
+}
+
+/// A fresh copy of `out`'s golden image and a variable store with the
+/// build's keys enrolled, in `scratch`.
+fn machine(out: &Path, scratch: &Path) -> Vm {
+    let name = out.file_name().unwrap().to_str().unwrap();
+    let disk = scratch.join("disk.img");
+    slotsmith::qemu::copy_disk(&out.join(format!("{name}.img")), &disk).unwrap();
+    let vars = scratch.join("vars.fd");
+    slotsmith::qemu::make_vars(&out.join("secureboot"), &vars).unwrap();
+    Vm {
+        disk,
+        vars,
+        usb: None,
+        disks: Vec::new(),
+        memory_mib: 2048,
+        reboot: false,
+    }
+}
+
+/// Boots until one of `expect` appears, QEMU exits or 300 s pass.
+fn boot(vm: &Vm, scratch: &Path, expect: &[&str]) -> Run {
+    vm.run_until(
+        &scratch.join("console.log"),
+        expect,
+        Duration::from_secs(300),
+    )
+    .unwrap()
+}
+
+const MULTI_USER: &str = "reached multi-user.target";
+const REFUSED: &str = "slotsmith-init: refusing to boot";
+
+/// What a console must never show: a login prompt or a shell.
+fn assert_no_login(console: &str) {
+    for bad in [
+        "login:",
+        "Give root password",
+        "emergency mode",
+        "Press Enter for maintenance",
+        "sh-5",
+    ] {
+        assert!(
+            !console.contains(bad),
+            "the console offers {bad:?}:\n{console}"
+        );
+    }
+}
+
+#[test]
+fn the_production_image_boots_verified_with_secure_boot_and_offers_no_login() {
+    let b = built();
+    let scratch = tempfile::tempdir().unwrap();
+    let vm = machine(&b.demo, scratch.path());
+    let run = boot(&vm, scratch.path(), &[MULTI_USER, REFUSED]);
+    assert_eq!(
+        run.ending,
+        Ending::Matched(MULTI_USER.into()),
+        "{}",
+        run.console
+    );
+    let c = &run.console;
+    for want in [
+        "EFI Boot Guard",
+        "Starting L:BOOT0:linux.efi",
+        // The kernel's own report, repeated by the init (with `quiet`,
+        // neither the EFI stub nor the kernel print it on the console).
+        "kernel: secure boot enabled",
+        "slotsmith-init: slot a verified root ready",
+        "slot a reached multi-user.target",
+    ] {
+        assert!(c.contains(want), "{want:?} missing:\n{c}");
+    }
+    assert_no_login(c);
+}
+
+/// The report lines of the test variant: key -> value.
+fn report(console: &str) -> BTreeMap<String, String> {
+    console
+        .lines()
+        .filter_map(|l| l.split_once("SLOTSMITH-TEST ").map(|(_, r)| r.trim_end()))
+        .filter_map(|r| r.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_test_variant_reports_a_hardened_read_only_system_with_unique_keys() {
+    let b = built();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let scratch = tempfile::tempdir().unwrap();
+        let vm = machine(&b.variant, scratch.path());
+        let run = boot(&vm, scratch.path(), &["SLOTSMITH-TEST done", REFUSED]);
+        assert_eq!(
+            run.ending,
+            Ending::Matched("SLOTSMITH-TEST done".into()),
+            "{}",
+            run.console
+        );
+        let r = report(&run.console);
+        let get = |k: &str| r.get(k).map(String::as_str).unwrap_or("<missing>");
+        let c = &run.console;
+        // Root: squashfs, read-only, on the dm-verity device the init made
+        // from root-a (vda4) and its hash partition (vda5).
+        assert_eq!(get("root-source"), "/dev/dm-0", "{c}");
+        assert_eq!(get("root-dm-name"), "root", "{c}");
+        assert_eq!(get("root-dm-slaves"), "vda4,vda5,", "{c}");
+        assert_eq!(get("root-fstype"), "squashfs", "{c}");
+        assert!(get("root-options").starts_with("ro,"), "{c}");
+        assert_eq!(get("root-writable"), "no", "{c}");
+        assert_eq!(get("var-fstype"), "overlay", "{c}");
+        assert_eq!(get("tmp-fstype"), "tmpfs", "{c}");
+        assert!(get("data-options").contains("noexec"), "{c}");
+        assert_eq!(get("secureboot"), "1", "{c}");
+        assert_eq!(get("kernel-secureboot"), "1", "{c}");
+        // Firewall: default drop on input (and forward).
+        assert_eq!(get("nft-input-policy"), "drop", "{c}");
+        assert!(get("nft-drop-policies").parse::<u32>().unwrap() >= 2, "{c}");
+        // Every masked unit is inactive, and the policies' masks are there.
+        assert_eq!(get("masked-active"), "none", "{c}");
+        assert!(get("masked-count").parse::<u32>().unwrap() >= 20, "{c}");
+        // The hardened sysctls at their values, as the policies set them.
+        let loaded = slotsmith::load::load_image(&repo_root().join("images/demo.yaml")).unwrap();
+        let mut checked = 0;
+        for rule in &loaded.image.rules {
+            if let slotsmith_policy::Setting::Sysctl(map) = &rule.setting {
+                for (k, v) in map {
+                    let got = r
+                        .get(&format!("sysctl {k}"))
+                        .unwrap_or_else(|| panic!("{} {k} not reported:\n{c}", rule.id));
+                    assert_eq!(got.trim(), v.trim(), "{} {k}", rule.id);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 10, "only {checked} sysctls checked");
+        // No host key in the image; one generated on the data partition.
+        assert_eq!(get("etc-host-keys"), "0", "{c}");
+        assert!(get("host-key").starts_with("SHA256:"), "{c}");
+        assert_eq!(get("machine-id").len(), 32, "{c}");
+        assert_eq!(get("swupdate"), "active", "{c}");
+        assert_eq!(get("failed-units"), "", "{c}");
+        assert_no_login(c);
+        seen.push((get("host-key").to_string(), get("machine-id").to_string()));
+    }
+    assert_ne!(seen[0].0, seen[1].0, "two devices share an SSH host key");
+    assert_ne!(seen[0].1, seen[1].1, "two devices share a machine id");
+}
+
+/// Replaces slot A's UKI on the copy with `uki`.
+fn put_uki(vm: &Vm, uki: &Path) {
+    slotsmith::qemu::write_boot_file(
+        &vm.disk,
+        "boot-a",
+        "linux.efi",
+        &std::fs::read(uki).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_firmware_refuses_an_unsigned_uki_and_one_signed_with_another_key() {
+    let b = built();
+    let scratch = tempfile::tempdir().unwrap();
+    let s = scratch.path();
+    let unsigned = s.join("unsigned.efi");
+    std::fs::copy(b.demo.join("linux-a.efi"), &unsigned).unwrap();
+    run("sbattach", &["--remove", unsigned.to_str().unwrap()]);
+    let key = s.join("other.key");
+    let cert = s.join("other.crt");
+    run(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=not ours",
+            "-days",
+            "30",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ],
+    );
+    let other = s.join("other.efi");
+    run(
+        "sbsign",
+        &[
+            "--key",
+            key.to_str().unwrap(),
+            "--cert",
+            cert.to_str().unwrap(),
+            "--output",
+            other.to_str().unwrap(),
+            unsigned.to_str().unwrap(),
+        ],
+    );
+    for uki in [&unsigned, &other] {
+        let dir = tempfile::tempdir().unwrap();
+        let vm = machine(&b.demo, dir.path());
+        put_uki(&vm, uki);
+        let run = boot(
+            &vm,
+            dir.path(),
+            &["Access Denied", "slotsmith-init", REFUSED],
+        );
+        assert_eq!(
+            run.ending,
+            Ending::Matched("Access Denied".into()),
+            "{}: {}",
+            uki.display(),
+            run.console
+        );
+        assert!(
+            run.console.contains("Cannot load specified kernel image"),
+            "{}",
+            run.console
+        );
+        assert!(!run.console.contains("slotsmith-init"), "{}", run.console);
+        assert_no_login(&run.console);
+    }
+}
+
+#[test]
+fn one_flipped_byte_of_root_data_fails_the_boot() {
+    let b = built();
+    let scratch = tempfile::tempdir().unwrap();
+    let vm = machine(&b.demo, scratch.path());
+    // The squashfs superblock, the first block the kernel reads.
+    let (offset, _) = slotsmith::qemu::partition(&vm.disk, "root-a").unwrap();
+    {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut f = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open(&vm.disk)
+            .unwrap();
+        let mut byte = [0u8];
+        f.seek(SeekFrom::Start(offset + 40)).unwrap();
+        f.read_exact(&mut byte).unwrap();
+        f.seek(SeekFrom::Start(offset + 40)).unwrap();
+        f.write_all(&[byte[0] ^ 1]).unwrap();
+    }
+    let run = boot(&vm, scratch.path(), &[MULTI_USER]);
+    assert_eq!(run.ending, Ending::Exited, "{}", run.console);
+    assert!(run.console.contains("is corrupted"), "{}", run.console);
+    assert!(
+        !run.console.contains("verified root ready"),
+        "{}",
+        run.console
+    );
+    assert_no_login(&run.console);
+}
+
+#[test]
+fn the_init_refuses_a_tampered_manifest_and_slot_b_boots_when_selected() {
+    let b = built();
+    // A manifest edited after signing (its version): the init refuses.
+    let scratch = tempfile::tempdir().unwrap();
+    let vm = machine(&b.demo, scratch.path());
+    let m = slotsmith::qemu::read_boot_file(&vm.disk, "boot-a", "manifest").unwrap();
+    let tampered = String::from_utf8(m)
+        .unwrap()
+        .replacen("version 1.0.0", "version 1.0.9", 1);
+    slotsmith::qemu::write_boot_file(&vm.disk, "boot-a", "manifest", tampered.as_bytes()).unwrap();
+    let run = boot(&vm, scratch.path(), &[MULTI_USER, "verified root ready"]);
+    assert_eq!(run.ending, Ending::Exited, "{}", run.console);
+    let refusal: Vec<&str> = run
+        .console
+        .lines()
+        .filter(|l| l.contains(REFUSED))
+        .collect();
+    assert_eq!(
+        refusal.len(),
+        1,
+        "exactly one refusal line:\n{}",
+        run.console
+    );
+    assert!(refusal[0].contains("signature"), "{}", refusal[0]);
+    assert_no_login(&run.console);
+
+    // Slot B, selected as an update that committed would select it.
+    let scratch = tempfile::tempdir().unwrap();
+    let vm = machine(&b.demo, scratch.path());
+    slotsmith::qemu::select_slot(&vm.disk, "b").unwrap();
+    let run = boot(&vm, scratch.path(), &[MULTI_USER, REFUSED]);
+    assert_eq!(
+        run.ending,
+        Ending::Matched(MULTI_USER.into()),
+        "{}",
+        run.console
+    );
+    assert!(
+        run.console.contains("Starting L:BOOT1:linux.efi"),
+        "{}",
+        run.console
+    );
+    assert!(
+        run.console
+            .contains("slotsmith-init: slot b verified root ready"),
+        "{}",
+        run.console
+    );
+    assert!(
+        run.console.contains("slot b reached multi-user.target"),
+        "{}",
+        run.console
+    );
+}
+
+#[test]
+fn the_real_swupdate_installs_the_update_into_slot_b_and_the_loader_boots_it() {
+    let b = built();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut vm = machine(&b.variant, scratch.path());
+    // The device's own SWUpdate (its configuration: -B ebg, the update
+    // certificate, no downgrade) installs the build's .swu from a disk.
+    vm.disks
+        .push((b.variant.join("demo-test-1.0.0.swu"), "swu-image".into()));
+    let run = vm
+        .run_until(
+            &scratch.path().join("install.log"),
+            &[REFUSED, "install-rc=1"],
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let c = &run.console;
+    // It reboots after a successful install; QEMU exits (-no-reboot).
+    assert_eq!(run.ending, Ending::Exited, "{c}");
+    let r = report(c);
+    assert_eq!(r.get("install-rc").map(String::as_str), Some("0"), "{c}");
+    assert!(
+        r.get("install-args")
+            .is_some_and(|a| a.contains("-B ebg") && a.contains("-e stable,copy2")),
+        "{c}"
+    );
+    assert!(c.contains("SWUpdate was successful"), "{c}");
+    // The environment on boot-b: a higher revision, INSTALLED, its UKI.
+    assert!(
+        c.contains("kernel:") && c.contains("L:BOOT1:linux.efi"),
+        "{c}"
+    );
+    // The next boot: EFI Boot Guard tries slot B, whose signed manifest,
+    // UKI and verity data the update wrote.
+    vm.disks.clear();
+    let run = vm
+        .run_until(
+            &scratch.path().join("after.log"),
+            &["SLOTSMITH-TEST done", REFUSED],
+            Duration::from_secs(300),
+        )
+        .unwrap();
+    let c = &run.console;
+    assert_eq!(
+        run.ending,
+        Ending::Matched("SLOTSMITH-TEST done".into()),
+        "{c}"
+    );
+    assert!(c.contains("Starting L:BOOT1:linux.efi"), "{c}");
+    assert!(
+        c.contains("slotsmith-init: slot b verified root ready"),
+        "{c}"
+    );
+    let r = report(c);
+    assert_eq!(
+        r.get("root-dm-slaves").map(String::as_str),
+        Some("vda6,vda7,"),
+        "{c}"
+    );
+    assert_eq!(r.get("failed-units").map(String::as_str), Some(""), "{c}");
+}
