@@ -29,6 +29,7 @@ mod cmdline;
 mod console;
 mod files;
 mod firewall;
+mod forbidden;
 mod modprobe;
 mod sshd;
 mod sysctl;
@@ -397,6 +398,7 @@ fn evaluate(r: &Rule, ctx: &Ctx<'_>) -> (&'static str, Outcome) {
         Setting::Files(f) => (files::CHECK, files::check(f, ctx)),
         Setting::KernelCmdline(k) => (cmdline::CHECK, cmdline::check(k, ctx)),
         Setting::Console(c) => (console::CHECK, console::check(c, ctx)),
+        Setting::ForbiddenFiles(f) => (forbidden::CHECK, forbidden::check(f, ctx)),
     }
 }
 

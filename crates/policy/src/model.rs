@@ -321,6 +321,9 @@ pub enum Setting {
     KernelCmdline(KernelCmdline),
     /// Login prompts on consoles.
     Console(Console),
+    /// Paths that must not exist in the image: absolute patterns whose last
+    /// component may hold `*` (private keys a device must make itself).
+    ForbiddenFiles(Vec<String>),
 }
 
 impl Setting {
@@ -336,6 +339,7 @@ impl Setting {
             Setting::Files(_) => "files",
             Setting::KernelCmdline(_) => "kernel-cmdline",
             Setting::Console(_) => "console",
+            Setting::ForbiddenFiles(_) => "forbidden-files",
         }
     }
 }
@@ -351,6 +355,7 @@ pub const SETTING_KINDS: &[&str] = &[
     "files",
     "kernel-cmdline",
     "console",
+    "forbidden-files",
 ];
 
 /// The host firewall: default deny with an explicit allow-list.

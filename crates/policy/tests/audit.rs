@@ -446,6 +446,10 @@ fn each_setting_kind_reports_the_check_of_its_subsystem() {
             vec!["nftables ruleset in the image and nftables.service enablement"],
         ),
         (
+            "forbidden-files",
+            vec!["paths of every entry in the image against the forbidden patterns"],
+        ),
+        (
             "kernel-cmdline",
             vec!["kernel command line of the image (last value of a key wins)"],
         ),

@@ -211,7 +211,7 @@ rules:
         "policies/bad.yaml:16:7: rules[0].sysctl.bad key: 'bad key' is not a sysctl key",
         "policies/bad.yaml:17:17: rules[0].sysctl.kernel.x: '1 # comment' is not a sysctl value",
         "policies/bad.yaml:18:5: rules[0].extra: unknown key 'extra'",
-        "rules[1]: set exactly one of sysctl, modules-disabled, firewall, masked-units, ssh, accounts, files, kernel-cmdline, console (found modules-disabled and masked-units)",
+        "rules[1]: set exactly one of sysctl, modules-disabled, firewall, masked-units, ssh, accounts, files, kernel-cmdline, console, forbidden-files (found modules-disabled and masked-units)",
         "rules[2].profiles: list at least one profile",
         "rules[2].controls: map the rule to at least one control",
         "rules[2]: set exactly one of",

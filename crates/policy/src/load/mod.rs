@@ -45,6 +45,7 @@ const RULE_KEYS: &[&str] = &[
     "files",
     "kernel-cmdline",
     "console",
+    "forbidden-files",
 ];
 const FIREWALL_KEYS: &[&str] = &["input", "icmp", "log-drops", "output", "output-allow"];
 const ALLOW_KEYS: &[&str] = &["service", "port", "protocol", "sources"];
@@ -385,6 +386,7 @@ fn read_rule(r: &mut Reader<'_>, file: &str, path: &str, v: &Value) -> Option<Ru
             "accounts" => read_accounts(r, &sp, sv).map(Setting::Accounts),
             "files" => read_files(r, &sp, sv).map(Setting::Files),
             "kernel-cmdline" => read_cmdline(r, &sp, sv).map(Setting::KernelCmdline),
+            "forbidden-files" => read_forbidden(r, &sp, sv).map(Setting::ForbiddenFiles),
             _ => read_console(r, &sp, sv).map(Setting::Console),
         }
     };

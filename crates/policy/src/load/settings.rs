@@ -204,6 +204,33 @@ pub(super) fn read_units(r: &mut Reader<'_>, path: &str, v: &Value) -> Option<Ve
     ok.then_some(list)
 }
 
+/// `forbidden-files`: normalised absolute paths; only the last component
+/// may hold `*`.
+pub(super) fn read_forbidden(r: &mut Reader<'_>, path: &str, v: &Value) -> Option<Vec<String>> {
+    let list: Vec<String> = r.convert(path, v)?;
+    let mut ok = !list.is_empty();
+    if list.is_empty() {
+        r.error(path, "list at least one path");
+    }
+    let mut seen = BTreeSet::new();
+    for (i, p) in list.iter().enumerate() {
+        let dir = p.rsplit_once('/').map_or("", |(d, _)| d);
+        if !abs_path_ok(p) || dir.contains('*') {
+            r.error(
+                &format!("{path}[{i}]"),
+                format!(
+                    "'{p}' is not a normalised absolute path with '*' only in its last component"
+                ),
+            );
+            ok = false;
+        } else if !seen.insert(p.clone()) {
+            r.error(&format!("{path}[{i}]"), format!("'{p}' is listed twice"));
+            ok = false;
+        }
+    }
+    ok.then_some(list)
+}
+
 pub(super) fn read_allow(r: &mut Reader<'_>, path: &str, v: &Value) -> Option<Allow> {
     let mut m = r.map(path, v, ALLOW_KEYS)?;
     let service: Option<String> = r.req(&mut m, "service");
