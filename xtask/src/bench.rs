@@ -13,6 +13,8 @@ use std::time::Instant;
 use anyhow::Context;
 use slotsmith::tool::{vm_hwm_kib, Tool};
 
+#[path = "bench_boot.rs"]
+mod boot;
 #[path = "bench_build.rs"]
 mod build;
 
@@ -37,6 +39,8 @@ enum Which {
     Swu,
     /// The default image built four times (full, no-op, one layer file changed, new boot key) against issue 9's goals
     Build,
+    /// out/demo booted in QEMU with Secure Boot: time to multi-user and its split, initramfs size
+    Boot,
 }
 
 /// Runs the chosen bench.
@@ -45,7 +49,7 @@ pub fn run(args: BenchArgs, project: Option<&std::path::Path>) -> anyhow::Result
         Which::Rootfs => "512MiB",
         Which::Verity => "1GiB",
         Which::Swu => "512MiB",
-        Which::Build => "0",
+        Which::Build | Which::Boot => "0",
     };
     let text = args.size.unwrap_or_else(|| default.to_string());
     let size =
@@ -55,6 +59,7 @@ pub fn run(args: BenchArgs, project: Option<&std::path::Path>) -> anyhow::Result
         Which::Verity => verity(size),
         Which::Swu => swu(size),
         Which::Build => build::run(project),
+        Which::Boot => boot::run(project, 3),
     }
 }
 

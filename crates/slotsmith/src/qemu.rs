@@ -232,6 +232,19 @@ impl Vm {
         self.tool("mon:stdio")?.run_attached()
     }
 
+    /// Runs until `end` appears on the console (or QEMU exits, or the
+    /// timeout passes), noting the seconds from start at which each of
+    /// `marks` first appeared (to a 250 ms resolution): the boot benchmark.
+    pub fn run_marked(
+        &self,
+        console: &Path,
+        marks: &[&str],
+        end: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<(Run, Vec<Option<f64>>)> {
+        self.watch(console, marks, &[end], timeout)
+    }
+
     /// Runs until a pattern of `expect` appears on the console, QEMU
     /// exits, or `timeout` passes; QEMU is stopped in every case.
     pub fn run_until(
@@ -240,13 +253,32 @@ impl Vm {
         expect: &[&str],
         timeout: Duration,
     ) -> anyhow::Result<Run> {
+        Ok(self.watch(console, &[], expect, timeout)?.0)
+    }
+
+    /// Starts QEMU with the console in `console` and polls it every 250 ms
+    /// for `marks` (noted when first seen) and `ends` (the first one seen
+    /// ends the run).
+    fn watch(
+        &self,
+        console: &Path,
+        marks: &[&str],
+        ends: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<(Run, Vec<Option<f64>>)> {
         let start = Instant::now();
         let handle = self.tool(&format!("file:{}", console.display()))?.spawn()?;
+        let mut seen = vec![None; marks.len()];
         let read = || std::fs::read(console).map(|b| String::from_utf8_lossy(&b).into_owned());
         let ending = loop {
             std::thread::sleep(Duration::from_millis(250));
             let text = read().unwrap_or_default();
-            if let Some(p) = expect.iter().find(|p| text.contains(**p)) {
+            for (i, m) in marks.iter().enumerate() {
+                if seen[i].is_none() && text.contains(m) {
+                    seen[i] = Some(start.elapsed().as_secs_f64());
+                }
+            }
+            if let Some(p) = ends.iter().find(|p| text.contains(**p)) {
                 break Ending::Matched(p.to_string());
             }
             if handle.try_wait().context("waiting for qemu")?.is_some() {
@@ -256,18 +288,23 @@ impl Vm {
                 break Ending::TimedOut;
             }
         };
+        let seconds = start.elapsed().as_secs_f64();
         let _ = handle.kill();
-        let _ = handle.wait();
         if let Ok(out) = handle.wait() {
+            // A QEMU that exits by itself with an error (a bad argument, a
+            // missing file) is not a guest that rebooted.
             if ending == Ending::Exited && !out.status.success() && !out.stderr.is_empty() {
                 bail!("qemu failed: {}", crate::tool::tail(&out.stderr));
             }
         }
-        Ok(Run {
-            ending,
-            console: read().context("reading the console log")?,
-            seconds: start.elapsed().as_secs_f64(),
-        })
+        Ok((
+            Run {
+                ending,
+                console: read().context("reading the console log")?,
+                seconds,
+            },
+            seen,
+        ))
     }
 }
 
