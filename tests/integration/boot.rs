@@ -148,16 +148,34 @@ fn assert_no_login(console: &str) {
 #[test]
 fn the_production_image_boots_verified_with_secure_boot_and_offers_no_login() {
     let b = built();
-    let scratch = tempfile::tempdir().unwrap();
-    let vm = machine(&b.demo, scratch.path());
-    let run = boot(&vm, scratch.path(), &[MULTI_USER, REFUSED]);
-    assert_eq!(
-        run.ending,
-        Ending::Matched(MULTI_USER.into()),
-        "{}",
-        run.console
+    // Through the CLI, as the README boots it: a copy of the golden image,
+    // the build's keys enrolled, Secure Boot on.
+    let r = slotsmith(
+        &[
+            "--project",
+            repo_root().to_str().unwrap(),
+            "qemu",
+            "demo",
+            "--out-dir",
+            b.demo.parent().unwrap().to_str().unwrap(),
+            "--expect",
+            MULTI_USER,
+            "--expect",
+            REFUSED,
+            "--timeout",
+            "300",
+        ],
+        &[],
+        false,
+        None,
     );
-    let c = &run.console;
+    let c = &r.stdout;
+    assert_eq!(r.code, 0, "{}\n{c}", r.stderr);
+    assert!(
+        r.stderr.contains("Matched(\"reached multi-user.target\")"),
+        "{}",
+        r.stderr
+    );
     for want in [
         "EFI Boot Guard",
         "Starting L:BOOT0:linux.efi",
@@ -169,7 +187,64 @@ fn the_production_image_boots_verified_with_secure_boot_and_offers_no_login() {
     ] {
         assert!(c.contains(want), "{want:?} missing:\n{c}");
     }
+    assert!(!c.contains(REFUSED), "{c}");
     assert_no_login(c);
+    // The golden image itself was not written by the boot.
+    assert_eq!(
+        sha256(&b.demo.join("demo.img")),
+        std::fs::read_to_string(b.demo.join("SHA256SUMS"))
+            .unwrap()
+            .lines()
+            .find(|l| l.ends_with("  demo.img"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+    );
+}
+
+#[test]
+fn the_boot_chain_is_reproducible_bit_for_bit() {
+    // A second build of the same inputs, in other directories and without
+    // the first one's stage cache, gives the same UKIs, signatures,
+    // environments, initramfs, enrolment files and disk image.
+    let b = built();
+    let dir = tempfile::tempdir().unwrap();
+    let r = slotsmith(
+        &[
+            "--project",
+            repo_root().to_str().unwrap(),
+            "build",
+            "demo",
+            "--out-dir",
+            dir.path().join("out").to_str().unwrap(),
+            "--work-dir",
+            dir.path().join("work").to_str().unwrap(),
+            "--no-cache",
+            "--quiet",
+        ],
+        &[],
+        false,
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let sums = |d: &Path| std::fs::read_to_string(d.join("SHA256SUMS")).unwrap();
+    let (first, second) = (sums(&b.demo), sums(&dir.path().join("out/demo")));
+    for name in [
+        "linux-a.efi",
+        "linux-b.efi",
+        "bootx64.efi",
+        "initrd.img",
+        "boot-a.bgenv",
+        "secureboot/db.auth",
+        "demo.img",
+    ] {
+        assert!(
+            first.contains(&format!("  {name}\n")),
+            "{name} not in SHA256SUMS:\n{first}"
+        );
+    }
+    assert_eq!(first, second);
 }
 
 /// The report lines of the test variant: key -> value.

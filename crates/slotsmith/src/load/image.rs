@@ -835,6 +835,43 @@ mod tests {
     }
 
     #[test]
+    fn the_boot_chain_section_is_read_and_its_mistakes_are_positioned() {
+        let (img, diags) = image(&format!("{MINIMAL}boot:\n  loader: efibootguard\n"));
+        assert!(diags.is_empty(), "{diags:#?}");
+        let c = img.unwrap().chain.unwrap();
+        assert_eq!(c.loader, Loader::Efibootguard);
+        assert_eq!(c.watchdog_sec, 0);
+        assert!(c.initramfs_modules.iter().any(|m| m == "dm-verity"));
+        let text = format!(
+            "{MINIMAL}boot:\n  loader: grub\n  watchdog: 99999\n  initramfs-modules: [ok, \"bad/../name\", \"\\e[31m\"]\n  colour: red\n"
+        );
+        let (img, diags) = image(&text);
+        assert!(img.is_none());
+        let shown: Vec<String> = diags
+            .iter()
+            .map(|d| format!("{}:{}: {}", d.line, d.key, d.message))
+            .collect();
+        let line = MINIMAL.lines().count();
+        for want in [
+            format!("{}:boot.loader: unknown loader 'grub' (supported: efibootguard)", line + 2),
+            format!("{}:boot.watchdog: 99999 seconds is more than an hour; use at most 3600 (0 turns it off)", line + 3),
+            "boot.initramfs-modules[1]: 'bad/../name' is not a module name".to_string(),
+            "boot.initramfs-modules[2]: '\\x1b[31m' is not a module name".to_string(),
+            format!("{}:boot.colour: unknown key 'colour'", line + 5),
+        ] {
+            assert!(shown.iter().any(|s| s.contains(&want)), "{want}\n{shown:#?}");
+        }
+        // The boot partition size has a floor.
+        let (_, diags) = image(&with("  data: 64MiB", "  data: 64MiB\n  boot: 1MiB"));
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.key == "layout.boot" && d.message.contains("minimum 16MiB")),
+            "{diags:#?}"
+        );
+    }
+
+    #[test]
     fn a_minimal_image_parses_with_the_defaults() {
         let (image, diags) = image(MINIMAL);
         assert!(diags.is_empty(), "{diags:#?}");
