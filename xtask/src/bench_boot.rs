@@ -49,10 +49,84 @@ fn parse_complete(console: &str) -> Option<f64> {
     line[open + 1..close].trim().parse().ok()
 }
 
-fn one_boot(out: &Path, image: &str, scratch: &Path) -> anyhow::Result<Split> {
+/// Slot A's UKI with the bench init (cargo feature
+/// `bench-unverified-root`: the same init, mounting the root partition
+/// without dm-verity), signed with the development db key: the same image
+/// booted without verity, for the verity cost. Its initramfs is the
+/// build's with a second archive appended whose `/init` replaces ours (the
+/// kernel unpacks concatenated archives in order). It exists only in the
+/// benchmark's scratch directory.
+fn unverified_uki(
+    out: &Path,
+    project: &Path,
+    scratch: &Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    use slotsmith_rootfs::initramfs::{write_newc, Entry, EntryKind};
+    let mut progress = slotsmith::progress::Progress::with_mode(slotsmith::progress::Mode::Quiet);
+    let init = slotsmith::initbin::build(&["bench-unverified-root"], "init-bench", &mut progress)?;
+    let mut initrd = std::fs::read(out.join("initrd.img"))?;
+    let extra = write_newc(
+        Vec::new(),
+        &[Entry {
+            path: "init".into(),
+            mode: 0o755,
+            kind: EntryKind::File(std::fs::read(&init)?),
+        }],
+        0,
+    )?;
+    initrd.extend(extra);
+    let initrd_path = scratch.join("initrd-unverified.img");
+    std::fs::write(&initrd_path, &initrd)?;
+    let manifest = std::fs::read_to_string(out.join("boot-a.manifest"))?;
+    let cmdline = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdline "))
+        .context("boot-a.manifest has no cmdline")?;
+    let cmdline_path = scratch.join("cmdline");
+    std::fs::write(&cmdline_path, cmdline)?;
+    let osrel = scratch.join("os-release");
+    std::fs::write(
+        &osrel,
+        "ID=slotsmith\nNAME=\"demo (unverified bench build)\"\n",
+    )?;
+    let unsigned = scratch.join("unverified.unsigned.efi");
+    let _ = std::fs::remove_file(&unsigned);
+    let section = |name: &str, file: &Path, vma: u64| {
+        [
+            "--add-section".to_string(),
+            format!("{name}={}", file.display()),
+            "--change-section-vma".to_string(),
+            format!("{name}={vma:#x}"),
+        ]
+    };
+    slotsmith::tool::Tool::new("objcopy")?
+        .args(section(".osrel", &osrel, 0x20000))
+        .args(section(".cmdline", &cmdline_path, 0x30000))
+        .args(section(".linux", &out.join("vmlinuz"), 0x2000000))
+        .args(section(".initrd", &initrd_path, 0x3000000))
+        .arg(out.join("linuxx64.efi.stub"))
+        .arg(&unsigned)
+        .run()?;
+    let keys = slotsmith::secureboot::resolve_keys(
+        &slotsmith::spec::SecureBootKeySpec::development(),
+        false,
+        "images/demo.yaml",
+        project,
+        &mut progress,
+    )?;
+    let signed = scratch.join("unverified.efi");
+    let _ = std::fs::remove_file(&signed);
+    slotsmith::secureboot::sign_efi(&unsigned, &signed, &keys, 0)?;
+    Ok(signed)
+}
+
+fn one_boot(out: &Path, image: &str, scratch: &Path, uki: Option<&Path>) -> anyhow::Result<Split> {
     let disk = scratch.join("disk.img");
     let _ = std::fs::remove_file(&disk);
     slotsmith::qemu::copy_disk(&out.join(image), &disk)?;
+    if let Some(uki) = uki {
+        slotsmith::qemu::write_boot_file(&disk, "boot-a", "linux.efi", &std::fs::read(uki)?)?;
+    }
     let vars = scratch.join("vars.fd");
     let _ = std::fs::remove_file(&vars);
     slotsmith::qemu::make_vars(&out.join("secureboot"), &vars)?;
@@ -116,11 +190,17 @@ pub fn run(project: Option<&Path>, runs: usize) -> anyhow::Result<()> {
     let scratch = tempfile::Builder::new()
         .prefix("slotsmith-bench-boot-")
         .tempdir()?;
+    let unverified = unverified_uki(&out, &root, scratch.path())?;
     let mut splits = Vec::new();
+    let mut plain = Vec::new();
+    // Alternate the two, so a change in the host's load hits both alike.
     for i in 0..runs {
-        let s = one_boot(&out, "demo.img", scratch.path())?;
-        eprintln!("boot {}: {:.1}s to multi-user", i + 1, s.total);
+        let s = one_boot(&out, "demo.img", scratch.path(), None)?;
+        eprintln!("boot {} (verity): {:.1}s to multi-user", i + 1, s.total);
         splits.push(s);
+        let u = one_boot(&out, "demo.img", scratch.path(), Some(&unverified))?;
+        eprintln!("boot {} (no verity): {:.1}s to multi-user", i + 1, u.total);
+        plain.push(u);
     }
     let m = |f: fn(&Split) -> f64| median(splits.iter().map(f).collect());
     println!("boot of out/demo/demo.img under QEMU TCG (2 vCPUs), OVMF Secure Boot on, median of {runs}:");

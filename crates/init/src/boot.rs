@@ -80,7 +80,15 @@ pub fn run(started: Instant) -> Result<()> {
     let manifest = verify_slot(&files, &key, key_path, &args, &proc_cmdline)
         .with_context(|| format!("boot partition {}", devs.boot.node()))?;
 
+    #[cfg(not(feature = "bench-unverified-root"))]
     let root = open_verity(&manifest, &devs)?;
+    // BENCH ONLY (see Cargo.toml): the same boot without verity.
+    #[cfg(feature = "bench-unverified-root")]
+    let root = {
+        let _ = &manifest;
+        drop(open_block(&devs.root)?);
+        PathBuf::from(devs.root.node())
+    };
     mount(
         root.as_path(),
         SYSROOT,
@@ -188,6 +196,7 @@ fn open_block(dev: &BlockDev) -> Result<File> {
 }
 
 /// Creates the read-only dm-verity mapping and returns its device node.
+#[cfg_attr(feature = "bench-unverified-root", allow(dead_code))]
 fn open_verity(m: &Manifest, devs: &SlotDevices) -> Result<PathBuf> {
     let target = dm::verity_target(m, &devs.root, &devs.verity)?;
     let control = open_control()?;

@@ -26,8 +26,14 @@ pub fn refusal_line(reason: &str) -> String {
 
 /// The success line, printed just before switch_root.
 pub fn timing_line(slot: &str, init_ms: u128, uptime_ms: u128, secure_boot: &str) -> String {
+    // The benchmark's unverified build says so on every boot.
+    let what = if cfg!(feature = "bench-unverified-root") {
+        "UNVERIFIED (bench build)"
+    } else {
+        "verified"
+    };
     format!(
-        "{PREFIX} slot {slot} verified root ready in {init_ms} ms (uptime {uptime_ms} ms); \
+        "{PREFIX} slot {slot} {what} root ready in {init_ms} ms (uptime {uptime_ms} ms); \
          kernel: secure boot {secure_boot}\n"
     )
 }

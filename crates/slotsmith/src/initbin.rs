@@ -28,8 +28,19 @@ fn workspace() -> PathBuf {
 
 /// Builds the init and returns the path of the executable.
 pub fn build_init(progress: &mut crate::progress::Progress) -> anyhow::Result<PathBuf> {
+    build(&[], "init", progress)
+}
+
+/// Builds the init with cargo `features` into `target/<dir>/`. Only the
+/// boot benchmark asks for a feature (`bench-unverified-root`); the image
+/// build never does.
+pub fn build(
+    features: &[&str],
+    dir: &str,
+    progress: &mut crate::progress::Progress,
+) -> anyhow::Result<PathBuf> {
     let ws = workspace();
-    let target_dir = ws.join("target/init");
+    let target_dir = ws.join("target").join(dir);
     progress.stage("init", "building the initramfs init (crates/init), static");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let cargo_home = std::env::var_os("CARGO_HOME")
@@ -54,6 +65,11 @@ pub fn build_init(progress: &mut crate::progress::Progress) -> anyhow::Result<Pa
             "slotsmith-init",
         ])
         .args(["--target", TARGET])
+        .args(if features.is_empty() {
+            Vec::new()
+        } else {
+            vec!["--features".to_string(), features.join(",")]
+        })
         .arg("--target-dir")
         .arg(&target_dir)
         .env("CARGO_ENCODED_RUSTFLAGS", flags)

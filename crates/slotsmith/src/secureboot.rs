@@ -237,8 +237,9 @@ fn efi_time(epoch: u64) -> Result<[u8; 16]> {
 }
 
 /// A program run under `faketime`, its clock frozen at `epoch` (UTC: the
-/// tool module pins `TZ=UTC`).
-fn frozen(program: &str, epoch: u64) -> Result<Tool> {
+/// tool module pins `TZ=UTC`). The build's other clock-stamping tool
+/// (`objcopy` assembling UKIs) runs through it too.
+pub(crate) fn frozen(program: &str, epoch: u64) -> Result<Tool> {
     // Resolve the program first, so a missing one names its own package
     // rather than failing inside faketime.
     let path = crate::tool::which(program)?;

@@ -11,8 +11,8 @@
 //! `.initrd` sections appended by `objcopy` at the plan's addresses. Both
 //! `objcopy` and `sbsign` stamp the current time (the PE header's
 //! TimeDateStamp, the signature's signingTime), so both run under
-//! `faketime` pinned to `SOURCE_DATE_EPOCH`: the same inputs give the same
-//! bytes. Our initramfs is padded to 512 bytes, the PE file alignment, so
+//! `faketime` frozen at `SOURCE_DATE_EPOCH` (`secureboot::frozen`): the
+//! same inputs give the same bytes. Our initramfs is padded to 512 bytes, the PE file alignment, so
 //! the last section ends on a boundary and `sbverify` sees no gap.
 
 use std::collections::BTreeMap;
@@ -22,35 +22,12 @@ use anyhow::{bail, Context};
 
 use crate::plan::Plan;
 use crate::progress::Progress;
-use crate::tool::Tool;
 
 use super::boot::BootOut;
 use super::{write_new, Hashed};
 
 /// Signs an EFI binary: (unsigned input, signed output).
 pub(super) type EfiSigner<'a> = dyn Fn(&Path, &Path) -> anyhow::Result<()> + 'a;
-
-/// `faketime`'s absolute time format for a unix time, in UTC.
-pub(crate) fn faketime_stamp(epoch: u64) -> String {
-    let days = (epoch / 86400) as i64;
-    let secs = epoch % 86400;
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "@{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
 
 /// The UKI's `.osrel`: who this system is, for loaders and `bootctl`.
 fn os_release(plan: &Plan) -> String {
@@ -95,7 +72,6 @@ pub(super) fn stage(
     );
     let osrel = dir.join("os-release");
     write_new(&osrel, os_release(plan).as_bytes())?;
-    let stamp = faketime_stamp(plan.source_date_epoch);
     let mut hashes = BTreeMap::new();
 
     for p in &chain.partitions {
@@ -110,9 +86,8 @@ pub(super) fn stage(
             let cmdline = dir.join(format!("cmdline-{}", p.slot));
             write_new(&cmdline, manifest.cmdline.as_bytes())?;
             let unsigned = dir.join(format!("{}.unsigned", p.uki_output));
-            let mut t = Tool::new("faketime")?
-                .args(["-f", &stamp, "objcopy"])
-                .epoch(plan.source_date_epoch);
+            // objcopy stamps the PE header with the current time: frozen.
+            let mut t = crate::secureboot::frozen("objcopy", plan.source_date_epoch)?;
             for s in &chain.uki_sections {
                 let file = match s.content.as_str() {
                     "os-release" => &osrel,
@@ -189,17 +164,4 @@ pub(super) fn enrolment(
         boot.hashes.insert(name, Hashed::of_file(&path)?);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn faketime_stamps_are_utc_calendar_times() {
-        assert_eq!(faketime_stamp(0), "@1970-01-01 00:00:00");
-        assert_eq!(faketime_stamp(1735689600), "@2025-01-01 00:00:00");
-        assert_eq!(faketime_stamp(951782400 + 3661), "@2000-02-29 01:01:01");
-        assert_eq!(faketime_stamp(4294967295), "@2106-02-07 06:28:15");
-    }
 }
