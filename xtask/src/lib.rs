@@ -847,9 +847,12 @@ fn qemu(a: QemuArgs, project: Option<&Path>) -> Result<(), Failure> {
         .unwrap_or_else(|| scratch.path().join("console.log"));
     let expect: Vec<&str> = a.expect.iter().map(String::as_str).collect();
     let run = vm.run_until(&console, &expect, std::time::Duration::from_secs(a.timeout))?;
+    // The serial console ends lines with CRLF; control characters in it
+    // (the guest's to choose) are shown escaped, line breaks kept.
+    let text = run.console.replace("\r\n", "\n");
     print!(
         "{}",
-        slotsmith_yaml::escape::shown(&run.console).replace("\\n", "\n")
+        slotsmith_yaml::escape::shown(&text).replace("\\n", "\n")
     );
     eprintln!("==> {:?} after {:.1}s", run.ending, run.seconds);
     match run.ending {

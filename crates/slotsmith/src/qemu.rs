@@ -6,8 +6,8 @@
 //! The disk is always a copy (sparse, so a 2.5 GiB image costs what it
 //! holds): a boot writes to the data partition and the loader's
 //! environment, and the published golden image must stay what was signed.
-//! The variable store is made fresh for every boot from the build's
-//! enrolment certificates (`out/<name>/secureboot/`), with `virt-fw-vars`.
+//! Every boot starts from a fresh copy of the variable store the build
+//! wrote (`out/<name>/secureboot/`, the keys enrolled by `virt-fw-vars`).
 //!
 //! For tests and benchmarks, [`run_until`] runs without a terminal: the
 //! console goes to a file, which is watched for patterns until one
@@ -80,36 +80,19 @@ pub fn copy_disk(image: &Path, dest: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes an OVMF variable store at `dest` with the PK, KEK and db
-/// certificates of `secureboot_dir` enrolled and Secure Boot on.
+/// Copies the build's OVMF variable store (the image's PK, KEK and db
+/// enrolled, Secure Boot on; `secureboot/OVMF_VARS_4M.secboot.fd`) to
+/// `dest`, which the firmware then writes to.
 pub fn make_vars(secureboot_dir: &Path, dest: &Path) -> anyhow::Result<()> {
-    let owner = crate::secureboot::owner_guid().to_string();
-    let cert = |n: &str| secureboot_dir.join(format!("{n}.pem"));
-    for n in ["PK", "KEK", "db"] {
-        if !cert(n).is_file() {
-            bail!(
-                "{} is missing: the image was built without a boot chain, or its enrolment files were removed",
-                cert(n).display()
-            );
-        }
+    let built = secureboot_dir.join(crate::secureboot::OVMF_VARS);
+    if !built.is_file() {
+        bail!(
+            "{} is missing: the image was built without a boot chain, or by an older slotsmith",
+            built.display()
+        );
     }
-    Tool::new("virt-fw-vars")?
-        .arg("-i")
-        .arg(OVMF_VARS)
-        .arg("-o")
-        .arg(dest)
-        .arg("--set-pk")
-        .arg(&owner)
-        .arg(cert("PK"))
-        .arg("--add-kek")
-        .arg(&owner)
-        .arg(cert("KEK"))
-        .arg("--add-db")
-        .arg(&owner)
-        .arg(cert("db"))
-        .arg("--secure-boot")
-        .run()
-        .context("enrolling the Secure Boot keys into an OVMF variable store")?;
+    std::fs::copy(&built, dest)
+        .with_context(|| format!("copying {} to {}", built.display(), dest.display()))?;
     Ok(())
 }
 

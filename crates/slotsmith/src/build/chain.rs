@@ -155,7 +155,14 @@ pub(super) fn enrolment(
     }
     let dir = out.join(&chain.secureboot_dir);
     std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    for path in crate::secureboot::write_enrolment(&dir, keys, plan.source_date_epoch)? {
+    let mut written = crate::secureboot::write_enrolment(&dir, keys, plan.source_date_epoch)?;
+    written.push(crate::secureboot::ovmf_vars(
+        &dir,
+        keys,
+        Path::new(crate::secureboot::OVMF_VARS_TEMPLATE),
+        plan.source_date_epoch,
+    )?);
+    for path in written {
         let name = path
             .strip_prefix(out)
             .with_context(|| format!("{} is outside the output directory", path.display()))?

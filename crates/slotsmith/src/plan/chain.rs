@@ -188,6 +188,9 @@ pub fn enrolment_files() -> Vec<(String, bool)> {
         v.push((format!("{var}.auth"), true));
     }
     v.push((crate::secureboot::ENROLL_TXT.to_string(), false));
+    // For tests and `cargo xtask qemu`: OVMF's variable store with the
+    // keys enrolled and Secure Boot on.
+    v.push((crate::secureboot::OVMF_VARS.to_string(), false));
     v
 }
 
