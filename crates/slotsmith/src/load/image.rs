@@ -50,19 +50,6 @@ const BASE_KEYS: &[&str] = &["tarball", "directory", "ownership", "debian"];
 const DEBIAN_KEYS: &[&str] = &["suite", "variant", "packages", "mirror"];
 const ROOTFS_KEYS: &[&str] = &["filesystem", "compression"];
 const LAYOUT_KEYS: &[&str] = &["alignment", "esp", "boot", "slot", "data", "fill-slot-b"];
-const BOOT_KEYS: &[&str] = &["loader", "watchdog", "initramfs-modules"];
-/// Modules a QEMU/virtio board's init needs when the image names none.
-pub const DEFAULT_INITRAMFS_MODULES: &[&str] = &[
-    "virtio_pci",
-    "virtio_blk",
-    "dm-verity",
-    "squashfs",
-    "overlay",
-    "ext4",
-    // ext4 asks the crypto API for crc32c at mount time; modules.dep does
-    // not name it, and without modprobe it must be loaded up front.
-    "crc32c_generic",
-];
 
 /// The latest `SOURCE_DATE_EPOCH`: squashfs and cpio store times as
 /// unsigned 32-bit seconds, so every clamped mtime must fit in one.
@@ -216,7 +203,7 @@ pub(super) fn read_image(
         }),
     };
     let chain = match r.raw(&mut m, "boot") {
-        Some(v) => read_boot(r, v).map(Some),
+        Some(v) => super::chain::read_boot(r, v).map(Some),
         None => Some(None),
     };
     let keys = read_signing(
@@ -664,64 +651,6 @@ fn read_kernel(r: &mut Reader<'_>, inputs: &Inputs<'_>, v: &Value) -> Option<Ker
         (_, Some(image)) => KernelSource::Files { image, initrd, dtb },
     };
     Some(KernelSpec { source, cmdline })
-}
-
-/// Reads `boot:`, the verified boot chain.
-fn read_boot(r: &mut Reader<'_>, v: &Value) -> Option<BootChainSpec> {
-    let mut m = r.map("boot", v, BOOT_KEYS)?;
-    let loader: Option<String> = r.opt(&mut m, "loader");
-    let loader = match loader.as_deref() {
-        Some("efibootguard") => Some(Loader::Efibootguard),
-        Some(other) => {
-            r.error(
-                "boot.loader",
-                format!(
-                    "unknown loader '{}' (supported: efibootguard)",
-                    slotsmith_yaml::escape::shown(other)
-                ),
-            );
-            None
-        }
-        None => {
-            r.error("boot.loader", "missing required key 'loader'");
-            None
-        }
-    };
-    let watchdog: u64 = r.opt(&mut m, "watchdog").unwrap_or(0);
-    if watchdog > 3600 {
-        r.error(
-            "boot.watchdog",
-            format!("{watchdog} seconds is more than an hour; use at most 3600 (0 turns it off)"),
-        );
-    }
-    let modules: Vec<String> = r.opt(&mut m, "initramfs-modules").unwrap_or_else(|| {
-        DEFAULT_INITRAMFS_MODULES
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    });
-    for (i, name) in modules.iter().enumerate() {
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            r.error(
-                &format!("boot.initramfs-modules[{i}]"),
-                format!(
-                    "'{}' is not a module name (letters, digits, '_' and '-', at most 64)",
-                    slotsmith_yaml::escape::shown(name)
-                ),
-            );
-        }
-    }
-    r.finish(m);
-    Some(BootChainSpec {
-        loader: loader?,
-        watchdog_sec: u16::try_from(watchdog.min(3600)).unwrap_or(3600),
-        initramfs_modules: modules,
-    })
 }
 
 /// Reads `update:`, the `.swu` and SWUpdate settings (defaults when absent).

@@ -22,6 +22,7 @@
 //! - `util.rs`: sizes, name rules, shown paths and file hashing, which the
 //!   build and the CLI use too.
 
+mod chain;
 mod image;
 mod keys;
 mod layer;
