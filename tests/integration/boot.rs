@@ -548,3 +548,73 @@ fn the_real_swupdate_installs_the_update_into_slot_b_and_the_loader_boots_it() {
     );
     assert_eq!(r.get("failed-units").map(String::as_str), Some(""), "{c}");
 }
+
+#[test]
+fn verify_names_a_uki_whose_command_line_or_kernel_differs_from_the_manifest() {
+    let b = built();
+    let scratch = tempfile::tempdir().unwrap();
+    let s = scratch.path();
+    let key = b.demo.join("boot.pub.pem");
+    let verify = |img: &Path| {
+        slotsmith(
+            &[
+                "verify",
+                img.to_str().unwrap(),
+                "--boot-key",
+                key.to_str().unwrap(),
+            ],
+            &[],
+            false,
+            None,
+        )
+    };
+    // The golden image verifies, UKIs included.
+    let img = s.join("disk.img");
+    slotsmith::qemu::copy_disk(&b.demo.join("demo.img"), &img).unwrap();
+    let r = verify(&img);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // A UKI whose command line was changed (root hash and all), and one
+    // with another kernel: verify names each, without booting.
+    let cmdline = s.join("cmdline");
+    std::fs::write(&cmdline, "console=ttyS0 init=/bin/sh").unwrap();
+    let kernel = s.join("vmlinuz");
+    std::fs::write(&kernel, b"not the signed kernel").unwrap();
+    for (section, file, want) in [
+        (
+            ".cmdline",
+            &cmdline,
+            "the UKI's command line differs from the manifest's",
+        ),
+        (
+            ".linux",
+            &kernel,
+            "kernel /linux.efi:.linux does not match the manifest",
+        ),
+    ] {
+        let uki = s.join("changed.efi");
+        let _ = std::fs::remove_file(&uki);
+        run(
+            "objcopy",
+            &[
+                "--update-section",
+                &format!("{section}={}", file.display()),
+                b.demo.join("linux-a.efi").to_str().unwrap(),
+                uki.to_str().unwrap(),
+            ],
+        );
+        let img = s.join("tampered.img");
+        let _ = std::fs::remove_file(&img);
+        slotsmith::qemu::copy_disk(&b.demo.join("demo.img"), &img).unwrap();
+        slotsmith::qemu::write_boot_file(
+            &img,
+            "boot-a",
+            "linux.efi",
+            &std::fs::read(&uki).unwrap(),
+        )
+        .unwrap();
+        let r = verify(&img);
+        assert_eq!(r.code, 1, "{section}: {}", r.stderr);
+        assert!(r.stderr.contains(want), "{section}: {}", r.stderr);
+        assert!(r.stderr.contains("slot a"), "{}", r.stderr);
+    }
+}

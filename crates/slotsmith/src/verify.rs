@@ -603,10 +603,16 @@ fn check_uki<W: Read + Write + Seek>(
     };
     match crate::uki::section(&uki, ".cmdline") {
         Ok(c) if c == m.cmdline.as_bytes() => {}
-        Ok(c) => out.push(format!(
-            "the UKI's command line differs from the manifest's ({})",
-            shown(&String::from_utf8_lossy(c))
-        )),
+        Ok(c) => {
+            // Untrusted and unbounded: NUL padding dropped, at most 200
+            // characters shown, escaped.
+            let text = String::from_utf8_lossy(c);
+            let text: String = text.trim_end_matches('\0').chars().take(200).collect();
+            out.push(format!(
+                "the UKI's command line differs from the manifest's ({})",
+                shown(&text)
+            ))
+        }
         Err(e) => out.push(format!("UKI {uki_path}: {}", shown(&format!("{e:#}")))),
     }
     for (what, f) in files.iter().flatten() {
