@@ -499,7 +499,7 @@ fn the_real_swupdate_installs_the_update_into_slot_b_and_the_loader_boots_it() {
     let run = vm
         .run_until(
             &scratch.path().join("install.log"),
-            &[REFUSED, "install-rc=1"],
+            &[REFUSED, "install-rc=1", "install-rc=2", "install-rc=127"],
             Duration::from_secs(600),
         )
         .unwrap();
@@ -547,6 +547,33 @@ fn the_real_swupdate_installs_the_update_into_slot_b_and_the_loader_boots_it() {
         "{c}"
     );
     assert_eq!(r.get("failed-units").map(String::as_str), Some(""), "{c}");
+    // The tried slot reached multi-user and was confirmed, so the loader
+    // keeps it: the next boot is slot B again, its environment OK.
+    assert!(
+        c.contains("slotsmith: slot b confirmed to EFI Boot Guard"),
+        "{c}"
+    );
+    let run = vm
+        .run_until(
+            &scratch.path().join("again.log"),
+            &["verified root ready", REFUSED],
+            Duration::from_secs(300),
+        )
+        .unwrap();
+    let c = &run.console;
+    assert_eq!(
+        run.ending,
+        Ending::Matched("verified root ready".into()),
+        "{c}"
+    );
+    assert!(
+        c.contains("slotsmith-init: slot b verified root ready"),
+        "{c}"
+    );
+    let ebg = &c[c
+        .find("Config Revision: 3")
+        .unwrap_or_else(|| panic!("{c}"))..];
+    assert!(ebg.contains(" ustate: 0"), "slot B is confirmed (OK): {c}");
 }
 
 #[test]

@@ -277,7 +277,9 @@ fn setup_state(data: &BlockDev) -> Result<()> {
         "overlay",
         var.as_str(),
         "overlay",
-        MountFlags::NODEV | MountFlags::NOSUID,
+        // The upper layer lives on the unsigned data partition: nothing
+        // on it may run (or be a device node, or gain privileges).
+        MountFlags::NODEV | MountFlags::NOSUID | MountFlags::NOEXEC,
         Some(opts.as_c_str()),
     )
     .with_context(|| format!("cannot mount the /var overlay ({})", opts.to_string_lossy()))?;

@@ -3,9 +3,11 @@
 //! On success the init prints exactly one line (the timing line the boot
 //! benchmark reads). On any failure it prints exactly one line,
 //! `slotsmith-init: refusing to boot: <reason>`, syncs, waits two seconds
-//! so the line can be read on a screen, and reboots: a failed boot that
-//! EFI Boot Guard's counter sees and answers by falling back to the other
-//! slot. It never starts a shell and never continues past an error; a
+//! so the line can be read on a screen, and reboots. While a slot is being
+//! tried (EFI Boot Guard's TESTING, after an update), that is a failed
+//! boot: the loader marks the slot FAILED and falls back to the other one.
+//! A slot already confirmed (OK) is booted again; falling back from it
+//! too is issue 11's work. It never starts a shell and never continues past an error; a
 //! panic ends the same way through the hook installed by
 //! [`install_panic_hook`]. The reason is escaped ([`shown`]), so text from
 //! a partition name or a manifest cannot inject terminal control

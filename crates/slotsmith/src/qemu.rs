@@ -110,8 +110,11 @@ pub fn partition(disk: &Path, name: &str) -> anyhow::Result<(u64, u64)> {
         .first_lba
         .checked_mul(crate::layout::SECTOR)
         .context("partition offset overflows")?;
-    let size = (p.last_lba + 1 - p.first_lba)
-        .checked_mul(crate::layout::SECTOR)
+    let size = p
+        .last_lba
+        .checked_add(1)
+        .and_then(|n| n.checked_sub(p.first_lba))
+        .and_then(|n| n.checked_mul(crate::layout::SECTOR))
         .context("partition size overflows")?;
     Ok((offset, size))
 }
@@ -148,6 +151,12 @@ pub fn select_slot(disk: &Path, slot: &str) -> anyhow::Result<()> {
     let part = crate::plan::chain::boot_partition(slot);
     let mut env = slotsmith_disk::bgenv::decode(&read_boot_file(disk, &part, "BGENV.DAT")?)
         .with_context(|| format!("reading the environment of slot {slot}"))?;
+    if read_boot_file(disk, &part, crate::plan::chain::UKI_NAME).is_err() {
+        bail!(
+            "slot {slot} of {} holds no system (no UKI on {part})",
+            disk.display()
+        );
+    }
     env.revision = highest + 1;
     env.ustate = slotsmith_disk::bgenv::UState::Ok;
     write_boot_file(
@@ -161,6 +170,24 @@ pub fn select_slot(disk: &Path, slot: &str) -> anyhow::Result<()> {
 impl Vm {
     /// The QEMU command line; `serial` is QEMU's `-serial` argument.
     fn tool(&self, serial: &str) -> anyhow::Result<Tool> {
+        // QEMU splits -drive options at commas: a path with one could add
+        // options of its own.
+        let mut paths = vec![&self.disk, &self.vars];
+        paths.extend(self.usb.iter());
+        paths.extend(self.disks.iter().map(|(p, _)| p));
+        if let Some(p) = paths.iter().find(|p| p.to_string_lossy().contains(',')) {
+            bail!(
+                "{} contains a comma, which QEMU would read as an option separator",
+                p.display()
+            );
+        }
+        if let Some((_, s)) = self
+            .disks
+            .iter()
+            .find(|(_, s)| !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        {
+            bail!("disk serial {s:?} must be letters, digits and '-'");
+        }
         let mut t = Tool::new("qemu-system-x86_64")?
             .args(["-machine", "q35,smm=on", "-accel", "tcg", "-cpu", "max"])
             .args(["-smp", "2", "-m", &self.memory_mib.to_string()])

@@ -19,6 +19,9 @@ pub struct Section {
     pub name: String,
     /// Byte range of its contents in the file.
     pub range: std::ops::Range<usize>,
+    /// Whether the loader would see more bytes (zeroes) than the file
+    /// holds: `VirtualSize` above `SizeOfRawData`.
+    pub zero_extended: bool,
 }
 
 fn u16_at(b: &[u8], at: usize) -> Result<u16> {
@@ -77,6 +80,7 @@ pub fn sections(bytes: &[u8]) -> Result<Vec<Section>> {
         out.push(Section {
             name,
             range: raw_ptr..end,
+            zero_extended: virtual_size > raw_size,
         });
     }
     Ok(out)
@@ -90,6 +94,12 @@ pub fn section<'a>(bytes: &'a [u8], name: &str) -> Result<&'a [u8]> {
         .next()
         .with_context(|| format!("the UKI has no {name} section"))?;
     ensure!(found.next().is_none(), "the UKI has two {name} sections");
+    // Hashing the stored bytes of a section the loader zero-extends would
+    // check something other than what runs.
+    ensure!(
+        !s.zero_extended,
+        "the UKI's {name} section is larger in memory than in the file"
+    );
     Ok(&bytes[s.range.clone()])
 }
 

@@ -401,6 +401,8 @@ fn key(plan: &Plan, rootfs: &RootfsImage, public_key: &str) -> anyhow::Result<Ke
             "partitions": plan.disk.partitions,
             "public_key": public_key,
             "public_key_output": plan.outputs.boot_public_key,
+            // The manifests name the kernel and initramfs as UKI sections.
+            "chain": plan.chain,
         }),
     )
 }

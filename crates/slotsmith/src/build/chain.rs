@@ -88,7 +88,7 @@ pub(super) fn stage(
             let unsigned = dir.join(format!("{}.unsigned", p.uki_output));
             // objcopy stamps the PE header with the current time: frozen.
             let mut t = crate::secureboot::frozen("objcopy", plan.source_date_epoch)?;
-            for s in &chain.uki_sections {
+            for (i, s) in chain.uki_sections.iter().enumerate() {
                 let file = match s.content.as_str() {
                     "os-release" => &osrel,
                     "cmdline" => &cmdline,
@@ -96,6 +96,22 @@ pub(super) fn stage(
                     "initrd" => &initrd,
                     other => bail!("the plan names an unknown UKI section content '{other}'"),
                 };
+                // Sections sit at fixed addresses: one that reaches the
+                // next would overlap it in memory.
+                if let Some(next) = chain.uki_sections.get(i + 1) {
+                    let len = std::fs::metadata(file)
+                        .with_context(|| format!("reading {}", file.display()))?
+                        .len();
+                    let room = next.vma.saturating_sub(s.vma);
+                    if len > room {
+                        bail!(
+                            "the UKI's {} ({len} bytes) does not fit below {} at {:#x} ({room} bytes of room)",
+                            s.name,
+                            next.name,
+                            next.vma
+                        );
+                    }
+                }
                 t = t
                     .arg("--add-section")
                     .arg(format!("{}={}", s.name, file.display()))
