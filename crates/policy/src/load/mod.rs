@@ -29,23 +29,16 @@ use settings::*;
 pub use settings::{normalize_module, valid_unit};
 
 const FILE_KEYS: &[&str] = &["description", "rules"];
-const RULE_KEYS: &[&str] = &[
+/// A rule's own keys; its setting keys follow from
+/// [`crate::model::SETTING_KINDS`], so a new kind of setting is accepted
+/// wherever it is defined.
+const RULE_HEADER_KEYS: &[&str] = &[
     "id",
     "title",
     "rationale",
     "severity",
     "profiles",
     "controls",
-    "sysctl",
-    "modules-disabled",
-    "firewall",
-    "masked-units",
-    "ssh",
-    "accounts",
-    "files",
-    "kernel-cmdline",
-    "console",
-    "forbidden-files",
 ];
 const FIREWALL_KEYS: &[&str] = &["input", "icmp", "log-drops", "output", "output-allow"];
 const ALLOW_KEYS: &[&str] = &["service", "port", "protocol", "sources"];
@@ -255,7 +248,9 @@ pub fn valid_rule_id(id: &str) -> bool {
 
 fn read_rule(r: &mut Reader<'_>, file: &str, path: &str, v: &Value) -> Option<Rule> {
     let doc = r.doc;
-    let mut m = r.map(path, v, RULE_KEYS)?;
+    static RULE_KEYS: std::sync::LazyLock<Vec<&'static str>> =
+        std::sync::LazyLock::new(|| [RULE_HEADER_KEYS, crate::model::SETTING_KINDS].concat());
+    let mut m = r.map(path, v, &RULE_KEYS)?;
     let line = doc.position(path).0;
     let p = |k: &str| join_key(path, k);
 
