@@ -34,4 +34,4 @@ pub use cert::{generate_ca, generate_update_key};
 pub use files::parse_private_key;
 pub use fingerprint::{cert_fingerprint, file_fingerprints, fingerprint};
 pub use sign::{assemble, signed_attrs_der, UpdateSigner};
-pub use verify::verify_detached;
+pub use verify::{claimed_signer_fingerprint, verify_detached};

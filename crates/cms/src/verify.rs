@@ -156,6 +156,23 @@ pub(crate) fn cert_signed_by(cert: &Certificate, key: &PublicKey) -> Result<bool
     Ok(VerifyingKey::from(key).verify(&tbs, &signature).is_ok())
 }
 
+/// The fingerprint (`sha256:<hex>` of its public key, as
+/// [`crate::fingerprint`]) of the certificate a detached signature CLAIMS
+/// to be signed by: the embedded certificate its one SignerInfo names.
+/// Nothing is verified; the device's audit trail records it next to
+/// SWUpdate's verdict, so a refused update still says who signed it.
+/// Untrusted input: only the shapes [`verify_detached`] accepts are read.
+pub fn claimed_signer_fingerprint(cms_der: &[u8]) -> Result<String> {
+    let signed_data = parse_signed_data(cms_der)?;
+    let signers = signed_data.signer_infos.0.as_slice();
+    let [signer] = signers else {
+        bail!("cms: expected exactly one signer, found {}", signers.len());
+    };
+    let cert = find_signer_cert(&signed_data, signer)?;
+    let key = cert_public_key(&cert.cert)?;
+    Ok(crate::fingerprint(&key))
+}
+
 fn parse_signed_data(cms_der: &[u8]) -> Result<SignedData> {
     let not_signed_data = || anyhow!("cms: not DER SignedData");
     let content_info = ContentInfo::from_der(cms_der).map_err(|_| not_signed_data())?;

@@ -553,6 +553,11 @@ fn verify_detached_accepts_ours_and_openssls() {
     let data = f.write("data", content);
 
     let ours = f.self_signer().sign_detached(content).unwrap();
+    assert_eq!(
+        slotsmith_cms::claimed_signer_fingerprint(&ours).unwrap(),
+        f.self_signer().fingerprint()
+    );
+    assert!(slotsmith_cms::claimed_signer_fingerprint(b"junk").is_err());
     let subject = verify_detached(&ours, content, &f.self_cert).unwrap();
     assert_eq!(subject, "CN=slotsmith update");
     let ours_leaf = f.leaf_signer().sign_detached(content).unwrap();
@@ -596,6 +601,13 @@ fn verify_detached_accepts_ours_and_openssls() {
             &f.self_cert
         };
         verify_detached(&sig, content, anchor).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        // The device's audit trail names the signer by its key, whoever
+        // made the signature, even before (or without) verifying it.
+        assert_eq!(
+            slotsmith_cms::claimed_signer_fingerprint(&sig).unwrap(),
+            slotsmith_cms::cert_fingerprint(cert).unwrap(),
+            "{name}"
+        );
         let err = verify_detached(&sig, b"other", anchor)
             .unwrap_err()
             .to_string();

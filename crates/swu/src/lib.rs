@@ -533,6 +533,7 @@ mod tests {
             name: "t".into(),
             version: "1.0.0".into(),
             hardware_compatibility: vec!["1.0".into()],
+            security_version: None,
             collections: vec![Collection::ab("b", Bootloader::UBoot, payloads).unwrap()],
         };
         Fixture {

@@ -76,6 +76,7 @@ fn small_swu() -> (Vec<u8>, String) {
         name: "mini".into(),
         version: "1.0".into(),
         hardware_compatibility: vec!["1.0".into()],
+        security_version: None,
         collections: vec![Collection::ab("b", Bootloader::UBoot, vec![root, kern]).unwrap()],
     };
     let text = desc.to_libconfig().unwrap();

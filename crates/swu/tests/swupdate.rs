@@ -211,6 +211,7 @@ impl Sandbox {
             name: "slotsmith test \"update\"".into(),
             version: version.into(),
             hardware_compatibility: vec!["1.0".into()],
+            security_version: None,
             collections: slots
                 .iter()
                 .map(|(slot, arts)| {
@@ -646,6 +647,7 @@ fn installs_with_grub_env() {
         name: "grub".into(),
         version: "1.0.0".into(),
         hardware_compatibility: vec!["1.0".into()],
+        security_version: None,
         collections: vec![Collection::ab("b", Bootloader::Grub, payloads).unwrap()],
     };
     let text = desc.to_libconfig().unwrap();

@@ -170,6 +170,7 @@ fn build_swu(
         name: format!("{} {}", plan.image.name, plan.image.version),
         version: plan.image.version.clone(),
         hardware_compatibility: plan.image.hardware_compatibility.clone(),
+        security_version: Some(plan.boot.security_version),
         collections,
     };
     let text = desc.to_libconfig().context("writing sw-description")?;

@@ -90,6 +90,8 @@ const MAX_DESCRIPTION: usize = 511;
 const MAX_FILE_PATH: usize = 250;
 /// Our key for the slot a collection targets.
 const SLOT_KEY: &str = "slotsmith-slot";
+/// Our key for the release's security version, at `software` level.
+pub const SECURITY_VERSION_KEY: &str = "slotsmith-security-version";
 /// Names SWUpdate looks up at `software.*` level (2022.12 and HEAD); a set or
 /// mode with one of these names would be misread.
 const RESERVED: &[&str] = &[
@@ -109,6 +111,7 @@ const RESERVED: &[&str] = &[
     "reboot",
     "ref",
     SLOT_KEY,
+    SECURITY_VERSION_KEY,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +213,11 @@ pub struct SwDescription {
     pub name: String,
     pub version: String,
     pub hardware_compatibility: Vec<String>,
+    /// The release's security version (anti-rollback), emitted as our own
+    /// key `slotsmith-security-version`. SWUpdate ignores it; the device's
+    /// pre-update hook reads it from the verified `sw-description` and
+    /// refuses a release below the device's stored minimum.
+    pub security_version: Option<u64>,
     pub collections: Vec<Collection>,
 }
 
@@ -366,6 +374,16 @@ impl SwDescription {
             hw.push(quote(rev, "hardware-compatibility entry", MAX_STR)?);
         }
         let _ = writeln!(o, "\thardware-compatibility = [ {} ];", hw.join(", "));
+        if let Some(svn) = self.security_version {
+            // libconfig integers are 32-bit unless suffixed `L`; keep to
+            // what every reader takes as a plain int.
+            ensure!(
+                svn <= i32::MAX as u64,
+                "security version {svn} is above {}",
+                i32::MAX
+            );
+            let _ = writeln!(o, "\t{SECURITY_VERSION_KEY} = {svn};");
+        }
 
         // One cpio member can back payloads in several collections only if
         // they agree on what the member is.
@@ -635,6 +653,7 @@ mod tests {
             name: "demo \"quoted\" back\\slash ${x}".into(),
             version: "1.2.3".into(),
             hardware_compatibility: vec!["1.0".into(), "#RE:^2\\.[0-9]$".into()],
+            security_version: None,
             collections: vec![a, b],
         }
     }
@@ -718,6 +737,25 @@ mod tests {
         let text = empty.to_libconfig().unwrap();
         assert!(text.contains("images = ( );") && text.contains("bootenv = ( );"));
         assert_eq!(SwDescription::parse(&text).unwrap(), empty);
+    }
+
+    #[test]
+    fn the_security_version_round_trips_and_is_bounded() {
+        let d = SwDescription {
+            security_version: Some(7),
+            ..sample()
+        };
+        let text = d.to_libconfig().unwrap();
+        assert!(text.contains("\n\tslotsmith-security-version = 7;\n"), "{text}");
+        assert_eq!(SwDescription::parse(&text).unwrap(), d);
+        let big = SwDescription {
+            security_version: Some(1 << 31),
+            ..sample()
+        };
+        assert!(big.to_libconfig().is_err());
+        let wrong = text.replace("security-version = 7;", "security-version = \"7\";");
+        let err = format!("{:#}", SwDescription::parse(&wrong).unwrap_err());
+        assert!(err.contains("must be an integer"), "{err}");
     }
 
     #[test]

@@ -314,6 +314,15 @@ pub(super) fn from_value(root: Value) -> Result<SwDescription> {
             other.kind()
         ),
     };
+    let security_version = match sw.take_opt(super::SECURITY_VERSION_KEY) {
+        None => None,
+        Some(Value::Int(n)) => Some(n),
+        Some(other) => bail!(
+            "{} must be an integer, not {}",
+            super::SECURITY_VERSION_KEY,
+            other.kind()
+        ),
+    };
     let mut collections = Vec::new();
     for (set, modes) in std::mem::take(&mut sw.items) {
         let modes = Fields::new(modes, &format!("set {set}"))?;
@@ -326,6 +335,7 @@ pub(super) fn from_value(root: Value) -> Result<SwDescription> {
         name,
         version,
         hardware_compatibility,
+        security_version,
         collections,
     })
 }
