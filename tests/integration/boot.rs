@@ -109,7 +109,7 @@ fn machine(out: &Path, scratch: &Path) -> Vm {
     Vm {
         disk,
         vars,
-        usb: None,
+        usb: Vec::new(),
         disks: Vec::new(),
         memory_mib: 2048,
         reboot: false,

@@ -423,6 +423,7 @@ fn swu(size: u64) -> anyhow::Result<()> {
         );
         let desc = s::SwDescription {
             name: "bench".into(),
+            security_version: None,
             version: "1.0.0".into(),
             hardware_compatibility: vec!["1.0".into()],
             collections: vec![s::Collection::ab("b", s::Bootloader::UBoot, vec![payload])?],

@@ -133,7 +133,7 @@ fn one_boot(out: &Path, image: &str, scratch: &Path, uki: Option<&Path>) -> anyh
     let vm = slotsmith::qemu::Vm {
         disk,
         vars,
-        usb: None,
+        usb: Vec::new(),
         disks: Vec::new(),
         memory_mib: 2048,
         reboot: false,

@@ -139,6 +139,12 @@ cargo xtask qemu --expect 'verified root ready' --timeout 300\n  \
 cargo xtask qemu --usb stick.img"
     )]
     Qemu(qemu::QemuArgs),
+    /// Make a USB stick image holding a .swu, for a device (or `qemu --usb`)
+    #[command(
+        after_help = "Writes a disk image with an MBR partition table and one FAT partition holding the .swu, as a service person would carry it. Write it to a real stick with `bmaptool` or `dd`; on the device, plugging it in installs the update into the inactive slot (see the README's update flow). The image is deterministic (SOURCE_DATE_EPOCH sets its timestamps).\n\nExamples:\n  \
+cargo xtask stick out/demo/demo-1.0.0.swu\n  cargo xtask stick out/demo/demo-1.0.0.swu -o /tmp/stick.img"
+    )]
+    Stick(qemu::StickArgs),
     /// Verify a built image from the file alone
     #[command(
         after_help = "Checks the GPT against the signed boot manifests, recomputes each slot's \
@@ -453,13 +459,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 cache_dir,
                 no_cache: a.no_cache,
                 init_binary: None,
+                updater_binary: None,
             };
             let mut progress = slotsmith::progress::Progress::with_mode(
                 slotsmith::progress::Mode::detect(a.quiet, a.json),
             );
             let mut opts = opts;
             if plan.chain.is_some() {
-                opts.init_binary = Some(slotsmith::initbin::build_init(&mut progress)?);
+                let programs = slotsmith::initbin::build_device_programs(&mut progress)?;
+                opts.init_binary = Some(programs.init);
+                opts.updater_binary = Some(programs.updater);
             }
             let outcome = slotsmith::build::build(&plan, &opts, &mut progress)?;
             if a.json {
@@ -651,6 +660,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         },
         Command::Audit(a) => audit::run(a, project),
         Command::Qemu(a) => qemu::run(a, project),
+        Command::Stick(a) => qemu::stick(a),
         Command::Lint(a) => lint(match a.root {
             Some(r) => r,
             None => require_project(project)?,

@@ -20,9 +20,9 @@ pub(crate) struct QemuArgs {
     /// Boot this disk image in place instead of a fresh copy of the golden image
     #[arg(long)]
     disk: Option<PathBuf>,
-    /// Attach this disk image as a USB stick
+    /// Attach a USB stick: a stick image, or a .swu (put on a stick image first); repeatable
     #[arg(long)]
-    usb: Option<PathBuf>,
+    usb: Vec<PathBuf>,
     /// Run without a terminal until this text appears on the console (repeatable)
     #[arg(long)]
     expect: Vec<String>,
@@ -76,10 +76,21 @@ pub(crate) fn run(a: QemuArgs, project: Option<&Path>) -> Result<(), Failure> {
     }
     let vars = scratch.path().join("OVMF_VARS.fd");
     slotsmith::qemu::make_vars(&out.join(&chain.secureboot_dir), &vars)?;
+    let mut usb = Vec::new();
+    for (i, u) in a.usb.iter().enumerate() {
+        if u.extension().is_some_and(|e| e.eq_ignore_ascii_case("swu")) {
+            let stick = scratch.path().join(format!("stick-{i}.img"));
+            slotsmith::stick::make(u, &stick, plan.source_date_epoch as i64)?;
+            eprintln!("==> {} on a stick image", u.display());
+            usb.push(stick);
+        } else {
+            usb.push(u.clone());
+        }
+    }
     let vm = slotsmith::qemu::Vm {
         disk,
         vars,
-        usb: a.usb.clone(),
+        usb,
         disks: Vec::new(),
         memory_mib: a.memory,
         reboot: a.reboot,
@@ -111,4 +122,33 @@ pub(crate) fn run(a: QemuArgs, project: Option<&Path>) -> Result<(), Failure> {
         )
         .into()),
     }
+}
+
+#[derive(clap::Args)]
+pub(crate) struct StickArgs {
+    /// The .swu to put on the stick
+    swu: PathBuf,
+    /// The stick image to write [default: the .swu's name with .stick.img]
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+/// `cargo xtask stick`: a USB stick image holding one `.swu`.
+pub(crate) fn stick(a: StickArgs) -> Result<(), Failure> {
+    let out = a
+        .output
+        .clone()
+        .unwrap_or_else(|| a.swu.with_extension("stick.img"));
+    let epoch = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(slotsmith::stick::DEFAULT_EPOCH);
+    let size = slotsmith::stick::make(&a.swu, &out, epoch)?;
+    println!(
+        "{} ({} MiB): write it to a stick, or boot with `cargo xtask qemu --usb {}`",
+        out.display(),
+        size >> 20,
+        out.display()
+    );
+    Ok(())
 }

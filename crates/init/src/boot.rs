@@ -9,9 +9,12 @@
 //! and a reboot. There is no udev: device nodes come from devtmpfs, and
 //! each one is checked to be the block device sysfs named before use.
 //!
-//! The one hook left for later is [`verify::check_security_version`]
-//! (issue 11: the device's stored minimum security version), called with
-//! `None` today.
+//! Anti-rollback: the data partition is mounted first (at `/data` in the
+//! initramfs) only to read the device's minimum security version, which
+//! [`verify::check_security_version`] holds the manifest to; it is moved
+//! under the new root once the root is mounted. A refusal after that
+//! mount is also left on the data partition (`slotsmith/boot-refusal`),
+//! so the next boot's updater can record why the slot fell back.
 
 use crate::cmdline::{self, BootArgs, MAX_CMDLINE};
 use crate::discover::{self, BlockDev, Found, SlotDevices};
@@ -53,11 +56,24 @@ pub fn verify_slot(
     key_path: &Path,
     args: &BootArgs,
     proc_cmdline: &str,
+    minimum: Option<u64>,
 ) -> Result<Manifest> {
     let m = verify::verify(&files.manifest, &files.sig, key_pem, key_path)?;
     verify::check_agreement(&m, args, proc_cmdline)?;
-    verify::check_security_version(m.security_version, None)?;
+    verify::check_security_version(m.security_version, minimum)?;
     Ok(m)
+}
+
+/// Where the data partition is mounted while the init runs.
+pub const EARLY_DATA: &str = "/data";
+/// Whether [`EARLY_DATA`] holds the data partition (for [`note_refusal`]).
+static DATA_MOUNTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Leaves the refusal on the data partition if it is mounted.
+pub fn note_refusal(reason: &str) {
+    if DATA_MOUNTED.load(std::sync::atomic::Ordering::SeqCst) {
+        let _ = state::note_refusal(Path::new(EARLY_DATA), reason);
+    }
 }
 
 /// Runs the whole boot. Returns only on failure (on success the process
@@ -72,12 +88,15 @@ pub fn run(started: Instant) -> Result<()> {
     load_modules()?;
     let devs = wait_for_disk(&args)?;
 
+    mount_data(&devs.data)?;
+    let minimum = state::read_min_svn(Path::new(EARLY_DATA))?;
+
     let boot_dev = open_block(&devs.boot)?;
     let files = fat::read_boot_files(boot_dev)
         .with_context(|| format!("cannot read the boot files on {}", devs.boot.node()))?;
     let key_path = Path::new(verify::KEY_PATH);
     let key = verify::read_key(key_path)?;
-    let manifest = verify_slot(&files, &key, key_path, &args, &proc_cmdline)
+    let manifest = verify_slot(&files, &key, key_path, &args, &proc_cmdline, minimum)
         .with_context(|| format!("boot partition {}", devs.boot.node()))?;
 
     #[cfg(not(feature = "bench-unverified-root"))]
@@ -97,7 +116,7 @@ pub fn run(started: Instant) -> Result<()> {
         None,
     )
     .with_context(|| format!("cannot mount {} read-only on {SYSROOT}", root.display()))?;
-    setup_state(&devs.data)?;
+    setup_state()?;
 
     console::say(&console::timing_line(
         args.slot.name(),
@@ -252,18 +271,28 @@ fn open_control() -> Result<File> {
     }
 }
 
-/// Mounts the data partition, the `/var` overlay and the machine-id.
-fn setup_state(data: &BlockDev) -> Result<()> {
-    let data_dir = format!("{SYSROOT}/data");
+/// Mounts the data partition on [`EARLY_DATA`].
+fn mount_data(data: &BlockDev) -> Result<()> {
     drop(open_block(data)?);
     mount(
         data.node().as_str(),
-        data_dir.as_str(),
+        EARLY_DATA,
         "ext4",
         MountFlags::NODEV | MountFlags::NOSUID | MountFlags::NOEXEC,
         None,
     )
-    .with_context(|| format!("cannot mount {} on {data_dir}", data.node()))?;
+    .with_context(|| format!("cannot mount {} on {EARLY_DATA}", data.node()))?;
+    DATA_MOUNTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
+/// Moves the data partition under the new root; sets up the `/var`
+/// overlay and the machine-id.
+fn setup_state() -> Result<()> {
+    let data_dir = format!("{SYSROOT}/data");
+    mount_move(EARLY_DATA, data_dir.as_str())
+        .with_context(|| format!("cannot move {EARLY_DATA} to {data_dir}"))?;
+    DATA_MOUNTED.store(false, std::sync::atomic::Ordering::SeqCst);
 
     let overlay = state::prepare_var_overlay(Path::new(&data_dir))?;
     let var = format!("{SYSROOT}/var");

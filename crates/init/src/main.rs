@@ -22,7 +22,11 @@ fn main() {
     }
     console::install_panic_hook();
     match boot::run(started) {
-        Err(err) => console::refuse(&format!("{err:#}")),
+        Err(err) => {
+            let reason = format!("{err:#}");
+            boot::note_refusal(&reason);
+            console::refuse(&reason)
+        }
         Ok(()) => console::refuse("the boot sequence ended without starting /sbin/init"),
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! The data partition is the one thing the init mounts that no signature
 //! covers: anyone with the disk in hand can write it. So nothing read from
-//! it changes what is booted, and its layout is checked rather than
-//! trusted: every state directory must be a real directory (a symlink
+//! it can make the init boot what it would otherwise refuse (the one thing
+//! read before verification, the anti-rollback minimum, can only add a
+//! refusal), and its layout is checked rather than trusted: every state directory must be a real directory (a symlink
 //! planted there could point the `/var` overlay or the machine-id write
 //! anywhere in the initramfs or the root), and a machine-id that is not
 //! exactly 32 lowercase hex digits and a newline is replaced by a fresh one
@@ -24,6 +25,16 @@ use std::path::{Path, PathBuf};
 
 /// The state directory, relative to the data partition's root.
 pub const STATE_DIR: &str = ".state";
+/// The updater's directory on the data partition (`slotsmith-update`).
+pub const UPDATE_DIR: &str = "slotsmith";
+/// The anti-rollback minimum in it: one decimal number.
+pub const MIN_SVN_FILE: &str = "min-security-version";
+/// Where a refusal is left for the next boot's audit record.
+pub const REFUSAL_FILE: &str = "boot-refusal";
+/// The largest minimum file read.
+const MAX_MIN_SVN_FILE: u64 = 64;
+/// The largest refusal written.
+const MAX_REFUSAL: usize = 1024;
 /// The largest machine-id file read (a valid one is 33 bytes).
 const MAX_MACHINE_ID_FILE: u64 = 64;
 
@@ -71,6 +82,64 @@ pub fn ensure_dir(path: &Path) -> Result<()> {
             .with_context(|| format!("cannot create {}", path.display())),
         Err(err) => Err(err).with_context(|| format!("cannot inspect {}", path.display())),
     }
+}
+
+/// Parses the minimum file: one decimal number and an optional newline.
+/// Anything else is an error (and a refusal to boot): a damaged floor is
+/// not read as "no floor".
+pub fn parse_min_svn(bytes: &[u8]) -> Result<u64> {
+    let text = std::str::from_utf8(bytes)
+        .ok()
+        .map(|t| t.strip_suffix('\n').unwrap_or(t));
+    match text {
+        Some(t) if !t.is_empty() && t.len() <= 19 && t.bytes().all(|b| b.is_ascii_digit()) => t
+            .parse()
+            .context("the minimum security version is out of range"),
+        _ => bail!(
+            "the minimum security version file is damaged ({}); it must hold one decimal number",
+            slotsmith_yaml::escape::shown_bytes(&bytes[..bytes.len().min(32)])
+        ),
+    }
+}
+
+/// The device's anti-rollback minimum under the data partition mounted at
+/// `data`; `None` when none was ever recorded (a device that has not yet
+/// committed a release).
+pub fn read_min_svn(data: &Path) -> Result<Option<u64>> {
+    let path = data.join(UPDATE_DIR).join(MIN_SVN_FILE);
+    match fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_file() => {}
+        Ok(_) => bail!("{} is not a regular file", path.display()),
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err).with_context(|| format!("cannot inspect {}", path.display())),
+    }
+    let mut out = Vec::new();
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .and_then(|f| f.take(MAX_MIN_SVN_FILE + 1).read_to_end(&mut out))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    parse_min_svn(&out)
+        .with_context(|| format!("{}", path.display()))
+        .map(Some)
+}
+
+/// Leaves `reason` for the next boot's updater, which records it with the
+/// rollback. Best effort: the refusal happens whether or not this works.
+pub fn note_refusal(data: &Path, reason: &str) -> Result<()> {
+    let dir = data.join(UPDATE_DIR);
+    ensure_dir(&dir)?;
+    let mut text = reason.to_string();
+    if text.len() > MAX_REFUSAL {
+        let mut end = MAX_REFUSAL;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text.push('\n');
+    write_atomically(&dir.join(REFUSAL_FILE), text.as_bytes(), 0o600)
 }
 
 /// Creates (or checks) `<data>/.state/var/{upper,work}`.
@@ -167,6 +236,32 @@ pub fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_minimum_is_a_number_or_a_refusal_and_absent_means_none() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(read_min_svn(d.path()).unwrap(), None);
+        fs::create_dir(d.path().join(UPDATE_DIR)).unwrap();
+        let f = d.path().join(UPDATE_DIR).join(MIN_SVN_FILE);
+        fs::write(&f, "2\n").unwrap();
+        assert_eq!(read_min_svn(d.path()).unwrap(), Some(2));
+        for bad in [&b""[..], b"two", b"-1\n", b"1\n\n", b"99999999999999999999"] {
+            fs::write(&f, bad).unwrap();
+            assert!(read_min_svn(d.path()).is_err(), "{bad:?}");
+        }
+        // A symlink in its place is refused, not followed.
+        fs::remove_file(&f).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", &f).unwrap();
+        assert!(read_min_svn(d.path()).is_err());
+    }
+
+    #[test]
+    fn a_refusal_is_left_bounded_for_the_next_boot() {
+        let d = tempfile::tempdir().unwrap();
+        note_refusal(d.path(), &"x".repeat(5000)).unwrap();
+        let got = fs::read_to_string(d.path().join(UPDATE_DIR).join(REFUSAL_FILE)).unwrap();
+        assert_eq!(got.len(), MAX_REFUSAL + 1);
+    }
 
     #[test]
     fn machine_id_format_matches_systemd() {

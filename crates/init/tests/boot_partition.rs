@@ -113,7 +113,14 @@ fn signed(k: &Keys, m: &Manifest) -> (Vec<u8>, Vec<u8>) {
 
 fn check(k: &Keys, files: &BootFiles, line: &str) -> anyhow::Result<Manifest> {
     let args: BootArgs = cmdline::parse(line)?;
-    verify_slot(files, &k.pub_pem, &k.pub_path, &args, &format!("{line}\n"))
+    verify_slot(
+        files,
+        &k.pub_pem,
+        &k.pub_path,
+        &args,
+        &format!("{line}\n"),
+        None,
+    )
 }
 
 #[test]
@@ -153,6 +160,23 @@ fn the_init_refuses_every_mismatch() {
     };
     let line = cmdline_for("a", 3);
     check(&k, &good, &line).unwrap();
+    // Anti-rollback: the device's stored minimum. Equal boots; above the
+    // signed security version refuses, after the signature checked out.
+    let args: BootArgs = cmdline::parse(&line).unwrap();
+    let at = |min| {
+        verify_slot(
+            &good,
+            &k.pub_pem,
+            &k.pub_path,
+            &args,
+            &format!("{line}\n"),
+            Some(min),
+        )
+    };
+    let svn = at(0).unwrap().security_version;
+    at(svn).unwrap();
+    let err = format!("{:#}", at(svn + 1).unwrap_err());
+    assert!(err.contains("below this device's minimum"), "{err}");
 
     let mut tampered = good.clone();
     let at = tampered.manifest.len() - 5;

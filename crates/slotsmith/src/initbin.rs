@@ -1,4 +1,6 @@
-//! Builds the boot chain's init (`crates/init`) as a static executable.
+//! Builds the programs a boot-chain image carries, as static executables:
+//! the initramfs's init (`crates/init`) and the updater in the rootfs
+//! (`crates/updater`).
 //!
 //! The init is compiled from this checkout's sources, the same ones the
 //! running slotsmith was built from, with the same toolchain and
@@ -26,9 +28,32 @@ fn workspace() -> PathBuf {
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
 }
 
-/// Builds the init and returns the path of the executable.
-pub fn build_init(progress: &mut crate::progress::Progress) -> anyhow::Result<PathBuf> {
-    build(&[], "init", progress)
+/// The programs a boot-chain image carries, built from this checkout.
+pub struct DevicePrograms {
+    /// The initramfs's `/init` (`crates/init`).
+    pub init: PathBuf,
+    /// `/usr/sbin/slotsmith-update` in the rootfs (`crates/updater`).
+    pub updater: PathBuf,
+}
+
+/// Builds the init and the updater (one cargo run) and returns their paths.
+pub fn build_device_programs(
+    progress: &mut crate::progress::Progress,
+) -> anyhow::Result<DevicePrograms> {
+    let dir = build_packages(
+        &[],
+        "init",
+        &["slotsmith-init", "slotsmith-updater"],
+        progress,
+    )?;
+    let programs = DevicePrograms {
+        init: dir.join("slotsmith-init"),
+        updater: dir.join("slotsmith-update"),
+    };
+    for p in [&programs.init, &programs.updater] {
+        anyhow::ensure!(p.is_file(), "cargo built no {}", p.display());
+    }
+    Ok(programs)
 }
 
 /// Builds the init with cargo `features` into `target/<dir>/`. Only the
@@ -39,9 +64,25 @@ pub fn build(
     dir: &str,
     progress: &mut crate::progress::Progress,
 ) -> anyhow::Result<PathBuf> {
+    let bin = build_packages(features, dir, &["slotsmith-init"], progress)?.join("slotsmith-init");
+    anyhow::ensure!(bin.is_file(), "cargo built no {}", bin.display());
+    Ok(bin)
+}
+
+/// Builds `packages` statically into `target/<dir>/` and returns the
+/// directory holding their executables.
+fn build_packages(
+    features: &[&str],
+    dir: &str,
+    packages: &[&str],
+    progress: &mut crate::progress::Progress,
+) -> anyhow::Result<PathBuf> {
     let ws = workspace();
     let target_dir = ws.join("target").join(dir);
-    progress.stage("init", "building the initramfs init (crates/init), static");
+    progress.stage(
+        "init",
+        &format!("building {} (static)", packages.join(" and ")),
+    );
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
@@ -56,14 +97,8 @@ pub fn build(
     ]
     .join("\x1f");
     Tool::new(&cargo.to_string_lossy())?
-        .args([
-            "build",
-            "--quiet",
-            "--locked",
-            "--release",
-            "-p",
-            "slotsmith-init",
-        ])
+        .args(["build", "--quiet", "--locked", "--release"])
+        .args(packages.iter().flat_map(|p| ["-p", p]))
         .args(["--target", TARGET])
         .args(if features.is_empty() {
             Vec::new()
@@ -75,8 +110,6 @@ pub fn build(
         .env("CARGO_ENCODED_RUSTFLAGS", flags)
         .dir(&ws)
         .run()
-        .context("building the init (crates/init)")?;
-    let bin = target_dir.join(TARGET).join("release/slotsmith-init");
-    anyhow::ensure!(bin.is_file(), "cargo built no {}", bin.display());
-    Ok(bin)
+        .with_context(|| format!("building {}", packages.join(" and ")))?;
+    Ok(target_dir.join(TARGET).join("release"))
 }

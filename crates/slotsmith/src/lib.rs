@@ -18,6 +18,7 @@ pub mod qemu;
 pub mod secureboot;
 pub mod signing;
 pub mod spec;
+pub mod stick;
 pub mod tool;
 pub mod uki;
 pub mod verify;

@@ -33,8 +33,8 @@ pub struct Vm {
     pub disk: PathBuf,
     /// The OVMF variable store (written to).
     pub vars: PathBuf,
-    /// A USB stick image to attach.
-    pub usb: Option<PathBuf>,
+    /// USB stick images to attach (each its own usb-storage device).
+    pub usb: Vec<PathBuf>,
     /// Extra read-only virtio disks: (image, serial). The guest sees each
     /// as `/dev/disk/by-id/virtio-<serial>`.
     pub disks: Vec<(PathBuf, String)>,
@@ -219,12 +219,18 @@ impl Vm {
                 .arg("-device")
                 .arg(format!("virtio-blk-pci,drive=extra{i},serial={serial}"));
         }
-        if let Some(usb) = &self.usb {
+        if !self.usb.is_empty() {
+            t = t.args(["-device", "qemu-xhci"]);
+        }
+        for (i, usb) in self.usb.iter().enumerate() {
             t = t
-                .args(["-device", "qemu-xhci"])
                 .arg("-drive")
-                .arg(format!("if=none,id=usb0,format=raw,file={}", usb.display()))
-                .args(["-device", "usb-storage,drive=usb0,removable=on"]);
+                .arg(format!(
+                    "if=none,id=usb{i},format=raw,file={}",
+                    usb.display()
+                ))
+                .arg("-device")
+                .arg(format!("usb-storage,drive=usb{i},removable=on"));
         }
         if !self.reboot {
             t = t.arg("-no-reboot");
@@ -327,7 +333,7 @@ mod tests {
         let vm = Vm {
             disk: "/d.img".into(),
             vars: "/v.fd".into(),
-            usb: Some("/u.img".into()),
+            usb: vec!["/u.img".into()],
             disks: vec![("/s.swu".into(), "swu-image".into())],
             memory_mib: 1024,
             reboot: false,

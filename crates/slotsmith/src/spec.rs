@@ -248,6 +248,12 @@ pub struct BootChainSpec {
     /// Kernel modules the init loads, by name, before it looks for disks
     /// (their dependencies are added from `modules.dep`).
     pub initramfs_modules: Vec<String>,
+    /// Units that must be active before a tried slot is confirmed (besides
+    /// multi-user.target, the watchdog and no failed units).
+    pub healthy_units: Vec<String>,
+    /// Seconds a tried slot may run unconfirmed before it reboots (and the
+    /// loader falls back).
+    pub trial_timeout_sec: u32,
 }
 
 /// How a signing key is reached. Key material never enters the spec or

@@ -178,6 +178,9 @@ pub(super) fn build(
         dir_entry("proc"),
         dir_entry("sys"),
         dir_entry("run"),
+        // The data partition, mounted early to read the anti-rollback
+        // minimum, then moved under the new root.
+        dir_entry("data"),
         dir_entry("sysroot"),
         Entry {
             path: "init".into(),

@@ -65,6 +65,9 @@ pub struct BuildOptions {
     /// The static init for the boot chain's initramfs (`crates/init`,
     /// built by the driver); needed only when the plan has a chain.
     pub init_binary: Option<PathBuf>,
+    /// The static updater the rootfs carries (`crates/updater`, built by
+    /// the driver with the init); needed only when the plan has a chain.
+    pub updater_binary: Option<PathBuf>,
 }
 
 /// What `build` returns.
@@ -150,6 +153,8 @@ fn attempt(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyhow:
         let cert = std::fs::read(&update_signer.cert)
             .with_context(|| format!("reading {}", update_signer.cert.display()))?;
         chain_inputs["update_cert"] = hex::encode(sha2::Sha256::digest(cert)).into();
+        chain_inputs["updater"] =
+            hex::encode(sha2::Sha256::digest(device::updater_binary(opts)?)).into();
     }
     let rootfs_key = rootfs::key(plan, chain_inputs)?;
     let rootfs = match rootfs::cached(plan, rootfs_key.as_ref(), &cache, out, progress)? {
@@ -158,7 +163,7 @@ fn attempt(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyhow:
             let store = work.join("store");
             let mut tree = base::stage(plan, opts, &store, progress)?;
             harden::stage(plan, &mut tree, &store, progress)?;
-            device::apply(plan, &mut tree, &store, &update_signer.cert)?;
+            device::apply(plan, &mut tree, &store, &update_signer.cert, opts)?;
             layers::stage(plan, opts, &mut tree, progress)?;
             rootfs::stage(
                 plan,

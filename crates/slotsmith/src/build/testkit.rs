@@ -181,6 +181,7 @@ impl Fixture {
             cache_dir: root.join("cache"),
             no_cache: false,
             init_binary: None,
+            updater_binary: None,
         };
         let work = opts.work_root.join(NAME);
         let store = work.join("store");

@@ -771,8 +771,10 @@ mod tests {
         assert_eq!(c.loader, Loader::Efibootguard);
         assert_eq!(c.watchdog_sec, 0);
         assert!(c.initramfs_modules.iter().any(|m| m == "dm-verity"));
+        assert!(c.healthy_units.is_empty());
+        assert_eq!(c.trial_timeout_sec, 600);
         let text = format!(
-            "{MINIMAL}boot:\n  loader: grub\n  watchdog: 99999\n  initramfs-modules: [ok, \"bad/../name\", \"\\e[31m\"]\n  colour: red\n"
+            "{MINIMAL}boot:\n  loader: grub\n  watchdog: 99999\n  initramfs-modules: [ok, \"bad/../name\", \"\\e[31m\"]\n  colour: red\n  healthy-units: [ssh.service, \"x;reboot.service\", ssh]\n  trial-timeout: 5\n"
         );
         let (img, diags) = image(&text);
         assert!(img.is_none());
@@ -787,6 +789,9 @@ mod tests {
             "boot.initramfs-modules[1]: 'bad/../name' is not a module name".to_string(),
             "boot.initramfs-modules[2]: '\\x1b[31m' is not a module name".to_string(),
             format!("{}:boot.colour: unknown key 'colour'", line + 5),
+            "boot.healthy-units[1]: 'x;reboot.service' is not a systemd unit name".to_string(),
+            "boot.healthy-units[2]: 'ssh' is not a systemd unit name".to_string(),
+            format!("{}:boot.trial-timeout: 5 seconds is outside 60..=86400", line + 7),
         ] {
             assert!(shown.iter().any(|s| s.contains(&want)), "{want}\n{shown:#?}");
         }

@@ -432,11 +432,14 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             &chain::DeviceFacts {
                 name: &img.name,
                 version: &img.version,
+                security_version: img.security_version,
                 board: &img.board,
                 revision: img
                     .hardware_compatibility
                     .first()
                     .map_or("", String::as_str),
+                set: &img.update.set,
+                modes: &img.update.modes,
             },
             &slots
                 .iter()

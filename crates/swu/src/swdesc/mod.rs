@@ -746,7 +746,10 @@ mod tests {
             ..sample()
         };
         let text = d.to_libconfig().unwrap();
-        assert!(text.contains("\n\tslotsmith-security-version = 7;\n"), "{text}");
+        assert!(
+            text.contains("\n\tslotsmith-security-version = 7;\n"),
+            "{text}"
+        );
         assert_eq!(SwDescription::parse(&text).unwrap(), d);
         let big = SwDescription {
             security_version: Some(1 << 31),
