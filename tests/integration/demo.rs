@@ -319,7 +319,7 @@ fn default_image_hardening_and_update() {
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     // The real SWUpdate installs it on a booted device, through EFI Boot
-    // Guard's handler, in boot::the_real_swupdate_installs_the_update_into_slot_b_and_the_loader_boots_it.
+    // Guard's handler, in updates::updates_commit_roll_back_refuse_and_survive_a_power_cut_with_an_audit_trail.
     let desc = run(
         "sh",
         &[
@@ -333,7 +333,71 @@ fn default_image_hardening_and_update() {
         "filesystem = \"vfat\";",
         "path = \"/linux.efi\";",
         "{ name = \"kernelfile\"; value = \"L:BOOT1:linux.efi\"; }",
+        "slotsmith-security-version = 1;",
     ] {
         assert!(desc.contains(want), "{want} missing:\n{desc}");
     }
+
+    // Field updates on the device: the updater is a static executable,
+    // its settings come from the plan, and systemd enables the health
+    // check and the trial timeout; SWUpdate runs the anti-rollback check.
+    let updater = fs::read(root.join("usr/sbin/slotsmith-update")).unwrap();
+    assert!(updater.starts_with(b"\x7fELF"));
+    let headers = run(
+        "readelf",
+        &[
+            "-lW",
+            root.join("usr/sbin/slotsmith-update").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !headers.contains("INTERP"),
+        "the updater must be static: {headers}"
+    );
+    let settings: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(root.join("etc/slotsmith/update.json")).unwrap())
+            .unwrap();
+    assert_eq!(settings["security_version"], 1);
+    assert_eq!(settings["state_dir"], "/data/slotsmith");
+    assert!(settings["healthy_units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|u| u == "ssh.service"));
+    for (unit, want) in [
+        ("slotsmith-health.service", "enabled"),
+        ("slotsmith-trial-timeout.service", "enabled"),
+        ("slotsmith-usb-update@.service", "static"),
+    ] {
+        let out = duct::cmd(
+            "systemctl",
+            [&format!("--root={}", root.display()), "is-enabled", unit],
+        )
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want, "{unit}");
+    }
+    let conf = fs::read_to_string(root.join("etc/swupdate/conf.d/10-slotsmith")).unwrap();
+    assert!(
+        conf.contains("-P /usr/libexec/slotsmith/preupdate"),
+        "{conf}"
+    );
+    // USB mass storage is allowed only through the image's waiver, which
+    // the audit report shows with its approver.
+    assert!(
+        md.contains("KERNEL-MOD-002") && md.contains("slotsmith maintainers (demo image)"),
+        "{md}"
+    );
+    let modprobe =
+        fs::read_to_string(root.join("etc/modprobe.d/00-slotsmith-disabled.conf")).unwrap();
+    assert!(
+        !modprobe.contains("usb-storage") && !modprobe.contains("usb_storage"),
+        "{modprobe}"
+    );
+    assert!(
+        modprobe.contains("install cramfs /bin/false") || modprobe.contains("cramfs"),
+        "{modprobe}"
+    );
 }

@@ -19,4 +19,5 @@ mod hostile;
 mod plans;
 mod swu;
 mod tidy;
+mod updates;
 mod verified_boot;

@@ -1,5 +1,6 @@
 //! The entry point of the fuzz target `key_pem`: every parser of key and
-//! certificate files, both roles, on the same bytes. Shared by the
+//! certificate files, both roles, and the claimed signer of a detached
+//! CMS signature, on the same bytes. Shared by the
 //! cargo-fuzz target (fuzz/fuzz_targets/key_pem.rs) and its stable twin
 //! (crates/cms/tests/fuzz.rs). Invariants: no panic (the harness catches
 //! one), errors free of raw control and format characters, and what parses
@@ -27,6 +28,12 @@ pub fn key_pem(data: &[u8]) {
     }
     match crate::file_fingerprints(data, path) {
         Ok(fps) => fps.iter().for_each(|f| check_fingerprint(f)),
+        Err(err) => assert_escaped(&err),
+    }
+    // The claimed signer of a detached signature (the device's audit
+    // trail reads it from every .swu it is given).
+    match crate::claimed_signer_fingerprint(data) {
+        Ok(fp) => check_fingerprint(&fp),
         Err(err) => assert_escaped(&err),
     }
 }

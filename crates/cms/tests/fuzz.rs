@@ -102,6 +102,11 @@ fn seeds(dir: &Path) -> Vec<Vec<u8>> {
     let cert = fs::read(dir.join("update.cert.pem")).unwrap();
     seeds.push([cert.clone(), cert.clone()].concat());
     seeds.push([cert, fs::read(&update_key).unwrap()].concat());
+    // A detached CMS signature (what a device reads the claimed signer
+    // from, before SWUpdate verifies it).
+    let signer =
+        slotsmith_cms::UpdateSigner::load(&update_key, &dir.join("update.cert.pem")).unwrap();
+    seeds.push(signer.sign_detached(b"sw-description").unwrap());
     seeds
 }
 
@@ -123,5 +128,6 @@ fn key_pem() {
     assert!(slotsmith_sign::parse_signing_key(&seeds[4], path).is_ok());
     assert!(slotsmith_sign::parse_verifying_key(&seeds[5], path).is_ok());
     assert!(slotsmith_cms::parse_private_key(&seeds[6], path).is_ok());
+    assert!(slotsmith_cms::claimed_signer_fingerprint(seeds.last().unwrap()).is_ok());
     slotsmith_fuzzing::exercise("key_pem", &seeds, 5000, slotsmith_cms::fuzz::key_pem);
 }

@@ -272,6 +272,20 @@ impl Vm {
         Ok(self.watch(console, &[], expect, timeout)?.0)
     }
 
+    /// Runs until `done` (called with the whole console so far, every
+    /// 250 ms) says the run has seen what it waits for, QEMU exits, or
+    /// `timeout` passes; QEMU is stopped in every case (a test's power
+    /// cut). The ending is `Matched("done")` when `done` said so.
+    pub fn run_while(
+        &self,
+        console: &Path,
+        mut done: impl FnMut(&str) -> bool,
+        timeout: Duration,
+    ) -> anyhow::Result<Run> {
+        let mut end = |text: &str| done(text).then(|| "done".to_string());
+        Ok(self.watch_with(console, &[], &mut end, timeout)?.0)
+    }
+
     /// Starts QEMU with the console in `console` and polls it every 250 ms
     /// for `marks` (noted when first seen) and `ends` (the first one seen
     /// ends the run).
@@ -280,6 +294,22 @@ impl Vm {
         console: &Path,
         marks: &[&str],
         ends: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<(Run, Vec<Option<f64>>)> {
+        let mut end = |text: &str| {
+            ends.iter()
+                .find(|p| text.contains(**p))
+                .map(|p| p.to_string())
+        };
+        self.watch_with(console, marks, &mut end, timeout)
+    }
+
+    /// [`Vm::watch`] with the end decided by `end`.
+    fn watch_with(
+        &self,
+        console: &Path,
+        marks: &[&str],
+        end: &mut dyn FnMut(&str) -> Option<String>,
         timeout: Duration,
     ) -> anyhow::Result<(Run, Vec<Option<f64>>)> {
         let start = Instant::now();
@@ -294,8 +324,8 @@ impl Vm {
                     seen[i] = Some(start.elapsed().as_secs_f64());
                 }
             }
-            if let Some(p) = ends.iter().find(|p| text.contains(**p)) {
-                break Ending::Matched(p.to_string());
+            if let Some(p) = end(&text) {
+                break Ending::Matched(p);
             }
             if handle.try_wait().context("waiting for qemu")?.is_some() {
                 break Ending::Exited;

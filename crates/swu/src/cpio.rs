@@ -406,13 +406,35 @@ const F_FILESIZE: usize = 6;
 const F_NAMESIZE: usize = 11;
 const F_CHECK: usize = 12;
 
+/// The first `n` members of an archive (fewer if it ends), each verified
+/// as [`read_index`] verifies every member, without reading further: what
+/// a reader that must name a damaged archive's signer needs from its
+/// head when the archive fails later.
+pub fn read_leading<R: Read>(r: R, n: usize) -> Result<Vec<CpioEntry>> {
+    Ok(read_archive_limited(r, false, Some(n))?
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect())
+}
+
 fn read_archive<R: Read>(r: R, want_sha: bool) -> Result<Vec<(CpioEntry, Option<[u8; 32]>)>> {
+    read_archive_limited(r, want_sha, None)
+}
+
+fn read_archive_limited<R: Read>(
+    r: R,
+    want_sha: bool,
+    limit: Option<usize>,
+) -> Result<Vec<(CpioEntry, Option<[u8; 32]>)>> {
     // Offsets count from where the reader stands, i.e. the archive start.
     let mut c = Cursor { r, pos: 0 };
     let mut entries: Vec<(CpioEntry, Option<[u8; 32]>)> = Vec::new();
     let mut names = HashSet::new();
     let mut buf = vec![0u8; BUF_LEN];
     loop {
+        if limit.is_some_and(|n| entries.len() >= n) {
+            return Ok(entries);
+        }
         let index = entries.len() + 1;
         let at = c.pos;
         let mut h = [0u8; HEADER_LEN];
@@ -575,6 +597,30 @@ mod tests {
         // All 0xff exercises the lane-overflow bound and the mod-2^32 wrap.
         let ff = vec![0xffu8; 17 * 1024 * 1024 + 5];
         assert_eq!(byte_sum(&ff), naive_sum(&ff));
+    }
+
+    #[test]
+    fn the_leading_members_read_without_the_rest() {
+        let mut a = archive(&[("one", b"1"), ("two", b"22"), ("three", &data(5000, 1))]);
+        // Damage the third member's data: the whole archive fails, its
+        // head still reads.
+        let at = a.len() - 1200;
+        a[at] ^= 1;
+        assert!(read_index(io::Cursor::new(&a)).is_err());
+        let head = read_leading(&a[..], 2).unwrap();
+        assert_eq!(
+            head.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["one", "two"]
+        );
+        assert_eq!(head[1].size, 2);
+        // Fewer members than asked for: all of them, trailer checked.
+        assert_eq!(
+            read_leading(&archive(&[("one", b"1")])[..], 5)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(read_leading(&b"070702"[..], 1).is_err());
     }
 
     #[test]

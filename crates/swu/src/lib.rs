@@ -34,7 +34,7 @@ pub mod digest;
 pub mod fuzz;
 pub mod swdesc;
 
-pub use cpio::{read_index, read_index_with_sha256, CpioEntry, CpioWriter};
+pub use cpio::{read_index, read_index_with_sha256, read_leading, CpioEntry, CpioWriter};
 pub use digest::{DigestWriter, Digester, Digests, Stamp};
 pub use swdesc::{
     bootenv_for, Bootloader, Collection, Compression, Fit, Payload, SwDescription, Target,

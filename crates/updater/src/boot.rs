@@ -12,7 +12,7 @@
 //! `health` then:
 //! 1. records an install the power cut interrupted (its marker is left);
 //! 2. records a rollback once, when the other slot's environment is FAILED
-//!    (with the init's refusal, if it left one);
+//!    and an install left it to be tried or the init left its refusal;
 //! 3. checks health: multi-user.target active, each unit the image
 //!    declares healthy active, the hardware watchdog served by systemd,
 //!    no failed unit;
@@ -34,8 +34,6 @@ use crate::{env, say, state, tool};
 
 /// How long a declared unit may still be starting.
 const SETTLE: Duration = Duration::from_secs(60);
-/// How many rollbacks are remembered as recorded.
-const MAX_REMEMBERED: usize = 64;
 
 /// Every failed criterion, in words; empty when healthy.
 pub fn check(config: &Config) -> Result<Vec<String>> {
@@ -105,45 +103,50 @@ fn record_interrupted(state_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Records, once, that the other slot was tried and fell back.
+/// The slot an install left for the loader to try (`state::TRIAL`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Trial {
+    /// The slot written.
+    pub slot: String,
+    /// The version and security version it holds.
+    pub version: Option<String>,
+    /// Security version.
+    pub security_version: Option<u64>,
+}
+
+/// Records, once, that the other slot was tried and fell back: its
+/// environment is FAILED and either an install left it to be tried or the
+/// init left the reason it refused it. Both markers are consumed, so an
+/// old FAILED environment is not recorded again on every boot (its bytes
+/// cannot tell two failures apart: the loader zeroes the revision).
 fn record_rollback(config: &Config, running: &Running, envs: &[env::SlotEnv]) -> Result<()> {
     let state_dir = config.state_dir();
     let other = config.other_slot(&running.slot)?;
-    let Some(e) = envs.iter().find(|e| e.slot == other) else {
-        return Ok(());
-    };
-    let (Ok(env), Some(sha)) = (&e.env, &e.sha256) else {
-        return Ok(());
-    };
-    if env.ustate != UState::Failed {
-        return Ok(());
-    }
-    let seen_path = state_dir.join(state::ROLLBACKS);
-    let seen = state::read_small(&seen_path)?.unwrap_or_default();
-    let seen = String::from_utf8_lossy(&seen).into_owned();
-    if seen.lines().any(|l| l == sha) {
+    let trial_path = state_dir.join(state::TRIAL);
+    let trial: Option<Trial> =
+        state::read_small(&trial_path)?.and_then(|b| serde_json::from_slice(&b).ok());
+    if trial.as_ref().is_some_and(|t| t.slot == running.slot) {
+        // The tried slot is running: its commit (or its failed health
+        // check and reboot) is recorded by `health`.
         return Ok(());
     }
+    let failed = env::of(envs, &other).is_ok_and(|e| e.ustate == UState::Failed);
     let refusal_path = state_dir.join(state::BOOT_REFUSAL);
     let refusal =
         state::read_small(&refusal_path)?.map(|b| String::from_utf8_lossy(&b).trim().to_string());
-    let mut rec = Record::new("rollback", "rolled-back").because(match &refusal {
-        Some(r) => format!("slot {other} was refused at boot: {r}"),
-        None => format!(
-            "slot {other} was tried and not confirmed (failed health check, trial timeout, panic, hang or watchdog reset)"
-        ),
-    });
+    let Some(reason) = rollback_reason(&other, failed, trial.is_some(), refusal.as_deref()) else {
+        return Ok(());
+    };
+    let mut rec = Record::new("rollback", "rolled-back").because(reason);
+    if let Some(t) = &trial {
+        rec.version = t.version.clone();
+        rec.security_version = t.security_version;
+    }
     rec.slot_before = Some(other.clone());
     rec.slot_after = Some(running.slot.clone());
     rec.running_version = Some(config.version.clone());
     audit::append(&state_dir, &rec)?;
-    let mut lines: Vec<&str> = seen.lines().collect();
-    lines.push(sha);
-    let keep = lines.len().saturating_sub(MAX_REMEMBERED);
-    state::write_atomically(
-        &seen_path,
-        format!("{}\n", lines[keep..].join("\n")).as_bytes(),
-    )?;
+    state::remove(&trial_path)?;
     state::remove(&refusal_path)?;
     say(&format!(
         "slot {other} was tried and not confirmed; the device rolled back to slot {} ({} {})",
@@ -152,6 +155,26 @@ fn record_rollback(config: &Config, running: &Running, envs: &[env::SlotEnv]) ->
         shown(&config.version)
     ));
     Ok(())
+}
+
+/// Whether (and why) a rollback from `other` is to be recorded: its
+/// environment is FAILED, and something says a try happened since the
+/// last record (an install's trial marker, or the init's refusal).
+fn rollback_reason(
+    other: &str,
+    failed: bool,
+    tried: bool,
+    refusal: Option<&str>,
+) -> Option<String> {
+    if !failed || (!tried && refusal.is_none()) {
+        return None;
+    }
+    Some(match refusal {
+        Some(r) => format!("slot {other} was refused at boot: {r}"),
+        None => format!(
+            "slot {other} was tried and not confirmed (failed health check, trial timeout, panic, hang or watchdog reset)"
+        ),
+    })
 }
 
 /// The boot-time check; returns whether the system is healthy.
@@ -252,4 +275,28 @@ pub fn trial_timeout(config: &Config, running: &Running) -> Result<()> {
     audit::append(&config.state_dir(), &rec)?;
     say(&audit::human(&rec));
     tool::reboot()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rollback_reason;
+
+    #[test]
+    fn a_rollback_is_recorded_once_per_try() {
+        // A FAILED environment alone is an old rollback, already recorded.
+        assert_eq!(rollback_reason("a", true, false, None), None);
+        // Not FAILED: nothing to record, whatever the markers say.
+        assert_eq!(rollback_reason("a", false, true, Some("x")), None);
+        let tried = rollback_reason("a", true, true, None).unwrap();
+        assert!(
+            tried.starts_with("slot a was tried and not confirmed"),
+            "{tried}"
+        );
+        let refused =
+            rollback_reason("a", true, false, Some("security version 1 is below")).unwrap();
+        assert_eq!(
+            refused,
+            "slot a was refused at boot: security version 1 is below"
+        );
+    }
 }

@@ -54,8 +54,6 @@ pub struct SlotEnv {
     pub slot: String,
     /// The decoded environment, or why it could not be read.
     pub env: Result<BgEnv, String>,
-    /// sha256 of the raw file (to recognise a rollback already recorded).
-    pub sha256: Option<String>,
 }
 
 /// The disk holding the running root (`vda` for `vda4`).
@@ -117,13 +115,11 @@ fn partition_node(sys: &Path, disk: &str, partname: &str) -> Result<PathBuf> {
 }
 
 /// Reads `BGENV.DAT` from a FAT volume on `dev`.
-fn read_env(dev: &Path) -> Result<(BgEnv, String)> {
-    use sha2::Digest as _;
+fn read_env(dev: &Path) -> Result<BgEnv> {
     let f = File::open(dev).with_context(|| format!("opening {}", dev.display()))?;
     let bytes = slotsmith_disk::fat::read_fat_file_max(ReadOnly(f), "BGENV.DAT", MAX_ENV)
         .with_context(|| format!("reading BGENV.DAT on {}", dev.display()))?;
-    let env = bgenv::decode(&bytes).with_context(|| format!("BGENV.DAT on {}", dev.display()))?;
-    Ok((env, hex::encode(sha2::Sha256::digest(&bytes))))
+    bgenv::decode(&bytes).with_context(|| format!("BGENV.DAT on {}", dev.display()))
 }
 
 /// Both slots' environments, in the order of the settings.
@@ -133,17 +129,9 @@ pub fn read_all(config: &crate::config::Config) -> Result<Vec<SlotEnv>> {
     let mut out = Vec::new();
     for (slot, part) in &config.boot_partitions {
         let got = partition_node(sys, &disk, part).and_then(|dev| read_env(&dev));
-        out.push(match got {
-            Ok((env, sha)) => SlotEnv {
-                slot: slot.clone(),
-                env: Ok(env),
-                sha256: Some(sha),
-            },
-            Err(e) => SlotEnv {
-                slot: slot.clone(),
-                env: Err(format!("{e:#}")),
-                sha256: None,
-            },
+        out.push(SlotEnv {
+            slot: slot.clone(),
+            env: got.map_err(|e| format!("{e:#}")),
         });
     }
     Ok(out)

@@ -168,6 +168,17 @@ pub fn install(config: &Config, running: &Running, opts: &Install<'_>) -> Result
     });
     state::remove(&marker)?;
     if switched && (out.ok() || out.text.contains("SWUpdate was successful")) {
+        // What the loader will try, so the boot after can tell a failed
+        // try (and record the rollback once) from an old FAILED state.
+        state::write_atomically(
+            &state_dir.join(state::TRIAL),
+            &serde_json::to_vec(&crate::boot::Trial {
+                slot: other.clone(),
+                version: rec.version.clone(),
+                security_version: rec.security_version,
+            })
+            .context("encoding the trial marker")?,
+        )?;
         rec.result = "installed".into();
         rec.slot_after = Some(other.clone());
         rec.reason = Some(format!(
@@ -209,10 +220,10 @@ pub fn preupdate(config: &Config) -> Result<()> {
     // as old as it gets.
     let svn = desc.security_version.unwrap_or(0);
     if svn < minimum {
+        // `description` is "<image> <version>" in what we build.
         let why = format!(
-            "security version {svn} of {} {} is below this device's minimum {minimum} (anti-rollback)",
-            shown(&desc.name),
-            shown(&desc.version)
+            "security version {svn} of {} is below this device's minimum {minimum} (anti-rollback)",
+            shown(&desc.name)
         );
         let _ = std::fs::create_dir_all("/run/slotsmith");
         let _ = std::fs::write(PREUPDATE_REASON, &why);
@@ -262,7 +273,17 @@ pub fn usb(config: &Config, running: &Running, devname: &str) -> Result<bool> {
     let mnt_s = mnt.to_str().context("mount point")?;
     tool::run(
         tool::MOUNT,
-        &["-o", "ro,nodev,nosuid,noexec", "--", &dev, mnt_s],
+        // FAT only: every other filesystem driver stays out of reach of
+        // whatever is on a stick.
+        &[
+            "-t",
+            "vfat",
+            "-o",
+            "ro,nodev,nosuid,noexec",
+            "--",
+            &dev,
+            mnt_s,
+        ],
     )?;
     say(&format!("stick {dev} mounted read-only"));
     let result = usb_mounted(config, running, &mnt);
@@ -325,19 +346,13 @@ fn usb_mounted(config: &Config, running: &Running, mnt: &Path) -> Result<bool> {
     }
 }
 
-/// The version a `.swu`'s sw-description states (unverified; only used to
-/// skip a stick whose update is already running).
+/// The version a `.swu`'s sw-description states (unverified, read from
+/// its head only; used to skip a stick whose update is already running).
 fn quick_version(path: &Path) -> Result<String> {
-    let f = std::fs::File::open(path)?;
-    let entries = slotsmith_swu::read_index(std::io::BufReader::new(f))?;
-    let first = entries.first().context("empty archive")?;
-    anyhow::ensure!(first.name == "sw-description" && first.size <= MAX_SWDESC);
-    let mut f = std::fs::File::open(path)?;
-    use std::io::{Read as _, Seek as _};
-    f.seek(std::io::SeekFrom::Start(first.offset))?;
-    let mut text = String::new();
-    f.take(first.size).read_to_string(&mut text)?;
-    Ok(slotsmith_swu::SwDescription::parse(&text)?.version)
+    inspect::head(path)?
+        .description
+        .map(|d| d.version)
+        .context("no readable sw-description")
 }
 
 #[cfg(test)]

@@ -30,8 +30,9 @@ use anyhow::{bail, Context, Result};
 pub const MIN_SVN: &str = "min-security-version";
 /// The in-progress marker: an install that started and did not finish.
 pub const PENDING: &str = "install-in-progress.json";
-/// Rollbacks already recorded, by the sha256 of the failed environment.
-pub const ROLLBACKS: &str = "rollbacks-recorded";
+/// The slot an install wrote and the loader is about to try: consumed by
+/// the commit, or by the rollback record when the try fails.
+pub const TRIAL: &str = "trial.json";
 /// A refusal the init wrote before it rebooted (read by the next boot).
 pub const BOOT_REFUSAL: &str = "boot-refusal";
 /// Largest small state file read.
