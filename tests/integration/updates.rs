@@ -485,6 +485,11 @@ fn updates_commit_roll_back_refuse_and_survive_a_power_cut_with_an_audit_trail()
             swu(3, "5.0.0"),
             "security version 1 of demo 5.0.0 is below this device's minimum 2",
         ),
+        // v3 rolled back on this device: a stick left in is not retried.
+        (
+            swu(2, "3.0.0"),
+            "this update was tried on this device and rolled back; remove the stick",
+        ),
     ];
     dev.vm.usb = refusals
         .iter()
@@ -555,6 +560,7 @@ fn updates_commit_roll_back_refuse_and_survive_a_power_cut_with_an_audit_trail()
 
     // 8. Back on B; an install of v3 is cut off by a power cut.
     dev.vm.disks = vec![(v3_stick.clone(), "swu-image".into())];
+    let root_a_before_cut = part_sha(&disk, "root-a");
     let mut seen: Option<Instant> = None;
     let r = dev.boot("power cut during an install", |c| {
         if c.contains(REFUSED) {
@@ -576,6 +582,15 @@ fn updates_commit_roll_back_refuse_and_survive_a_power_cut_with_an_audit_trail()
         !c.contains("SLOTSMITH-TEST install-rc"),
         "the install was cut off: {c}"
     );
+    // The cut landed mid-write: slot A's root changed, yet A is not
+    // INSTALLED, so the loader keeps booting B.
+    assert_ne!(
+        part_sha(&disk, "root-a"),
+        root_a_before_cut,
+        "nothing was written before the cut"
+    );
+    let [a, _] = envs(&disk);
+    assert_ne!(a.1.ustate, UState::Installed, "{:?}", a.1);
 
     let r = dev.boot("after the power cut", |c| c.contains(REFUSED));
     let c = &r.console;
@@ -614,15 +629,16 @@ fn updates_commit_roll_back_refuse_and_survive_a_power_cut_with_an_audit_trail()
         "install refused 4.0.0 usb",
         "install refused 1.0.0 usb",
         "install refused 5.0.0 usb",
+        "install refused 3.0.0 usb",
         "rollback rolled-back - -",
         "install interrupted 3.0.0 local",
         "install installed 3.0.0 local",
     ];
     // The five sticks are handled one at a time, in whichever order udev
     // saw them.
-    summary[6..11].sort();
+    summary[6..12].sort();
     let mut want = want.map(String::from);
-    want[6..11].sort();
+    want[6..12].sort();
     assert_eq!(summary, want, "{trail:#?}");
     let sha_v2 = sha256(&swu(1, "2.0.0"));
     assert_eq!(trail[1]["sha256"], sha_v2.as_str());
@@ -638,7 +654,7 @@ fn updates_commit_roll_back_refuse_and_survive_a_power_cut_with_an_audit_trail()
     assert_eq!(trail[2]["minimum_security_version"], 2);
     for (file, why) in &refusals {
         let sha = sha256(file);
-        let r = trail[6..11]
+        let r = trail[6..12]
             .iter()
             .find(|r| r["sha256"] == sha.as_str())
             .unwrap_or_else(|| panic!("no record of {}: {trail:#?}", file.display()));
@@ -655,12 +671,12 @@ fn updates_commit_roll_back_refuse_and_survive_a_power_cut_with_an_audit_trail()
         );
     }
     assert!(
-        trail[11]["reason"]
+        trail[12]["reason"]
             .as_str()
             .unwrap()
             .contains("security version 1 is below this device's minimum 2"),
         "{}",
-        trail[11]
+        trail[12]
     );
     for r in &trail {
         assert!(

@@ -194,6 +194,27 @@ pub fn human(r: &Record) -> String {
     s
 }
 
+/// A JSON line with every character a terminal would act on escaped as
+/// `\uXXXX` (serde_json escapes C0 controls; bidi overrides, C1 controls
+/// and DEL it leaves raw). Still valid JSON, with the same value.
+pub fn json_for_terminal(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars() {
+        let u = c as u32;
+        let risky = u == 0x7f
+            || (0x80..=0x9f).contains(&u)
+            || (0x200e..=0x200f).contains(&u)
+            || (0x202a..=0x202e).contains(&u)
+            || (0x2066..=0x2069).contains(&u);
+        if risky {
+            out.push_str(&format!("\\u{u:04x}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Now, as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
@@ -259,6 +280,20 @@ mod tests {
         f.write_all(b"{\"time\":\"2026").unwrap();
         let (got, bad) = read(dir.path()).unwrap();
         assert_eq!((got.len(), bad), (2, 1));
+    }
+
+    #[test]
+    fn json_lines_shown_on_a_terminal_keep_their_value() {
+        let mut r = Record::new("install", "refused");
+        r.file = Some("a\u{202e}b\u{7f}c\u{9b}d".into());
+        let line = serde_json::to_string(&r).unwrap();
+        let shown = json_for_terminal(&line);
+        assert!(shown.is_ascii() || !shown.contains('\u{202e}'));
+        assert!(
+            shown.contains("\\u202e") && shown.contains("\\u007f") && shown.contains("\\u009b")
+        );
+        let back: Record = serde_json::from_str(&shown).unwrap();
+        assert_eq!(back, r);
     }
 
     #[test]

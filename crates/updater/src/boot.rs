@@ -112,6 +112,10 @@ pub struct Trial {
     pub version: Option<String>,
     /// Security version.
     pub security_version: Option<u64>,
+    /// sha256 of the `.swu` (remembered if it rolls back, so a stick left
+    /// in is not installed again).
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 /// Records, once, that the other slot was tried and fell back: its
@@ -141,6 +145,10 @@ fn record_rollback(config: &Config, running: &Running, envs: &[env::SlotEnv]) ->
     if let Some(t) = &trial {
         rec.version = t.version.clone();
         rec.security_version = t.security_version;
+        rec.sha256 = t.sha256.clone();
+        if let Some(sha) = &t.sha256 {
+            state::remember_rollback(&state_dir, sha)?;
+        }
     }
     rec.slot_before = Some(other.clone());
     rec.slot_after = Some(running.slot.clone());
@@ -179,11 +187,24 @@ fn rollback_reason(
 
 /// The boot-time check; returns whether the system is healthy.
 pub fn health(config: &Config, running: &Running) -> Result<bool> {
+    // No install, and no trial-timeout reboot, between the check and the
+    // commit.
+    let _lock = crate::install::lock()?;
     let state_dir = config.state_dir();
-    state::ensure_dir(&state_dir)?;
-    record_interrupted(&state_dir)?;
+    // Bookkeeping never gates the commit: a full or damaged data
+    // partition must not turn every good update into a rollback.
+    let note = |what: &str, r: Result<()>| {
+        if let Err(e) = r {
+            say(&format!(
+                "could not record {what}: {}",
+                shown(&format!("{e:#}"))
+            ));
+        }
+    };
+    note("the state directory", state::ensure_dir(&state_dir));
+    note("an interrupted install", record_interrupted(&state_dir));
     let envs = env::read_all(config)?;
-    record_rollback(config, running, &envs)?;
+    note("a rollback", record_rollback(config, running, &envs));
     let own = env::of(&envs, &running.slot)?;
     let on_trial = own.ustate == UState::Testing;
     let problems = check(config)?;
@@ -196,7 +217,7 @@ pub fn health(config: &Config, running: &Running) -> Result<bool> {
             rec.security_version = Some(running.security_version);
             rec.slot_before = Some(running.slot.clone());
             rec.running_version = Some(config.version.clone());
-            audit::append(&state_dir, &rec)?;
+            note("the failed health check", audit::append(&state_dir, &rec));
             say(&format!(
                 "slot {} ({version}) failed its health check: {}; rebooting so the loader falls back",
                 running.slot,
@@ -241,7 +262,7 @@ pub fn health(config: &Config, running: &Running) -> Result<bool> {
         rec.slot_after = Some(running.slot.clone());
         rec.running_version = Some(config.version.clone());
         rec.minimum_security_version = Some(minimum);
-        audit::append(&state_dir, &rec)?;
+        note("the commit", audit::append(&state_dir, &rec));
     }
     say(&format!(
         "slot {} ({version}, security version {}) is healthy and committed; minimum security version {minimum}",
@@ -262,6 +283,8 @@ pub fn trial_timeout(config: &Config, running: &Running) -> Result<()> {
         running.slot, config.trial_timeout_sec
     ));
     std::thread::sleep(Duration::from_secs(u64::from(config.trial_timeout_sec)));
+    // Not while the health check is committing.
+    let _lock = crate::install::lock()?;
     let envs = env::read_all(config)?;
     if env::of(&envs, &running.slot)?.ustate != UState::Testing {
         return Ok(());

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use slotsmith_disk::bgenv::UState;
+use slotsmith_disk::bgenv::{BgEnv, UState};
 use slotsmith_yaml::escape::shown;
 
 use crate::audit::{self, Record};
@@ -23,6 +23,8 @@ use crate::{env, inspect, say, state, tool};
 const DEFAULT_TMPDIR: &str = "/tmp";
 /// Where the pre-update command leaves its reason for the updater.
 const PREUPDATE_REASON: &str = "/run/slotsmith/preupdate-refusal";
+/// SWUpdate's TMPDIR (0700, root's only).
+const PRIVATE_TMP: &str = "/run/slotsmith/swupdate-tmp";
 /// Serialises installs (several sticks, a stick and a service person).
 const LOCK: &str = "/run/slotsmith/update.lock";
 /// Where sticks are mounted.
@@ -40,7 +42,10 @@ pub struct Install<'a> {
     pub reboot: bool,
 }
 
-fn lock() -> Result<std::fs::File> {
+/// Takes the updater's lock (installs, the health check's commit and the
+/// trial timeout's reboot never interleave). Released when the file is
+/// dropped, or when the process ends.
+pub fn lock() -> Result<std::fs::File> {
     std::fs::create_dir_all("/run/slotsmith").context("creating /run/slotsmith")?;
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -71,9 +76,37 @@ fn swupdate_reason(out: &tool::Output) -> String {
 }
 
 /// Installs `opts.file` into the slot that is not running; returns whether
-/// it was installed.
+/// it was installed. With `opts.reboot` the lock is held into the reboot.
 pub fn install(config: &Config, running: &Running, opts: &Install<'_>) -> Result<bool> {
     let _lock = lock()?;
+    install_locked(config, running, opts)
+}
+
+/// Whether an install may start, from the two environments: the running
+/// slot must be committed (not on trial), and the other slot must not be
+/// newer, unless that newer environment is an install a power cut
+/// interrupted (`in_progress`, which SWUpdate's handler resumes). An
+/// update already installed and waiting for its reboot is newer: a second
+/// install would make SWUpdate overwrite the *running* slot's environment
+/// (it replaces the oldest one), leaving no way back.
+pub fn may_install(running: &str, own: &BgEnv, other: &BgEnv) -> Result<(), String> {
+    if own.ustate == UState::Testing {
+        return Err(format!(
+            "slot {running} is on trial and not yet confirmed; install once it has committed"
+        ));
+    }
+    if other.revision > own.revision && !other.in_progress {
+        return Err(format!(
+            "the other slot holds a newer environment ({}, revision {} above {}): an installed update waits for its reboot; reboot first",
+            other.ustate.name(),
+            other.revision,
+            own.revision
+        ));
+    }
+    Ok(())
+}
+
+fn install_locked(config: &Config, running: &Running, opts: &Install<'_>) -> Result<bool> {
     let state_dir = config.state_dir();
     let other = config.other_slot(&running.slot)?;
     let mut rec = Record::new("install", "refused");
@@ -100,15 +133,13 @@ pub fn install(config: &Config, running: &Running, opts: &Install<'_>) -> Result
         Ok(installed)
     };
 
-    // A slot on trial is not known to be good: an update on top of it
-    // would leave no good slot to fall back to.
+    // A slot on trial is not known to be good, and an update waiting for
+    // its reboot must not be installed over (see `may_install`).
     let envs = env::read_all(config)?;
     let own = env::of(&envs, &running.slot)?;
-    if own.ustate == UState::Testing {
-        return finish(rec.because(format!(
-            "slot {} is on trial and not yet confirmed; install once it has committed",
-            running.slot
-        )));
+    let other_env = env::of(&envs, &other)?;
+    if let Err(why) = may_install(&running.slot, own, other_env) {
+        return finish(rec.because(why));
     }
 
     let claims = match inspect::inspect(opts.file) {
@@ -121,6 +152,13 @@ pub fn install(config: &Config, running: &Running, opts: &Install<'_>) -> Result
     rec.signer = claims.signer.clone();
     if let Some(why) = claims.refusal {
         return finish(rec.because(why));
+    }
+    // A stick left in after its update rolled back would otherwise be
+    // installed, tried and rolled back again on every boot.
+    if opts.source == "usb" && state::rolled_back(&state_dir, &claims.sha256) {
+        return finish(
+            rec.because("this update was tried on this device and rolled back; remove the stick"),
+        );
     }
 
     let selection = config.selection_from(&running.slot)?;
@@ -154,7 +192,10 @@ pub fn install(config: &Config, running: &Running, opts: &Install<'_>) -> Result
         &serde_json::to_vec(&rec).context("encoding the in-progress marker")?,
     )?;
     state::remove(Path::new(PREUPDATE_REASON))?;
-    let out = tool::capture(tool::SWUPDATE, &args)?;
+    // SWUpdate extracts sw-description (which the pre-update hook reads)
+    // and file payloads into TMPDIR: a private one, not world-writable /tmp.
+    let tmp = state::private_dir(Path::new(PRIVATE_TMP))?;
+    let out = tool::capture_with_tmpdir(tool::SWUPDATE, &args, &tmp)?;
     let log = Path::new("/run/slotsmith/swupdate.log");
     let _ = std::fs::write(log, &out.text);
     // Success is what the loader will see: the other slot's environment
@@ -166,7 +207,6 @@ pub fn install(config: &Config, running: &Running, opts: &Install<'_>) -> Result
         e.ustate == UState::Installed
             && env::of(&after, &running.slot).is_ok_and(|o| e.revision > o.revision)
     });
-    state::remove(&marker)?;
     if switched && (out.ok() || out.text.contains("SWUpdate was successful")) {
         // What the loader will try, so the boot after can tell a failed
         // try (and record the rollback once) from an old FAILED state.
@@ -176,6 +216,7 @@ pub fn install(config: &Config, running: &Running, opts: &Install<'_>) -> Result
                 slot: other.clone(),
                 version: rec.version.clone(),
                 security_version: rec.security_version,
+                sha256: rec.sha256.clone(),
             })
             .context("encoding the trial marker")?,
         )?;
@@ -185,6 +226,9 @@ pub fn install(config: &Config, running: &Running, opts: &Install<'_>) -> Result
             "written to slot {other}; the loader tries it on the next boot"
         ));
         let installed = finish(rec)?;
+        // Last: a power cut before this leaves the marker, and the next
+        // boot records the attempt as interrupted rather than losing it.
+        state::remove(&marker)?;
         if opts.reboot {
             say("rebooting to try the new slot");
             tool::reboot()?;
@@ -267,6 +311,9 @@ fn updates_on(dir: &Path) -> Result<Vec<PathBuf>> {
 /// unmount it, and reboot into the new slot if it installed.
 pub fn usb(config: &Config, running: &Running, devname: &str) -> Result<bool> {
     check_devname(devname)?;
+    // Held until the reboot: a second stick's job must not install over
+    // an update that waits for it.
+    let _lock = lock()?;
     let dev = format!("/dev/{devname}");
     let mnt = Path::new(USB_MOUNTS).join(devname);
     std::fs::create_dir_all(&mnt).with_context(|| format!("creating {}", mnt.display()))?;
@@ -321,7 +368,7 @@ fn usb_mounted(config: &Config, running: &Running, mnt: &Path) -> Result<bool> {
                     return Ok(false);
                 }
             }
-            install(
+            install_locked(
                 config,
                 running,
                 &Install {
@@ -358,6 +405,49 @@ fn quick_version(path: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn env(revision: u32, ustate: UState, in_progress: bool) -> BgEnv {
+        BgEnv {
+            kernelfile: "L:BOOT0:linux.efi".into(),
+            kernelparams: String::new(),
+            revision,
+            ustate,
+            in_progress,
+            watchdog_timeout_sec: 120,
+            user_vars: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_install_never_writes_over_a_slot_waiting_to_be_tried() {
+        // The common case: running committed, the other older or failed.
+        may_install("a", &env(2, UState::Ok, false), &env(1, UState::Ok, false)).unwrap();
+        may_install(
+            "b",
+            &env(3, UState::Ok, false),
+            &env(0, UState::Failed, false),
+        )
+        .unwrap();
+        // A power cut interrupted an install: SWUpdate resumes it.
+        may_install("b", &env(3, UState::Ok, false), &env(4, UState::Ok, true)).unwrap();
+        // On trial: no.
+        let e = may_install(
+            "b",
+            &env(3, UState::Testing, false),
+            &env(2, UState::Ok, false),
+        );
+        assert!(e.unwrap_err().contains("on trial"));
+        // An update installed and waiting for its reboot: no.
+        let e = may_install(
+            "a",
+            &env(2, UState::Ok, false),
+            &env(3, UState::Installed, false),
+        );
+        assert!(
+            e.unwrap_err().contains("waits for its reboot"),
+            "second install"
+        );
+    }
 
     #[test]
     fn stick_device_names_are_plain() {

@@ -104,7 +104,8 @@ fn run(cli: Cli) -> Result<bool> {
             let (records, bad) = audit::read(&config.state_dir())?;
             for r in &records {
                 if json {
-                    println!("{}", serde_json::to_string(r).context("encoding a record")?);
+                    let line = serde_json::to_string(r).context("encoding a record")?;
+                    println!("{}", audit::json_for_terminal(&line));
                 } else {
                     println!("{}", audit::human(r));
                 }

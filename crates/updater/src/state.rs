@@ -201,6 +201,50 @@ pub fn raise_min_svn(state_dir: &Path, svn: u64) -> Result<u64> {
     Ok(svn)
 }
 
+/// Updates that were tried on this device and rolled back, by the sha256
+/// of their `.swu` (newest last, bounded).
+pub const ROLLED_BACK: &str = "rolled-back";
+/// How many are remembered.
+const MAX_ROLLED_BACK: usize = 64;
+
+/// Whether the `.swu` with this sha256 rolled back on this device.
+pub fn rolled_back(state_dir: &Path, sha256: &str) -> bool {
+    read_small(&state_dir.join(ROLLED_BACK))
+        .ok()
+        .flatten()
+        .is_some_and(|b| String::from_utf8_lossy(&b).lines().any(|l| l == sha256))
+}
+
+/// Remembers that the `.swu` with this sha256 rolled back.
+pub fn remember_rollback(state_dir: &Path, sha256: &str) -> Result<()> {
+    let path = state_dir.join(ROLLED_BACK);
+    let old = read_small(&path)?.unwrap_or_default();
+    let old = String::from_utf8_lossy(&old).into_owned();
+    let mut lines: Vec<&str> = old.lines().filter(|l| *l != sha256).collect();
+    lines.push(sha256);
+    let keep = lines.len().saturating_sub(MAX_ROLLED_BACK);
+    write_atomically(&path, format!("{}\n", lines[keep..].join("\n")).as_bytes())
+}
+
+/// Creates (or checks) a root-only directory for scratch files: mode
+/// 0700, owned by us, not a symlink.
+pub fn private_dir(dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    ensure_dir(dir)?;
+    let meta =
+        std::fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        bail!("{} is not ours", dir.display());
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {}", dir.display()))?;
+    Ok(dir.to_path_buf())
+}
+
 /// The in-progress marker's path.
 pub fn pending(state_dir: &Path) -> PathBuf {
     state_dir.join(PENDING)
@@ -233,6 +277,33 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn rolled_back_updates_are_remembered_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert!(!rolled_back(d, "aa"));
+        remember_rollback(d, "aa").unwrap();
+        remember_rollback(d, "aa").unwrap();
+        assert!(rolled_back(d, "aa"));
+        for i in 0..100 {
+            remember_rollback(d, &format!("{i:064x}")).unwrap();
+        }
+        assert!(!rolled_back(d, "aa"), "the oldest is forgotten");
+        let text = std::fs::read_to_string(d.join(ROLLED_BACK)).unwrap();
+        assert_eq!(text.lines().count(), MAX_ROLLED_BACK);
+    }
+
+    #[test]
+    fn a_private_dir_is_root_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let p = private_dir(&dir.path().join("tmp")).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::os::unix::fs::symlink("/tmp", dir.path().join("link")).unwrap();
+        assert!(private_dir(&dir.path().join("link")).is_err());
     }
 
     #[test]

@@ -36,6 +36,25 @@ pub fn capture(program: &str, args: &[&str]) -> Result<Output> {
     })
 }
 
+/// [`capture`] with `TMPDIR` set (SWUpdate's scratch directory).
+pub fn capture_with_tmpdir(
+    program: &str,
+    args: &[&str],
+    tmpdir: &std::path::Path,
+) -> Result<Output> {
+    let out = duct::cmd(program, args)
+        .env("TMPDIR", tmpdir)
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .with_context(|| format!("cannot run {program}"))?;
+    Ok(Output {
+        code: out.status.code(),
+        text: String::from_utf8_lossy(&out.stdout).into_owned(),
+    })
+}
+
 /// Runs `program` and fails, quoting its output, unless it exits 0.
 pub fn run(program: &str, args: &[&str]) -> Result<String> {
     let out = capture(program, args)?;
