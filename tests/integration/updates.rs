@@ -9,9 +9,10 @@
 //! 4. v3 is tried from A and fails its health check (its image declares a
 //!    unit that does not exist): it reboots;
 //! 5. the loader falls back to v2 by itself; the rollback is recorded;
-//! 6. five sticks, each refused and nothing written: a tampered .swu, one
+//! 6. six sticks, each refused and nothing written: a tampered .swu, one
 //!    signed with another key, one for other hardware, a downgrade (v1),
-//!    and v5 whose security version is below the committed minimum;
+//!    v5 whose security version is below the committed minimum, and v3,
+//!    which already rolled back here;
 //! 7. v5 written into slot A by force and tried: the init refuses it (its
 //!    security version) and the device falls back to B;
 //! 8. a local install of v3 is cut off by killing QEMU mid-write; the
@@ -409,7 +410,7 @@ fn updates_commit_roll_back_refuse_and_survive_a_power_cut_with_an_audit_trail()
     assert_eq!((a.1.ustate, a.1.revision), (UState::Failed, 0));
     assert_eq!(b.1.ustate, UState::Ok);
 
-    // 6. Five sticks, each refused; nothing changes.
+    // 6. Six sticks, each refused; nothing changes.
     let keys = v.project.join("keys/dev");
     let other = scratch.join("other");
     std::fs::create_dir_all(&other).unwrap();
@@ -499,7 +500,7 @@ fn updates_commit_roll_back_refuse_and_survive_a_power_cut_with_an_audit_trail()
     let before = envs(&disk);
     let root_a = part_sha(&disk, "root-a");
     let verity_a = part_sha(&disk, "root-a-verity");
-    let r = dev.boot("five refused sticks", |c| {
+    let r = dev.boot("six refused sticks", |c| {
         c.matches("did not install").count() >= refusals.len() || c.contains(REFUSED)
     });
     let c = &r.console;
@@ -634,7 +635,7 @@ fn updates_commit_roll_back_refuse_and_survive_a_power_cut_with_an_audit_trail()
         "install interrupted 3.0.0 local",
         "install installed 3.0.0 local",
     ];
-    // The five sticks are handled one at a time, in whichever order udev
+    // The six sticks are handled one at a time, in whichever order udev
     // saw them.
     summary[6..12].sort();
     let mut want = want.map(String::from);
