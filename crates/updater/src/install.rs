@@ -116,9 +116,21 @@ fn install_locked(config: &Config, running: &Running, opts: &Install<'_>) -> Res
     rec.slot_after = Some(running.slot.clone());
     rec.running_version = Some(config.version.clone());
 
+    let marker = state::pending(&state_dir);
+    // The record, then the in-progress marker's removal, then the word to
+    // the console: a power cut at any point leaves either the marker (the
+    // next boot records the attempt as interrupted) or the record, and
+    // never reports an outcome the trail does not hold. Every way out of
+    // an attempt goes through here.
+    // Only this attempt's marker: one a power cut left behind is the
+    // health check's to record.
+    let wrote_marker = std::cell::Cell::new(false);
     let finish = |rec: Record| -> Result<bool> {
         let installed = rec.result == "installed";
         audit::append(&state_dir, &rec)?;
+        if wrote_marker.get() {
+            state::remove(&marker)?;
+        }
         say(&format!(
             "{} {} {}: {}",
             if installed {
@@ -186,11 +198,11 @@ fn install_locked(config: &Config, running: &Running, opts: &Install<'_>) -> Res
         shown(file),
         shown(&args.join(" "))
     ));
-    let marker = state::pending(&state_dir);
     state::write_atomically(
         &marker,
         &serde_json::to_vec(&rec).context("encoding the in-progress marker")?,
     )?;
+    wrote_marker.set(true);
     state::remove(Path::new(PREUPDATE_REASON))?;
     // SWUpdate extracts sw-description (which the pre-update hook reads)
     // and file payloads into TMPDIR: a private one, not world-writable /tmp.
@@ -226,9 +238,6 @@ fn install_locked(config: &Config, running: &Running, opts: &Install<'_>) -> Res
             "written to slot {other}; the loader tries it on the next boot"
         ));
         let installed = finish(rec)?;
-        // Last: a power cut before this leaves the marker, and the next
-        // boot records the attempt as interrupted rather than losing it.
-        state::remove(&marker)?;
         if opts.reboot {
             say("rebooting to try the new slot");
             tool::reboot()?;
