@@ -24,16 +24,7 @@ impl Output {
 /// Runs `program` with `args`, capturing its output; a non-zero exit is
 /// reported in [`Output::code`], not as an error.
 pub fn capture(program: &str, args: &[&str]) -> Result<Output> {
-    let out = duct::cmd(program, args)
-        .stderr_to_stdout()
-        .stdout_capture()
-        .unchecked()
-        .run()
-        .with_context(|| format!("cannot run {program}"))?;
-    Ok(Output {
-        code: out.status.code(),
-        text: String::from_utf8_lossy(&out.stdout).into_owned(),
-    })
+    capture_in(program, args, None)
 }
 
 /// [`capture`] with `TMPDIR` set (SWUpdate's scratch directory).
@@ -42,8 +33,15 @@ pub fn capture_with_tmpdir(
     args: &[&str],
     tmpdir: &std::path::Path,
 ) -> Result<Output> {
-    let out = duct::cmd(program, args)
-        .env("TMPDIR", tmpdir)
+    capture_in(program, args, Some(tmpdir))
+}
+
+fn capture_in(program: &str, args: &[&str], tmpdir: Option<&std::path::Path>) -> Result<Output> {
+    let mut cmd = duct::cmd(program, args);
+    if let Some(t) = tmpdir {
+        cmd = cmd.env("TMPDIR", t);
+    }
+    let out = cmd
         .stderr_to_stdout()
         .stdout_capture()
         .unchecked()
