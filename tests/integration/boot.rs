@@ -21,7 +21,6 @@ use crate::support::*;
 
 /// The built output directories, shared by every boot test.
 struct Built {
-    _dir: tempfile::TempDir,
     demo: PathBuf,
     variant: PathBuf,
 }
@@ -38,10 +37,14 @@ fn built() -> &'static Built {
         ] {
             require(t, p);
         }
-        let dir = tempfile::Builder::new()
-            .prefix("slotsmith-boot-")
-            .tempdir()
-            .unwrap();
+        // A static is never dropped, so a temporary directory here would
+        // outlive the run (2 GiB each time). The fixture lives at one fixed
+        // place in the target directory instead, cleared when a run starts.
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("boot-fixture");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        std::fs::create_dir_all(&dir).unwrap();
         // The production default image, from the repository.
         let build = |project: &Path, image: &str, out: &Path| {
             let r = slotsmith(
@@ -62,11 +65,11 @@ fn built() -> &'static Built {
             );
             assert_eq!(r.code, 0, "{}", r.stderr);
         };
-        let out = dir.path().join("out");
+        let out = dir.join("out");
         build(&repo_root(), "demo", &out);
         // The test variant: the same definition plus the test layer, in a
         // copy of the project (so its development keys are its own).
-        let project = dir.path().join("variant");
+        let project = dir.join("variant");
         std::fs::create_dir_all(project.join("images")).unwrap();
         for d in ["layers", "policies"] {
             run(
@@ -88,12 +91,11 @@ fn built() -> &'static Built {
             );
         assert!(def.contains("meta-slotsmith-test"), "{def}");
         std::fs::write(project.join("images/demo-test.yaml"), def).unwrap();
-        let vout = dir.path().join("vout");
+        let vout = dir.join("vout");
         build(&project, "demo-test", &vout);
         Built {
             demo: out.join("demo"),
             variant: vout.join("demo-test"),
-            _dir: dir,
         }
     })
 }
