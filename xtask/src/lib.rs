@@ -456,6 +456,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     .work_dir
                     .clone()
                     .unwrap_or_else(|| image_root.join("work")),
+                deb_cache: cache_dir.join("debs"),
                 cache_dir,
                 no_cache: a.no_cache,
                 init_binary: None,

@@ -60,6 +60,10 @@ pub struct BuildOptions {
     pub work_root: PathBuf,
     /// Cache for Debian base tarballs.
     pub cache_dir: PathBuf,
+    /// The content-addressed `.deb` cache a locked Debian base installs
+    /// from (`<sha256>.deb`), normally `<cache_dir>/debs`. Separate so that
+    /// `repro` can rebuild with a fresh cache yet without the network.
+    pub deb_cache: PathBuf,
     /// Run every stage, ignoring (and not filling) the stage cache.
     pub no_cache: bool,
     /// The static init for the boot chain's initramfs (`crates/init`,

@@ -179,6 +179,7 @@ impl Fixture {
             out_root: root.join("out"),
             work_root: root.join("work"),
             cache_dir: root.join("cache"),
+            deb_cache: root.join("cache/debs"),
             no_cache: false,
             init_binary: None,
             updater_binary: None,
