@@ -15,6 +15,7 @@ pub mod plan;
 pub mod progress;
 pub mod publish;
 pub mod qemu;
+pub mod repro;
 pub mod secureboot;
 pub mod signing;
 pub mod spec;

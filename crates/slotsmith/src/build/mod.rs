@@ -40,6 +40,7 @@ mod device;
 mod disk;
 mod harden;
 mod initramfs;
+mod inputs;
 mod layers;
 mod record;
 mod rootfs;
@@ -48,6 +49,7 @@ mod selfcheck;
 mod testkit;
 mod update;
 
+pub use inputs::{Input, RecordedInputs};
 pub use record::{Artifact, BuildRecord, BuiltPartition, PartRef, RootfsFacts, SlotRecord};
 
 /// Where a build reads and writes.
@@ -142,6 +144,9 @@ fn attempt(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyhow:
     let _staging_lock = crate::publish::StagingLock::acquire(staging.path())?;
     let out = staging.path();
 
+    // The files only the load stage read are hashed first, as close to
+    // the load as the build gets (build.json records them).
+    let inputs = inputs::inputs(plan, &opts.project_root)?;
     // Keys first: a missing or badly protected key fails in a second, not
     // after the base import.
     let signer = crate::signing::boot_signer(plan, &opts.project_root, progress)?;
@@ -213,7 +218,9 @@ fn attempt(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyhow:
         progress,
     )?;
     let disk = disk::stage(plan, &rootfs, &boot, &cache, out, progress)?;
-    let record = record::stage(plan, &rootfs, &boot, &swu, &disk, &signer, out, progress)?;
+    let record = record::stage(
+        plan, &rootfs, &boot, &swu, &disk, &signer, &inputs, out, progress,
+    )?;
     let checked = selfcheck::stage(plan, out, &signer.public_key, progress);
     // Settled even when the self-check failed: a corrupted hit explains it.
     if cache.pending() > 0 {

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use super::boot::{partition_uuid, BootOut};
 use super::disk::DiskOut;
+use super::inputs::{Input, RecordedInputs};
 use super::rootfs::RootfsImage;
 use super::update::SwuOut;
 use super::{write_new, Hashed};
@@ -98,6 +99,14 @@ pub struct BuildRecord {
     pub slots: Vec<SlotRecord>,
     /// The rootfs image.
     pub rootfs: RootfsFacts,
+    /// Every project file the build read, by content, sorted by path
+    /// (`build/inputs.rs`): what `cargo xtask repro` rebuilds from.
+    pub inputs: Vec<Input>,
+    /// sha256 of the Debian base's lock file (`null` without one).
+    pub lock_sha256: Option<String>,
+    /// Inputs that cannot be recorded by content (a directory base).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unrecorded_inputs: Vec<String>,
 }
 
 /// A filled slot in build.json.
@@ -147,6 +156,7 @@ pub(super) fn stage(
     swu: &SwuOut,
     disk: &DiskOut,
     signer: &crate::signing::BootSigner,
+    inputs: &RecordedInputs,
     out: &Path,
     progress: &mut Progress,
 ) -> anyhow::Result<BuildRecord> {
@@ -181,7 +191,8 @@ pub(super) fn stage(
         })
         .collect();
     let record = BuildRecord {
-        schema: 1,
+        // 2: `inputs` and `lock_sha256`.
+        schema: 2,
         image: plan.image.name.clone(),
         version: plan.image.version.clone(),
         image_file: plan.image.file.clone(),
@@ -209,6 +220,9 @@ pub(super) fn stage(
         security_version: plan.boot.security_version,
         slots: boot.slots.iter().map(|s| s.record.clone()).collect(),
         rootfs: rootfs.facts.clone(),
+        inputs: inputs.inputs.clone(),
+        lock_sha256: inputs.lock_sha256.clone(),
+        unrecorded_inputs: inputs.unrecorded.clone(),
     };
     let mut json = serde_json::to_vec_pretty(&record).context("serialising build.json")?;
     json.push(b'\n');
@@ -309,6 +323,17 @@ mod tests {
         // What the stage returns is what it wrote.
         assert_eq!(json, serde_json::to_value(&record).unwrap());
         assert_eq!(record.plan_sha256, fx.plan.hash());
+        // The inputs, by hash (build/inputs.rs has the details).
+        assert_eq!(json["schema"], 2);
+        assert_eq!(json["lock_sha256"], serde_json::Value::Null);
+        let inputs: Vec<&str> = json["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["path"].as_str().unwrap())
+            .collect();
+        assert!(inputs.contains(&"images/tiny.yaml"), "{inputs:?}");
+        assert!(inputs.contains(&"policies/ssh.yaml"), "{inputs:?}");
         assert_eq!(
             record.boot_key,
             slotsmith_sign::fingerprint(&made.boot_signer.public_key)
@@ -348,6 +373,7 @@ mod tests {
                 swu,
                 &made.disk,
                 &made.boot_signer,
+                &RecordedInputs::default(),
                 &out,
                 &mut fx.progress,
             )

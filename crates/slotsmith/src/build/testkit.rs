@@ -307,6 +307,7 @@ impl Fixture {
             &made.swu,
             &made.disk,
             &made.boot_signer,
+            &super::inputs::inputs(&self.plan, self.dir.path()).unwrap(),
             &self.out,
             &mut self.progress,
         )
