@@ -230,6 +230,7 @@ fn planned_tar2sqfs(tree: &Path, out: &Path, jobs: &str) -> anyhow::Result<Tool>
         ownership: DirOwnership::Root,
     };
     let tools = plan_tools(&ToolInputs {
+        locked: false,
         base: &base,
         debian_arch: None,
         filesystem: Filesystem::Squashfs,

@@ -13,7 +13,9 @@ use clap::{Parser, Subcommand};
 
 mod audit;
 mod bench;
+mod lock;
 mod qemu;
+mod repro;
 
 /// The checkout this binary was compiled from. Used only to notice a
 /// binary from one checkout running in another (a `CARGO_TARGET_DIR` shared
@@ -174,6 +176,23 @@ and line; exit code 2 when there is any.\n\nExamples:\n  cargo xtask lint"
     /// Manage signing keys
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Lock an image's Debian base to exact packages (images/<name>.lock)
+    #[command(
+        after_help = "Examples:\n  cargo xtask lock demo                    # write images/demo.lock\n  cargo xtask lock --update demo           # refresh it, print what changed\n  cargo xtask lock --export /media/room demo  # lock + .debs for a build without network\n  cargo xtask build demo --cache-dir /media/room"
+    )]
+    Lock(lock::LockArgs),
+    /// Rebuild a published build from its recorded inputs and compare every artifact
+    #[command(
+        after_help = "Reads OUT_DIR/build.json, copies every input it records (image file, layers, \
+policies, base tarball, lock) from the project into a fresh temporary project with the signing keys, \
+rebuilds there with the recorded SOURCE_DATE_EPOCH, a fresh work directory and base cache and the stage \
+cache off (only the .deb cache is shared, so a locked base needs no network), and compares every \
+artifact with the published one. An input edited since the build is named, and the rebuild still runs. \
+Exit 0 when every artifact is identical; 1 when one differs, naming the first (in build.json order) \
+and the offset of its first differing byte.\n\nExamples:\n  cargo xtask repro out/demo\n  \
+cargo xtask repro out/demo --json | jq .first_difference\n  cargo xtask repro /srv/releases/demo-1.0.0 --cache-dir /media/room"
+    )]
+    Repro(repro::ReproArgs),
     /// Measure slotsmith's stages against peer tools
     #[command(
         after_help = "Examples:\n  cargo xtask bench              # rootfs stage vs mksquashfs, 512MiB tree\n  cargo xtask bench rootfs --size 2GiB\n  cargo xtask bench swu          # the .swu against one sha256 pass and peers\n  cargo xtask bench build        # full, no-op, one-layer and new-key rebuilds of the default image"
@@ -415,17 +434,22 @@ fn env_epoch() -> Result<Option<u64>, Failure> {
     }
 }
 
-fn load_and_plan(
-    image: &ImageArg,
-    project: Option<&Path>,
-) -> Result<(PathBuf, slotsmith::plan::Plan, PathBuf), Failure> {
+/// The image file IMAGE names: a name under the project's images/, or a path.
+fn image_path(image: &ImageArg, project: Option<&Path>) -> Result<PathBuf, Failure> {
     let arg = image.image.clone().unwrap_or_else(|| "demo".to_string());
-    let path = if slotsmith::load::is_image_name(&arg) {
+    Ok(if slotsmith::load::is_image_name(&arg) {
         let root = require_project(project)?;
         slotsmith::load::resolve_image_arg(&root, &arg)
     } else {
         slotsmith::load::resolve_image_arg(Path::new("/"), &arg)
-    };
+    })
+}
+
+fn load_and_plan(
+    image: &ImageArg,
+    project: Option<&Path>,
+) -> Result<(PathBuf, slotsmith::plan::Plan, PathBuf), Failure> {
+    let path = image_path(image, project)?;
     let loaded = slotsmith::load::load_image(&path)?;
     let plan = slotsmith::plan::plan(&loaded, env_epoch()?)?;
     Ok((path, plan, loaded.image.root.clone()))
@@ -667,6 +691,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             None => require_project(project)?,
         }),
         Command::Bench(a) => bench::run(a, project).map_err(Failure::Build),
+        Command::Repro(a) => repro::run(a, project),
+        Command::Lock(a) => lock::run(a, project),
     }
 }
 

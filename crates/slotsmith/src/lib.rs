@@ -11,6 +11,7 @@ pub mod harden;
 pub mod initbin;
 pub mod layout;
 pub mod load;
+pub mod lockfile;
 pub mod plan;
 pub mod progress;
 pub mod publish;

@@ -566,6 +566,19 @@ pub struct Loaded {
     pub image: ImageSpec,
     /// Its layers in application order: ascending priority, then listed order.
     pub layers: Vec<LayerSpec>,
+    /// The Debian base's lock (`images/<name>.lock`), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LoadedLock>,
+}
+
+/// A lock file as loaded: where it is, its hash (recorded in the plan and
+/// build.json) and its contents.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadedLock {
+    /// Relative to the project root (`images/demo.lock`).
+    pub path: String,
+    pub sha256: String,
+    pub lock: crate::lockfile::Lock,
 }
 
 /// Serialises a mode as the octal string a reviewer expects ("0755").

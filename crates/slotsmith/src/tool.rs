@@ -19,6 +19,8 @@ use anyhow::{bail, Context};
 /// Programs slotsmith may run and the Debian package providing each.
 const PACKAGES: &[(&str, &str)] = &[
     ("mmdebstrap", "mmdebstrap"),
+    ("dpkg-scanpackages", "dpkg-dev"),
+    ("dpkg-deb", "dpkg"),
     ("tar2sqfs", "squashfs-tools-ng"),
     ("mksquashfs", "squashfs-tools"),
     ("unsquashfs", "squashfs-tools"),

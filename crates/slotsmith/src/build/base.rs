@@ -16,6 +16,7 @@ use crate::tool::Tool;
 use slotsmith_rootfs as rootfs;
 use slotsmith_rootfs::tree::Tree;
 
+use super::debs;
 use super::resolve;
 use super::BuildOptions;
 
@@ -116,21 +117,22 @@ fn debian_base(
         return Ok(cached);
     }
     let tmp = dir.join(format!("{key}.tar.partial-{}", std::process::id()));
-    // The host's apt sources, as the image definition promises when it
-    // names no mirror: each existing sources file is pasted into the
-    // chroot's sources.
-    let host_sources: Vec<std::ffi::OsString> = [
-        "/etc/apt/sources.list",
-        "/etc/apt/sources.list.d/debian.sources",
-    ]
-    .iter()
-    .filter(|f| {
-        fs::metadata(f)
-            .map(|m| m.is_file() && m.len() > 0)
-            .unwrap_or(false)
-    })
-    .map(|f| (*f).into())
-    .collect();
+    let res = match &plan.base.lock {
+        Some(lock) => locked_bootstrap(plan, opts, lock, &tmp, progress),
+        None => bootstrap(plan, &tmp, progress),
+    };
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, &cached).with_context(|| format!("caching {}", cached.display()))?;
+    Ok(cached)
+}
+
+/// An unlocked base: mmdebstrap from the mirror or the host's apt sources
+/// (each existing sources file is pasted into the chroot's sources).
+fn bootstrap(plan: &Plan, tmp: &Path, progress: &mut Progress) -> anyhow::Result<()> {
+    let host_sources = debs::host_sources();
     let inv = plan
         .tools
         .base
@@ -142,19 +144,85 @@ fn debian_base(
     let tool = Tool::from_invocation(
         inv,
         &[
-            (slot::OUTPUT, vec![tmp.clone().into()]),
+            (slot::OUTPUT, vec![tmp.to_path_buf().into()]),
             (slot::HOST_APT_SOURCES, host_sources),
         ],
         plan.source_date_epoch,
     )?;
     progress.note(&format!("running {}", tool.argv()));
-    let res = tool.run();
-    if let Err(e) = res {
-        let _ = fs::remove_file(&tmp);
-        return Err(e).context("building the debian base with mmdebstrap");
-    }
-    fs::rename(&tmp, &cached).with_context(|| format!("caching {}", cached.display()))?;
-    Ok(cached)
+    tool.run()
+        .context("building the debian base with mmdebstrap")?;
+    Ok(())
+}
+
+/// A locked base: exactly the locked `.deb`s, each verified, from a local
+/// repository; then the installed set is read back and compared with the
+/// lock. Needs no network once the cache holds every locked package.
+fn locked_bootstrap(
+    plan: &Plan,
+    opts: &BuildOptions,
+    lock: &crate::plan::PlanLock,
+    tmp: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    debs::ensure_cached(plan, lock, &opts.deb_cache, &opts.work_root, progress)?;
+    let repo = tempfile::Builder::new()
+        .prefix("debian-repo-")
+        .tempdir_in(&opts.work_root)
+        .with_context(|| format!("creating a directory in {}", opts.work_root.display()))?;
+    let repo_path = repo.path().to_path_buf();
+    let repo_str = repo_path
+        .to_str()
+        .filter(|s| !s.contains(|c: char| c.is_whitespace() || c == ']'))
+        .with_context(|| {
+            format!(
+                "the work directory {} cannot be named in an apt source (spaces or non-UTF-8); use --work-dir",
+                opts.work_root.display()
+            )
+        })?
+        .to_string();
+    progress.note(&format!(
+        "installing the {} packages of {} from a local repository",
+        lock.packages.len(),
+        lock.path
+    ));
+    debs::make_repo(plan, lock, &opts.deb_cache, &repo_path)?;
+    let inv = plan
+        .tools
+        .base
+        .as_ref()
+        .context("a debian plan without its mmdebstrap invocation")?;
+    // trusted=yes: the repository has no signature; every file in it was
+    // just checked against the committed lock (debs.rs).
+    let source = format!("deb [trusted=yes] copy://{repo_str} ./");
+    let tool = Tool::from_invocation(
+        inv,
+        &[
+            (slot::OUTPUT, vec![tmp.to_path_buf().into()]),
+            (slot::LOCAL_REPO_SOURCE, vec![source.into()]),
+        ],
+        plan.source_date_epoch,
+    )?;
+    progress.note(&format!("running {}", tool.argv()));
+    tool.run().with_context(|| {
+        format!(
+            "building the locked debian base ({}) with mmdebstrap",
+            lock.path
+        )
+    })?;
+    let read_status = plan
+        .tools
+        .lock
+        .get(1)
+        .context("a locked plan without its status check")?;
+    let status = Tool::from_invocation(
+        read_status,
+        &[(slot::OUTPUT, vec![tmp.to_path_buf().into()])],
+        plan.source_date_epoch,
+    )?
+    .run()
+    .with_context(|| format!("reading the installed packages from {}", tmp.display()))?;
+    debs::check_installed(&String::from_utf8_lossy(&status.stdout), lock)
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ mod base;
 mod boot;
 mod cache;
 mod chain;
+pub mod debs;
 mod device;
 mod disk;
 mod harden;

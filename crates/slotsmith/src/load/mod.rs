@@ -19,6 +19,8 @@
 //! - `layer.rs`: one layer directory, [`load_layer`] / [`parse_layer`]: its
 //!   `conf/layer.yaml` and the walk of its `files/`.
 //! - `layerset.rs`: finding the listed layers and the rules over the set.
+//! - `lock.rs`: the Debian base's lock file next to the image, and whether
+//!   it is older than the image definition.
 //! - `util.rs`: sizes, name rules, shown paths and file hashing, which the
 //!   build and the CLI use too.
 
@@ -27,6 +29,7 @@ mod image;
 mod keys;
 mod layer;
 mod layerset;
+pub mod lock;
 mod util;
 
 use std::path::{Path, PathBuf};
@@ -66,6 +69,14 @@ pub fn is_image_name(arg: &str) -> bool {
 /// Loads an image file and its layers. The project root is the parent of
 /// the directory holding the image file (`<root>/images/<name>.yaml`).
 pub fn load_image(image_path: &Path) -> Result<Loaded, Diagnostics> {
+    let mut loaded = load_image_unlocked(image_path)?;
+    loaded.lock = lock::read_lock(&loaded.image, true)?;
+    Ok(loaded)
+}
+
+/// [`load_image`] without reading the base's lock: what `lock` itself
+/// loads, since it must work on an image whose lock is stale or absent.
+pub fn load_image_unlocked(image_path: &Path) -> Result<Loaded, Diagnostics> {
     let abs = absolute(image_path);
     let root = abs
         .parent()
@@ -112,7 +123,11 @@ pub fn parse_image(root: &Path, shown: &str, text: &str) -> Result<Loaded, Diagn
             Err(d) => diags.extend(d),
         }
     }
-    diags.into_result(Loaded { image, layers })
+    diags.into_result(Loaded {
+        image,
+        layers,
+        lock: None,
+    })
 }
 
 fn absolute(p: &Path) -> PathBuf {

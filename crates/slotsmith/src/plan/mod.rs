@@ -335,6 +335,7 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
                 "mirror": mirror,
                 "arch": img.arch.debian(),
                 "source_date_epoch": sde,
+                "lock": loaded.lock.as_ref().map(|l| &l.sha256),
             });
             (
                 Some(hex::encode(Sha256::digest(key.to_string()))),
@@ -535,6 +536,7 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
     let data_uuid = ident("data ext4");
     let tools = tools::plan_tools(&tools::ToolInputs {
         base: &img.base,
+        locked: loaded.lock.is_some(),
         debian_arch: debian_arch.as_deref(),
         filesystem: img.filesystem,
         compression: (img.filesystem == Filesystem::Squashfs).then_some(img.compression),
@@ -581,6 +583,11 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             spec: img.base.clone(),
             cache_key,
             debian_arch,
+            lock: loaded.lock.as_ref().map(|l| PlanLock {
+                path: l.path.clone(),
+                sha256: l.sha256.clone(),
+                packages: l.lock.packages.clone(),
+            }),
         },
         layers,
         rootfs: PlanRootfs {

@@ -60,15 +60,33 @@ pub mod slot {
     pub const IMAGE: &str = "{image}";
     /// The host's apt sources files (none, one or two arguments).
     pub const HOST_APT_SOURCES: &str = "{host-apt-sources}";
+    /// A locked base's source: the one-line apt source of the local
+    /// repository the build makes from the `.deb` cache.
+    pub const LOCAL_REPO_SOURCE: &str = "{local-repo-source}";
+    /// The directory a tool runs in or writes into.
+    pub const DIR: &str = "{dir}";
+    /// A `.deb` file.
+    pub const DEB: &str = "{deb}";
 }
 
 /// Every tool run of a build.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlanTools {
     /// mmdebstrap, for a Debian base (run only when its tarball is not
-    /// cached yet).
+    /// cached yet). For a locked base, from the local repository.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base: Option<Invocation>,
+    /// For a Debian base: how the base is resolved against the archive,
+    /// for `lock` and for filling the `.deb` cache. mmdebstrap keeps the
+    /// downloaded `.deb`s and the archive indexes in its tarball, and tar
+    /// takes them out; dpkg-deb reads each package's fields.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resolve: Vec<Invocation>,
+    /// For a locked base: how the local repository and its check are made
+    /// (its `Packages` index, and reading the installed package list back
+    /// out of the base tarball).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lock: Vec<Invocation>,
     /// What writes the slot image: tar2sqfs (fed a tar on stdin), or
     /// mke2fs then debugfs.
     pub rootfs: Vec<Invocation>,
@@ -79,6 +97,8 @@ pub struct PlanTools {
 /// What the tools need to know.
 pub struct ToolInputs<'a> {
     pub base: &'a BaseSpec,
+    /// Whether the Debian base is built from its lock.
+    pub locked: bool,
     pub debian_arch: Option<&'a str>,
     pub filesystem: Filesystem,
     pub compression: Option<Compression>,
@@ -113,14 +133,34 @@ pub fn plan_tools(t: &ToolInputs<'_>) -> PlanTools {
             if !packages.is_empty() {
                 inv = inv.arg(format!("--include={}", packages.join(",")));
             }
-            inv = inv.arg(suite.clone()).arg(slot::OUTPUT);
-            Some(match mirror {
+            let sources = |inv: Invocation| match mirror {
                 Some(m) => inv.arg(m.clone()),
                 None => inv.arg(slot::HOST_APT_SOURCES),
-            })
+            };
+            // Resolution: the same bootstrap, keeping what was downloaded
+            // (the .debs of both phases, and the indexes with their dates).
+            let resolve = sources(
+                inv.clone()
+                    .arg("--skip=essential/unlink,cleanup/apt/cache,cleanup/apt/lists")
+                    .arg(suite.clone())
+                    .arg(slot::OUTPUT),
+            );
+            let base = if t.locked {
+                // The local repository's source line names a build
+                // directory; the image gets a fixed note instead, so the
+                // bytes do not depend on where the build ran.
+                inv.arg(LOCKED_SOURCES_HOOK)
+                    .arg(suite.clone())
+                    .arg(slot::OUTPUT)
+                    .arg(slot::LOCAL_REPO_SOURCE)
+            } else {
+                sources(inv.arg(suite.clone()).arg(slot::OUTPUT))
+            };
+            (Some(base), resolve_steps(resolve), lock_steps(t.locked))
         }
-        _ => None,
+        _ => (None, Vec::new(), Vec::new()),
     };
+    let (base, resolve, lock) = base;
     let rootfs = match t.filesystem {
         Filesystem::Squashfs => {
             vec![
@@ -183,7 +223,55 @@ pub fn plan_tools(t: &ToolInputs<'_>) -> PlanTools {
     .arg(slot::IMAGE)
     .arg(format!("{}k", t.data_size / 1024))
     .env("E2FSPROGS_FAKE_TIME", epoch);
-    PlanTools { base, rootfs, data }
+    PlanTools {
+        base,
+        resolve,
+        lock,
+        rootfs,
+        data,
+    }
+}
+
+/// What a locked base's `/etc/apt/sources.list` says.
+pub const LOCKED_SOURCES_HOOK: &str = "--customize-hook=printf '# Built from a slotsmith lock: the packages of this image change only\\n# through a signed update, never through apt.\\n' > \"$1/etc/apt/sources.list\"";
+
+/// mmdebstrap into a tarball, then the `.deb`s and the indexes out of it,
+/// then each `.deb`'s fields.
+fn resolve_steps(mmdebstrap: Invocation) -> Vec<Invocation> {
+    vec![
+        mmdebstrap,
+        Invocation::new(
+            "tar",
+            &[
+                "-x",
+                "-f",
+                slot::OUTPUT,
+                "-C",
+                slot::DIR,
+                "--wildcards",
+                "./var/cache/apt/archives/*.deb",
+                "./var/lib/apt/lists/*_InRelease",
+            ],
+        ),
+        Invocation::new(
+            "dpkg-deb",
+            &["--field", slot::DEB, "Package", "Version", "Architecture"],
+        ),
+    ]
+}
+
+/// The local repository's index, and the installed packages read back.
+fn lock_steps(locked: bool) -> Vec<Invocation> {
+    if !locked {
+        return Vec::new();
+    }
+    vec![
+        Invocation::new("dpkg-scanpackages", &["--multiversion", ".", "/dev/null"]),
+        Invocation::new(
+            "tar",
+            &["-x", "-O", "-f", slot::OUTPUT, "./var/lib/dpkg/status"],
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -200,6 +288,7 @@ mod tests {
         });
         ToolInputs {
             base,
+            locked: false,
             debian_arch: Some("amd64"),
             filesystem: fs,
             compression: None,

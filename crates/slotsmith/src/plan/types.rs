@@ -202,6 +202,20 @@ pub struct PlanBase {
     /// For a Debian base: the architecture passed to mmdebstrap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub debian_arch: Option<String>,
+    /// For a locked Debian base: exactly the packages the build installs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<PlanLock>,
+}
+
+/// The lock a Debian base is built from: a build installs exactly these
+/// `.deb`s, each checked against its sha256, from a local repository.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanLock {
+    /// The lock file, relative to the project root.
+    pub path: String,
+    /// The lock file's sha256 (also in build.json).
+    pub sha256: String,
+    pub packages: Vec<crate::lockfile::LockedPackage>,
 }
 
 /// One layer's operations.
