@@ -91,6 +91,12 @@ fn built() -> &'static Built {
             );
         assert!(def.contains("meta-slotsmith-test"), "{def}");
         std::fs::write(project.join("images/demo-test.yaml"), def).unwrap();
+        // The same locked base as the default image.
+        std::fs::copy(
+            repo_root().join("images/demo.lock"),
+            project.join("images/demo-test.lock"),
+        )
+        .unwrap();
         let vout = dir.join("vout");
         build(&project, "demo-test", &vout);
         Built {

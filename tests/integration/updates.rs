@@ -110,6 +110,12 @@ fn build_versions() -> Versions {
     let mut out = Vec::new();
     for (file, text) in files {
         std::fs::write(project.join(format!("images/{file}.yaml")), text).unwrap();
+        // The same locked base as the default image.
+        std::fs::copy(
+            repo_root().join("images/demo.lock"),
+            project.join(format!("images/{file}.lock")),
+        )
+        .unwrap();
         let o = dir.path().join(format!("out-{file}"));
         let r = slotsmith(
             &[
