@@ -178,7 +178,7 @@ and line; exit code 2 when there is any.\n\nExamples:\n  cargo xtask lint"
     Keys(KeysCommand),
     /// Lock an image's Debian base to exact packages (images/<name>.lock)
     #[command(
-        after_help = "Examples:\n  cargo xtask lock demo                    # write images/demo.lock\n  cargo xtask lock --update demo           # refresh it, print what changed\n  cargo xtask lock --export /media/room demo  # lock + .debs for a build without network\n  cargo xtask build demo --cache-dir /media/room"
+        after_help = "Examples:\n  cargo xtask lock demo                    # write images/demo.lock\n  cargo xtask lock --update demo           # refresh it, print what changed\n  cargo xtask lock --export /media/room demo  # lock + .debs for a build without network\n  cargo xtask build demo --deb-cache /media/room/debs"
     )]
     Lock(lock::LockArgs),
     /// Rebuild a published build from its recorded inputs and compare every artifact
@@ -316,6 +316,11 @@ struct BuildArgs {
     /// Cache for Debian base tarballs [default: $SLOTSMITH_CACHE or ~/.cache/slotsmith]
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// The .deb cache a locked Debian base installs from, such as the debs/
+    /// of `lock --export`; it is only read unless a locked .deb is missing
+    /// [default: <CACHE_DIR>/debs]
+    #[arg(long)]
+    deb_cache: Option<PathBuf>,
     /// Print the build summary as JSON on stdout (standard output is then
     /// JSON only; progress stays on standard error, as plain lines, never
     /// bars); its "warnings" lists every warning, also under --quiet
@@ -480,7 +485,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     .work_dir
                     .clone()
                     .unwrap_or_else(|| image_root.join("work")),
-                deb_cache: cache_dir.join("debs"),
+                deb_cache: a
+                    .deb_cache
+                    .clone()
+                    .unwrap_or_else(|| cache_dir.join("debs")),
                 cache_dir,
                 no_cache: a.no_cache,
                 init_binary: None,

@@ -1,7 +1,7 @@
 //! `cargo xtask lock`: resolves an image's Debian base to exact packages
 //! and writes `images/<name>.lock` (with `--update`, refreshes it and
 //! prints what changed); `--export DIR` copies the lock and every locked
-//! `.deb`, verified, into a directory that is a complete `--cache-dir`
+//! `.deb`, verified, into a directory that is the `--deb-cache` (its `debs/`)
 //! for a build room without network.
 
 use std::fs;
@@ -27,8 +27,8 @@ pub(crate) struct LockArgs {
     /// Refresh an existing lock and print the packages added, removed and upgraded
     #[arg(long)]
     update: bool,
-    /// Copy the lock and every locked .deb (each checked) into DIR: a
-    /// complete cache for `build --cache-dir DIR` on a machine without network
+    /// Copy the lock and every locked .deb (each checked) into DIR:
+    /// the `.deb` cache for `build --deb-cache DIR/debs` on a machine without network
     #[arg(long, value_name = "DIR", conflicts_with = "update")]
     export: Option<PathBuf>,
     /// Cache holding debs/<sha256>.deb [default: $SLOTSMITH_CACHE or ~/.cache/slotsmith]
@@ -37,6 +37,22 @@ pub(crate) struct LockArgs {
     /// Scratch directory [default: <project>/work]
     #[arg(long)]
     work_dir: Option<PathBuf>,
+}
+
+/// Writes `path` whole, replacing what is there without following a
+/// symlink at that name (the export directory may be a carried medium).
+fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("partial-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 pub(crate) fn run(a: LockArgs, project: Option<&Path>) -> Result<(), Failure> {
@@ -56,6 +72,17 @@ pub(crate) fn run(a: LockArgs, project: Option<&Path>) -> Result<(), Failure> {
             ),
         ));
     };
+    if !lockfile::LOCKABLE_VARIANTS.contains(&want.variant.as_str()) {
+        return Err(input_error(
+            "IMAGE",
+            &format!(
+                "{}: variant '{}' cannot be locked (only {}): the others pick packages by archive priority or do not install them",
+                image.file,
+                want.variant,
+                lockfile::LOCKABLE_VARIANTS.join(", ")
+            ),
+        ));
+    }
     let rel = slotsmith::load::lock::lock_path(&image.file);
     let name = Path::new(&image.file)
         .file_stem()
@@ -79,35 +106,35 @@ pub(crate) fn run(a: LockArgs, project: Option<&Path>) -> Result<(), Failure> {
         fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         for p in &lock.packages {
             let dest = debs::cache_path(&out, p);
-            if dest.is_file()
-                && slotsmith::load::hash_file(&dest)
-                    .map(|(h, _)| h == p.sha256)
-                    .unwrap_or(false)
-            {
+            // An entry already there counts only if it is a regular file
+            // (not a link) with the locked hash; anything else goes.
+            if debs::is_intact(&dest, &p.sha256, p.size) {
                 continue;
             }
-            let tmp = out.join(format!(".{}.partial", p.sha256));
+            let tmp = out.join(format!(".{}.partial-{}", p.sha256, std::process::id()));
+            let _ = fs::remove_file(&tmp);
             debs::copy_verified(&deb_cache, p, &lock.path, &tmp)?;
+            fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("syncing {}", tmp.display()))?;
             fs::rename(&tmp, &dest).with_context(|| format!("writing {}", dest.display()))?;
         }
-        let lock_copy = dir.join(format!("{name}.lock"));
-        fs::copy(root.join(&rel), &lock_copy)
-            .with_context(|| format!("copying {rel} to {}", lock_copy.display()))?;
-        fs::write(
-            dir.join("README.txt"),
-            format!(
-                "The Debian packages of {file}, as {rel} locks them ({n} .debs, each named by its sha256).\n\
-                 On a machine without network, with the project checked out at the release:\n\n  \
-                 cargo xtask build {name} --cache-dir {shown}\n\n\
-                 Every .deb is checked against the lock again when it is used; {name}.lock here is a copy\n\
-                 for comparison (its sha256 is {sha}).\n",
-                file = image.file,
-                n = lock.packages.len(),
-                shown = dir.display(),
-                sha = lock.sha256,
-            ),
-        )
-        .with_context(|| format!("writing {}", dir.join("README.txt").display()))?;
+        let lock_text = fs::read(root.join(&rel))
+            .with_context(|| format!("reading {}", root.join(&rel).display()))?;
+        write_new(&dir.join(format!("{name}.lock")), &lock_text)?;
+        let readme = format!(
+            "The Debian packages of {file}, as {rel} locks them ({n} .debs in debs/, each named by\n\
+             its sha256). On a machine without network, with the project checked out at the release\n\
+             (and its Rust crates fetched, `cargo fetch`):\n\n  \
+             cargo xtask build {name} --deb-cache {shown}/debs\n\n\
+             This directory is only read. Every .deb is checked against the lock when a base is\n\
+             bootstrapped from it; {name}.lock here is a copy for comparison (sha256 {sha}).\n",
+            file = image.file,
+            n = lock.packages.len(),
+            shown = dir.display(),
+            sha = lock.sha256,
+        );
+        write_new(&dir.join("README.txt"), readme.as_bytes())?;
         println!(
             "exported {} locked packages and {rel} to {}",
             lock.packages.len(),
@@ -115,7 +142,17 @@ pub(crate) fn run(a: LockArgs, project: Option<&Path>) -> Result<(), Failure> {
         );
         return Ok(());
     }
-    let existing = slotsmith::load::lock::read_lock(image, false)?;
+    let existing = match slotsmith::load::lock::read_lock(image, false) {
+        Ok(l) => l,
+        // `--update` rewrites a lock it cannot read (a merge conflict, a
+        // hand edit); without it, the problems are the answer.
+        Err(d) if a.update => {
+            eprintln!("{d}");
+            eprintln!("warning: {rel} could not be read; --update writes a new one");
+            None
+        }
+        Err(d) => return Err(d.into()),
+    };
     if existing.is_some() && !a.update {
         return Err(input_error(
             "--update",
@@ -142,6 +179,14 @@ pub(crate) fn run(a: LockArgs, project: Option<&Path>) -> Result<(), Failure> {
         packages: resolved.packages,
     };
     let text = lockfile::render(&lock, &image.file, &name);
+    // What `lock` writes, the loader must read back: a package the
+    // archive offers twice, or a field our parser refuses, stops here and
+    // not in every later build.
+    lockfile::parse(Path::new(&rel), &text).map_err(|d| {
+        Failure::Build(anyhow::anyhow!(
+            "the resolution gave a lock that does not read back:\n{d}"
+        ))
+    })?;
     // Written whole or not at all: a half-written lock would fail every
     // build, or worse, lock fewer packages.
     let dest = root.join(&rel);
@@ -161,6 +206,9 @@ pub(crate) fn run(a: LockArgs, project: Option<&Path>) -> Result<(), Failure> {
     match existing {
         Some(old) => {
             let c = lockfile::changes(&old.lock.packages, &lock.packages);
+            for l in lockfile::header_changes(&old.lock, &lock) {
+                println!("{rel}: {l}");
+            }
             if c.is_empty() {
                 println!("{rel}: unchanged ({} packages)", lock.packages.len());
             } else {

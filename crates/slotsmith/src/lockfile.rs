@@ -26,6 +26,14 @@ use crate::diag::{Diagnostic, Diagnostics};
 pub const MAGIC: &str = "slotsmith-lock";
 pub const FORMAT: u32 = 1;
 
+/// The mmdebstrap variants a lock can reproduce: they install the
+/// Essential set plus the listed packages and their dependencies. The
+/// others pick packages by the archive's Priority overrides, which a local
+/// repository does not carry (`required`, `important`, `standard`,
+/// `minbase`, `buildd`), or unpack without installing (`extract`,
+/// `custom`), so the installed set could not be checked against a lock.
+pub const LOCKABLE_VARIANTS: &[&str] = &["essential", "apt"];
+
 /// One locked `.deb`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct LockedPackage {
@@ -111,7 +119,8 @@ pub fn valid_version(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b".+-~:".contains(&b))
 }
 
-fn valid_arch(s: &str) -> bool {
+/// Debian architecture names (`amd64`, `all`, `arm64`).
+pub fn valid_arch(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
         && s.bytes()
@@ -346,6 +355,40 @@ pub fn staleness(lock: &LockKey, want: &LockKey) -> Vec<String> {
     out
 }
 
+/// The lines above the packages that changed (suite, sources, package
+/// list, keyring, index dates): they change the lock's hash too.
+pub fn header_changes(old: &Lock, new: &Lock) -> Vec<String> {
+    let mut v = Vec::new();
+    for (what, o, n) in [
+        ("suite", &old.key.suite, &new.key.suite),
+        ("architecture", &old.key.architecture, &new.key.architecture),
+        ("variant", &old.key.variant, &new.key.variant),
+        ("sources", &old.key.sources, &new.key.sources),
+    ] {
+        if o != n {
+            v.push(format!("{what} {o} -> {n}"));
+        }
+    }
+    if old.key.include != new.key.include {
+        v.push(format!(
+            "include [{}] -> [{}]",
+            old.key.include.join(" "),
+            new.key.include.join(" ")
+        ));
+    }
+    if old.keyrings != new.keyrings {
+        v.push("keyring changed".to_string());
+    }
+    for (name, date) in &new.indexes {
+        match old.indexes.iter().find(|(n, _)| n == name) {
+            Some((_, d)) if d == date => {}
+            Some((_, d)) => v.push(format!("index {name}: {d} -> {date}")),
+            None => v.push(format!("index {name}: new, {date}")),
+        }
+    }
+    v
+}
+
 /// What `lock --update` changed.
 #[derive(Debug, Default, PartialEq, Eq, Serialize)]
 pub struct LockChanges {
@@ -541,6 +584,26 @@ mod tests {
             s.contains("suite is 'bookworm' in the lock but 'trixie'"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn header_changes_name_what_moved_above_the_packages() {
+        let old = sample();
+        assert!(header_changes(&old, &old).is_empty());
+        let mut new = sample();
+        new.key.include.push("curl".into());
+        new.indexes[0].1 = "Sun, 09 Nov 2025 10:00:00 UTC".into();
+        new.indexes.push(("x".into(), "d".into()));
+        let h = header_changes(&old, &new).join("\n");
+        assert!(
+            h.contains("include [nftables systemd] -> [nftables systemd curl]"),
+            "{h}"
+        );
+        assert!(
+            h.contains("Sat, 08 Nov 2025 10:00:00 UTC -> Sun, 09 Nov"),
+            "{h}"
+        );
+        assert!(h.contains("index x: new, d"), "{h}");
     }
 
     #[test]

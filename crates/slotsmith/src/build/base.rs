@@ -60,6 +60,13 @@ pub(super) fn stage(
         }
         BaseSpec::Debian { .. } => {
             progress.stage("base", "debian via mmdebstrap (cached by input hash)");
+            if plan.base.lock.is_none() {
+                progress.warn(&format!(
+                    "{} has no lock: its Debian base follows the archive, so the same definition \
+                     gives other bytes next month; `cargo xtask lock` pins it",
+                    plan.image.file
+                ));
+            }
             debian_base(plan, opts, progress)?
         }
     };

@@ -125,12 +125,16 @@ pub fn resolve(
         };
         let (name, version, architecture) =
             (field("Package"), field("Version"), field("Architecture"));
-        if !lockfile::valid_package_name(&name) || !lockfile::valid_version(&version) {
+        if !lockfile::valid_package_name(&name)
+            || !lockfile::valid_version(&version)
+            || !lockfile::valid_arch(&architecture)
+        {
             bail!(
-                "{} has an invalid package name or version ({} {})",
+                "{} has an invalid package name, version or architecture ({} {} {})",
                 deb.display(),
                 shown(&name),
-                shown(&version)
+                shown(&version),
+                shown(&architecture)
             );
         }
         let (sha256, size) = store(deb_cache, deb)?;
@@ -179,10 +183,13 @@ fn store(deb_cache: &Path, deb: &Path) -> anyhow::Result<(String, u64)> {
     let (sha, size) =
         crate::load::hash_file(deb).with_context(|| format!("hashing {}", deb.display()))?;
     let dest = deb_cache.join(format!("{sha}.deb"));
-    if dest.is_file() {
+    // An entry already there is kept only if it still is what its name
+    // says: going online again repairs a damaged cache.
+    if is_intact(&dest, &sha, size) {
         return Ok((sha, size));
     }
     let tmp = deb_cache.join(format!(".{sha}.partial-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
     if fs::rename(deb, &tmp).is_err() {
         fs::copy(deb, &tmp).with_context(|| format!("copying {} into the cache", deb.display()))?;
     }
@@ -240,9 +247,8 @@ pub fn ensure_cached(
         let names: Vec<String> = still.iter().take(10).map(|p| p.label()).collect();
         bail!(
             "{} locked packages are neither in the cache {} nor offered by the archive any more: {}{}. \
-             Bring the cache from where the release was built (`cargo xtask lock --export DIR`, then \
-             `--cache-dir DIR`), or point base.debian.mirror at a snapshot of the archive from the \
-             lock's index dates (snapshot.debian.org)",
+             Bring the .debs from where the release was built (`cargo xtask lock --export DIR` there, \
+             then `cargo xtask build --deb-cache DIR/debs`); a build never takes another version",
             still.len(),
             deb_cache.display(),
             names.join(", "),
@@ -250,6 +256,36 @@ pub fn ensure_cached(
         );
     }
     Ok(())
+}
+
+/// Opens a cache entry only if it is a regular file, itself: not through
+/// a symlink (an exported cache is carried between machines), and not a
+/// FIFO or device, which would block or never end.
+pub fn open_regular(path: &Path) -> anyhow::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)?;
+    let f = File::from(fd);
+    if !f.metadata()?.file_type().is_file() {
+        bail!("not a regular file");
+    }
+    Ok(f)
+}
+
+/// Whether `path` is a regular file (not a link) whose sha256 is `sha`.
+pub fn is_intact(path: &Path, sha: &str, size: u64) -> bool {
+    open_regular(path)
+        .ok()
+        .and_then(|f| {
+            let mut h = Sha256::new();
+            std::io::copy(&mut f.take(size.saturating_add(1)), &mut h).ok()?;
+            Some(hex::encode(h.finalize()) == sha)
+        })
+        .unwrap_or(false)
 }
 
 /// Copies one cached package to `dest` while hashing it, and refuses it
@@ -261,14 +297,21 @@ pub fn copy_verified(
     dest: &Path,
 ) -> anyhow::Result<()> {
     let src = cache_path(deb_cache, p);
-    let mut from = File::open(&src).with_context(|| {
+    let from = open_regular(&src).with_context(|| {
         format!(
             "opening the cached .deb of {} ({})",
             p.label(),
             src.display()
         )
     })?;
-    let mut to = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+    // At most one byte more than locked: a cache entry that is a huge
+    // file cannot fill the work directory before the size check.
+    let mut from = from.take(p.size.saturating_add(1));
+    let mut to = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .with_context(|| format!("creating {}", dest.display()))?;
     let mut h = Sha256::new();
     let mut n: u64 = 0;
     let mut buf = vec![0u8; 1 << 20];
@@ -478,5 +521,57 @@ mod tests {
             copy_verified(&cache, p, &l.path, &dest).unwrap_err()
         );
         assert!(e.contains("opening the cached .deb of systemd 252"), "{e}");
+        // A link to the right bytes is still refused (a carried cache must
+        // hold its files), and so are a FIFO and a device, which would
+        // block or never end; `dest` is never followed either.
+        let real = dir.path().join("real.deb");
+        fs::write(&real, b"systemd 252").unwrap();
+        std::os::unix::fs::symlink(&real, cache_path(&cache, p)).unwrap();
+        let e = format!(
+            "{:#}",
+            copy_verified(&cache, p, &l.path, &dest).unwrap_err()
+        );
+        assert!(e.contains("opening the cached .deb"), "{e}");
+        assert!(!is_intact(&cache_path(&cache, p), &p.sha256, p.size));
+        fs::remove_file(cache_path(&cache, p)).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            cache_path(&cache, p),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let e = format!(
+            "{:#}",
+            copy_verified(&cache, p, &l.path, &dest).unwrap_err()
+        );
+        assert!(e.contains("not a regular file"), "{e}");
+        fs::remove_file(cache_path(&cache, p)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", cache_path(&cache, p)).unwrap();
+        assert!(copy_verified(&cache, p, &l.path, &dest).is_err());
+        fs::remove_file(cache_path(&cache, p)).unwrap();
+        fs::write(cache_path(&cache, p), b"systemd 252").unwrap();
+        std::os::unix::fs::symlink(&real, &dest).unwrap();
+        assert!(copy_verified(&cache, p, &l.path, &dest).is_err());
+        assert_eq!(fs::read(&real).unwrap(), b"systemd 252");
+    }
+
+    #[test]
+    fn storing_repairs_a_damaged_entry_and_keeps_an_intact_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("debs");
+        fs::create_dir(&cache).unwrap();
+        let deb = dir.path().join("x.deb");
+        fs::write(&deb, b"package bytes").unwrap();
+        let (sha, size) = crate::load::hash_file(&deb).unwrap();
+        let entry = cache.join(format!("{sha}.deb"));
+        fs::write(&entry, b"package bytez").unwrap();
+        assert_eq!(store(&cache, &deb).unwrap(), (sha.clone(), size));
+        assert_eq!(fs::read(&entry).unwrap(), b"package bytes");
+        fs::write(&deb, b"package bytes").unwrap();
+        assert_eq!(store(&cache, &deb).unwrap(), (sha, size));
+        assert_eq!(fs::read(&entry).unwrap(), b"package bytes");
+        assert_eq!(fs::read_dir(&cache).unwrap().count(), 1, "no partial left");
     }
 }

@@ -55,8 +55,15 @@ pub fn read_lock(image: &ImageSpec, check_fresh: bool) -> Result<Option<LoadedLo
         key: key.to_string(),
         message,
     };
-    if std::fs::symlink_metadata(&abs).is_err() {
-        return Ok(None);
+    match std::fs::symlink_metadata(&abs) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // Anything else (a permission problem, an I/O error) must not
+        // quietly turn a locked image into an unlocked build.
+        Err(e) => {
+            diags.push(at(0, "", format!("cannot read the lock: {e}")));
+            return Err(diags);
+        }
+        Ok(_) => {}
     }
     // Under the project, through no symlink out of it, a regular file.
     let real = match resolve_input_file(&image.root, &rel) {
@@ -77,6 +84,23 @@ pub fn read_lock(image: &ImageSpec, check_fresh: bool) -> Result<Option<LoadedLo
     };
     let text = slotsmith_yaml::read::read_yaml(&real, Path::new(&rel))?;
     let lock = lockfile::parse(Path::new(&rel), &text)?;
+    if !lockfile::LOCKABLE_VARIANTS.contains(&lock.key.variant.as_str()) {
+        let line = text
+            .lines()
+            .position(|l| l.split_ascii_whitespace().next() == Some("variant"))
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        diags.push(at(
+            line,
+            "variant",
+            format!(
+                "variant '{}' cannot be locked (only {})",
+                lock.key.variant,
+                lockfile::LOCKABLE_VARIANTS.join(", ")
+            ),
+        ));
+        return Err(diags);
+    }
     if check_fresh {
         let problems = lockfile::staleness(&lock.key, &want);
         if !problems.is_empty() {
@@ -189,6 +213,30 @@ mod tests {
         assert!(d.message.contains("cargo xtask lock --update t"), "{d}");
         // `lock --update` itself reads it without the check.
         assert!(read_lock(&img, false).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_lock_for_a_variant_that_cannot_be_locked_is_refused_at_its_line() {
+        let (root, img) = setup(&MINIMAL.replacen(
+            "    suite: bookworm\n",
+            "    suite: bookworm\n    variant: minbase\n",
+            1,
+        ));
+        let text = lock_for(&[]).replacen("variant apt", "variant minbase", 1);
+        std::fs::write(root.path().join("images/t.lock"), &text).unwrap();
+        let e = read_lock(&img, true).unwrap_err();
+        let d = e.iter().next().unwrap();
+        assert_eq!(d.key, "variant");
+        assert!(d.line > 0 && text.lines().nth(d.line - 1).unwrap().starts_with("variant"));
+        assert!(d.message.contains("cannot be locked"), "{d}");
+    }
+
+    #[test]
+    fn an_unreadable_lock_is_an_error_not_an_unlocked_build() {
+        let (root, img) = setup(MINIMAL);
+        // A directory where the lock should be: present, not readable as one.
+        std::fs::create_dir(root.path().join("images/t.lock")).unwrap();
+        assert!(read_lock(&img, true).is_err());
     }
 
     #[test]

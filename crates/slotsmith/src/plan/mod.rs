@@ -549,6 +549,13 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
         data_size: data_part.1,
         epoch: sde,
     });
+    // The base's cache key also covers how mmdebstrap is run (flags,
+    // hooks): a changed invocation must not reuse a tarball made by the
+    // old one.
+    let cache_key = cache_key.map(|k| {
+        let inv = serde_json::to_string(&tools.base).unwrap_or_default();
+        hex::encode(Sha256::digest(format!("{k}\0{inv}")))
+    });
     let mut outputs = PlanOutputs {
         dir: img.name.clone(),
         image: format!("{}.img", img.name),

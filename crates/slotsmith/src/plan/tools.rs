@@ -232,8 +232,10 @@ pub fn plan_tools(t: &ToolInputs<'_>) -> PlanTools {
     }
 }
 
-/// What a locked base's `/etc/apt/sources.list` says.
-pub const LOCKED_SOURCES_HOOK: &str = "--customize-hook=printf '# Built from a slotsmith lock: the packages of this image change only\\n# through a signed update, never through apt.\\n' > \"$1/etc/apt/sources.list\"";
+/// What a locked base's `/etc/apt/sources.list` says. Written inside the
+/// chroot, after removing what is there: from the host side, a symlink
+/// in the chroot's /etc could point the write at a host file.
+pub const LOCKED_SOURCES_HOOK: &str = "--customize-hook=chroot \"$1\" sh -c \"rm -f /etc/apt/sources.list && printf '# Built from a slotsmith lock: the packages of this image change only\\\\n# through a signed update, never through apt.\\\\n' > /etc/apt/sources.list\"";
 
 /// mmdebstrap into a tarball, then the `.deb`s and the indexes out of it,
 /// then each `.deb`'s fields.
