@@ -3,10 +3,14 @@
 //! after publishing is named as the changed input, and the first artifact
 //! that differs is named with its offset; a byte flipped in a published
 //! artifact is found at its exact offset. The rebuild takes nothing from
-//! the project's stage cache or base cache.
+//! the project's stage cache or base cache. `SHA256SUMS` and `build.json`
+//! are compared too, and a record edited to vouch for another file is
+//! named; a hostile absolute input is refused unread; a `chmod` of a
+//! layer file after publishing is named as a changed mode.
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::fixture::build_fixture;
@@ -70,6 +74,20 @@ fn repro_is_identical_then_names_an_edited_layer_file_and_the_first_differing_ar
     }
     assert!(inputs.windows(2).all(|w| w[0] < w[1]), "{inputs:?}");
     assert_eq!(record["lock_sha256"], serde_json::Value::Null);
+    // Layer files carry the mode the image gives them (declared for the
+    // tool, from the executable bit for motd).
+    let mode = |path: &str| {
+        record["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["path"] == path)
+            .map(|i| i["mode"].clone())
+            .unwrap()
+    };
+    assert_eq!(mode("layers/meta-core/files/usr/bin/tool"), "0755");
+    assert_eq!(mode("layers/meta-core/files/etc/motd"), "0644");
+    assert_eq!(mode("fixtures/base.tar.gz"), serde_json::Value::Null);
 
     let r = repro(&p, &out, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -178,11 +196,24 @@ fn repro_names_a_tampered_published_artifact_at_its_exact_offset() {
         .lines()
         .filter(|l| l.starts_with("first difference:") || l.starts_with("  also:"))
         .collect();
+    // Where it differs from the rebuild, then that it is not the file
+    // build.json vouches for.
+    let recorded = names(&record)
+        .into_iter()
+        .find(|(n, _)| *n == image)
+        .unwrap()
+        .1;
+    let size = bytes.len();
     assert_eq!(
         verdict,
-        [format!(
-            "first difference: {image}: differs at byte {offset}"
-        )],
+        [
+            format!("first difference: {image}: differs at byte {offset}"),
+            format!(
+                "  also: {image}: published file does not match build.json's sha256 \
+                 (build.json records {recorded}, {size} bytes; the file has {}, {size} bytes)",
+                sha256(&path)
+            )
+        ],
         "{}",
         r.stderr
     );
@@ -230,5 +261,132 @@ fn repro_refuses_a_record_without_inputs_naming_it() {
         )),
         "{}",
         r.stderr
+    );
+}
+
+/// The lines of the verdict (the first difference and the others).
+fn verdict(r: &CliRun) -> Vec<&str> {
+    r.stderr
+        .lines()
+        .filter(|l| l.starts_with("first difference:") || l.starts_with("  also:"))
+        .collect()
+}
+
+#[test]
+fn repro_compares_the_record_files_refuses_foreign_inputs_and_names_a_changed_mode() {
+    let (p, out, record) = build_fixture("squashfs");
+    let n = record["artifacts"].as_array().unwrap().len();
+    let sums = out.join("SHA256SUMS");
+    let json = out.join("build.json");
+    let (sums_text, json_text) = (
+        fs::read_to_string(&sums).unwrap(),
+        fs::read_to_string(&json).unwrap(),
+    );
+
+    // One hex digit of SHA256SUMS edited: named, though every artifact
+    // still matches the rebuild.
+    let digit = if sums_text.starts_with('0') { "1" } else { "0" };
+    fs::write(&sums, format!("{digit}{}", &sums_text[1..])).unwrap();
+    let r = repro(&p, &out, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(
+        verdict(&r),
+        ["first difference: SHA256SUMS: differs at byte 0"],
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains(&format!("0 of {n} artifacts differ, and SHA256SUMS does ")),
+        "{}",
+        r.stderr
+    );
+    fs::write(&sums, &sums_text).unwrap();
+
+    // build.json vouches for another disk image: the artifact is named.
+    let image = format!("{}.img", record["image"].as_str().unwrap());
+    let (_, sha) = names(&record)
+        .into_iter()
+        .find(|(name, _)| *name == image)
+        .unwrap();
+    let forged = format!(
+        "{}{}",
+        if sha.starts_with('f') { "e" } else { "f" },
+        &sha[1..]
+    );
+    assert_eq!(json_text.matches(&sha).count(), 1);
+    fs::write(&json, json_text.replace(&sha, &forged)).unwrap();
+    let r = repro(&p, &out, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = verdict(&r);
+    assert!(
+        v[0].starts_with(&format!(
+            "first difference: {image}: published file does not match build.json's sha256 \
+             (build.json records {forged}, "
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        v.iter()
+            .any(|l| l.starts_with("  also: build.json: differs at byte ")),
+        "{}",
+        r.stderr
+    );
+
+    // An absolute input the image does not name: refused unread (the
+    // record would otherwise make repro read /dev/zero forever).
+    let zero = format!(
+        r#""inputs": [
+    {{
+      "path": "/dev/zero",
+      "sha256": "{}"
+    }},"#,
+        "0".repeat(64)
+    );
+    assert_eq!(json_text.matches(r#""inputs": ["#).count(), 1);
+    fs::write(&json, json_text.replace(r#""inputs": ["#, &zero)).unwrap();
+    let r = repro(&p, &out, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "input /dev/zero of the build is outside the project and the recorded image \
+             does not name it: refusing to read it"
+        ),
+        "{}",
+        r.stderr
+    );
+    fs::write(&json, &json_text).unwrap();
+
+    // A chmod after publishing: the content is the same, the mode in the
+    // image is not, and the mode is named.
+    let motd = "layers/meta-core/files/etc/motd";
+    fs::set_permissions(p.path().join(motd), fs::Permissions::from_mode(0o755)).unwrap();
+    let r = repro(&p, &out, &["--json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "{motd} changed since the build: mode was 0644, now 0755"
+        )),
+        "{}",
+        r.stderr
+    );
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).expect("--json prints JSON");
+    assert_eq!(
+        report["changed_inputs"],
+        serde_json::json!([{"path": motd, "what": "mode", "was": "0644", "now": "0755"}])
+    );
+    let rootfs = names(&record)
+        .into_iter()
+        .map(|(n, _)| n)
+        .find(|n| n.ends_with(".squashfs"))
+        .expect("a squashfs artifact");
+    assert!(
+        report["differences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["artifact"] == rootfs.as_str() && d["kind"] == "differs"),
+        "{report:#}"
     );
 }

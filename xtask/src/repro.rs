@@ -1,6 +1,8 @@
 //! `cargo xtask repro OUT_DIR`: rebuilds a published build from the
 //! inputs its `build.json` records, in a fresh temporary project, and
-//! compares every artifact (`slotsmith::repro` does the work).
+//! compares every artifact, `SHA256SUMS` and `build.json`, checking each
+//! published artifact against its recorded sha256 (`slotsmith::repro` does
+//! the work).
 
 use std::path::{Path, PathBuf};
 
@@ -25,8 +27,10 @@ pub(crate) struct ReproArgs {
     quiet: bool,
 }
 
-/// Runs the rebuild and prints the verdict: exit 0 when every artifact is
-/// identical, 1 when one differs (the first is named with its offset).
+/// Runs the rebuild and prints the verdict: exit 0 when every artifact,
+/// `SHA256SUMS` and `build.json` are identical and each artifact is what
+/// build.json records, 1 otherwise (the first difference is named, with
+/// its offset where the bytes differ).
 pub(crate) fn run(a: ReproArgs, project: Option<&Path>) -> Result<(), Failure> {
     let project = require_project(project)?;
     let cache = a

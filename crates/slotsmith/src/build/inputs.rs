@@ -9,6 +9,14 @@
 //! policies) carry no hash in the plan; they are hashed when the build starts, and
 //! the plan's own hash in `build.json` covers what was parsed from them.
 //!
+//! A layer file also carries the mode the image gives it (`"mode":
+//! "0755"`): declared in `conf/layer.yaml`, or else taken from the file's
+//! executable bit by the load stage (`load/layer.rs`), so a `chmod` after
+//! publishing changes the image and must be named. The mode recorded is the
+//! plan's, not the one on disk: a disk mode that does not reach the image
+//! (a declared mode overrides it; only the executable bit counts) is not an
+//! input.
+//!
 //! Besides regular files, a layer's `files/` holds symlinks (systemd's
 //! `.wants` links) and possibly empty directories, which are image content
 //! too; they are recorded by target and by presence. A layer directory
@@ -43,6 +51,11 @@ pub struct Input {
     /// An empty directory.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub directory: bool,
+    /// The mode a layer file has in the image, four octal digits (absent
+    /// for files whose mode on disk does not matter, such as the image
+    /// file or a base tarball).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 impl Input {
@@ -52,6 +65,48 @@ impl Input {
             sha256: Some(sha256.to_string()),
             symlink: None,
             directory: false,
+            mode: None,
+        }
+    }
+
+    /// The inputs whose content the plan already holds: the lock, a base
+    /// tarball, kernel files and every layer file (with its mode), each
+    /// with the plan's hash, sorted by path. `repro` uses them to accept
+    /// only the absolute inputs the image itself names and to see a mode
+    /// that changed since the build.
+    pub fn planned(plan: &Plan) -> Vec<Input> {
+        let mut by_path = BTreeMap::new();
+        planned_into(plan, &mut by_path);
+        by_path.into_values().collect()
+    }
+}
+
+/// The mode as build.json writes it.
+fn octal(mode: u32) -> String {
+    format!("{mode:04o}")
+}
+
+/// [`Input::planned`] into `by_path`.
+fn planned_into(plan: &Plan, by_path: &mut BTreeMap<String, Input>) {
+    // The lock's hash is the one the plan (and so the build) used.
+    if let Some(lock) = &plan.base.lock {
+        by_path.insert(lock.path.clone(), Input::file(&lock.path, &lock.sha256));
+    }
+    if let BaseSpec::Tarball { path, sha256, .. } = &plan.base.spec {
+        by_path.insert(path.clone(), Input::file(path, sha256));
+    }
+    if let KernelSource::Files { image, initrd, dtb } = &plan.boot.kernel.source {
+        for f in std::iter::once(image).chain(initrd).chain(dtb) {
+            by_path.insert(f.path.clone(), Input::file(&f.path, &f.sha256));
+        }
+    }
+    for layer in &plan.layers {
+        for e in &layer.entries {
+            if let LayerEntryKind::File { source, sha256, .. } = &e.kind {
+                let mut i = Input::file(source, sha256);
+                i.mode = Some(octal(e.mode));
+                by_path.insert(source.clone(), i);
+            }
         }
     }
 }
@@ -80,36 +135,18 @@ pub(super) fn inputs(plan: &Plan, root: &Path) -> anyhow::Result<RecordedInputs>
         Ok(sha)
     };
     hashed(&mut by_path, &plan.image.file)?;
-    // The lock's hash is the one the plan (and so the build) used.
-    let lock_sha256 = plan.base.lock.as_ref().map(|lock| {
-        by_path.insert(lock.path.clone(), Input::file(&lock.path, &lock.sha256));
-        lock.sha256.clone()
-    });
+    let lock_sha256 = plan.base.lock.as_ref().map(|lock| lock.sha256.clone());
     for name in &plan.hardening.policies {
         hashed(&mut by_path, &format!("policies/{name}.yaml"))?;
     }
-    match &plan.base.spec {
-        BaseSpec::Tarball { path, sha256, .. } => {
-            by_path.insert(path.clone(), Input::file(path, sha256));
-        }
-        BaseSpec::Directory { path, .. } => {
-            unrecorded.push(format!("the base directory {path}"));
-        }
-        BaseSpec::Debian { .. } => {}
-    }
-    if let KernelSource::Files { image, initrd, dtb } = &plan.boot.kernel.source {
-        for f in std::iter::once(image).chain(initrd).chain(dtb) {
-            by_path.insert(f.path.clone(), Input::file(&f.path, &f.sha256));
-        }
+    if let BaseSpec::Directory { path, .. } = &plan.base.spec {
+        unrecorded.push(format!("the base directory {path}"));
     }
     for layer in &plan.layers {
         layer_inputs(root, &layer.name, &mut by_path)?;
-        for e in &layer.entries {
-            if let LayerEntryKind::File { source, sha256, .. } = &e.kind {
-                by_path.insert(source.clone(), Input::file(source, sha256));
-            }
-        }
     }
+    // Last: a layer file's entry (with its mode) wins over none.
+    planned_into(plan, &mut by_path);
     Ok(RecordedInputs {
         inputs: by_path.into_values().collect(),
         lock_sha256,
@@ -137,6 +174,7 @@ fn layer_inputs(
                 sha256: None,
                 symlink: Some(target.to_string_lossy().into_owned()),
                 directory: false,
+                mode: None,
             },
         );
     }
@@ -168,6 +206,7 @@ fn layer_inputs(
                 sha256: None,
                 symlink: Some(target.to_string_lossy().into_owned()),
                 directory: false,
+                mode: None,
             })
         } else if ft.is_dir()
             && std::fs::read_dir(e.path())
@@ -180,6 +219,7 @@ fn layer_inputs(
                 sha256: None,
                 symlink: None,
                 directory: true,
+                mode: None,
             })
         } else {
             None
@@ -279,5 +319,63 @@ mod tests {
             .unwrap();
         assert_eq!(motd.sha256.as_deref(), Some(planned.as_str()));
         fx.replan();
+    }
+
+    #[test]
+    fn a_layer_file_records_the_mode_the_image_gives_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let mut fx = Fixture::new(Setup::default().layer(
+            "files:\n  /usr/bin/suid:\n    mode: \"4750\"\n",
+            &[
+                ("/etc/motd", b"m\n"),
+                ("/usr/bin/x", b"x\n"),
+                ("/usr/bin/suid", b"s\n"),
+            ],
+        ));
+        let files = fx.root().join("layers/meta-test/files");
+        let chmod = |p: &str, m: u32| {
+            fs::set_permissions(files.join(p), fs::Permissions::from_mode(m)).unwrap()
+        };
+        // Group-writable on disk, but only the executable bit reaches the
+        // image; a declared mode wins over the disk's.
+        chmod("etc/motd", 0o664);
+        chmod("usr/bin/x", 0o700);
+        chmod("usr/bin/suid", 0o600);
+        fx.replan();
+        let mode = |fx: &Fixture, p: &str| {
+            let r = inputs(&fx.plan, fx.root()).unwrap();
+            let i = r.inputs.into_iter().find(|i| i.path == p).unwrap();
+            assert_eq!(
+                Input::planned(&fx.plan).iter().find(|j| j.path == p),
+                Some(&i)
+            );
+            i.mode
+        };
+        let f = |n: &str| format!("layers/meta-test/files/{n}");
+        assert_eq!(mode(&fx, &f("etc/motd")).as_deref(), Some("0644"));
+        assert_eq!(mode(&fx, &f("usr/bin/x")).as_deref(), Some("0755"));
+        assert_eq!(mode(&fx, &f("usr/bin/suid")).as_deref(), Some("4750"));
+        // A chmod after publishing is seen.
+        chmod("usr/bin/x", 0o644);
+        fx.replan();
+        assert_eq!(mode(&fx, &f("usr/bin/x")).as_deref(), Some("0644"));
+        // Files whose disk mode does not matter carry none, and it is not
+        // written at all for them.
+        let r = inputs(&fx.plan, fx.root()).unwrap();
+        let image = r
+            .inputs
+            .iter()
+            .find(|i| i.path == "images/tiny.yaml")
+            .unwrap();
+        assert_eq!(image.mode, None);
+        assert!(!serde_json::to_string(image).unwrap().contains("mode"));
+        let json = serde_json::to_string(
+            r.inputs
+                .iter()
+                .find(|i| i.path == f("usr/bin/suid"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(json.ends_with(r#","mode":"4750"}"#), "{json}");
     }
 }

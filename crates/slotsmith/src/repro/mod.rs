@@ -10,6 +10,16 @@
 //! shared: a locked Debian base then rebuilds without the network. The
 //! epoch is the record's.
 //!
+//! Besides the artifacts, `SHA256SUMS` and `build.json` are compared byte
+//! for byte, and each published artifact must match the sha256 and size
+//! its `build.json` records: otherwise an edited record or sums file could
+//! vouch for another image while the artifacts themselves still match.
+//! `build.json` holds nothing that depends on where the project is (its
+//! inputs are relative to the project root, or absolute paths the image
+//! names, which the rebuild uses as they are; `tests/integration/
+//! determinism.rs` builds in other directories and compares every file),
+//! so it is compared whole.
+//!
 //! - `record.rs`: reading the untrusted `build.json`;
 //! - `project.rs`: the fresh project (inputs and keys);
 //! - `compare.rs`: the artifact comparison, streamed.
@@ -60,13 +70,17 @@ pub struct Report {
     pub build_json: String,
     /// The image it records (escaped).
     pub image: String,
-    /// True when every artifact is identical and none is missing or extra.
+    /// True when every artifact is identical and as recorded, none is
+    /// missing or extra, and so are `SHA256SUMS` and `build.json`.
     pub identical: bool,
     /// How many artifacts the published build.json lists.
     pub artifacts: usize,
+    /// The record files compared besides them (`SHA256SUMS`, `build.json`).
+    pub records: Vec<String>,
     /// The first difference, in build.json order.
     pub first_difference: Option<Difference>,
-    /// Every difference, in build.json order, then the extra artifacts.
+    /// Every difference, in build.json order, then the record files, then
+    /// the extra artifacts.
     pub differences: Vec<Difference>,
     /// How many inputs were copied and checked.
     pub inputs: usize,
@@ -124,7 +138,7 @@ pub fn run(opts: &ReproOptions, progress: &mut Progress) -> anyhow::Result<Repor
             root.display()
         ),
     );
-    let changed = project::copy_inputs(&opts.project, &root, rec.inputs())?;
+    let mut changed = project::copy_inputs(&opts.project, &root, rec.inputs())?;
     for c in &changed {
         progress.warn(&c.to_string());
     }
@@ -135,6 +149,15 @@ pub fn run(opts: &ReproOptions, progress: &mut Progress) -> anyhow::Result<Repor
     let plan = crate::plan::plan(&loaded, Some(rec.source_date_epoch))
         .map_err(|d| anyhow::Error::new(crate::spec::InputError(d)))
         .with_context(|| format!("planning the recorded image {}", shown(&rec.image_file)))?;
+    let planned = crate::build::Input::planned(&plan);
+    let against_plan = project::check_against_plan(rec.inputs(), &planned)?;
+    for c in &against_plan {
+        progress.warn(&c.to_string());
+    }
+    changed.extend(against_plan);
+    // In the record's (path) order; stable, so a path's content change
+    // comes before its mode change.
+    changed.sort_by(|a, b| a.path.cmp(&b.path));
     let key_files = project::copy_keys(&opts.project, &root, &project::key_paths(&plan))?;
     let mut build = BuildOptions {
         project_root: root.clone(),
@@ -154,19 +177,26 @@ pub fn run(opts: &ReproOptions, progress: &mut Progress) -> anyhow::Result<Repor
     }
     let outcome = crate::build::build(&plan, &build, progress)
         .with_context(|| format!("rebuilding {} in {}", shown(&rec.image), root.display()))?;
-    let published: Vec<String> = rec.artifacts.iter().map(|a| a.name.clone()).collect();
     let rebuilt: Vec<String> = outcome
         .record
         .artifacts
         .iter()
         .map(|a| a.name.clone())
         .collect();
-    let differences = compare_dirs(&opts.out_dir, &published, &outcome.out_dir, &rebuilt)?;
+    let records = [plan.outputs.sums.clone(), plan.outputs.build_json.clone()];
+    let differences = compare_dirs(
+        &opts.out_dir,
+        &rec.artifacts,
+        &records.iter().map(String::as_str).collect::<Vec<_>>(),
+        &outcome.out_dir,
+        &rebuilt,
+    )?;
     let report = Report {
         build_json: shown_path(&record_path),
         image: shown(&rec.image),
         identical: differences.is_empty(),
-        artifacts: published.len(),
+        artifacts: rec.artifacts.len(),
+        records: records.to_vec(),
         first_difference: differences.first().cloned(),
         differences,
         inputs: rec.inputs().len(),
@@ -215,8 +245,9 @@ pub fn render(r: &Report) -> Vec<String> {
     }
     match &r.first_difference {
         None => lines.push(format!(
-            "identical: {} artifacts (rebuilt from {} inputs, epoch {}, stage cache off, fresh cache {})",
+            "identical: {} artifacts plus {} (rebuilt from {} inputs, epoch {}, stage cache off, fresh cache {})",
             r.artifacts,
+            r.records.join(" and "),
             r.inputs,
             r.source_date_epoch,
             shown_path(&r.cache_dir)
@@ -226,12 +257,31 @@ pub fn render(r: &Report) -> Vec<String> {
             for d in r.differences.iter().skip(1) {
                 lines.push(format!("  also: {d}"));
             }
+            // An artifact can differ from the rebuild and from its record:
+            // counted once.
+            let mut differing: Vec<&str> = r
+                .differences
+                .iter()
+                .filter_map(|d| match d {
+                    Difference::Extra { .. } => None,
+                    Difference::Differs { artifact, .. }
+                    | Difference::NotAsRecorded { artifact, .. }
+                    | Difference::MissingPublished { artifact }
+                    | Difference::MissingRebuilt { artifact } => Some(artifact.as_str()),
+                })
+                .collect();
+            differing.dedup();
+            let (records, artifacts): (Vec<&str>, Vec<&str>) = differing
+                .into_iter()
+                .partition(|a| r.records.iter().any(|n| n == a));
+            let also = match records.as_slice() {
+                [] => String::new(),
+                [one] => format!(", and {one} does"),
+                many => format!(", and {} do", many.join(" and ")),
+            };
             lines.push(format!(
-                "{} of {} artifacts differ (stage cache off, fresh cache {})",
-                r.differences
-                    .iter()
-                    .filter(|d| !matches!(d, Difference::Extra { .. }))
-                    .count(),
+                "{} of {} artifacts differ{also} (stage cache off, fresh cache {})",
+                artifacts.len(),
                 r.artifacts,
                 shown_path(&r.cache_dir)
             ));
@@ -256,6 +306,7 @@ mod tests {
             image: "x".into(),
             identical: differences.is_empty(),
             artifacts: 7,
+            records: vec!["SHA256SUMS".into(), "build.json".into()],
             first_difference: differences.first().cloned(),
             differences,
             inputs: 5,
@@ -284,7 +335,7 @@ mod tests {
     fn the_verdict_names_the_first_difference_then_the_others() {
         assert_eq!(
             render(&report(vec![])),
-            ["identical: 7 artifacts (rebuilt from 5 inputs, epoch 1, stage cache off, fresh cache /tmp/r/project/cache)"]
+            ["identical: 7 artifacts plus SHA256SUMS and build.json (rebuilt from 5 inputs, epoch 1, stage cache off, fresh cache /tmp/r/project/cache)"]
         );
         let mut r = report(vec![
             Difference::Differs {
@@ -306,6 +357,52 @@ mod tests {
                 "  also: new: produced by the rebuild but not listed in the published build.json",
                 "1 of 7 artifacts differ (stage cache off, fresh cache /tmp/r/project/cache)",
             ]
+        );
+    }
+
+    #[test]
+    fn an_artifact_unlike_its_record_and_the_record_files_are_counted_and_named() {
+        let r = report(vec![
+            Difference::Differs {
+                artifact: "a.img".into(),
+                offset: 1,
+                published_size: 10,
+                rebuilt_size: 10,
+            },
+            Difference::NotAsRecorded {
+                artifact: "a.img".into(),
+                recorded_sha256: "aa".into(),
+                recorded_size: 10,
+                published_sha256: "bb".into(),
+                published_size: 10,
+            },
+            Difference::Differs {
+                artifact: "SHA256SUMS".into(),
+                offset: 0,
+                published_size: 5,
+                rebuilt_size: 5,
+            },
+        ]);
+        assert_eq!(
+            render(&r),
+            [
+                "first difference: a.img: differs at byte 1",
+                "  also: a.img: published file does not match build.json's sha256 \
+                 (build.json records aa, 10 bytes; the file has bb, 10 bytes)",
+                "  also: SHA256SUMS: differs at byte 0",
+                "1 of 7 artifacts differ, and SHA256SUMS does (stage cache off, fresh cache /tmp/r/project/cache)",
+            ]
+        );
+        let sums = |n: &str| Difference::Differs {
+            artifact: n.into(),
+            offset: 0,
+            published_size: 5,
+            rebuilt_size: 5,
+        };
+        let r = report(vec![sums("SHA256SUMS"), sums("build.json")]);
+        assert_eq!(
+            render(&r).last().unwrap(),
+            "0 of 7 artifacts differ, and SHA256SUMS and build.json do (stage cache off, fresh cache /tmp/r/project/cache)"
         );
     }
 }

@@ -8,6 +8,13 @@
 //! symlinks), and written below the fresh root through no symlink: a
 //! recorded symlink is created as a link and never followed, so a record
 //! holding `a -> /etc` and `a/passwd` fails instead of writing to `/etc`.
+//!
+//! An absolute input is never read on the record's word: a hostile record
+//! could list `/dev/zero` (a hang) or `/etc/shadow` with a guessed sha256
+//! (an oracle for its content). It is accepted only when the recorded
+//! image itself names that path ([`check_against_plan`]), and then its
+//! hash is the one the load stage took. Every file read is opened without
+//! blocking and must be a regular file.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -28,7 +35,7 @@ use crate::spec::{KeySource, SecureBootDbKey};
 pub struct Change {
     /// The input (escaped).
     pub path: String,
-    /// `sha256` or `symlink target`.
+    /// `sha256`, `symlink target` or `mode`.
     pub what: &'static str,
     /// What build.json records (escaped).
     pub was: String,
@@ -46,12 +53,13 @@ impl std::fmt::Display for Change {
     }
 }
 
-/// Copies every input from `project` to `fresh` (absolute inputs are
-/// only checked in place: the image names them by that path). Returns the
+/// Copies every relative input from `project` to `fresh`. Returns the
 /// inputs that changed since the build; a missing one is an error.
+/// Absolute inputs are left alone: the image names them by that path, and
+/// [`check_against_plan`] checks them once the image is planned.
 pub fn copy_inputs(project: &Path, fresh: &Path, inputs: &[Input]) -> anyhow::Result<Vec<Change>> {
     let mut changes = Vec::new();
-    for i in inputs {
+    for i in inputs.iter().filter(|i| !Path::new(&i.path).is_absolute()) {
         let path = shown(&i.path);
         let missing = |e: String| {
             anyhow::format_err!(
@@ -60,16 +68,10 @@ pub fn copy_inputs(project: &Path, fresh: &Path, inputs: &[Input]) -> anyhow::Re
             )
         };
         if let Some(sha) = &i.sha256 {
-            let now = if Path::new(&i.path).is_absolute() {
-                crate::load::hash_file(Path::new(&i.path))
-                    .map_err(|e| missing(e.to_string()))?
-                    .0
-            } else {
-                let src =
-                    slotsmith_yaml::input::resolve_input_file(project, &i.path).map_err(missing)?;
-                copy_file(&src, fresh, &i.path)
-                    .with_context(|| format!("copying input {path} into {}", shown_path(fresh)))?
-            };
+            let src =
+                slotsmith_yaml::input::resolve_input_file(project, &i.path).map_err(missing)?;
+            let now = copy_file(&src, fresh, &i.path)
+                .with_context(|| format!("copying input {path} into {}", shown_path(fresh)))?;
             if &now != sha {
                 changes.push(Change {
                     path,
@@ -111,6 +113,48 @@ pub fn copy_inputs(project: &Path, fresh: &Path, inputs: &[Input]) -> anyhow::Re
             }
             let dst = below(fresh, &i.path)?;
             fs::create_dir(&dst).with_context(|| format!("creating {}", shown_path(&dst)))?;
+        }
+    }
+    Ok(changes)
+}
+
+/// Checks the recorded inputs against `planned` ([`Input::planned`] of the
+/// image as planned in the fresh project): an absolute input must be one
+/// the image names, or it is refused unread; its hash and every layer
+/// file's mode are compared with the plan's, so a `chmod` since the build
+/// is named like an edit. Returns the changes.
+pub fn check_against_plan(recorded: &[Input], planned: &[Input]) -> anyhow::Result<Vec<Change>> {
+    let mut changes = Vec::new();
+    for i in recorded {
+        let path = shown(&i.path);
+        let now = planned.iter().find(|p| p.path == i.path);
+        if Path::new(&i.path).is_absolute() {
+            let Some(now) = now else {
+                bail!(
+                    "input {path} of the build is outside the project and the recorded image \
+                     does not name it: refusing to read it"
+                );
+            };
+            if let (Some(was), Some(sha)) = (&i.sha256, &now.sha256) {
+                if was != sha {
+                    changes.push(Change {
+                        path: path.clone(),
+                        what: "sha256",
+                        was: shown(was),
+                        now: sha.clone(),
+                    });
+                }
+            }
+        }
+        if let (Some(was), Some(now)) = (&i.mode, now.and_then(|p| p.mode.as_ref())) {
+            if was != now {
+                changes.push(Change {
+                    path,
+                    what: "mode",
+                    was: shown(was),
+                    now: now.clone(),
+                });
+            }
         }
     }
     Ok(changes)
@@ -252,10 +296,14 @@ fn below(fresh: &Path, rel: &str) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// Copies `src` to `fresh/rel` with its permission bits, hashing on the
-/// way; returns the sha256 of what was copied.
+/// way; returns the sha256 of what was copied. `src` is resolved (no
+/// symlink left in it) and was a regular file when resolved; it is opened
+/// without following or blocking and checked again, so a FIFO or device
+/// swapped in meanwhile is refused rather than read.
 fn copy_file(src: &Path, fresh: &Path, rel: &str) -> anyhow::Result<String> {
+    let mut from =
+        super::record::open_regular(src).with_context(|| format!("opening {}", shown_path(src)))?;
     let dst = below(fresh, rel)?;
-    let mut from = File::open(src).with_context(|| format!("opening {}", shown_path(src)))?;
     let mode = from.metadata()?.mode() & 0o7777;
     // Created owner-only and widened after: a private key is never
     // readable by others, not even for a moment.
@@ -306,6 +354,7 @@ mod tests {
             sha256: Some(hex::encode(Sha256::digest(bytes))),
             symlink: None,
             directory: false,
+            mode: None,
         }
     }
 
@@ -330,6 +379,7 @@ mod tests {
                 sha256: None,
                 symlink: Some("old".into()),
                 directory: false,
+                mode: None,
             },
             file("layers/m/files/etc/motd", b"built\n"),
             file("layers/m/files/etc/tool", b"#!/bin/sh\n"),
@@ -338,6 +388,7 @@ mod tests {
                 sha256: None,
                 symlink: None,
                 directory: true,
+                mode: None,
             },
         ];
         let changes = copy_inputs(p, fresh.path(), &inputs).unwrap();
@@ -401,6 +452,7 @@ mod tests {
                 sha256: None,
                 symlink: Some(outside.path().to_string_lossy().into_owned()),
                 directory: false,
+                mode: None,
             },
             file("l/passwd", b"x"),
         ];
@@ -441,5 +493,123 @@ mod tests {
             fs::read(public).unwrap()
         );
         assert!(fresh.path().join("keys/dev-fingerprints.txt").is_file());
+    }
+
+    fn fifo(p: &Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            p,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn an_absolute_input_the_image_does_not_name_is_refused_unread() {
+        let project = tempfile::tempdir().unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let pipe = outside.path().join("pipe");
+        fifo(&pipe);
+        let pipe = pipe.to_str().unwrap();
+        let hostile = [
+            file("/dev/zero", b""),
+            file(pipe, b""),
+            file("/etc/shadow", b"root:guess"),
+        ];
+        // Copying does not touch them (neither hangs on /dev/zero nor
+        // blocks on the FIFO)...
+        assert_eq!(
+            copy_inputs(project.path(), fresh.path(), &hostile).unwrap(),
+            []
+        );
+        assert_eq!(fs::read_dir(fresh.path()).unwrap().count(), 0);
+        // ...and the plan, which names none of them, refuses each by name.
+        let base = file("/srv/base.tar", b"planned");
+        for i in &hostile {
+            let e = check_against_plan(std::slice::from_ref(i), std::slice::from_ref(&base))
+                .unwrap_err();
+            assert_eq!(
+                format!("{e:#}"),
+                format!(
+                    "input {} of the build is outside the project and the recorded image \
+                     does not name it: refusing to read it",
+                    i.path
+                )
+            );
+        }
+        // One the image names is taken with the plan's hash.
+        let was = file("/srv/base.tar", b"built");
+        let changes =
+            check_against_plan(std::slice::from_ref(&was), std::slice::from_ref(&base)).unwrap();
+        assert_eq!(
+            changes,
+            [Change {
+                path: "/srv/base.tar".into(),
+                what: "sha256",
+                was: was.sha256.clone().unwrap(),
+                now: base.sha256.clone().unwrap(),
+            }]
+        );
+        assert_eq!(
+            check_against_plan(std::slice::from_ref(&base), std::slice::from_ref(&base)).unwrap(),
+            []
+        );
+    }
+
+    #[test]
+    fn a_fifo_in_the_project_is_refused_without_blocking() {
+        let project = tempfile::tempdir().unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        fs::create_dir_all(project.path().join("layers/m/files/etc")).unwrap();
+        fifo(&project.path().join("layers/m/files/etc/motd"));
+        let e = copy_inputs(
+            project.path(),
+            fresh.path(),
+            &[file("layers/m/files/etc/motd", b"x")],
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("is not a regular file"), "{e:#}");
+        // Even when it is swapped in after the path was resolved.
+        let e = copy_file(
+            &project.path().join("layers/m/files/etc/motd"),
+            fresh.path(),
+            "motd",
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").ends_with("is not a regular file"), "{e:#}");
+        let e = copy_file(Path::new("/dev/zero"), fresh.path(), "zero").unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            "opening /dev/zero: /dev/zero is not a regular file"
+        );
+        assert!(!fresh.path().join("zero").exists());
+    }
+
+    #[test]
+    fn a_mode_changed_since_the_build_is_named() {
+        let with_mode = |m: Option<&str>| {
+            let mut i = file("layers/m/files/usr/bin/tool", b"#!/bin/sh\n");
+            i.mode = m.map(String::from);
+            i
+        };
+        let was = with_mode(Some("0755"));
+        let changes =
+            check_against_plan(std::slice::from_ref(&was), &[with_mode(Some("0644"))]).unwrap();
+        assert_eq!(
+            changes.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            ["layers/m/files/usr/bin/tool changed since the build: mode was 0755, now 0644"]
+        );
+        assert_eq!(
+            check_against_plan(std::slice::from_ref(&was), std::slice::from_ref(&was)).unwrap(),
+            []
+        );
+        // A record from before modes were recorded names none.
+        assert_eq!(
+            check_against_plan(&[with_mode(None)], &[with_mode(Some("0644"))]).unwrap(),
+            []
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! size cap, parsed strictly for the fields `repro` uses, and every path in
 //! it must be plain: an artifact name is relative without `..`, and an
 //! input is relative without `..` or absolute (a file the image named
-//! outside the project).
+//! outside the project; `repro` reads none the image does not name).
 
 use std::io::Read;
 use std::path::{Component, Path};
@@ -66,7 +66,7 @@ impl Recorded {
 
 /// Reads and checks `OUT_DIR/build.json`.
 pub fn read(file: &Path) -> anyhow::Result<Recorded> {
-    let f = std::fs::File::open(file)
+    let f = open_regular(file)
         .with_context(|| format!("reading the build record {}", shown_path(file)))?;
     let mut bytes = Vec::new();
     f.take(MAX_RECORD_BYTES + 1)
@@ -80,6 +80,24 @@ pub fn read(file: &Path) -> anyhow::Result<Recorded> {
         );
     }
     parse(file, &bytes)
+}
+
+/// Opens `file` for reading only if it is a regular file: not through a
+/// final symlink, and without blocking (a FIFO would wait for a writer
+/// forever; `O_NONBLOCK` makes the open return and the `fstat` refuse it).
+pub(super) fn open_regular(file: &Path) -> anyhow::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        file,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)?;
+    let f = std::fs::File::from(fd);
+    if !f.metadata()?.is_file() {
+        bail!("{} is not a regular file", shown_path(file));
+    }
+    Ok(f)
 }
 
 /// Parses and checks a build record's bytes; `file` names it in errors.
@@ -170,6 +188,19 @@ pub fn parse(file: &Path, bytes: &[u8]) -> anyhow::Result<Recorded> {
                 );
             }
         }
+        if let Some(mode) = &i.mode {
+            if i.sha256.is_none()
+                || mode.len() != 4
+                || !mode.bytes().all(|b| (b'0'..=b'7').contains(&b))
+            {
+                bail!(
+                    "{}: input '{}' has a mode '{}' that is not four octal digits of a file",
+                    shown_path(file),
+                    shown(&i.path),
+                    shown(mode)
+                );
+            }
+        }
         if i.symlink
             .as_deref()
             .is_some_and(|t| t.is_empty() || t.contains('\0'))
@@ -252,14 +283,15 @@ mod tests {
                 r#"{{"name":"b.img","sha256":"{SHA}","size":3}},{{"name":"audit/report.md","sha256":"{SHA}","size":1}}"#
             ),
             &format!(
-                r#"{},{{"path":"layers/m/files/etc/l","symlink":"../x"}},{{"path":"layers/m/files/var/e","directory":true}},{{"path":"/srv/base.tar","sha256":"{SHA}"}}"#,
+                r#"{},{{"path":"layers/m/files/etc/l","symlink":"../x"}},{{"path":"layers/m/files/var/e","directory":true}},{{"path":"/srv/base.tar","sha256":"{SHA}"}},{{"path":"layers/m/files/bin/t","sha256":"{SHA}","mode":"4755"}}"#,
                 image_input()
             ),
         );
         let r = parse(Path::new("build.json"), text.as_bytes()).unwrap();
         let names: Vec<&str> = r.artifacts.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["b.img", "audit/report.md"]);
-        assert_eq!(r.inputs().len(), 4);
+        assert_eq!(r.inputs().len(), 5);
+        assert_eq!(r.inputs()[4].mode.as_deref(), Some("4755"));
         assert_eq!(r.lock_sha256, None);
     }
 
@@ -318,7 +350,20 @@ mod tests {
             bad(r#"{"path":"/etc","directory":true}"#),
             "out/x/build.json: input '/etc' outside the project must be a file with a sha256"
         );
-        assert!(bad(r#"{"path":"a","sha256":"x","mode":"0777"}"#).contains("unknown field"));
+        assert!(bad(r#"{"path":"a","sha256":"x","owner":0}"#).contains("unknown field"));
+        for mode in ["755", "0855", "07555", "\\u001b"] {
+            assert_eq!(
+                bad(&format!(r#"{{"path":"a","sha256":"{SHA}","mode":"{mode}"}}"#)),
+                format!(
+                    "out/x/build.json: input 'a' has a mode '{}' that is not four octal digits of a file",
+                    mode.replace("\\u001b", "\\x1b")
+                )
+            );
+        }
+        assert_eq!(
+            bad(r#"{"path":"a","symlink":"b","mode":"0755"}"#),
+            "out/x/build.json: input 'a' has a mode '0755' that is not four octal digits of a file"
+        );
     }
 
     #[test]
@@ -354,5 +399,32 @@ mod tests {
         );
         assert!(e.starts_with("reading the build record "), "{e}");
         assert!(e.contains("build.json"), "{e}");
+    }
+
+    #[test]
+    fn a_build_json_that_is_a_fifo_or_a_device_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("build.json");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = format!("{:#}", read(&fifo).unwrap_err());
+        assert_eq!(
+            e,
+            format!(
+                "reading the build record {0}: {0} is not a regular file",
+                fifo.display()
+            )
+        );
+        let e = format!("{:#}", read(Path::new("/dev/zero")).unwrap_err());
+        assert_eq!(
+            e,
+            "reading the build record /dev/zero: /dev/zero is not a regular file"
+        );
     }
 }
