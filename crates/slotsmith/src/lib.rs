@@ -17,6 +17,7 @@ pub mod progress;
 pub mod publish;
 pub mod qemu;
 pub mod repro;
+pub mod sbom;
 pub mod secureboot;
 pub mod signing;
 pub mod spec;

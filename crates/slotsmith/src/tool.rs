@@ -38,6 +38,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("sign-efi-sig-list", "efitools"),
     ("sig-list-to-certs", "efitools"),
     ("virt-fw-vars", "virt-firmware (pip)"),
+    ("pyspdxtools", "spdx-tools (pip)"),
     (
         "qemu-system-x86_64",
         "qemu-system-x86 (and ovmf for the firmware)",
