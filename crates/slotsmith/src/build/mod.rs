@@ -45,6 +45,7 @@ mod inputs;
 mod layers;
 mod record;
 mod rootfs;
+mod sbom;
 mod selfcheck;
 #[cfg(test)]
 mod testkit;
@@ -189,6 +190,7 @@ fn attempt(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyhow:
         }
     };
     audit::stage(plan, &rootfs, out, &work, progress)?;
+    let sbom = sbom::stage(plan, opts, &rootfs, out, progress)?;
     let mut boot = boot::stage(plan, &rootfs, &signer, &cache, out, progress)?;
     if let Some(c) = &plan.chain {
         let keys = crate::secureboot::resolve_keys(
@@ -220,7 +222,7 @@ fn attempt(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyhow:
     )?;
     let disk = disk::stage(plan, &rootfs, &boot, &cache, out, progress)?;
     let record = record::stage(
-        plan, &rootfs, &boot, &swu, &disk, &signer, &inputs, out, progress,
+        plan, &rootfs, &boot, &swu, &disk, &sbom, &signer, &inputs, out, progress,
     )?;
     let checked = selfcheck::stage(plan, out, &signer.public_key, progress);
     // Settled even when the self-check failed: a corrupted hit explains it.

@@ -155,6 +155,7 @@ pub(super) fn stage(
     boot: &BootOut,
     swu: &SwuOut,
     disk: &DiskOut,
+    sbom: &Hashed,
     signer: &crate::signing::BootSigner,
     inputs: &RecordedInputs,
     out: &Path,
@@ -176,6 +177,7 @@ pub(super) fn stage(
     hashes.extend(swu.hashes.iter().map(|(k, v)| (k.clone(), *v)));
     hashes.insert(plan.outputs.image.clone(), disk.image);
     hashes.insert(plan.outputs.bmap.clone(), disk.bmap);
+    hashes.insert(plan.outputs.sbom.clone(), *sbom);
     if !plan.hardening.rules.is_empty() {
         for r in ["audit/report.md", "audit/report.json", "audit/report.sarif"] {
             hashes.insert(r.to_string(), Hashed::of_file(&out.join(r))?);
@@ -372,6 +374,7 @@ mod tests {
                 &made.boot,
                 swu,
                 &made.disk,
+                &made.sbom,
                 &made.boot_signer,
                 &RecordedInputs::default(),
                 &out,

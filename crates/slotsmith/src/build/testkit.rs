@@ -274,6 +274,7 @@ impl Fixture {
         let rootfs = self.rootfs();
         let p = &mut self.progress;
         super::audit::stage(&self.plan, &rootfs, &out, &self.work, p).unwrap();
+        let sbom = super::sbom::stage(&self.plan, &self.opts, &rootfs, &out, p).unwrap();
         let boot =
             super::boot::stage(&self.plan, &rootfs, &boot_signer, &self.cache, &out, p).unwrap();
         let swu = super::update::stage(
@@ -293,6 +294,7 @@ impl Fixture {
             boot,
             swu,
             disk,
+            sbom,
             boot_signer,
         }
     }
@@ -306,6 +308,7 @@ impl Fixture {
             &made.boot,
             &made.swu,
             &made.disk,
+            &made.sbom,
             &made.boot_signer,
             &super::inputs::inputs(&self.plan, self.dir.path()).unwrap(),
             &self.out,
@@ -333,6 +336,8 @@ pub(super) struct Made {
     pub(super) boot: BootOut,
     pub(super) swu: SwuOut,
     pub(super) disk: DiskOut,
+    /// The SBOM's hash.
+    pub(super) sbom: super::Hashed,
     pub(super) boot_signer: BootSigner,
 }
 

@@ -360,6 +360,8 @@ pub struct PlanOutputs {
     pub bmap: String,
     /// The rootfs image.
     pub rootfs: String,
+    /// The software bill of materials (SPDX 2.3 JSON).
+    pub sbom: String,
     /// Checksums of every other output.
     pub sums: String,
     /// The build record.
