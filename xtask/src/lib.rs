@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod audit;
 mod bench;
+mod diff;
 mod lint;
 mod lock;
 mod qemu;
@@ -194,6 +195,20 @@ and the offset of its first differing byte.\n\nExamples:\n  cargo xtask repro ou
 cargo xtask repro out/demo --json | jq .first_difference\n  cargo xtask repro /srv/releases/demo-1.0.0 --cache-dir /media/room"
     )]
     Repro(repro::ReproArgs),
+    /// Compare two published builds: packages, rootfs files, policy, command line, keys
+    #[command(
+        after_help = "Reads both output directories (they are only read, and treated as untrusted): \
+build.json, each slot's signed boot manifest (verified with that build's boot key), the published keys and \
+certificates, audit/report.json, and the rootfs image with the audit's own squashfs and ext4 readers. \
+Reports Debian packages added, removed and changed (from the image's dpkg database; none for a base \
+without one), every rootfs entry added, removed or changed (kind, mode, owner, sha256, symlink target), \
+hardening rules and waivers changed, each slot's kernel command line, key and certificate fingerprints, \
+security version, image version, plan and lock hashes. Markdown on stdout, or JSON with --json (sorted, \
+stable). Exit 0 whether or not the builds differ; 2 when a directory is unusable, naming the file.\n\n\
+Examples:\n  cargo xtask diff /srv/releases/demo-1.0.0 out/demo\n  \
+cargo xtask diff old/demo out/demo --json | jq .files.changed\n  cargo xtask diff old/demo out/demo -o release-diff.md"
+    )]
+    Diff(diff::DiffArgs),
     /// Measure slotsmith's stages against peer tools
     #[command(
         after_help = "Examples:\n  cargo xtask bench              # rootfs stage vs mksquashfs, 512MiB tree\n  cargo xtask bench rootfs --size 2GiB\n  cargo xtask bench swu          # the .swu against one sha256 pass and peers\n  cargo xtask bench build        # full, no-op, one-layer and new-key rebuilds of the default image"
@@ -701,6 +716,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }),
         Command::Bench(a) => bench::run(a, project).map_err(Failure::Build),
         Command::Repro(a) => repro::run(a, project),
+        Command::Diff(a) => diff::run(a),
         Command::Lock(a) => lock::run(a, project),
     }
 }

@@ -101,6 +101,25 @@ pub trait RootfsRead {
     /// followed; see [`Index::read_resolved`]); `None` when there is no
     /// regular file there.
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>>;
+    /// The sha256 and length of the regular file at exactly `path`, or
+    /// `None` when there is none. The image readers stream it, so any size
+    /// the image holds is hashed in bounded memory (`xtask diff` hashes every
+    /// file; [`RootfsRead::read`] stops at [`MAX_READ`]).
+    fn sha256(&self, path: &str) -> Result<Option<([u8; 32], u64)>> {
+        use sha2::{Digest, Sha256};
+        Ok(self
+            .read(path)?
+            .map(|d| (Sha256::digest(&d).into(), d.len() as u64)))
+    }
+}
+
+/// Hashes everything `reader` yields, in bounded memory; for the readers'
+/// [`RootfsRead::sha256`].
+pub(crate) fn hash_reader(mut reader: impl std::io::Read) -> std::io::Result<([u8; 32], u64)> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let n = std::io::copy(&mut reader, &mut h)?;
+    Ok((h.finalize().into(), n))
 }
 
 /// Files larger than this are refused by [`RootfsRead::read`] of the image

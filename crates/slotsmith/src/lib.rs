@@ -7,6 +7,7 @@
 //! external programs.
 
 pub mod build;
+pub mod diff;
 pub mod harden;
 pub mod initbin;
 pub mod layout;

@@ -251,4 +251,43 @@ impl RootfsRead for Ext4Rootfs {
             _ => Ok(None),
         }
     }
+
+    fn sha256(&self, path: &str) -> Result<Option<([u8; 32], u64)>> {
+        match self.entries.get(path) {
+            Some(e) if e.kind == EntryKind::File => {
+                let image = &self.name;
+                let failed = |err: ext4_view::Ext4Error| {
+                    anyhow!(
+                        "{image}: reading {}: {}",
+                        shown(path),
+                        shown(&err.to_string())
+                    )
+                };
+                guarded(image, || {
+                    // As in `read`: ext4-view resolves the path again, so
+                    // the inode it opens is checked, not the indexed one.
+                    let md = self.fs.metadata(path).map_err(failed)?;
+                    ensure!(
+                        md.file_type() == ext4_view::FileType::Regular,
+                        "{image}: {} resolves to a {:?}, not a regular file",
+                        shown(path),
+                        md.file_type()
+                    );
+                    let len = md.len();
+                    let file = self.fs.open(path).map_err(failed)?;
+                    let (sum, n) = super::hash_reader(file.take(len.saturating_add(1)))
+                        .map_err(|err| {
+                            anyhow!("{image}: reading {}: {}", shown(path), shown(&err.to_string()))
+                        })?;
+                    ensure!(
+                        n == len,
+                        "{image}: {}: read {n} bytes, the inode says {len}",
+                        shown(path)
+                    );
+                    Ok(Some((sum, n)))
+                })
+            }
+            _ => Ok(None),
+        }
+    }
 }

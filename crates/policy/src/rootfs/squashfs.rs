@@ -537,6 +537,31 @@ impl RootfsRead for SquashfsRootfs {
         };
         guarded(&self.name, || read_file(&self.fs, f, path, &self.name)).map(Some)
     }
+
+    fn sha256(&self, path: &str) -> Result<Option<([u8; 32], u64)>> {
+        let Some(&i) = self.index.get(path) else {
+            return Ok(None);
+        };
+        let InnerNode::File(f) = &self.fs.root.nodes[i].inner else {
+            return Ok(None);
+        };
+        let image = &self.name;
+        guarded(image, || {
+            let p = shown(path);
+            let len = f.file_len() as u64;
+            let reader = self
+                .fs
+                .file(f)
+                .reader_checked()
+                .map_err(|_| anyhow!("{image}: cannot read {p}: its fragment is missing"))?;
+            // Streamed: memory stays one block whatever the inode claims,
+            // and the count read must match it.
+            let (sum, n) = super::hash_reader(reader.take(len.saturating_add(1)))
+                .map_err(|_| anyhow!("{image}: cannot read {p}: its data is corrupt"))?;
+            ensure!(n == len, "{image}: {p}: read {n} bytes, the inode says {len}");
+            Ok(Some((sum, n)))
+        })
+    }
 }
 
 fn read_file(
