@@ -196,6 +196,34 @@ fn two_builds_with_known_differences_are_reported_in_markdown_and_json() {
     // Stable: the same inputs give the same bytes.
     assert_eq!(diff(&old, &new, true).stdout, j.stdout);
 
+    // The reviewer's index links the evidence and names the boot key by
+    // the fingerprint build.json records.
+    let record: serde_json::Value =
+        serde_json::from_slice(&fs::read(new.join("build.json")).unwrap()).unwrap();
+    let readme = fs::read_to_string(new.join("README.md")).unwrap();
+    assert!(
+        readme.starts_with("# Reviewer's index: rd 2.1.0\n"),
+        "{readme}"
+    );
+    let boot_key = record["boot_key"].as_str().unwrap();
+    assert!(
+        readme.contains(&format!("| [boot.pub.pem](boot.pub.pem) | boot key"))
+            && readme.contains(&format!("`{boot_key}`")),
+        "{readme}"
+    );
+    assert!(
+        readme.contains("[audit/report.md](audit/report.md)"),
+        "{readme}"
+    );
+    assert!(
+        record["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "README.md"),
+        "the index is an artifact of the record"
+    );
+
     // A build diffed with itself: no differences, in both forms.
     let same = diff(&new, &new, false);
     assert_eq!(same.code, 0, "{}", same.stderr);

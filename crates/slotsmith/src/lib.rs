@@ -17,6 +17,7 @@ pub mod plan;
 pub mod progress;
 pub mod publish;
 pub mod qemu;
+pub mod readme;
 pub mod repro;
 pub mod sbom;
 pub mod secureboot;

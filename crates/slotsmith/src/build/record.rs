@@ -184,6 +184,19 @@ pub(super) fn stage(
         }
     }
     check_outputs(plan, &hashes)?;
+    // After the check, which must fail before anything is written.
+    // The reviewer's index, once every key file it fingerprints is written;
+    // an artifact itself, so build.json and SHA256SUMS cover it.
+    let readme = crate::readme::index(
+        plan,
+        out,
+        &slotsmith_sign::fingerprint(&signer.public_key),
+    )?;
+    write_new(&out.join(crate::readme::OUTPUT), readme.as_bytes())?;
+    hashes.insert(
+        crate::readme::OUTPUT.to_string(),
+        Hashed::of_bytes(readme.as_bytes()),
+    );
     let artifacts: Vec<Artifact> = hashes
         .iter()
         .map(|(name, h)| Artifact {
@@ -252,7 +265,11 @@ pub(super) fn stage(
 fn check_outputs(plan: &Plan, hashes: &BTreeMap<String, Hashed>) -> anyhow::Result<()> {
     let later = [&plan.outputs.build_json, &plan.outputs.sums];
     for o in &plan.outputs.files {
-        if !o.optional && !later.contains(&&o.name) && !hashes.contains_key(&o.name) {
+        if !o.optional
+            && !later.contains(&&o.name)
+            && o.name != crate::readme::OUTPUT
+            && !hashes.contains_key(&o.name)
+        {
             anyhow::bail!("the build did not produce {}, which the plan lists", o.name);
         }
     }

@@ -110,6 +110,11 @@ fn output_files(
         optional: false,
     })
     .collect();
+    // The reviewer's index (`readme.rs`), written by the record stage.
+    v.push(PlanOutput {
+        name: crate::readme::OUTPUT.into(),
+        optional: false,
+    });
     v.extend(boot.iter().map(|f| PlanOutput {
         name: f.output.clone(),
         optional: f.optional,
