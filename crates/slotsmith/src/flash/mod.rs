@@ -1,0 +1,629 @@
+//! `cargo xtask flash IMAGE DEVICE`: writes a golden image to a device for
+//! manufacturing, and records what it did.
+//!
+//! The order is the safety argument. Before the device is touched: the
+//! manufacturing log is opened (a station that cannot record must not
+//! flash), the bmap and `SHA256SUMS` are read and the bmap checked against
+//! it, the device passes every refusal in [`device`] and is opened
+//! exclusively, and the image's sha256 matches `SHA256SUMS` while its
+//! signed manifests verify with the boot key (both on the open file, in
+//! parallel). Only then are the mapped ranges written ([`write`]), each
+//! re-checked against the bmap as it is read; then the device is synced,
+//! its cached pages dropped, and every range read back from the device and
+//! compared. Each attempt, refused, failed or ok, appends one JSON line to
+//! the log, fsynced.
+//!
+//! `SHA256SUMS` is not signed; the manifests are. The sums bind the image
+//! and its bmap to the build, the manifests bind the slots and boot files
+//! inside the image to the boot key.
+
+pub mod bmap;
+pub mod device;
+pub mod write;
+
+use std::fs::File;
+use std::io::{IsTerminal, Read, Write as _};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, ensure, format_err, Context, Result};
+use rustix::fs::{Mode, OFlags};
+use serde::Serialize;
+use slotsmith_yaml::escape::shown;
+
+pub use device::System;
+
+/// Largest `SHA256SUMS` read.
+const MAX_SUMS: u64 = 1 << 20;
+
+/// What to flash where.
+#[derive(Debug, Clone)]
+pub struct FlashOptions {
+    /// The golden image (`out/<name>/<name>.img`).
+    pub image: PathBuf,
+    /// The device, or a file with `allow_file`.
+    pub device: PathBuf,
+    /// Write a regular file (created when missing, sized to the image).
+    pub allow_file: bool,
+    /// The manufacturing log [default: `flash-log.jsonl` beside the image].
+    pub log: Option<PathBuf>,
+    /// The boot public key [default: `boot.pub.pem` beside the image].
+    pub boot_key: Option<PathBuf>,
+    /// Verify the signed manifests. Only `bench flash` on a synthesized
+    /// image (which has none) turns this off; the CLI never does.
+    pub check_manifests: bool,
+    /// No progress lines.
+    pub quiet: bool,
+}
+
+/// One line of the manufacturing log.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogRecord {
+    /// When the attempt started, RFC 3339 UTC.
+    pub time: String,
+    /// Image name (from the signed manifest once verified, else the file name).
+    pub image: String,
+    /// Image version from the signed manifest (`null` when not verified).
+    pub version: Option<String>,
+    /// The image file as given.
+    pub image_file: String,
+    /// sha256 of the whole image (`null` when not computed).
+    pub image_sha256: Option<String>,
+    /// The device as given.
+    pub device: String,
+    /// The device's serial, where the kernel or udev reports one.
+    pub serial: Option<String>,
+    /// Device size in bytes (`null` when not known).
+    pub size: Option<u64>,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Seconds from start to the end of the read-back.
+    pub seconds: f64,
+    /// Written bytes per second over `seconds`, in MiB.
+    pub mib_per_s: f64,
+    /// `ok`, `refused` (nothing written) or `failed`.
+    pub result: String,
+    /// Why, when not ok.
+    pub reason: Option<String>,
+}
+
+/// How an attempt stopped: before any write, or after.
+enum Stop {
+    Refused(anyhow::Error),
+    Failed(anyhow::Error),
+}
+
+/// A device that passed the checks, shown to the operator before writing.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The device as given, escaped.
+    pub device: String,
+    /// Kernel name and serial, for the confirmation.
+    pub description: String,
+    /// A block device (not a file given with `--allow-file`).
+    pub block: bool,
+}
+
+/// Flashes, logs the attempt and returns the log line; an error (also
+/// logged, unless the log itself failed) names the device. `confirm` is
+/// asked once the device passed every check, before the image is hashed.
+pub fn flash(
+    opts: &FlashOptions,
+    sys: &System,
+    confirm: &mut dyn FnMut(&Target) -> bool,
+) -> Result<LogRecord> {
+    let start = Instant::now();
+    let dev_shown = shown(&opts.device.to_string_lossy());
+    let dir = opts.image.parent().unwrap_or(Path::new("."));
+    let log_path = opts
+        .log
+        .clone()
+        .unwrap_or_else(|| dir.join("flash-log.jsonl"));
+    let mut log = open_log(&log_path)?;
+    let file_name = opts
+        .image
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let mut rec = LogRecord {
+        time: rfc3339(now()),
+        image: file_name
+            .strip_suffix(".img")
+            .unwrap_or(&file_name)
+            .to_string(),
+        version: None,
+        image_file: opts.image.to_string_lossy().into_owned(),
+        image_sha256: None,
+        device: opts.device.to_string_lossy().into_owned(),
+        serial: None,
+        size: None,
+        bytes_written: 0,
+        seconds: 0.0,
+        mib_per_s: 0.0,
+        result: "ok".into(),
+        reason: None,
+    };
+    let outcome = run(opts, sys, &mut rec, confirm, start);
+    rec.seconds = (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+    if rec.seconds > 0.0 {
+        rec.mib_per_s = (rec.bytes_written as f64 / 1048576.0 / rec.seconds * 10.0).round() / 10.0;
+    }
+    let err = match outcome {
+        Ok(()) => None,
+        Err(Stop::Refused(e)) => {
+            rec.result = "refused".into();
+            Some(e.context(format!("refusing to flash {dev_shown}")))
+        }
+        Err(Stop::Failed(e)) => {
+            rec.result = "failed".into();
+            Some(e.context(format!("flashing {dev_shown} failed")))
+        }
+    };
+    if let Some(e) = &err {
+        rec.reason = Some(format!("{e:#}"));
+    }
+    let mut line = serde_json::to_vec(&rec).context("serialising the log line")?;
+    line.push(b'\n');
+    // One write of the whole line on an O_APPEND file, then fsync: a
+    // station that loses power keeps every line it reported.
+    log.write_all(&line)
+        .and_then(|()| log.sync_data())
+        .with_context(|| format!("appending to the flash log {}", log_path.display()))?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(rec),
+    }
+}
+
+fn open_log(path: &Path) -> Result<File> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .with_context(|| {
+        format!(
+            "opening the flash log {} (never through a symlink)",
+            path.display()
+        )
+    })?;
+    let f = File::from(fd);
+    ensure!(
+        f.metadata()?.is_file(),
+        "the flash log {} is not a regular file",
+        path.display()
+    );
+    Ok(f)
+}
+
+fn refused<T>(r: Result<T>) -> Result<T, Stop> {
+    r.map_err(Stop::Refused)
+}
+
+fn run(
+    opts: &FlashOptions,
+    sys: &System,
+    rec: &mut LogRecord,
+    confirm: &mut dyn FnMut(&Target) -> bool,
+    start: Instant,
+) -> Result<(), Stop> {
+    let dir = opts.image.parent().unwrap_or(Path::new("."));
+    let img_name = opts
+        .image
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let img_shown = shown(&opts.image.to_string_lossy());
+
+    // The image, its sums and its bmap: read and parsed, nothing hashed yet.
+    let image = refused(open_regular(&opts.image, "image"))?;
+    let image_size = refused(image.metadata().context("stat image"))?.len();
+    let sums = refused(read_sums(&dir.join("SHA256SUMS")))?;
+    let want = |name: &str| {
+        sums.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| *s)
+            .with_context(|| {
+                format!(
+                    "{} lists no {}",
+                    dir.join("SHA256SUMS").display(),
+                    shown(name)
+                )
+            })
+    };
+    let image_sum = refused(want(&img_name))?;
+    let bmap_name = format!("{img_name}.bmap");
+    let bmap_path = dir.join(&bmap_name);
+    let bmap_bytes = refused(read_capped(&bmap_path, bmap::MAX_BMAP_BYTES))?;
+    let bmap_sum: [u8; 32] =
+        sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bmap_bytes)).into();
+    if bmap_sum != refused(want(&bmap_name))? {
+        return Err(Stop::Refused(format_err!(
+            "bmap {}: sha256 {} is not the one SHA256SUMS lists",
+            bmap_path.display(),
+            hex::encode(bmap_sum)
+        )));
+    }
+    let bmap = refused(bmap::parse(&bmap_bytes, &bmap_path.display().to_string()))?;
+    if bmap.image_size != image_size {
+        return Err(Stop::Refused(format_err!(
+            "image {img_shown} is {image_size} bytes, its bmap says {}",
+            bmap.image_size
+        )));
+    }
+    let key = if opts.check_manifests {
+        let path = opts
+            .boot_key
+            .clone()
+            .unwrap_or_else(|| dir.join("boot.pub.pem"));
+        Some(refused(
+            slotsmith_sign::load_verifying_key(&path)
+                .with_context(|| format!("loading boot key {}", path.display())),
+        )?)
+    } else {
+        None
+    };
+
+    // The device: every refusal, then an exclusive open.
+    let kind = refused(device::classify(&opts.device, opts.allow_file))?;
+    let dev_shown = shown(&opts.device.to_string_lossy());
+    let (dest, description) = match &kind {
+        device::Kind::Block { path, rdev } => {
+            let info = refused(device::check_block(sys, &dev_shown, *rdev))?;
+            let f = refused(open_block(path, *rdev, &dev_shown))?;
+            // The kernel's size of the open device, not a path's.
+            let size = refused(
+                rustix::fs::seek(&f, rustix::fs::SeekFrom::End(0))
+                    .map_err(std::io::Error::from)
+                    .with_context(|| format!("{dev_shown}: finding its size")),
+            )?;
+            rec.size = Some(size);
+            rec.serial = info.serial.clone();
+            refused(fits(&dev_shown, size, image_size))?;
+            let serial = info
+                .serial
+                .as_deref()
+                .map(|s| format!(", serial {}", shown(s)))
+                .unwrap_or_default();
+            (
+                Some(f),
+                format!(
+                    "{} ({}, {}{serial})",
+                    dev_shown,
+                    info.name,
+                    crate::load::human(size)
+                ),
+            )
+        }
+        device::Kind::File { path } => {
+            // Opened (and created) only once the image checked out, so a
+            // refusal leaves no trace.
+            let _ = path;
+            rec.size = Some(image_size);
+            (None, format!("{dev_shown} (a regular file)"))
+        }
+    };
+    if !confirm(&Target {
+        device: dev_shown.clone(),
+        description,
+        block: matches!(kind, device::Kind::Block { .. }),
+    }) {
+        return Err(Stop::Refused(format_err!("not confirmed")));
+    }
+
+    // The image: sha256 against SHA256SUMS and the signed manifests, on two
+    // descriptors of the one open file (the verifier seeks).
+    let mut meter = Meter::new(opts.quiet);
+    meter.line(&format!(
+        "checking {img_shown} against SHA256SUMS and its signed manifests"
+    ));
+    let second = refused(open_regular(&opts.image, "image"))?;
+    refused(same_file(&image, &second, &img_shown))?;
+    let (sum, report) = std::thread::scope(|s| {
+        let verify = s.spawn(|| match &key {
+            Some(k) => crate::verify::verify_image_file(&second, &img_shown, k).map(Some),
+            None => Ok(None),
+        });
+        let sum = slotsmith_disk::bmap::sha256_file_sparse(&image)
+            .with_context(|| format!("hashing {img_shown}"));
+        let report = verify
+            .join()
+            .map_err(|_| format_err!("the verifying thread panicked"))
+            .and_then(|r| r);
+        (sum, report)
+    });
+    let sum = refused(sum)?;
+    rec.image_sha256 = Some(hex::encode(sum));
+    if sum != image_sum {
+        return Err(Stop::Refused(format_err!(
+            "image {img_shown}: sha256 {} is not the one SHA256SUMS lists ({})",
+            hex::encode(sum),
+            hex::encode(image_sum)
+        )));
+    }
+    if let Some(report) =
+        refused(report.with_context(|| format!("image {img_shown} does not verify")))?
+    {
+        if let Some(slot) = report.slots.first() {
+            rec.image = slot.image.clone();
+            rec.version = Some(slot.version.clone());
+        }
+    }
+
+    // Write, sync, drop the cache, read back. A file is sized like the
+    // image, as bmaptool does (unmapped ranges read as holes).
+    let mut dest = match (dest, &kind) {
+        (Some(f), _) => f,
+        (None, device::Kind::File { path }) => {
+            let f = open_file(path, &dev_shown).map_err(Stop::Refused)?;
+            f.set_len(image_size)
+                .with_context(|| format!("{dev_shown}: setting its size"))
+                .map_err(Stop::Failed)?;
+            f
+        }
+        // A block device is opened when it is checked.
+        (None, device::Kind::Block { .. }) => {
+            return Err(Stop::Refused(format_err!("{dev_shown} was not opened")))
+        }
+    };
+    let total = bmap.mapped_bytes();
+    let write_start = Instant::now();
+    meter.start("writing", total);
+    let mut src = &image;
+    let written = write::write_mapped(&mut src, &mut dest, &bmap, &mut |n| {
+        rec.bytes_written = n;
+        meter.tick(n)
+    })
+    .map_err(Stop::Failed)?;
+    rec.bytes_written = written;
+    dest.sync_all()
+        .with_context(|| format!("{dev_shown}: fsync"))
+        .map_err(Stop::Failed)?;
+    let write_secs = write_start.elapsed().as_secs_f64();
+    // Without this the read-back would compare the page cache with itself.
+    let _ = rustix::fs::fadvise(&dest, 0, None, rustix::fs::Advice::DontNeed);
+    meter.start("reading back", total);
+    let mut back = &dest;
+    write::read_back(&mut back, &bmap, &mut |n| meter.tick(n)).map_err(Stop::Failed)?;
+    let secs = start.elapsed().as_secs_f64();
+    meter.line(&format!(
+        "flashed {} of {} to {}: written in {:.1}s ({:.1} MiB/s), read back and compared; {:.1}s in all",
+        crate::load::human(written),
+        crate::load::human(image_size),
+        dev_shown,
+        write_secs,
+        written as f64 / 1048576.0 / write_secs.max(1e-9),
+        secs
+    ));
+    Ok(())
+}
+
+/// The device must hold the whole image.
+fn fits(dev: &str, size: u64, image_size: u64) -> Result<()> {
+    ensure!(
+        size >= image_size,
+        "{dev} is smaller than the image: {size} bytes < {image_size} bytes"
+    );
+    Ok(())
+}
+
+fn open_regular(path: &Path, what: &str) -> Result<File> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)
+    .with_context(|| format!("opening {what} {}", shown(&path.to_string_lossy())))?;
+    let f = File::from(fd);
+    ensure!(
+        f.metadata()?.is_file(),
+        "{what} {} is not a regular file",
+        shown(&path.to_string_lossy())
+    );
+    Ok(f)
+}
+
+fn same_file(a: &File, b: &File, name: &str) -> Result<()> {
+    let (x, y) = (a.metadata()?, b.metadata()?);
+    ensure!(
+        x.dev() == y.dev() && x.ino() == y.ino(),
+        "image {name} was replaced while it was opened"
+    );
+    Ok(())
+}
+
+fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
+    let f = open_regular(path, "file")?;
+    let mut out = Vec::new();
+    f.take(cap + 1)
+        .read_to_end(&mut out)
+        .with_context(|| format!("reading {}", path.display()))?;
+    ensure!(
+        out.len() as u64 <= cap,
+        "{} is larger than {cap} bytes",
+        path.display()
+    );
+    Ok(out)
+}
+
+/// `SHA256SUMS` lines: `<64 hex>  <name>` (sha256sum's text mode, as the
+/// build writes it). Any other line is an error naming it.
+fn read_sums(path: &Path) -> Result<Vec<(String, [u8; 32])>> {
+    let text = String::from_utf8(read_capped(path, MAX_SUMS)?)
+        .with_context(|| format!("{} is not UTF-8", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let mut sum = [0u8; 32];
+        match line.split_once("  ") {
+            Some((h, name))
+                if h.len() == 64
+                    && hex::decode_to_slice(h, &mut sum).is_ok()
+                    && !name.is_empty() =>
+            {
+                out.push((name.to_string(), sum))
+            }
+            _ => bail!(
+                "{} line {}: not '<sha256>  <file>': '{}'",
+                path.display(),
+                i + 1,
+                shown(line)
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Opens a block device for writing and reading back: `O_EXCL` makes the
+/// kernel refuse it while mounted or claimed; `O_NOFOLLOW` refuses a
+/// symlink swapped in since it was checked; and it must still be the
+/// device number the checks saw.
+fn open_block(path: &Path, rdev: (u32, u32), dev: &str) -> Result<File> {
+    let fd = match rustix::fs::open(path, OFlags::RDWR | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::BUSY) => bail!(
+            "{dev} is in use: the kernel refused to open it exclusively (mounted, or held by another program)"
+        ),
+        Err(e) => return Err(std::io::Error::from(e)).with_context(|| format!("opening {dev}")),
+    };
+    let f = File::from(fd);
+    let md = f.metadata()?;
+    use std::os::unix::fs::FileTypeExt;
+    ensure!(
+        md.file_type().is_block_device()
+            && (rustix::fs::major(md.rdev()), rustix::fs::minor(md.rdev())) == rdev,
+        "{dev} changed while it was checked"
+    );
+    Ok(f)
+}
+
+fn open_file(path: &Path, dev: &str) -> Result<File> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::from_raw_mode(0o644),
+    )
+    .map_err(std::io::Error::from)
+    .with_context(|| format!("opening {dev}"))?;
+    let f = File::from(fd);
+    ensure!(f.metadata()?.is_file(), "{dev} is not a regular file");
+    Ok(f)
+}
+
+/// Progress on standard error: a line rewritten in place on a terminal,
+/// plain lines every tenth otherwise.
+struct Meter {
+    quiet: bool,
+    tty: bool,
+    phase: &'static str,
+    total: u64,
+    started: Instant,
+    shown: u64,
+    last_draw: Option<Instant>,
+}
+
+impl Meter {
+    fn new(quiet: bool) -> Meter {
+        Meter {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+            phase: "",
+            total: 0,
+            started: Instant::now(),
+            shown: 0,
+            last_draw: None,
+        }
+    }
+
+    fn line(&mut self, text: &str) {
+        if !self.quiet {
+            eprintln!("{text}");
+        }
+    }
+
+    fn start(&mut self, phase: &'static str, total: u64) {
+        self.phase = phase;
+        self.total = total;
+        self.started = Instant::now();
+        self.shown = 0;
+        self.last_draw = None;
+    }
+
+    fn tick(&mut self, done: u64) {
+        if self.quiet || self.total == 0 {
+            return;
+        }
+        let tenth = done.saturating_mul(10) / self.total;
+        let draw = if self.tty {
+            done == self.total
+                || self
+                    .last_draw
+                    .is_none_or(|t| t.elapsed().as_millis() >= 200)
+        } else {
+            tenth > self.shown || done == self.total
+        };
+        if !draw {
+            return;
+        }
+        self.shown = tenth;
+        self.last_draw = Some(Instant::now());
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        let rate = done as f64 / secs;
+        let eta = if rate > 0.0 {
+            (self.total - done.min(self.total)) as f64 / rate
+        } else {
+            0.0
+        };
+        let text = format!(
+            "{}: {} of {} ({}%), {:.1} MiB/s, ETA {:.0}s",
+            self.phase,
+            crate::load::human(done),
+            crate::load::human(self.total),
+            done.saturating_mul(100) / self.total,
+            rate / 1048576.0,
+            eta
+        );
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let end = if done == self.total { "\n" } else { "" };
+            let _ = write!(err, "\r\x1b[2K{text}{end}");
+        } else {
+            let _ = writeln!(err, "{text}");
+        }
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Seconds since the epoch as RFC 3339 UTC (Howard Hinnant's
+/// days-to-civil, as `crates/updater/src/audit.rs`; no time crate for one
+/// format).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests;
