@@ -136,8 +136,9 @@ fn two_builds_are_bit_identical() {
     for filesystem in ["squashfs", "ext4"] {
         let (a, _pa) = build_in("022", true, &dir, filesystem);
         let (b, pb) = build_in("077", false, &dir, filesystem);
-        // 16 files, the reviewer's index and the three audit reports.
-        assert_eq!(a.len(), 20, "{filesystem}: {a:?}");
+        // 16 files, the SBOM, the reviewer's index and the three audit
+        // reports.
+        assert_eq!(a.len(), 21, "{filesystem}: {a:?}");
         assert!(a.contains_key("audit/report.sarif"), "{a:?}");
         assert_eq!(a, b, "{filesystem}: two fresh builds differ");
         // A rebuild from the stage cache, and one without it, give the
