@@ -20,6 +20,11 @@ const ROOT_DM: &str = "/sys/block/dm-0/slaves";
 const MAX_ENV: u64 = 1 << 20;
 /// Largest uevent read.
 const MAX_UEVENT: u64 = 4096;
+/// The SBOM's name on a slot's boot partition (the build's
+/// `plan::files::SBOM_NAME`), beside the slot's manifest.
+pub const SBOM_NAME: &str = "sbom.spdx.json";
+/// Largest SBOM read (a Debian image's is well under a megabyte).
+const MAX_SBOM: u64 = 64 << 20;
 
 /// A block device opened read-only, for the FAT reader (which wants
 /// `Write` in its signature but must never get to use it here).
@@ -122,6 +127,36 @@ fn read_env(dev: &Path) -> Result<BgEnv> {
     bgenv::decode(&bytes).with_context(|| format!("BGENV.DAT on {}", dev.display()))
 }
 
+/// The SBOM on `slot`'s boot partition, as SWUpdate (or the golden
+/// image) wrote it there; refused unless it is JSON, so what reaches a
+/// terminal holds no raw control bytes.
+pub fn read_sbom(config: &crate::config::Config, slot: &str) -> Result<Vec<u8>> {
+    let part = config
+        .boot_partitions
+        .iter()
+        .find(|(s, _)| s == slot)
+        .map(|(_, p)| p)
+        .with_context(|| {
+            format!(
+                "no boot partition for slot {}",
+                slotsmith_yaml::escape::shown(slot)
+            )
+        })?;
+    let sys = Path::new("/sys");
+    let dev = partition_node(sys, &root_disk(sys)?, part)?;
+    read_sbom_on(&dev)
+}
+
+/// [`read_sbom`] on the FAT volume `dev`.
+fn read_sbom_on(dev: &Path) -> Result<Vec<u8>> {
+    let f = File::open(dev).with_context(|| format!("opening {}", dev.display()))?;
+    let bytes = slotsmith_disk::fat::read_fat_file_max(ReadOnly(f), SBOM_NAME, MAX_SBOM)
+        .with_context(|| format!("reading {SBOM_NAME} on {}", dev.display()))?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+        .with_context(|| format!("{SBOM_NAME} on {} is not JSON", dev.display()))?;
+    Ok(bytes)
+}
+
 /// Both slots' environments, in the order of the settings.
 pub fn read_all(config: &crate::config::Config) -> Result<Vec<SlotEnv>> {
     let sys = Path::new("/sys");
@@ -221,6 +256,35 @@ mod tests {
             PathBuf::from("/dev/sda1")
         );
         assert!(partition_node(t.path(), &disk, "boot-c").is_err());
+    }
+
+    #[test]
+    fn the_sbom_is_read_from_the_boot_partition_as_written_and_must_be_json() {
+        let t = tempfile::tempdir().unwrap();
+        let vol = |name: &str, bytes: &[u8]| {
+            let path = t.path().join(name);
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .unwrap();
+            let spec = slotsmith_disk::fat::FatSpec {
+                label: "BOOT1".into(),
+                volume_id: 1,
+                mtime: 1_700_000_000,
+                files: vec![slotsmith_disk::fat::FatFile {
+                    path: SBOM_NAME.into(),
+                    source: slotsmith_disk::fat::FatSource::Bytes(bytes.to_vec()),
+                }],
+            };
+            slotsmith_disk::fat::format_fat(f, 16 << 20, &spec).unwrap();
+            path
+        };
+        let sbom = b"{\"spdxVersion\": \"SPDX-2.3\", \"name\": \"demo\"}\n";
+        assert_eq!(read_sbom_on(&vol("good", sbom)).unwrap(), sbom);
+        let e = read_sbom_on(&vol("bad", b"\x1b[2Jnot json")).unwrap_err();
+        assert!(format!("{e:#}").contains("is not JSON"), "{e:#}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! slotsmith-update usb DEVNAME               (udev) install the .swu on a stick
 //! slotsmith-update log [--json]              the audit trail
 //! slotsmith-update status                    slots, versions, anti-rollback floor
+//! slotsmith-update sbom [--slot a|b]         the SBOM of the running (or that) slot
 //! slotsmith-update health                    (boot) check, commit or fall back
 //! slotsmith-update trial-timeout             (boot) reboot a trial that never commits
 //! slotsmith-update preupdate                 (SWUpdate -P) anti-rollback check
@@ -69,6 +70,13 @@ enum Command {
     },
     /// Prints the slots, versions and the anti-rollback minimum.
     Status,
+    /// Prints the SBOM (SPDX JSON) of the running slot, or of `--slot`,
+    /// from that slot's boot partition, where the update installed it.
+    Sbom {
+        /// The slot (default: the running one).
+        #[arg(long)]
+        slot: Option<String>,
+    },
     /// Boot-time health check: commit a tried slot, or reboot to fall back.
     Health,
     /// Reboots a tried slot that is not confirmed in time.
@@ -148,6 +156,15 @@ fn run(cli: Cli) -> Result<bool> {
                     for e in env::read_all(&config)? {
                         println!("{}", env::describe(&e));
                     }
+                    Ok(true)
+                }
+                Command::Sbom { slot } => {
+                    use std::io::Write as _;
+                    let bytes = env::read_sbom(&config, slot.as_deref().unwrap_or(&running.slot))?;
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&bytes)
+                        .and_then(|()| out.flush())
+                        .context("writing the sbom to standard output")?;
                     Ok(true)
                 }
                 Command::Health => boot::health(&config, &running),
