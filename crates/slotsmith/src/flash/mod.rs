@@ -372,11 +372,44 @@ fn run(
     let total = bmap.mapped_bytes();
     let write_start = Instant::now();
     meter.start("writing", total);
+    // Writeback is started behind the writer, chunk by chunk, instead of
+    // all at the final fsync: DONTNEED starts writing a range's dirty
+    // pages and drops the ones already written, so the device works while
+    // we copy and the page cache does not fill with the image. (Errors
+    // are only advice lost; fsync and the read-back still decide.)
+    let behind = dest
+        .try_clone()
+        .with_context(|| format!("{dev_shown}: dup"))
+        .map_err(Stop::Failed)?;
+    let mut recent: std::collections::VecDeque<(u64, u64)> = Default::default();
+    let mut wrote = |pos: u64, len: u64| {
+        let advise = |p: u64, l: u64| {
+            let _ = rustix::fs::fadvise(
+                &behind,
+                p,
+                std::num::NonZeroU64::new(l),
+                rustix::fs::Advice::DontNeed,
+            );
+        };
+        advise(pos, len);
+        recent.push_back((pos, len));
+        if recent.len() > 4 {
+            if let Some((p, l)) = recent.pop_front() {
+                advise(p, l);
+            }
+        }
+    };
     let mut src = &image;
-    let written = write::write_mapped(&mut src, &mut dest, &bmap, &mut |n| {
-        rec.bytes_written = n;
-        meter.tick(n)
-    })
+    let written = write::write_mapped(
+        &mut src,
+        &mut dest,
+        &bmap,
+        &mut |n| {
+            rec.bytes_written = n;
+            meter.tick(n)
+        },
+        &mut wrote,
+    )
     .map_err(Stop::Failed)?;
     rec.bytes_written = written;
     dest.sync_all()
@@ -386,16 +419,20 @@ fn run(
     // Without this the read-back would compare the page cache with itself.
     let _ = rustix::fs::fadvise(&dest, 0, None, rustix::fs::Advice::DontNeed);
     meter.start("reading back", total);
+    let back_start = Instant::now();
     let mut back = &dest;
     write::read_back(&mut back, &bmap, &mut |n| meter.tick(n)).map_err(Stop::Failed)?;
     let secs = start.elapsed().as_secs_f64();
     meter.line(&format!(
-        "flashed {} of {} to {}: written in {:.1}s ({:.1} MiB/s), read back and compared; {:.1}s in all",
+        "flashed {} of {} to {}: checked in {:.1}s, written and synced in {:.1}s ({:.1} MiB/s), \
+         read back and compared in {:.1}s; {:.1}s in all",
         crate::load::human(written),
         crate::load::human(image_size),
         dev_shown,
+        write_start.duration_since(start).as_secs_f64(),
         write_secs,
         written as f64 / 1048576.0 / write_secs.max(1e-9),
+        back_start.elapsed().as_secs_f64(),
         secs
     ));
     Ok(())

@@ -122,12 +122,14 @@ fn check(r: &Range, got: [u8; 32], what: &str) -> Result<()> {
 
 /// Writes the bmap's ranges from `image` to `dest`, checking each range
 /// against its checksum as it is read; `progress` gets the bytes written so
-/// far. Returns the bytes written. Does not flush or sync the device.
+/// far, `wrote` each chunk's offset and length once written (the device
+/// starts its writeback there). Returns the bytes written. Does not sync.
 pub fn write_mapped<R: Read + Seek + Send, W: Write + Seek>(
     image: &mut R,
     dest: &mut W,
     bmap: &Bmap,
     progress: &mut dyn FnMut(u64),
+    wrote: &mut dyn FnMut(u64, u64),
 ) -> Result<u64> {
     let mut written = 0u64;
     let mut at: Option<u64> = None;
@@ -139,6 +141,7 @@ pub fn write_mapped<R: Read + Seek + Send, W: Write + Seek>(
         dest.write_all(data)
             .with_context(|| format!("device: write bytes {pos}..{}", pos + data.len() as u64))?;
         at = Some(pos + data.len() as u64);
+        wrote(pos, data.len() as u64);
         written += data.len() as u64;
         progress(written);
         Ok(())
@@ -189,7 +192,14 @@ mod tests {
         );
         let mut dest = Cursor::new(vec![0u8; size]);
         let mut last = 0;
-        let n = write_mapped(&mut Cursor::new(&img), &mut dest, &bmap, &mut |b| last = b).unwrap();
+        let n = write_mapped(
+            &mut Cursor::new(&img),
+            &mut dest,
+            &bmap,
+            &mut |b| last = b,
+            &mut |_, _| {},
+        )
+        .unwrap();
         assert_eq!(n, bmap.mapped_bytes());
         assert_eq!(last, n);
         let out = dest.get_ref();
@@ -218,7 +228,14 @@ mod tests {
         let mut dest = Cursor::new(vec![0u8; img.len()]);
         let e = format!(
             "{:#}",
-            write_mapped(&mut Cursor::new(&img), &mut dest, &bmap, &mut |_| {}).unwrap_err()
+            write_mapped(
+                &mut Cursor::new(&img),
+                &mut dest,
+                &bmap,
+                &mut |_| {},
+                &mut |_, _| {}
+            )
+            .unwrap_err()
         );
         assert!(
             e.starts_with("image: blocks 5-5 (bytes 20480..24576) have sha256"),
@@ -229,7 +246,14 @@ mod tests {
         // A file to write to works as well as memory.
         let mut f = tempfile::tempfile().unwrap();
         img[5 * 4096 + 3] ^= 1;
-        write_mapped(&mut Cursor::new(&img), &mut f, &bmap, &mut |_| {}).unwrap();
+        write_mapped(
+            &mut Cursor::new(&img),
+            &mut f,
+            &bmap,
+            &mut |_| {},
+            &mut |_, _| {},
+        )
+        .unwrap();
         read_back(&mut f, &bmap, &mut |_| {}).unwrap();
         f.set_len(4096).unwrap();
         let e = format!("{:#}", read_back(&mut f, &bmap, &mut |_| {}).unwrap_err());
