@@ -359,6 +359,13 @@ fn run(
         (Some(f), _) => f,
         (None, device::Kind::File { path }) => {
             let f = open_file(path, &dev_shown).map_err(Stop::Refused)?;
+            // `same_file` fails when they differ; the image itself would be
+            // truncated and rewritten from itself.
+            if same_file(&image, &f, &img_shown).is_ok() {
+                return Err(Stop::Refused(format_err!(
+                    "{dev_shown} is the image itself"
+                )));
+            }
             f.set_len(image_size)
                 .with_context(|| format!("{dev_shown}: setting its size"))
                 .map_err(Stop::Failed)?;

@@ -168,6 +168,13 @@ fn a_regular_file_needs_allow_file_and_a_tampered_bmap_is_refused() {
 
     // Not confirmed: nothing written, refused.
     let img2 = synth(t.path());
+    // The image itself.
+    let e = format!(
+        "{:#}",
+        flash(&opts(&img2, &img2, true), &System::default(), &mut |_| true).unwrap_err()
+    );
+    assert!(e.ends_with("is the image itself"), "{e}");
+
     let e = format!(
         "{:#}",
         flash(&opts(&img2, &dest, true), &System::default(), &mut |_| {
