@@ -47,11 +47,16 @@ fn build_in(
   update:
     key: {}
     cert: {}
+  provenance:
+    key: {}
+    public-key: {}
 ",
             key.join("boot.key.pem").display(),
             key.join("boot.pub.pem").display(),
             key.join("update.key.pem").display(),
-            key.join("update.cert.pem").display()
+            key.join("update.cert.pem").display(),
+            key.join("provenance.key.pem").display(),
+            key.join("provenance.pub.pem").display()
         );
     p.write("images/rep.yaml", &image);
     let hashes = rebuild(&p, umask, as_nobody, &[]);
@@ -116,6 +121,8 @@ fn two_builds_are_bit_identical() {
     // ... and one update key: a certificate has a random serial.
     slotsmith_cms::generate_update_key(&dir, "update", "determinism", 1_690_000_000, 3650, None)
         .unwrap();
+    // ... and one provenance key.
+    slotsmith_sign::generate(&dir, "provenance").unwrap();
     if rustix::process::geteuid().is_root() {
         // The unprivileged build must own its private keys (mode 0600).
         for f in [
@@ -124,6 +131,8 @@ fn two_builds_are_bit_identical() {
             "boot.pub.pem",
             "update.key.pem",
             "update.cert.pem",
+            "provenance.key.pem",
+            "provenance.pub.pem",
         ] {
             rustix::fs::chown(
                 dir.join(f),
@@ -136,9 +145,9 @@ fn two_builds_are_bit_identical() {
     for filesystem in ["squashfs", "ext4"] {
         let (a, _pa) = build_in("022", true, &dir, filesystem);
         let (b, pb) = build_in("077", false, &dir, filesystem);
-        // 16 files, the SBOM, the reviewer's index and the three audit
-        // reports.
-        assert_eq!(a.len(), 21, "{filesystem}: {a:?}");
+        // 16 files, the SBOM, the provenance and its key, the reviewer's
+        // index and the three audit reports.
+        assert_eq!(a.len(), 23, "{filesystem}: {a:?}");
         assert!(a.contains_key("audit/report.sarif"), "{a:?}");
         assert_eq!(a, b, "{filesystem}: two fresh builds differ");
         // A rebuild from the stage cache, and one without it, give the

@@ -18,6 +18,7 @@ mod hardening;
 mod hostile;
 mod lock;
 mod plans;
+mod provenance;
 mod release_diff;
 mod repro;
 mod swu;

@@ -494,10 +494,27 @@ fn keys_generate_release_rules_and_permissions() {
         None,
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
+    // ... and a release provenance key.
+    let r = slotsmith(
+        &[
+            "keys",
+            "generate",
+            "--role",
+            "provenance",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+        false,
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
     let upd = format!(
-        "  update:\n    key: {}\n    cert: {}\n",
+        "  update:\n    key: {}\n    cert: {}\n  provenance:\n    key: {}\n    public-key: {}\n",
         out.join("update.key.pem").display(),
-        out.join("update.cert.pem").display()
+        out.join("update.cert.pem").display(),
+        out.join("provenance.key.pem").display(),
+        out.join("provenance.pub.pem").display()
     );
     // A release image refuses to generate development keys.
     let p = Project::new();

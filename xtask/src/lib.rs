@@ -149,13 +149,16 @@ cargo xtask qemu --usb stick.img"
 cargo xtask stick out/demo/demo-1.0.0.swu\n  cargo xtask stick out/demo/demo-1.0.0.swu -o /tmp/stick.img"
     )]
     Stick(qemu::StickArgs),
-    /// Verify a built image from the file alone
+    /// Verify a built image, update or provenance from the file alone
     #[command(
         after_help = "Checks the GPT against the signed boot manifests, recomputes each slot's \
 dm-verity root hash from the partition bytes, and checks each manifest's Ed25519 signature and the \
 kernel, initrd and device tree hashes on the boot partition. Exits 1 with one precise reason per \
-problem.\n\nExamples:\n  cargo xtask verify out/demo/demo.img --boot-key out/demo/boot.pub.pem\n  \
-cargo xtask verify golden.img --boot-key keys/release/boot.pub.pem --json"
+problem. A provenance (*.dsse.json) is checked with --provenance-key: its DSSE signature, then \
+every subject against the file of that name beside it.\n\nExamples:\n  \
+cargo xtask verify out/demo/demo.img --boot-key out/demo/boot.pub.pem\n  \
+cargo xtask verify golden.img --boot-key keys/release/boot.pub.pem --json\n  \
+cargo xtask verify out/demo/provenance.dsse.json --provenance-key keys/release/provenance.pub.pem"
     )]
     Verify(VerifyArgs),
     /// Audit a built image's rootfs against its hardening policies
@@ -243,8 +246,12 @@ pub(crate) struct AuditArgs {
 
 #[derive(clap::Args)]
 struct VerifyArgs {
-    /// The image (out/<name>/<name>.img) or update (out/<name>/<name>-<version>.swu)
+    /// The image (out/<name>/<name>.img), update (out/<name>/<name>-<version>.swu) or
+    /// provenance (out/<name>/provenance.dsse.json)
     path: PathBuf,
+    /// For a provenance: the provenance public key (SPKI PEM) it must verify with
+    #[arg(long)]
+    provenance_key: Option<PathBuf>,
     /// For an image: the boot public key (SPKI PEM) the manifests must verify with
     #[arg(long)]
     boot_key: Option<PathBuf>,
@@ -300,6 +307,8 @@ struct KeysGenerateArgs {
 enum KeyRole {
     /// Ed25519 key for the boot manifests: boot.key.pem, boot.pub.pem
     Boot,
+    /// Ed25519 key for the signed provenance: provenance.key.pem, provenance.pub.pem
+    Provenance,
     /// ECDSA P-256 key and X.509 certificate for .swu signatures: update.key.pem, update.cert.pem
     Update,
     /// UEFI Secure Boot PK, KEK and db: RSA-2048 keys and self-signed certificates,
@@ -550,6 +559,33 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Verify(a) if a.path.to_string_lossy().ends_with(".dsse.json") => {
+            let key = a.provenance_key.as_ref().ok_or_else(|| {
+                input_error(
+                    "--provenance-key",
+                    "verifying a provenance (.dsse.json) needs --provenance-key PUB.pem",
+                )
+            })?;
+            let key = slotsmith_sign::load_verifying_key(key)
+                .with_context(|| format!("loading provenance key {}", key.display()))?;
+            let report = slotsmith::provenance::verify_dir(&a.path, &key)?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?
+                );
+            } else {
+                eprintln!(
+                    "{}: {} (plan {}): signature OK, {} subjects match the files beside it, {} inputs listed",
+                    report.envelope, report.image, report.plan_sha256, report.subjects, report.dependencies
+                );
+                eprintln!(
+                    "{}: verified with provenance key {}",
+                    report.envelope, report.key
+                );
+            }
+            Ok(())
+        }
         Command::Verify(a) if a.path.extension().is_some_and(|e| e == "swu") => {
             let cert = a.update_cert.as_ref().ok_or_else(|| {
                 input_error(
@@ -611,8 +647,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Keys(KeysCommand::Generate(a)) => match a.role {
-            KeyRole::Boot => {
-                let (private, public) = slotsmith_sign::generate(&a.out, "boot")?;
+            KeyRole::Boot | KeyRole::Provenance => {
+                let role = match a.role {
+                    KeyRole::Provenance => "provenance",
+                    _ => "boot",
+                };
+                let (private, public) = slotsmith_sign::generate(&a.out, role)?;
                 let key = slotsmith_sign::load_verifying_key(&public)?;
                 eprintln!(
                     "wrote {} (private, mode 0600) and {}",
@@ -621,7 +661,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 );
                 let fingerprint = slotsmith_sign::fingerprint(&key);
                 eprintln!("fingerprint {fingerprint}");
-                note_dev_key(project, &a, "boot", &fingerprint, &private)
+                note_dev_key(project, &a, role, &fingerprint, &private)
             }
             KeyRole::Update => {
                 let now = std::time::SystemTime::now()

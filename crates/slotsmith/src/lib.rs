@@ -15,6 +15,7 @@ pub mod load;
 pub mod lockfile;
 pub mod plan;
 pub mod progress;
+pub mod provenance;
 pub mod publish;
 pub mod qemu;
 pub mod readme;

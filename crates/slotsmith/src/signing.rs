@@ -1,5 +1,5 @@
-//! Resolving an image's boot and update keys into signers, and the rule
-//! that keeps development keys out of release images.
+//! Resolving an image's boot, update and provenance keys into signers, and
+//! the rule that keeps development keys out of release images.
 //!
 //! The plan only says *where* a key is (a file, an environment variable, an
 //! external command, or the development key); this module turns that into
@@ -65,35 +65,71 @@ fn boot_signer_for(
     root: &Path,
     progress: &mut Progress,
 ) -> anyhow::Result<BootSigner> {
+    ed25519_signer_for("boot", key, release, image_file, root, progress)
+}
+
+/// Resolves the provenance key (an Ed25519 role of its own, with the boot
+/// key's rules: `keys/dev/provenance.key.pem` generated on first use for
+/// a development image, refused with every copy of it for a release).
+pub fn provenance_signer(
+    plan: &Plan,
+    root: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<BootSigner> {
+    ed25519_signer_for(
+        "provenance",
+        &plan.provenance_key,
+        plan.boot.release,
+        &plan.image.file,
+        root,
+        progress,
+    )
+}
+
+/// An Ed25519 signer of `role` (`boot`, `provenance`): its key under
+/// `signing.<role>`, the development key `keys/dev/<role>.key.pem`.
+fn ed25519_signer_for(
+    role: &str,
+    key: &BootKeySpec,
+    release: bool,
+    image_file: &str,
+    root: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<BootSigner> {
     let dev_dir = root.join(DEV_KEY_DIR);
     let configured_public = key
         .public_key
         .as_deref()
-        .map(|p| resolve(root, p, "signing.boot.public-key"))
+        .map(|p| resolve(root, p, &format!("signing.{role}.public-key")))
         .transpose()?;
     let private_path = match &key.source {
         KeySource::Development => {
             if release {
-                bail!("a release image refuses development keys; set signing.boot in {image_file}");
+                bail!(
+                    "a release image refuses development keys; set signing.{role} in {image_file}"
+                );
             }
-            let private = dev_dir.join("boot.key.pem");
+            let private = dev_dir.join(format!("{role}.key.pem"));
             if !private.exists() {
-                keys::generate(&dev_dir, "boot").with_context(|| {
-                    format!("generating a development boot key in {}", dev_dir.display())
+                keys::generate(&dev_dir, role).with_context(|| {
+                    format!(
+                        "generating a development {role} key in {}",
+                        dev_dir.display()
+                    )
                 })?;
                 progress.warn(&format!(
-                    "generated a DEVELOPMENT boot key: {} (not for release; images signed with it must never ship)",
+                    "generated a DEVELOPMENT {role} key: {} (not for release; images signed with it must never ship)",
                     private.display()
                 ));
             }
             progress.warn(&format!(
-                "signing with the DEVELOPMENT boot key {}",
+                "signing with the DEVELOPMENT {role} key {}",
                 private.display()
             ));
             Some(private)
         }
-        KeySource::File { path } => Some(resolve(root, path, "signing.boot.key")?),
-        KeySource::Env { var } => Some(env_key_path(var, "signing.boot")?),
+        KeySource::File { path } => Some(resolve(root, path, &format!("signing.{role}.key"))?),
+        KeySource::Env { var } => Some(env_key_path(var, &format!("signing.{role}"))?),
         KeySource::External { .. } => None,
     };
     // The path check is the cheap, early half of the rule: it names the
@@ -110,13 +146,13 @@ fn boot_signer_for(
     };
     match (&key.source, private_path) {
         (KeySource::External { argv }, _) => {
-            let public =
-                configured_public.context("an external signer needs signing.boot.public-key")?;
+            let public = configured_public
+                .with_context(|| format!("an external signer needs signing.{role}.public-key"))?;
             let public_key = keys::load_verifying_key(&public)
-                .with_context(|| format!("loading boot public key {}", public.display()))?;
+                .with_context(|| format!("loading {role} public key {}", public.display()))?;
             if let Some(dev) = &dev_keys {
                 dev.refuse(
-                    "boot",
+                    role,
                     &format!("public key {}", shown_path(&public)),
                     &keys::fingerprint(&public_key),
                 )?;
@@ -125,45 +161,47 @@ fn boot_signer_for(
                 signer: Box::new(ExternalSigner {
                     argv: argv.clone(),
                     public_key,
+                    role: role.to_string(),
                 }),
                 public_key,
             })
         }
         (source, Some(private)) => {
             let sk = keys::load_signing_key(&private)
-                .with_context(|| format!("loading boot key {}", private.display()))?;
+                .with_context(|| format!("loading {role} key {}", private.display()))?;
             let signer = KeySigner::new(sk);
             let public_key = signer.public_key();
             let fingerprint = keys::fingerprint(&public_key);
             if let Some(dev) = &dev_keys {
-                dev.refuse("boot", &describe_private(source, &private), &fingerprint)?;
+                dev.refuse(role, &describe_private(source, &private), &fingerprint)?;
             }
-            let public = configured_public.unwrap_or_else(|| dev_dir.join("boot.pub.pem"));
+            let public =
+                configured_public.unwrap_or_else(|| dev_dir.join(format!("{role}.pub.pem")));
             let configured = keys::load_verifying_key(&public)
-                .with_context(|| format!("loading boot public key {}", public.display()))?;
+                .with_context(|| format!("loading {role} public key {}", public.display()))?;
             if let Some(dev) = &dev_keys {
                 dev.refuse(
-                    "boot",
+                    role,
                     &format!("public key {}", shown_path(&public)),
                     &keys::fingerprint(&configured),
                 )?;
             }
             if configured != public_key {
                 bail!(
-                    "boot key {} does not match public key {}",
+                    "{role} key {} does not match public key {}",
                     private.display(),
                     public.display()
                 );
             }
             if matches!(source, KeySource::Development) {
-                remember_dev_key(root, "boot", &fingerprint, &private, progress);
+                remember_dev_key(root, role, &fingerprint, &private, progress);
             }
             Ok(BootSigner {
                 signer: Box::new(signer),
                 public_key,
             })
         }
-        (_, None) => bail!("no boot key configured"),
+        (_, None) => bail!("no {role} key configured"),
     }
 }
 
@@ -239,6 +277,8 @@ pub(crate) fn refuse_dev_key(p: &Path, dev_dir: &Path) -> anyhow::Result<()> {
 pub struct ExternalSigner {
     argv: Vec<String>,
     public_key: VerifyingKey,
+    /// `boot` or `provenance`, for messages.
+    role: String,
 }
 
 impl Signer for ExternalSigner {
@@ -262,14 +302,20 @@ impl Signer for ExternalSigner {
         for a in &self.argv[1..] {
             tool = tool.arg(subst(a));
         }
-        tool.run().context("running the external boot signer")?;
+        tool.run()
+            .with_context(|| format!("running the external {} signer", self.role))?;
         let sig = fs::read(&output).with_context(|| {
             format!(
                 "reading the signature the external signer wrote to {}",
                 output.display()
             )
         })?;
-        check_signature(&self.public_key, msg, &sig).context("the external signer returned a signature that does not verify with signing.boot.public-key")?;
+        check_signature(&self.public_key, msg, &sig).with_context(|| {
+            format!(
+                "the external signer returned a signature that does not verify with signing.{}.public-key",
+                self.role
+            )
+        })?;
         let mut out = [0u8; 64];
         out.copy_from_slice(&sig);
         Ok(out)

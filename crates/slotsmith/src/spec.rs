@@ -339,6 +339,9 @@ pub struct ImageSpec {
     /// The UEFI Secure Boot keys: db signs every EFI binary; PK, KEK and
     /// db are what manufacturing enrols in the firmware.
     pub secureboot_key: SecureBootKeySpec,
+    /// The provenance signing key (Ed25519, the same shape as the boot
+    /// key): signs `provenance.dsse.json`.
+    pub provenance_key: BootKeySpec,
     /// How the SWUpdate `.swu` installs.
     pub update: UpdateSpec,
     /// Which hardening profile applies.

@@ -14,9 +14,10 @@
 //! `layers` and `rootfs` make the slot image; `audit` reads it back and
 //! gates the build; `boot` builds the verity trees and signs the manifests;
 //! `update` writes the `.swu`; `disk` writes the golden image; `record`
-//! writes the block map, `build.json` and `SHA256SUMS` from hashes the
-//! stages already computed; `selfcheck` verifies the image and the update
-//! in the staging directory before anything is published.
+//! writes the block map, `build.json`, the signed provenance and
+//! `SHA256SUMS` from hashes the stages already computed; `selfcheck`
+//! verifies the image and the update in the staging directory before
+//! anything is published.
 //!
 //! **Rootless:** the base is imported into an in-memory tree (see
 //! `slotsmith-rootfs`); owners, modes, device nodes and xattrs travel as
@@ -43,6 +44,7 @@ mod harden;
 mod initramfs;
 mod inputs;
 mod layers;
+mod provenance;
 mod record;
 mod rootfs;
 mod sbom;
@@ -153,6 +155,7 @@ fn attempt(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyhow:
     // after the base import.
     let signer = crate::signing::boot_signer(plan, &opts.project_root, progress)?;
     let update_signer = crate::signing::update_signer(plan, &opts.project_root, progress)?;
+    let provenance_signer = crate::signing::provenance_signer(plan, &opts.project_root, progress)?;
 
     let cache = cache::Cache::new(&opts.work_root, name, !opts.no_cache);
     let public_key_pem = slotsmith_sign::keys::public_key_pem(&signer.public_key);
@@ -222,7 +225,17 @@ fn attempt(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyhow:
     )?;
     let disk = disk::stage(plan, &rootfs, &boot, &cache, out, progress)?;
     let record = record::stage(
-        plan, &rootfs, &boot, &swu, &disk, &sbom, &signer, &inputs, out, progress,
+        plan,
+        &rootfs,
+        &boot,
+        &swu,
+        &disk,
+        &sbom,
+        &signer,
+        &provenance_signer,
+        &inputs,
+        out,
+        progress,
     )?;
     let checked = selfcheck::stage(plan, out, &signer.public_key, progress);
     // Settled even when the self-check failed: a corrupted hit explains it.

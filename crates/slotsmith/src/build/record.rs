@@ -157,6 +157,7 @@ pub(super) fn stage(
     disk: &DiskOut,
     sbom: &Hashed,
     signer: &crate::signing::BootSigner,
+    provenance: &crate::signing::BootSigner,
     inputs: &RecordedInputs,
     out: &Path,
     progress: &mut Progress,
@@ -185,6 +186,10 @@ pub(super) fn stage(
     }
     check_outputs(plan, &hashes)?;
     // After the check, which must fail before anything is written.
+    hashes.insert(
+        plan.outputs.provenance_public_key.clone(),
+        super::provenance::public_key(plan, provenance, out)?,
+    );
     // The reviewer's index, once every key file it fingerprints is written;
     // an artifact itself, so build.json and SHA256SUMS cover it.
     let readme = crate::readme::index(
@@ -247,10 +252,12 @@ pub(super) fn stage(
         .iter()
         .map(|a| (a.name.clone(), a.sha256.clone()))
         .collect();
-    all.push((
-        plan.outputs.build_json.clone(),
-        hex::encode(Sha256::digest(&json)),
-    ));
+    let build_json_sha256 = hex::encode(Sha256::digest(&json));
+    // The provenance's subjects are build.json's artifacts and build.json.
+    let provenance_sha256 =
+        super::provenance::envelope(plan, &record, &build_json_sha256, provenance, out)?;
+    all.push((plan.outputs.build_json.clone(), build_json_sha256));
+    all.push((plan.outputs.provenance.clone(), provenance_sha256));
     all.sort();
     let sums: String = all
         .iter()
@@ -261,9 +268,15 @@ pub(super) fn stage(
 }
 
 /// The build wrote exactly the plan's outputs: every non-optional one, and
-/// nothing the plan does not list (the record and SHA256SUMS come next).
+/// nothing the plan does not list (the record, the provenance and
+/// SHA256SUMS come next).
 fn check_outputs(plan: &Plan, hashes: &BTreeMap<String, Hashed>) -> anyhow::Result<()> {
-    let later = [&plan.outputs.build_json, &plan.outputs.sums];
+    let later = [
+        &plan.outputs.build_json,
+        &plan.outputs.sums,
+        &plan.outputs.provenance,
+        &plan.outputs.provenance_public_key,
+    ];
     for o in &plan.outputs.files {
         if !o.optional
             && !later.contains(&&o.name)
@@ -332,6 +345,7 @@ mod tests {
         let mut expected = planned.clone();
         expected.remove(&fx.plan.outputs.build_json);
         expected.remove(&fx.plan.outputs.sums);
+        expected.remove(&fx.plan.outputs.provenance);
         assert_eq!(listed, expected);
         assert!(listed.contains("audit/report.md"), "{listed:?}");
         for a in &record.artifacts {
@@ -393,6 +407,7 @@ mod tests {
                 &made.disk,
                 &made.sbom,
                 &made.boot_signer,
+                &made.provenance_signer,
                 &RecordedInputs::default(),
                 &out,
                 &mut fx.progress,

@@ -296,6 +296,12 @@ impl Fixture {
             disk,
             sbom,
             boot_signer,
+            provenance_signer: crate::signing::provenance_signer(
+                &self.plan,
+                self.dir.path(),
+                &mut self.progress,
+            )
+            .unwrap(),
         }
     }
 
@@ -310,6 +316,7 @@ impl Fixture {
             &made.disk,
             &made.sbom,
             &made.boot_signer,
+            &made.provenance_signer,
             &super::inputs::inputs(&self.plan, self.dir.path()).unwrap(),
             &self.out,
             &mut self.progress,
@@ -339,6 +346,7 @@ pub(super) struct Made {
     /// The SBOM's hash.
     pub(super) sbom: super::Hashed,
     pub(super) boot_signer: BootSigner,
+    pub(super) provenance_signer: BootSigner,
 }
 
 fn plan_of(root: &Path) -> Plan {

@@ -1,6 +1,7 @@
 //! The `signing:` section of an image: which key signs the boot manifests,
 //! which signs the `.swu`, which Secure Boot keys sign the EFI binaries and
-//! are enrolled in the firmware, and the public half each device trusts.
+//! are enrolled in the firmware, which signs the build's provenance
+//! (`provenance.dsse.json`), and the public half each verifier trusts.
 //!
 //! Only the early, lexical half of the development-key rule is here (a path
 //! under `keys/dev/`, for a diagnostic on the key's line); the build refuses
@@ -11,7 +12,7 @@ use serde_norway::Value;
 use crate::spec::{BootKeySpec, KeySource, SecureBootDbKey, SecureBootKeySpec, UpdateKeySpec};
 use crate::yaml::{join_key, Reader};
 
-const SIGNING_KEYS: &[&str] = &["boot", "update", "secureboot"];
+const SIGNING_KEYS: &[&str] = &["boot", "update", "secureboot", "provenance"];
 const SECUREBOOT_KEYS: &[&str] = &[
     "db-key",
     "db-key-env",
@@ -27,8 +28,9 @@ const SECUREBOOT_KEYS: &[&str] = &[
 const UPDATE_KEY_KEYS: &[&str] = &["key", "key-env", "external-signer", "cert"];
 const KEY_KEYS: &[&str] = &["key", "key-env", "external-signer", "public-key"];
 
-/// The three signing roles of an image.
-pub(super) type SigningSpecs = (BootKeySpec, UpdateKeySpec, SecureBootKeySpec);
+/// The four signing roles of an image (the provenance key has the boot
+/// key's shape: an Ed25519 key and its public half).
+pub(super) type SigningSpecs = (BootKeySpec, UpdateKeySpec, SecureBootKeySpec, BootKeySpec);
 
 pub(super) fn read_signing(
     r: &mut Reader<'_>,
@@ -39,11 +41,13 @@ pub(super) fn read_signing(
     let mut boot = None;
     let mut update = None;
     let mut secureboot = None;
+    let mut provenance = None;
     if let Some(v) = v {
         let mut m = r.map("signing", v, SIGNING_KEYS)?;
         boot = r.raw(&mut m, "boot");
         update = r.raw(&mut m, "update");
         secureboot = r.raw(&mut m, "secureboot");
+        provenance = r.raw(&mut m, "provenance");
         r.finish(m);
     }
     let boot = match boot {
@@ -79,7 +83,18 @@ pub(super) fn read_signing(
         None => Some(SecureBootKeySpec::development()),
         Some(v) => read_secureboot(r, v, release),
     };
-    let (boot, update, secureboot) = (boot?, update?, secureboot?);
+    let provenance = match provenance {
+        None if release => {
+            r.error(
+                "signing.provenance",
+                "a release image must name its provenance key; development keys are refused",
+            );
+            None
+        }
+        None => Some((KeySource::Development, None)),
+        Some(v) => read_key(r, "signing.provenance", v, release, "public-key"),
+    };
+    let (boot, update, secureboot, provenance) = (boot?, update?, secureboot?, provenance?);
     Some((
         BootKeySpec {
             source: boot.0,
@@ -90,6 +105,10 @@ pub(super) fn read_signing(
             cert: update.1,
         },
         secureboot,
+        BootKeySpec {
+            source: provenance.0,
+            public_key: provenance.1,
+        },
     ))
 }
 
@@ -354,12 +373,12 @@ mod tests {
         release: bool,
     ) -> (Option<(BootKeySpec, UpdateKeySpec)>, Vec<String>) {
         let (all, diags) = all_keys_of(signing, release);
-        (all.map(|(b, u, _)| (b, u)), diags)
+        (all.map(|(b, u, _, _)| (b, u)), diags)
     }
 
-    /// A release image's Secure Boot section for the tests of the other
-    /// roles, which are not about it.
-    const SECUREBOOT: &str = "  secureboot:\n    db-key: sb/db.key\n    db-cert: sb/db.crt\n    kek-cert: sb/kek.crt\n    pk-cert: sb/pk.crt\n";
+    /// A release image's Secure Boot and provenance sections for the tests
+    /// of the other roles, which are not about them.
+    const SECUREBOOT: &str = "  secureboot:\n    db-key: sb/db.key\n    db-cert: sb/db.crt\n    kek-cert: sb/kek.crt\n    pk-cert: sb/pk.crt\n  provenance:\n    key: keys/provenance.pem\n    public-key: keys/provenance.pub\n";
 
     fn all_keys_of(signing: &str, release: bool) -> (Option<SigningSpecs>, Vec<String>) {
         let text = format!("{MINIMAL}release: {release}\n{signing}");
@@ -369,7 +388,7 @@ mod tests {
             .map(|d| format!("{}:{}: {}", d.line, d.key, d.message))
             .collect();
         (
-            image.map(|i| (i.boot_key, i.update_key, i.secureboot_key)),
+            image.map(|i| (i.boot_key, i.update_key, i.secureboot_key, i.provenance_key)),
             shown,
         )
     }
@@ -390,6 +409,7 @@ mod tests {
             diags,
             [
                 "1:signing.boot: a release image must name its boot key; development keys are refused",
+                "1:signing.provenance: a release image must name its provenance key; development keys are refused",
                 "1:signing.update: a release image must name its update key and certificate; development keys are refused",
             ]
         );
@@ -421,6 +441,43 @@ mod tests {
             }
         );
         assert_eq!(update.cert.as_deref(), Some("keys/update.crt"));
+    }
+
+    #[test]
+    fn the_provenance_key_is_read_like_the_boot_key() {
+        let (all, diags) = all_keys_of("", false);
+        assert!(diags.is_empty(), "{diags:#?}");
+        let p = all.unwrap().3;
+        assert_eq!((p.source, p.public_key), (KeySource::Development, None));
+        let signing = "signing:\n  boot:\n    key: b\n    public-key: bp\n  update:\n    key: u\n    cert: uc\n".to_string() + SECUREBOOT;
+        let (all, diags) = all_keys_of(&signing, true);
+        assert!(diags.is_empty(), "{diags:#?}");
+        let p = all.unwrap().3;
+        assert_eq!(
+            p.source,
+            KeySource::File {
+                path: "keys/provenance.pem".into()
+            }
+        );
+        assert_eq!(p.public_key.as_deref(), Some("keys/provenance.pub"));
+        // The same rules as the boot key: one source, a public key, no
+        // keys/dev/ path in a release.
+        let (_, diags) = all_keys_of(
+            "signing:\n  provenance:\n    key-env: P\n    external-signer: [s, \"{in}\", \"{out}\"]\n",
+            false,
+        );
+        assert_eq!(
+            diags,
+            ["16:signing.provenance: set exactly one of key, key-env or external-signer"]
+        );
+        let (_, diags) = all_keys_of(
+            &signing.replace("keys/provenance.pem", "keys/dev/provenance.key.pem"),
+            true,
+        );
+        assert_eq!(
+            diags,
+            ["27:signing.provenance.key: a release image refuses keys from keys/dev/"]
+        );
     }
 
     #[test]
@@ -482,12 +539,12 @@ mod tests {
     /// `signing.secureboot` (and valid boot and update keys after it), and
     /// its Secure Boot spec when it loads.
     fn secureboot_of(section: &str, release: bool) -> (Option<SecureBootKeySpec>, Vec<String>) {
-        let others = "  boot:\n    key: k\n    public-key: p\n  update:\n    key: k\n    cert: c\n";
+        let others = "  boot:\n    key: k\n    public-key: p\n  update:\n    key: k\n    cert: c\n  provenance:\n    key: k\n    public-key: p\n";
         let (all, diags) = all_keys_of(
             &format!("signing:\n  secureboot:\n{section}{others}"),
             release,
         );
-        (all.map(|(_, _, sb)| sb), diags)
+        (all.map(|(_, _, sb, _)| sb), diags)
     }
 
     #[test]

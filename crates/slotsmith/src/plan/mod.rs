@@ -102,6 +102,8 @@ fn output_files(
         &o.build_json,
         &o.boot_public_key,
         &o.update_cert,
+        &o.provenance,
+        &o.provenance_public_key,
         &update.file,
     ]
     .into_iter()
@@ -572,6 +574,8 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
         build_json: "build.json".into(),
         boot_public_key: "boot.pub.pem".into(),
         update_cert: "update.cert.pem".into(),
+        provenance: "provenance.dsse.json".into(),
+        provenance_public_key: "provenance.pub.pem".into(),
         files: Vec::new(),
     };
     outputs.files = output_files(
@@ -647,6 +651,7 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
             waivers: img.waivers.clone(),
         },
         update,
+        provenance_key: img.provenance_key.clone(),
         outputs,
         tools,
         chain,

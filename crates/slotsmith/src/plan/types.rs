@@ -38,6 +38,8 @@ pub struct Plan {
     pub hardening: PlanHardening,
     /// The SWUpdate update built beside the golden image.
     pub update: PlanUpdate,
+    /// Where the provenance signing key is (never the key itself).
+    pub provenance_key: BootKeySpec,
     /// Output file names inside `out/<name>/`.
     pub outputs: PlanOutputs,
     /// Every external tool the build runs, with its arguments.
@@ -370,6 +372,10 @@ pub struct PlanOutputs {
     pub boot_public_key: String,
     /// The update signer certificate.
     pub update_cert: String,
+    /// The signed provenance: a DSSE envelope over an in-toto statement.
+    pub provenance: String,
+    /// The provenance public key it verifies with.
+    pub provenance_public_key: String,
     /// Every file of the output directory, sorted.
     pub files: Vec<PlanOutput>,
 }

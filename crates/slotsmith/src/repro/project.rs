@@ -242,6 +242,8 @@ pub fn key_paths(plan: &Plan) -> Vec<String> {
     v.extend(plan.boot.key.public_key.clone());
     source(&plan.update.key.source, &mut v);
     v.extend(plan.update.key.cert.clone());
+    source(&plan.provenance_key.source, &mut v);
+    v.extend(plan.provenance_key.public_key.clone());
     if let Some(c) = &plan.chain {
         let k = &c.secureboot_key;
         if let SecureBootDbKey::File { path } = &k.db_key {

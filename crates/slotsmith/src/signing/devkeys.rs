@@ -3,7 +3,7 @@
 //!
 //! **The rule.** A key is a development key when its *public key* is
 //! - the public key of any key or certificate file under `keys/dev/`
-//!   (boot Ed25519 private and public keys, update ECDSA P-256 keys and
+//!   (boot and provenance Ed25519 private and public keys, update ECDSA P-256 keys and
 //!   certificates, Secure Boot RSA keys and certificates, in any encoding
 //!   and any subdirectory), or
 //! - listed in `keys/dev-fingerprints.txt`, the project's record of every
@@ -71,7 +71,7 @@ const REGISTRY_HEADER: &str = "\
 # (copies, hard links, re-encodings, key-env, external signers).
 # slotsmith appends a line whenever it generates or signs with a development
 # key; never delete lines. Format:
-#   sha256:<hex of sha256 over the raw public key> <boot|update|secureboot> <first seen as>
+#   sha256:<hex of sha256 over the raw public key> <boot|update|secureboot|provenance> <first seen as>
 ";
 
 /// The development keys of a project: fingerprint to where it is known
@@ -158,7 +158,7 @@ fn read_registry(path: &Path) -> Result<Vec<RegistryLine>> {
         let (fingerprint, role) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
         if !is_fingerprint(fingerprint) || !is_role(role) {
             bail!(
-                "{} line {number}: expected `sha256:<64 lowercase hex digits> boot|update|secureboot \
+                "{} line {number}: expected `sha256:<64 lowercase hex digits> boot|update|secureboot|provenance \
                  [note]`, found \"{}\"",
                 shown_path(path),
                 shown(&raw.chars().take(120).collect::<String>())
@@ -175,7 +175,7 @@ fn read_registry(path: &Path) -> Result<Vec<RegistryLine>> {
 
 /// The roles a registry line may name.
 fn is_role(role: &str) -> bool {
-    matches!(role, "boot" | "update" | "secureboot")
+    matches!(role, "boot" | "update" | "secureboot" | "provenance")
 }
 
 fn is_fingerprint(s: &str) -> bool {
