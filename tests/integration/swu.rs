@@ -216,6 +216,7 @@ fn assert_installed(s: &Sandbox, rc: i32, log: &str) {
         ("initrd.img", "initrd.img"),
         ("manifest", "boot-b.manifest"),
         ("manifest.sig", "boot-b.manifest.sig"),
+        ("sbom.spdx.json", "sbom.spdx.json"),
     ] {
         assert_eq!(
             fs::read(s.sb.join("boot/b").join(installed)).unwrap(),
@@ -393,6 +394,124 @@ fn swupdate_installs_into_the_inactive_slot_and_rejects_tampering() {
         assert_eq!(r.code, 1, "{}", r.stderr);
         assert!(
             r.stderr.contains(message),
+            "expected {message:?} in:\n{}",
+            r.stderr
+        );
+    }
+}
+
+/// Copies `path` from the golden image's boot partition (the `esp`
+/// partition of build.json) with mtools, an independent FAT reader.
+fn from_golden_esp(s: &Sandbox, path: &str) -> Vec<u8> {
+    let record: serde_json::Value =
+        serde_json::from_slice(&fs::read(s.out.join("build.json")).unwrap()).unwrap();
+    let esp = record["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "esp")
+        .unwrap();
+    let img = format!(
+        "{}@@{}",
+        s.out.join(format!("{}.img", s.name)).display(),
+        esp["offset"]
+    );
+    let copy =
+        s.p.path()
+            .join(format!("golden-{}", path.replace('/', "-")));
+    let _ = fs::remove_file(&copy);
+    run(
+        "mcopy",
+        &[
+            "-n",
+            "-i",
+            &img,
+            &format!("::/{path}"),
+            copy.to_str().unwrap(),
+        ],
+    );
+    fs::read(copy).unwrap()
+}
+
+#[test]
+fn the_sbom_travels_signed_in_the_update_and_lands_beside_the_slot_manifest() {
+    require("mcopy", "mtools");
+    let s = Sandbox::build("upds", "none");
+    let swu = s.swu();
+    let sbom = fs::read(s.out.join("sbom.spdx.json")).unwrap();
+    let sbom_sha = sha256(&s.out.join("sbom.spdx.json"));
+    // The golden image's slots carry it where an update puts it: a device
+    // fresh from the factory and an updated one look the same.
+    for slot in ["a", "b"] {
+        assert_eq!(
+            from_golden_esp(&s, &format!("{slot}/sbom.spdx.json")),
+            sbom,
+            "slot {slot}"
+        );
+    }
+    // A member of the .swu whose sha256 the signed sw-description states,
+    // for both slots' collections.
+    let contents = slotsmith_swu::read_swu(&swu).unwrap();
+    assert!(
+        contents.entries.iter().any(|e| e.name == "sbom.spdx.json"),
+        "{:?}",
+        contents.entries
+    );
+    let desc = &contents.sw_description;
+    assert_eq!(
+        desc.matches(&format!("sha256 = \"{sbom_sha}\"")).count(),
+        2,
+        "{desc}"
+    );
+    for slot in ["a", "b"] {
+        let path = s.sb.join(format!("boot/{slot}/sbom.spdx.json"));
+        assert!(
+            desc.contains(&format!("path = \"{}\"", path.display())),
+            "{desc}"
+        );
+    }
+
+    // SWUpdate installs it beside the new slot's manifest.
+    let (rc, log) = s.install_ok(&swu);
+    assert_installed(&s, rc, &log);
+    assert_eq!(fs::read(s.sb.join("boot/b/sbom.spdx.json")).unwrap(), sbom);
+
+    // One SBOM byte changed after signing is refused by SWUpdate, with
+    // the cpio checksum repaired (only the signed sha256 can tell) or not;
+    // nothing is installed beside the manifest and the env stays.
+    for fix_check in [true, false] {
+        let bad = tamper(&swu, "sbom.spdx.json", 10, fix_check);
+        s.reset();
+        let (rc, log) = s.install(&bad, &s.cert(), "test-board:1.0", "");
+        assert_ne!(rc, 0, "fix_check {fix_check}: swupdate accepted it:\n{log}");
+        assert!(!log.contains("SWUpdate was successful"), "{log}");
+        // SWUpdate compares the sha256 before the cpio checksum, so both
+        // are refused by the signed hash.
+        assert!(
+            log.contains("HASH mismatch") && log.contains("Not installing"),
+            "fix_check {fix_check}: expected a hash mismatch in:\n{log}"
+        );
+        assert!(
+            !s.sb.join("boot/b/sbom.spdx.json").exists(),
+            "fix_check {fix_check}: a tampered sbom was installed:\n{log}"
+        );
+        s.assert_untouched(&log);
+        // Our verifier refuses it too, naming the member.
+        let r = slotsmith(
+            &[
+                "verify",
+                bad.to_str().unwrap(),
+                "--update-cert",
+                s.cert().to_str().unwrap(),
+            ],
+            &[],
+            false,
+            None,
+        );
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        let message = if fix_check { "sha256" } else { "checksum" };
+        assert!(
+            r.stderr.contains(message) && r.stderr.contains("sbom.spdx.json"),
             "expected {message:?} in:\n{}",
             r.stderr
         );

@@ -204,12 +204,17 @@ struct DiskMeta {
 
 /// Everything the disk image is made of: the layout, the boot and data
 /// filesystems' settings, the epoch, the partition UUIDs the slots give,
-/// every file written into it by hash, and mke2fs's version.
-fn key(plan: &Plan, rootfs: &RootfsImage, boot: &BootOut) -> anyhow::Result<Key> {
+/// every file written into it by hash (the SBOM on the boot partitions
+/// too), and mke2fs's version.
+fn key(plan: &Plan, rootfs: &RootfsImage, boot: &BootOut, sbom: &Hashed) -> anyhow::Result<Key> {
     let mut files: BTreeMap<String, (String, u64)> = BTreeMap::new();
     files.insert(
         plan.outputs.rootfs.clone(),
         (hex::encode(rootfs.hashed.sha256), rootfs.hashed.size),
+    );
+    files.insert(
+        plan.outputs.sbom.clone(),
+        (hex::encode(sbom.sha256), sbom.size),
     );
     for f in &rootfs.boot_files {
         files.insert(f.output.clone(), (hex::encode(f.sha256), f.size));
@@ -242,16 +247,18 @@ fn key(plan: &Plan, rootfs: &RootfsImage, boot: &BootOut) -> anyhow::Result<Key>
 }
 
 /// Writes the golden disk image and its block map (one read gives both
-/// the map and the image's sha256), or takes them from the cache.
+/// the map and the image's sha256), or takes them from the cache. `sbom`
+/// is the hash of the `sbom.spdx.json` in `out` the boot partitions carry.
 pub(super) fn stage(
     plan: &Plan,
     rootfs: &RootfsImage,
     boot: &BootOut,
+    sbom: &Hashed,
     cache: &Cache,
     out: &Path,
     progress: &mut Progress,
 ) -> anyhow::Result<DiskOut> {
-    let key = key(plan, rootfs, boot)?;
+    let key = key(plan, rootfs, boot, sbom)?;
     let path = out.join(&plan.outputs.image);
     let bmap_path = out.join(&plan.outputs.bmap);
     if let Some(hit) = cache.get("disk", &key, progress) {
@@ -313,9 +320,12 @@ mod tests {
     const CACHED: &str = "and its block map (cached)";
 
     /// The stages before the disk, into the staging directory.
-    fn before(fx: &mut Fixture) -> (RootfsImage, BootOut) {
+    fn before(fx: &mut Fixture) -> (RootfsImage, BootOut, Hashed) {
         let signer = fx.boot_signer();
         let rootfs = fx.rootfs();
+        let out = fx.out.clone();
+        let sbom =
+            super::super::sbom::stage(&fx.plan, &fx.opts, &rootfs, &out, &mut fx.progress).unwrap();
         let boot = super::super::boot::stage(
             &fx.plan,
             &rootfs,
@@ -325,7 +335,7 @@ mod tests {
             &mut fx.progress,
         )
         .unwrap();
-        (rootfs, boot)
+        (rootfs, boot, sbom)
     }
 
     fn read_at(path: &Path, offset: u64, len: u64) -> Vec<u8> {
@@ -356,9 +366,18 @@ mod tests {
     #[test]
     fn the_image_passes_sgdisk_and_its_bmap_and_hash_match_the_bytes() {
         let mut fx = Fixture::new(Setup::default());
-        let (rootfs, boot) = before(&mut fx);
+        let (rootfs, boot, sbom) = before(&mut fx);
         let out = fx.out.clone();
-        let disk = stage(&fx.plan, &rootfs, &boot, &fx.cache, &out, &mut fx.progress).unwrap();
+        let disk = stage(
+            &fx.plan,
+            &rootfs,
+            &boot,
+            &sbom,
+            &fx.cache,
+            &out,
+            &mut fx.progress,
+        )
+        .unwrap();
         let img = out.join(&fx.plan.outputs.image);
         let v = run("sgdisk", &["-v", img.to_str().unwrap()]);
         assert!(v.contains("No problems found"), "sgdisk -v:\n{v}");
@@ -432,9 +451,18 @@ mod tests {
     #[test]
     fn the_boot_and_data_filesystems_check_clean_and_hold_the_slot_files() {
         let mut fx = Fixture::new(Setup::default());
-        let (rootfs, boot) = before(&mut fx);
+        let (rootfs, boot, sbom) = before(&mut fx);
         let out = fx.out.clone();
-        stage(&fx.plan, &rootfs, &boot, &fx.cache, &out, &mut fx.progress).unwrap();
+        stage(
+            &fx.plan,
+            &rootfs,
+            &boot,
+            &sbom,
+            &fx.cache,
+            &out,
+            &mut fx.progress,
+        )
+        .unwrap();
         let img = out.join(&fx.plan.outputs.image);
         let scratch = fx.fresh_out("scratch");
         let part = |c: Content| {
@@ -446,6 +474,15 @@ mod tests {
         std::fs::write(&esp, read_at(&img, p.offset, p.size)).unwrap();
         run("fsck.fat", &["-n", esp.to_str().unwrap()]);
         for s in fx.plan.boot.slots.iter().filter(|s| s.filled) {
+            // Each slot's SBOM beside its manifest, as an update installs it.
+            assert!(
+                s.esp_files
+                    .iter()
+                    .any(|f| f.path == format!("{}/sbom.spdx.json", s.name)
+                        && f.output == fx.plan.outputs.sbom),
+                "{:?}",
+                s.esp_files
+            );
             for f in &s.esp_files {
                 if f.optional && !out.join(&f.output).is_file() {
                     continue;
@@ -484,15 +521,25 @@ mod tests {
     #[test]
     fn a_second_run_hits_the_cache_with_identical_bytes() {
         let mut fx = Fixture::new(Setup::default());
-        let (rootfs, boot) = before(&mut fx);
+        let (rootfs, boot, sbom) = before(&mut fx);
         let out = fx.out.clone();
-        let first = stage(&fx.plan, &rootfs, &boot, &fx.cache, &out, &mut fx.progress).unwrap();
+        let first = stage(
+            &fx.plan,
+            &rootfs,
+            &boot,
+            &sbom,
+            &fx.cache,
+            &out,
+            &mut fx.progress,
+        )
+        .unwrap();
         assert!(!fx.log.text().contains(CACHED));
         let again = fx.fresh_out("again");
         let second = stage(
             &fx.plan,
             &rootfs,
             &boot,
+            &sbom,
             &fx.cache,
             &again,
             &mut fx.progress,

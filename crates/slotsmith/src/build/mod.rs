@@ -213,17 +213,19 @@ fn attempt(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> anyhow:
         )?;
         chain::enrolment(plan, &keys, &mut boot, out, progress)?;
     }
+    // The `.swu` and the boot partitions carry the SBOM written above.
     let swu = update::stage(
         plan,
         &rootfs,
         &boot,
+        &sbom,
         &update_signer,
         &cache,
         &work,
         out,
         progress,
     )?;
-    let disk = disk::stage(plan, &rootfs, &boot, &cache, out, progress)?;
+    let disk = disk::stage(plan, &rootfs, &boot, &sbom, &cache, out, progress)?;
     let record = record::stage(
         plan,
         &rootfs,

@@ -281,6 +281,7 @@ impl Fixture {
             &self.plan,
             &rootfs,
             &boot,
+            &sbom,
             &update_signer,
             &self.cache,
             &self.work,
@@ -288,7 +289,8 @@ impl Fixture {
             p,
         )
         .unwrap();
-        let disk = super::disk::stage(&self.plan, &rootfs, &boot, &self.cache, &out, p).unwrap();
+        let disk =
+            super::disk::stage(&self.plan, &rootfs, &boot, &sbom, &self.cache, &out, p).unwrap();
         Made {
             rootfs,
             boot,

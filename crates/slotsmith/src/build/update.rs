@@ -208,13 +208,24 @@ pub(super) struct SwuOut {
     pub(super) hashes: BTreeMap<String, Hashed>,
 }
 
-/// Everything the update reads: every payload by hash, the plan's update
-/// settings and the image identity, and the signer by its certificate.
-fn key(plan: &Plan, rootfs: &RootfsImage, boot: &BootOut, cert: &[u8]) -> anyhow::Result<Key> {
+/// Everything the update reads: every payload by hash (the SBOM too),
+/// the plan's update settings and the image identity, and the signer by
+/// its certificate.
+fn key(
+    plan: &Plan,
+    rootfs: &RootfsImage,
+    boot: &BootOut,
+    sbom: &Hashed,
+    cert: &[u8],
+) -> anyhow::Result<Key> {
     let mut payloads: BTreeMap<String, (String, u64)> = BTreeMap::new();
     payloads.insert(
         plan.outputs.rootfs.clone(),
         (hex::encode(rootfs.hashed.sha256), rootfs.hashed.size),
+    );
+    payloads.insert(
+        plan.outputs.sbom.clone(),
+        (hex::encode(sbom.sha256), sbom.size),
     );
     for f in &rootfs.boot_files {
         payloads.insert(f.output.clone(), (hex::encode(f.sha256), f.size));
@@ -236,12 +247,14 @@ fn key(plan: &Plan, rootfs: &RootfsImage, boot: &BootOut, cert: &[u8]) -> anyhow
 }
 
 /// Writes the signed `.swu` and the update certificate, or takes them from
-/// the cache.
+/// the cache. `sbom` is the hash of the `sbom.spdx.json` the SBOM stage
+/// wrote into `out`: the update carries it as a payload.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn stage(
     plan: &Plan,
     rootfs: &RootfsImage,
     boot: &BootOut,
+    sbom: &Hashed,
     signer: &crate::signing::UpdateSigner,
     cache: &Cache,
     work: &Path,
@@ -250,7 +263,7 @@ pub(super) fn stage(
 ) -> anyhow::Result<SwuOut> {
     let cert = fs::read(&signer.cert)
         .with_context(|| format!("reading update certificate {}", signer.cert.display()))?;
-    let key = key(plan, rootfs, boot, &cert)?;
+    let key = key(plan, rootfs, boot, sbom, &cert)?;
     if let Some(hit) = cache.get("update", &key, progress) {
         progress.stage(
             "update",
@@ -300,10 +313,13 @@ mod tests {
     const CACHED: &str = "for SWUpdate (cached)";
 
     /// The stages before the update, into the staging directory.
-    fn before(fx: &mut Fixture) -> (RootfsImage, BootOut, UpdateSigner) {
+    fn before(fx: &mut Fixture) -> (RootfsImage, BootOut, UpdateSigner, Hashed) {
         let boot_signer = fx.boot_signer();
         let signer = fx.update_signer();
         let rootfs = fx.rootfs();
+        let out = fx.out.clone();
+        let sbom =
+            super::super::sbom::stage(&fx.plan, &fx.opts, &rootfs, &out, &mut fx.progress).unwrap();
         let boot = super::super::boot::stage(
             &fx.plan,
             &rootfs,
@@ -313,20 +329,21 @@ mod tests {
             &mut fx.progress,
         )
         .unwrap();
-        (rootfs, boot, signer)
+        (rootfs, boot, signer, sbom)
     }
 
     fn run_stage(
         fx: &mut Fixture,
         plan: &Plan,
-        inputs: &(RootfsImage, BootOut, UpdateSigner),
+        inputs: &(RootfsImage, BootOut, UpdateSigner, Hashed),
         out: &Path,
     ) -> SwuOut {
-        let (rootfs, boot, signer) = inputs;
+        let (rootfs, boot, signer, sbom) = inputs;
         stage(
             plan,
             rootfs,
             boot,
+            sbom,
             signer,
             &fx.cache,
             &fx.work,
@@ -395,6 +412,119 @@ mod tests {
             assert_eq!(h.sha256, sha256_of(&out.join(n)), "{n}");
             assert_eq!(h.size, fs::metadata(out.join(n)).unwrap().len(), "{n}");
         }
+    }
+
+    /// A copy of `swu` with one byte of member `name` flipped and its cpio
+    /// checksum recomputed, so only the sha256 in sw-description can tell.
+    fn flipped(swu: &Path, name: &str, at: u64) -> PathBuf {
+        let entries = slotsmith_swu::read_index(File::open(swu).unwrap()).unwrap();
+        let e = entries.iter().find(|e| e.name == name).unwrap();
+        let mut bytes = fs::read(swu).unwrap();
+        let off = usize::try_from(e.offset + at).unwrap();
+        let old = bytes[off];
+        bytes[off] ^= 0x01;
+        // newc header: 110 bytes, the name and its NUL padded to 4; the
+        // checksum is its last field (offset 102, 8 hex digits).
+        let header = off - usize::try_from(at).unwrap() - (110 + name.len() + 1).div_ceil(4) * 4;
+        let check = e
+            .check
+            .wrapping_sub(u32::from(old))
+            .wrapping_add(u32::from(bytes[off]));
+        bytes[header + 102..header + 110].copy_from_slice(format!("{check:08X}").as_bytes());
+        let copy = swu.with_extension("flipped.swu");
+        fs::write(&copy, bytes).unwrap();
+        copy
+    }
+
+    #[test]
+    fn the_sbom_is_a_member_whose_sha256_is_in_the_signed_sw_description() {
+        let mut fx = Fixture::new(Setup::default());
+        let inputs = before(&mut fx);
+        let out = fx.out.clone();
+        let plan = fx.plan.clone();
+        run_stage(&mut fx, &plan, &inputs, &out);
+        let path = out.join(&plan.update.file);
+        let cert = out.join(&plan.outputs.update_cert);
+        let sbom = fs::read(out.join(&plan.outputs.sbom)).unwrap();
+        assert_eq!(inputs.3, Hashed::of_bytes(&sbom));
+        // The signature is checked here, so the sha256 read below is the
+        // signed one.
+        let contents = slotsmith_swu::read_swu_authenticated(&path, |text, sig| {
+            slotsmith_cms::verify_detached(sig, text, &cert).map(|_| ())
+        })
+        .unwrap();
+        let i = contents
+            .entries
+            .iter()
+            .position(|e| e.name == "sbom.spdx.json")
+            .expect("the sbom is a member");
+        assert_eq!(contents.sha256[i], sha256_of(&out.join(&plan.outputs.sbom)));
+        // Every slot's collection installs it beside that slot's manifest,
+        // under the sha256 the signed text states.
+        let text = &contents.sw_description;
+        assert!(text.contains(&hex::encode(inputs.3.sha256)), "{text}");
+        assert_eq!(contents.description.collections.len(), 2);
+        for c in &contents.description.collections {
+            let p = c
+                .payloads
+                .iter()
+                .find(|p| p.filename == "sbom.spdx.json")
+                .unwrap_or_else(|| panic!("slot {} has no sbom payload", c.slot));
+            assert_eq!(p.sha256, inputs.3.sha256);
+            assert_eq!(
+                p.target,
+                slotsmith_swu::Target::File {
+                    path: format!(
+                        "{}/{}/sbom.spdx.json",
+                        plan.update.boot_mount.trim_end_matches('/'),
+                        c.slot
+                    )
+                }
+            );
+        }
+        // One flipped SBOM byte with the cpio checksum repaired: only the
+        // signed sha256 catches it, and verify does.
+        let bad = flipped(&path, "sbom.spdx.json", 10);
+        let err = format!(
+            "{:#}",
+            crate::verify::verify_swu(&bad, &cert).expect_err("a tampered sbom verified")
+        );
+        assert!(
+            err.contains("sha256") && err.contains("sbom.spdx.json"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_changed_sbom_misses_the_update_cache() {
+        let mut fx = Fixture::new(Setup::default());
+        let mut inputs = before(&mut fx);
+        let out = fx.out.clone();
+        let plan = fx.plan.clone();
+        let first = run_stage(&mut fx, &plan, &inputs, &out);
+        let again = fx.fresh_out("again");
+        for e in fs::read_dir(&out).unwrap() {
+            let name = e.unwrap().file_name();
+            if !first.hashes.contains_key(name.to_str().unwrap()) {
+                fs::copy(out.join(&name), again.join(&name)).unwrap();
+            }
+        }
+        let changed = b"{\"spdxVersion\": \"SPDX-2.3\"}\n";
+        fs::write(again.join(&plan.outputs.sbom), changed).unwrap();
+        inputs.3 = Hashed::of_bytes(changed);
+        let second = run_stage(&mut fx, &plan, &inputs, &again);
+        assert!(!fx.log.text().contains(CACHED), "a changed sbom hit");
+        assert_ne!(
+            second.hashes[&plan.update.file],
+            first.hashes[&plan.update.file]
+        );
+        let contents = slotsmith_swu::read_swu(&again.join(&plan.update.file)).unwrap();
+        let i = contents
+            .entries
+            .iter()
+            .position(|e| e.name == "sbom.spdx.json")
+            .unwrap();
+        assert_eq!(contents.sha256[i], inputs.3.sha256);
     }
 
     #[test]

@@ -319,6 +319,8 @@ pub fn plan_chain(
                 files.push((UKI_NAME.to_string(), uki_output.clone()));
                 files.push(("manifest".into(), crate::layout::manifest_output(slot)));
                 files.push(("manifest.sig".into(), crate::layout::signature_output(slot)));
+                // The SBOM where an update puts it (see `plan::files`).
+                files.push((super::files::SBOM_NAME.into(), crate::sbom::OUTPUT.into()));
             }
             PlanBootPartition {
                 slot: slot.clone(),
@@ -435,6 +437,11 @@ mod tests {
         assert_eq!(
             full.partitions[1].files[1],
             ("linux.efi".into(), "linux-b.efi".into())
+        );
+        // The golden image's slot carries its SBOM where an update puts it.
+        assert_eq!(
+            full.partitions[1].files.last().unwrap(),
+            &("sbom.spdx.json".into(), "sbom.spdx.json".into())
         );
     }
 }

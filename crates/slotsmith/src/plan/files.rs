@@ -3,6 +3,17 @@
 //! the boot partition, the `.swu` members in archive order with the
 //! payloads of each slot's collection, and the full list of outputs.
 //!
+//! **The SBOM goes with the slot it describes.** `sbom.spdx.json` is a
+//! member of the `.swu` like the manifest (so its sha256 is in the signed
+//! sw-description and SWUpdate refuses an altered copy), installed as
+//! [`SBOM_NAME`] beside the slot's manifest on the boot partition: the
+//! slot's own FAT partition in the boot chain (`/sbom.spdx.json`), else
+//! `<boot-mount>/<slot>/`. The rootfs cannot carry it (it is read-only,
+//! and the SBOM describes the image that contains it), and the boot
+//! partition is what SWUpdate already writes per slot; the golden image
+//! puts it in the same place, so a device fresh from the factory and an
+//! updated one look the same.
+//!
 //! One thing only the build can see: whether the rootfs has an initrd for
 //! its kernel. Such a file is `optional` everywhere it appears, and the
 //! build leaves it out of every list at once when it is absent.
@@ -10,6 +21,9 @@
 use serde::Serialize;
 
 use crate::spec::KernelSource;
+
+/// The SBOM's file name on a slot's boot partition, beside its manifest.
+pub const SBOM_NAME: &str = "sbom.spdx.json";
 
 /// Where a boot file comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -169,12 +183,13 @@ fn kernel_files(source: &KernelSource) -> Vec<PlanBootFile> {
 }
 
 /// A slot's files on the boot partition: its boot files, then its signed
-/// manifest and signature, in `<esp_dir>/`.
+/// manifest and signature, then the SBOM, in `<esp_dir>/`.
 pub fn slot_esp_files(
     esp_dir: &str,
     boot: &[PlanBootFile],
     manifest_output: &str,
     signature_output: &str,
+    sbom_output: &str,
 ) -> Vec<PlanSlotFile> {
     let dir = esp_dir.trim_start_matches('/');
     let mut v: Vec<PlanSlotFile> = boot
@@ -195,6 +210,11 @@ pub fn slot_esp_files(
         output: signature_output.into(),
         optional: false,
     });
+    v.push(PlanSlotFile {
+        path: format!("{dir}/{SBOM_NAME}"),
+        output: sbom_output.into(),
+        optional: false,
+    });
     v
 }
 
@@ -212,10 +232,12 @@ pub struct SlotNames<'a> {
     pub manifest_output: &'a str,
     /// The manifest's signature in out/.
     pub signature_output: &'a str,
+    /// The SBOM in out/ (the same for both slots).
+    pub sbom_output: &'a str,
 }
 
 /// A slot's collection: its root and verity partitions raw, then its boot
-/// files, manifest and signature into `<boot_mount>/<slot>/`.
+/// files, manifest, signature and SBOM into `<boot_mount>/<slot>/`.
 pub fn slot_payloads(
     s: &SlotNames<'_>,
     boot_mount: &str,
@@ -246,12 +268,14 @@ pub fn slot_payloads(
     }
     v.push(file(s.manifest_output, "manifest", false));
     v.push(file(s.signature_output, "manifest.sig", false));
+    v.push(file(s.sbom_output, SBOM_NAME, false));
     v
 }
 
 /// A chain slot's collection: its root and verity partitions raw, then
 /// its signed UKI, manifest and signature onto its own boot partition, at
-/// the paths the loader and the init read them from.
+/// the paths the loader and the init read them from, and the SBOM beside
+/// them.
 pub fn chain_slot_payloads(
     s: &SlotNames<'_>,
     rootfs_output: &str,
@@ -272,6 +296,7 @@ pub fn chain_slot_payloads(
         (super::chain::UKI_NAME, boot.uki_output.as_str()),
         ("manifest", s.manifest_output),
         ("manifest.sig", s.signature_output),
+        (SBOM_NAME, s.sbom_output),
     ] {
         v.push(PlanPayload {
             output: output.into(),
@@ -310,11 +335,23 @@ mod tests {
         let boot = boot_files(&KernelSource::FromRootfs, false);
         assert_eq!(boot.len(), 2);
         assert!(!boot[0].optional && boot[1].optional);
-        let esp = slot_esp_files("/b", &boot, "boot-b.manifest", "boot-b.manifest.sig");
+        let esp = slot_esp_files(
+            "/b",
+            &boot,
+            "boot-b.manifest",
+            "boot-b.manifest.sig",
+            "sbom.spdx.json",
+        );
         let paths: Vec<&str> = esp.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["b/vmlinuz", "b/initrd.img", "b/manifest", "b/manifest.sig"]
+            [
+                "b/vmlinuz",
+                "b/initrd.img",
+                "b/manifest",
+                "b/manifest.sig",
+                "b/sbom.spdx.json"
+            ]
         );
         assert!(esp[1].optional);
     }
@@ -340,6 +377,7 @@ mod tests {
                         verity_output: &vo,
                         manifest_output: &mo,
                         signature_output: &so,
+                        sbom_output: "sbom.spdx.json",
                     },
                     "/boot/",
                     "rootfs.squashfs",
@@ -353,6 +391,17 @@ mod tests {
                 path: "/boot/b/vmlinuz".into()
             }
         );
+        // Each slot's SBOM beside its manifest; one member for both.
+        assert_eq!(
+            c[1].last().unwrap(),
+            &PlanPayload {
+                output: "sbom.spdx.json".into(),
+                target: PayloadTarget::File {
+                    path: "/boot/b/sbom.spdx.json".into()
+                },
+                optional: false,
+            }
+        );
         let m: Vec<String> = members(&c).into_iter().map(|(o, _)| o).collect();
         assert_eq!(
             m,
@@ -363,6 +412,7 @@ mod tests {
                 "initrd.img",
                 "boot-a.manifest",
                 "boot-a.manifest.sig",
+                "sbom.spdx.json",
                 "root-b.verity",
                 "boot-b.manifest",
                 "boot-b.manifest.sig"

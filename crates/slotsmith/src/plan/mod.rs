@@ -429,6 +429,7 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
                         &boot_files,
                         &crate::layout::manifest_output(slot),
                         &crate::layout::signature_output(slot),
+                        crate::sbom::OUTPUT,
                     )
                 },
             }
@@ -490,6 +491,7 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
                     verity_output: &s.verity_output,
                     manifest_output: &s.manifest_output,
                     signature_output: &s.signature_output,
+                    sbom_output: crate::sbom::OUTPUT,
                 };
                 match chain
                     .as_ref()
