@@ -14,6 +14,7 @@ mod demo;
 mod determinism;
 mod escapes;
 mod fixture;
+mod flash;
 mod hardening;
 mod hostile;
 mod lock;

@@ -17,6 +17,8 @@ use slotsmith::tool::{vm_hwm_kib, Tool};
 mod boot;
 #[path = "bench_build.rs"]
 mod build;
+#[path = "bench_flash.rs"]
+mod flash;
 
 /// Arguments of `cargo xtask bench`.
 #[derive(clap::Args)]
@@ -27,6 +29,9 @@ pub struct BenchArgs {
     /// Size of the synthetic input [default: 512MiB for rootfs, 1GiB for verity; not used by build]
     #[arg(long)]
     size: Option<String>,
+    /// flash: a built image (out/<name>/<name>.img) [default: a synthesized 1GiB one]
+    #[arg(long)]
+    image: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -41,6 +46,8 @@ enum Which {
     Build,
     /// out/demo booted in QEMU with Secure Boot: time to multi-user and its split, initramfs size
     Boot,
+    /// `flash` (verification included) against `bmaptool copy`, to loop devices or files
+    Flash,
 }
 
 /// Runs the chosen bench.
@@ -50,6 +57,7 @@ pub fn run(args: BenchArgs, project: Option<&std::path::Path>) -> anyhow::Result
         Which::Verity => "1GiB",
         Which::Swu => "512MiB",
         Which::Build | Which::Boot => "0",
+        Which::Flash => "1GiB",
     };
     let text = args.size.unwrap_or_else(|| default.to_string());
     let size =
@@ -60,6 +68,7 @@ pub fn run(args: BenchArgs, project: Option<&std::path::Path>) -> anyhow::Result
         Which::Swu => swu(size),
         Which::Build => build::run(project),
         Which::Boot => boot::run(project, 3),
+        Which::Flash => flash::run(args.image, size),
     }
 }
 

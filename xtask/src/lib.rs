@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod audit;
 mod bench;
+mod flash;
 mod diff;
 mod lint;
 mod lock;
@@ -198,6 +199,20 @@ and the offset of its first differing byte.\n\nExamples:\n  cargo xtask repro ou
 cargo xtask repro out/demo --json | jq .first_difference\n  cargo xtask repro /srv/releases/demo-1.0.0 --cache-dir /media/room"
     )]
     Repro(repro::ReproArgs),
+    /// Write a golden image to a device: verified first, only mapped blocks, read back, logged
+    #[command(
+        after_help = "Before writing anything: checks the image and its bmap against SHA256SUMS, \
+verifies the signed manifests with the boot key (boot.pub.pem beside the image unless --boot-key), and \
+refuses the disk the running system lives on, a device with a mounted, swapped or held partition, a \
+device smaller than the image, a symlink out of /dev, and a regular file unless --allow-file. Then \
+writes only the bmap's ranges (checking each against its sha256 as it is read), syncs, and reads every \
+range back from the device. Appends one JSON line per attempt (image, version, sha256, device, serial, \
+bytes, seconds, MiB/s, result) to flash-log.jsonl beside the image, or --log FILE.\n\nExamples:\n  \
+cargo xtask flash out/demo/demo.img /dev/disk/by-id/usb-Example_SN1234\n  \
+cargo xtask flash out/demo/demo.img /dev/sdb --yes --log /srv/station/flash-log.jsonl\n  \
+cargo xtask flash out/demo/demo.img /tmp/copy.img --allow-file"
+    )]
+    Flash(flash::FlashArgs),
     /// Compare two published builds: packages, rootfs files, policy, command line, keys
     #[command(
         after_help = "Reads both output directories (they are only read, and treated as untrusted): \
@@ -214,7 +229,7 @@ cargo xtask diff old/demo out/demo --json | jq .files.changed\n  cargo xtask dif
     Diff(diff::DiffArgs),
     /// Measure slotsmith's stages against peer tools
     #[command(
-        after_help = "Examples:\n  cargo xtask bench              # rootfs stage vs mksquashfs, 512MiB tree\n  cargo xtask bench rootfs --size 2GiB\n  cargo xtask bench swu          # the .swu against one sha256 pass and peers\n  cargo xtask bench build        # full, no-op, one-layer and new-key rebuilds of the default image"
+        after_help = "Examples:\n  cargo xtask bench              # rootfs stage vs mksquashfs, 512MiB tree\n  cargo xtask bench rootfs --size 2GiB\n  cargo xtask bench swu          # the .swu against one sha256 pass and peers\n  cargo xtask bench build        # full, no-op, one-layer and new-key rebuilds of the default image\n  cargo xtask bench flash        # flash (verification included) against bmaptool copy"
     )]
     Bench(bench::BenchArgs),
 }
@@ -756,6 +771,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }),
         Command::Bench(a) => bench::run(a, project).map_err(Failure::Build),
         Command::Repro(a) => repro::run(a, project),
+        Command::Flash(a) => flash::run(a),
         Command::Diff(a) => diff::run(a),
         Command::Lock(a) => lock::run(a, project),
     }

@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod diff;
+pub mod flash;
 pub mod harden;
 pub mod initbin;
 pub mod layout;
