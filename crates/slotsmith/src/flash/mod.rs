@@ -7,8 +7,9 @@
 //! it, the device passes every refusal in [`device`] and is opened
 //! exclusively, and the image's sha256 matches `SHA256SUMS` while its
 //! signed manifests verify with the boot key (both on the open file, in
-//! parallel). Only then are the mapped ranges written ([`write`]), each
-//! re-checked against the bmap as it is read; then the device is synced,
+//! parallel, while the image's head is read into memory and checked range
+//! by range). Only then are the mapped ranges written ([`write`]), each
+//! checked against the bmap as it is read; then the device is synced,
 //! its cached pages dropped, and every range read back from the device and
 //! compared. Each attempt, refused, failed or ok, appends one JSON line to
 //! the log, fsynced.
@@ -322,18 +323,26 @@ fn run(
     ));
     let second = refused(open_regular(&opts.image, "image"))?;
     refused(same_file(&image, &second, &img_shown))?;
-    let (sum, report) = std::thread::scope(|s| {
+    // Meanwhile the head of the image is read into memory and checked
+    // range by range, to be written first once (and only once) the whole
+    // image matched: nothing reaches the device before that.
+    let (sum, report, pre) = std::thread::scope(|s| {
         let verify = s.spawn(|| match &key {
             Some(k) => crate::verify::verify_image_file(&second, &img_shown, k).map(Some),
             None => Ok(None),
         });
+        let pre = s.spawn(|| write::prefetch(&image, &bmap, write::PREFETCH));
         let sum = slotsmith_disk::bmap::sha256_file_sparse(&image)
             .with_context(|| format!("hashing {img_shown}"));
         let report = verify
             .join()
             .map_err(|_| format_err!("the verifying thread panicked"))
             .and_then(|r| r);
-        (sum, report)
+        let pre = pre
+            .join()
+            .map_err(|_| format_err!("the prefetching thread panicked"))
+            .and_then(|r| r);
+        (sum, report, pre)
     });
     let sum = refused(sum)?;
     rec.image_sha256 = Some(hex::encode(sum));
@@ -352,6 +361,7 @@ fn run(
             rec.version = Some(slot.version.clone());
         }
     }
+    let pre = refused(pre.with_context(|| format!("image {img_shown}")))?;
 
     // Write, sync, drop the cache, read back. A file is sized like the
     // image, as bmaptool does (unmapped ranges read as holes).
@@ -411,6 +421,7 @@ fn run(
         &mut src,
         &mut dest,
         &bmap,
+        pre,
         &mut |n| {
             rec.bytes_written = n;
             meter.tick(n)
@@ -427,8 +438,7 @@ fn run(
     let _ = rustix::fs::fadvise(&dest, 0, None, rustix::fs::Advice::DontNeed);
     meter.start("reading back", total);
     let back_start = Instant::now();
-    let mut back = &dest;
-    write::read_back(&mut back, &bmap, &mut |n| meter.tick(n)).map_err(Stop::Failed)?;
+    write::read_back(&dest, &bmap, &mut |n| meter.tick(n)).map_err(Stop::Failed)?;
     let secs = start.elapsed().as_secs_f64();
     meter.line(&format!(
         "flashed {} of {} to {}: checked in {:.1}s, written and synced in {:.1}s ({:.1} MiB/s), \

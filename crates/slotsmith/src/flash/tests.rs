@@ -110,7 +110,9 @@ fn a_corrupted_image_range_is_refused_before_any_write() {
     assert!(l["reason"].as_str().unwrap().contains("SHA256SUMS"));
 
     // SHA256SUMS rewritten to match: the bmap's checksum for that range
-    // still fails, during the write (the range is read as it is written).
+    // still fails, before any write (the image's head is read and checked
+    // range by range while the whole image is hashed; a range further on
+    // fails during the write, see `write::tests`).
     let sums = fs::read_to_string(t.path().join("SHA256SUMS")).unwrap();
     let (_, rest) = sums.split_once("  t.img\n").unwrap();
     fs::write(
@@ -124,12 +126,15 @@ fn a_corrupted_image_range_is_refused_before_any_write() {
     );
     assert!(
         e.starts_with(&format!(
-            "flashing {} failed: image: blocks",
-            dest.display()
+            "refusing to flash {}: image {}: image: blocks",
+            dest.display(),
+            img.display()
         )),
         "{e}"
     );
-    assert_eq!(log_lines(t.path())[1]["result"], "failed");
+    assert_eq!(fs::read(&dest).unwrap(), b"untouched");
+    assert_eq!(log_lines(t.path())[1]["result"], "refused");
+    assert_eq!(log_lines(t.path())[1]["bytes_written"], 0);
 }
 
 #[test]
