@@ -103,6 +103,41 @@ fn default_image_builds_and_verifies() {
         ],
     );
     assert_eq!(sha256(&copy), sha256(&img));
+    // The release evidence of the real default image, checked by tools
+    // nobody here wrote: the SBOM by pyspdxtools (with every locked Debian
+    // package, its .deb hash from the lock), the provenance by
+    // securesystemslib.
+    let sbom = dir.join("sbom.spdx.json");
+    run("pyspdxtools", &["-i", sbom.to_str().unwrap()]);
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sbom).unwrap()).unwrap();
+    let lock = std::fs::read_to_string(repo_root().join("images/demo.lock")).unwrap();
+    let locked: Vec<(&str, &str)> = lock
+        .lines()
+        .filter_map(|l| l.strip_prefix("package "))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[0], f[3])
+        })
+        .collect();
+    let text = doc.to_string();
+    for (name, sha) in &locked {
+        assert!(
+            text.contains(&format!("pkg:deb/debian/{name}@")),
+            "{name} is not in the SBOM"
+        );
+        assert!(
+            text.contains(sha),
+            "the .deb sha256 of {name} is not in the SBOM"
+        );
+    }
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    let (code, out_text) = crate::provenance::py_verify(
+        &dir.join("provenance.dsse.json"),
+        &dir.join("provenance.pub.pem"),
+    );
+    assert_eq!(code, 0, "{out_text}");
+    assert!(out_text.starts_with("OK "), "{out_text}");
     // cargo xtask verify accepts the default image with its boot key, and
     // its kernel is Debian's real one.
     let r = slotsmith(

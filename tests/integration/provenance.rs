@@ -42,7 +42,7 @@ for s in st["subject"]:
 print("OK", len(st["subject"]), len(st["predicate"]["buildDefinition"]["resolvedDependencies"]))
 "#;
 
-fn py_verify(envelope: &Path, public: &Path) -> (i32, String) {
+pub(crate) fn py_verify(envelope: &Path, public: &Path) -> (i32, String) {
     let out = duct::cmd!("python3", "-c", PY_VERIFY, envelope, public)
         .stdout_capture()
         .stderr_capture()

@@ -13,8 +13,8 @@ use clap::{Parser, Subcommand};
 
 mod audit;
 mod bench;
-mod flash;
 mod diff;
+mod flash;
 mod lint;
 mod lock;
 mod qemu;

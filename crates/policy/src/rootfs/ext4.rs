@@ -275,9 +275,13 @@ impl RootfsRead for Ext4Rootfs {
                     );
                     let len = md.len();
                     let file = self.fs.open(path).map_err(failed)?;
-                    let (sum, n) = super::hash_reader(file.take(len.saturating_add(1)))
-                        .map_err(|err| {
-                            anyhow!("{image}: reading {}: {}", shown(path), shown(&err.to_string()))
+                    let (sum, n) =
+                        super::hash_reader(file.take(len.saturating_add(1))).map_err(|err| {
+                            anyhow!(
+                                "{image}: reading {}: {}",
+                                shown(path),
+                                shown(&err.to_string())
+                            )
                         })?;
                     ensure!(
                         n == len,

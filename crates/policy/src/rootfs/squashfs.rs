@@ -558,7 +558,10 @@ impl RootfsRead for SquashfsRootfs {
             // and the count read must match it.
             let (sum, n) = super::hash_reader(reader.take(len.saturating_add(1)))
                 .map_err(|_| anyhow!("{image}: cannot read {p}: its data is corrupt"))?;
-            ensure!(n == len, "{image}: {p}: read {n} bytes, the inode says {len}");
+            ensure!(
+                n == len,
+                "{image}: {p}: read {n} bytes, the inode says {len}"
+            );
             Ok(Some((sum, n)))
         })
     }

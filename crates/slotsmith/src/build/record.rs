@@ -192,11 +192,7 @@ pub(super) fn stage(
     );
     // The reviewer's index, once every key file it fingerprints is written;
     // an artifact itself, so build.json and SHA256SUMS cover it.
-    let readme = crate::readme::index(
-        plan,
-        out,
-        &slotsmith_sign::fingerprint(&signer.public_key),
-    )?;
+    let readme = crate::readme::index(plan, out, &slotsmith_sign::fingerprint(&signer.public_key))?;
     write_new(&out.join(crate::readme::OUTPUT), readme.as_bytes())?;
     hashes.insert(
         crate::readme::OUTPUT.to_string(),
