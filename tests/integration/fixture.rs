@@ -350,7 +350,21 @@ fn squashfs_fixture_passes_independent_verifiers() {
         String::from_utf8_lossy(&check.stdout)
     );
     let sums = fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
-    assert_eq!(sums.lines().count(), 15, "{sums}");
+    // Every published file but SHA256SUMS itself, the release evidence
+    // (reviewer's index, SBOM, provenance and its key) included.
+    for f in [
+        "README.md",
+        "sbom.spdx.json",
+        "provenance.dsse.json",
+        "provenance.pub.pem",
+        "build.json",
+    ] {
+        assert!(
+            sums.lines().any(|l| l.ends_with(&format!("  {f}"))),
+            "{f} is not in SHA256SUMS: {sums}"
+        );
+    }
+    assert_eq!(sums.lines().count(), 19, "{sums}");
 }
 
 #[test]

@@ -207,7 +207,7 @@ fn two_builds_with_known_differences_are_reported_in_markdown_and_json() {
     );
     let boot_key = record["boot_key"].as_str().unwrap();
     assert!(
-        readme.contains(&format!("| [boot.pub.pem](boot.pub.pem) | boot key"))
+        readme.contains("| [boot.pub.pem](boot.pub.pem) | boot key")
             && readme.contains(&format!("`{boot_key}`")),
         "{readme}"
     );

@@ -9,10 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+
+use cache::default_cache;
 use clap::{Parser, Subcommand};
+use devkey::note_dev_key;
 
 mod audit;
 mod bench;
+mod cache;
+mod devkey;
 mod diff;
 mod flash;
 mod lint;
@@ -774,40 +779,5 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Flash(a) => flash::run(a),
         Command::Diff(a) => diff::run(a),
         Command::Lock(a) => lock::run(a, project),
-    }
-}
-
-/// `keys generate`: records a development key (`--dev`, or written into
-/// keys/dev) in the project's registry, which release builds check every
-/// key against (see `slotsmith::signing::DevKeys`).
-fn note_dev_key(
-    project: Option<&Path>,
-    a: &KeysGenerateArgs,
-    role: &str,
-    fingerprint: &str,
-    private: &Path,
-) -> Result<(), Failure> {
-    let recorded =
-        slotsmith::signing::note_generated_key(project, &a.out, a.dev, role, fingerprint, private)?;
-    if let Some(registry) = recorded {
-        eprintln!(
-            "a DEVELOPMENT key: recorded in {} (commit it; release images refuse this key \
-             wherever it is copied)",
-            registry.display()
-        );
-    }
-    Ok(())
-}
-
-fn default_cache(project: &Path) -> PathBuf {
-    if let Some(c) = std::env::var_os("SLOTSMITH_CACHE") {
-        return PathBuf::from(c);
-    }
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(x).join("slotsmith");
-    }
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".cache/slotsmith"),
-        None => project.join("work/cache"),
     }
 }
