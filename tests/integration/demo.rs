@@ -123,7 +123,7 @@ fn default_image_builds_and_verifies() {
     let text = doc.to_string();
     for (name, sha) in &locked {
         assert!(
-            text.contains(&format!("pkg:deb/debian/{name}@")),
+            text.contains(&format!("pkg:deb/debian/{}@", slotsmith::sbom::pct(name))),
             "{name} is not in the SBOM"
         );
         assert!(
