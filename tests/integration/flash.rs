@@ -40,11 +40,13 @@ impl Drop for Mounted {
 }
 
 /// The CLI's `flash`, with standard input not a terminal (so a block
-/// device without --yes is refused, never prompted for).
-fn flash(args: &[&str]) -> CliRun {
+/// device without --yes is refused, never prompted for) and the state
+/// directory (where the default log goes) in `state`.
+fn flash_in(state: &Path, args: &[&str]) -> CliRun {
     let mut all = vec!["flash"];
     all.extend_from_slice(args);
     let out = duct::cmd(cli(), &all)
+        .env("XDG_STATE_HOME", state)
         .stdin_null()
         .stdout_capture()
         .stderr_capture()
@@ -75,6 +77,7 @@ fn flashes_a_fixture_to_a_file_and_a_loop_device_and_refuses_the_unsafe() {
         ("mount", "mount"),
         ("findmnt", "util-linux"),
         ("mkfs.ext4", "e2fsprogs"),
+        ("openssl", "openssl"),
     ] {
         require(t, p);
     }
@@ -91,8 +94,28 @@ fn flashes_a_fixture_to_a_file_and_a_loop_device_and_refuses_the_unsafe() {
     let size = fs::metadata(&img).unwrap().len();
     let image_sha = sha256(&img);
     let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    // The operator names the release's boot key; here the build's own.
+    let key = dir.join("boot.pub.pem");
+    let key_s = key.to_str().unwrap();
+    let fingerprint =
+        slotsmith_sign::fingerprint(&slotsmith_sign::load_verifying_key(&key).unwrap());
+    let flash = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--boot-key", key_s]);
+        flash_in(&state, &all)
+    };
 
-    // 1. A file, with the default log beside the image.
+    // 0. Without a boot key nothing happens: a key beside the image would
+    // prove nothing.
+    let never = t.path().join("never.img");
+    let r = flash_in(&state, &[img_s, never.to_str().unwrap(), "--allow-file"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--boot-key"), "{}", r.stderr);
+    assert!(!never.exists());
+
+    // 1. A file, with the default log in the state directory (never in
+    // out/, which the next build replaces).
     let ours = t.path().join("ours.img");
     let r = flash(&[img_s, ours.to_str().unwrap(), "--allow-file", "--json"]);
     assert_eq!(r.code, 0, "flash to a file failed:\n{}", r.stderr);
@@ -112,7 +135,8 @@ fn flashes_a_fixture_to_a_file_and_a_loop_device_and_refuses_the_unsafe() {
     );
     run("cmp", &[ours.to_str().unwrap(), theirs.to_str().unwrap()]);
     let printed: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    let lines = log_lines(&dir.join("flash-log.jsonl"));
+    assert!(!dir.join("flash-log.jsonl").exists());
+    let lines = log_lines(&state.join("slotsmith/flash-log.jsonl"));
     assert_eq!(lines.len(), 1);
     let l = &lines[0];
     assert_eq!(l, &printed, "--json prints the log line");
@@ -123,6 +147,8 @@ fn flashes_a_fixture_to_a_file_and_a_loop_device_and_refuses_the_unsafe() {
         "the version comes from the signed manifest"
     );
     assert_eq!(l["image_sha256"], image_sha);
+    assert_eq!(l["boot_key"], fingerprint.as_str());
+    assert!(l["io"] == "direct" || l["io"] == "buffered", "{l}");
     assert_eq!(l["device"], ours.to_str().unwrap());
     assert_eq!(l["size"], size);
     assert!(
@@ -142,6 +168,10 @@ fn flashes_a_fixture_to_a_file_and_a_loop_device_and_refuses_the_unsafe() {
     let l = &log_lines(&log)[0];
     assert_eq!(l["result"], "ok");
     assert_eq!(l["device"], dev.0.as_str());
+    assert_eq!(
+        l["io"], "direct",
+        "a loop device takes O_DIRECT: the read-back read the device"
+    );
     assert_eq!(l["size"], size + (1 << 20), "the device's own size");
     assert_eq!(
         l["serial"],
@@ -235,12 +265,11 @@ fn flashes_a_fixture_to_a_file_and_a_loop_device_and_refuses_the_unsafe() {
         .unwrap()
         .starts_with("refusing to flash "));
 
-    // 4. A corrupted image is refused before anything is written.
+    // 4. A corrupted image, and an image signed with another key, are
+    // refused before anything is written.
     let copy = t.path().join("copy");
     fs::create_dir(&copy).unwrap();
-    for f in ["SHA256SUMS", "boot.pub.pem"] {
-        fs::copy(dir.join(f), copy.join(f)).unwrap();
-    }
+    fs::copy(dir.join("SHA256SUMS"), copy.join("SHA256SUMS")).unwrap();
     fs::copy(&bmap, copy.join(format!("{name}.img.bmap"))).unwrap();
     let bad = copy.join(format!("{name}.img"));
     let mut bytes = fs::read(&img).unwrap();
@@ -248,20 +277,62 @@ fn flashes_a_fixture_to_a_file_and_a_loop_device_and_refuses_the_unsafe() {
     bytes[at] ^= 1;
     fs::write(&bad, &bytes).unwrap();
     let target = t.path().join("never.img");
+    let log2 = copy.join("station.jsonl");
     let r = flash(&[
         bad.to_str().unwrap(),
         target.to_str().unwrap(),
         "--allow-file",
+        "--log",
+        log2.to_str().unwrap(),
     ]);
     assert_eq!(r.code, 1);
     assert!(
-        r.stderr.contains("is not the one SHA256SUMS lists"),
+        r.stderr.contains("refusing to flash") && r.stderr.contains("SHA256SUMS"),
         "{}",
         r.stderr
     );
     assert!(!target.exists(), "a refused flash creates nothing");
-    assert_eq!(
-        log_lines(&copy.join("flash-log.jsonl"))[0]["result"],
-        "refused"
+    assert_eq!(log_lines(&log2)[0]["result"], "refused");
+
+    let other = t.path().join("other.pem");
+    run(
+        "openssl",
+        &[
+            "genpkey",
+            "-algorithm",
+            "ed25519",
+            "-out",
+            other.to_str().unwrap(),
+        ],
     );
+    let other_pub = t.path().join("other.pub.pem");
+    run(
+        "openssl",
+        &[
+            "pkey",
+            "-in",
+            other.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            other_pub.to_str().unwrap(),
+        ],
+    );
+    let r = flash_in(
+        &state,
+        &[
+            img_s,
+            target.to_str().unwrap(),
+            "--allow-file",
+            "--log",
+            log2.to_str().unwrap(),
+            "--boot-key",
+            other_pub.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("does not verify"), "{}", r.stderr);
+    assert!(!target.exists(), "a refused flash creates nothing");
+    let l = &log_lines(&log2)[1];
+    assert_eq!(l["result"], "refused");
+    assert_eq!(l["bytes_written"], 0);
 }

@@ -9,18 +9,18 @@ use super::{input_error, Failure};
 
 #[derive(clap::Args)]
 pub(crate) struct FlashArgs {
-    /// The golden image (out/<name>/<name>.img); SHA256SUMS, <name>.img.bmap and boot.pub.pem are read beside it
+    /// The golden image (out/<name>/<name>.img); SHA256SUMS and <name>.img.bmap are read beside it
     image: PathBuf,
     /// The block device to write (/dev/sdX, /dev/disk/by-id/...), or a file with --allow-file
     device: PathBuf,
     /// Write a regular file (created when missing) instead of a block device
     #[arg(long)]
     allow_file: bool,
-    /// The manufacturing log to append a JSON line to [default: flash-log.jsonl beside the image]
+    /// The manufacturing log to append a JSON line to [default: $XDG_STATE_HOME/slotsmith/flash-log.jsonl, else ~/.local/state/slotsmith/flash-log.jsonl]
     #[arg(long)]
     log: Option<PathBuf>,
-    /// The boot public key the image's manifests must verify with [default: boot.pub.pem beside the image]
-    #[arg(long)]
+    /// The release's boot public key the image's signed manifests must verify with (required: a key beside the image proves nothing)
+    #[arg(long, required = true)]
     boot_key: Option<PathBuf>,
     /// Write a block device without asking (needed without a terminal)
     #[arg(long, short)]
@@ -48,6 +48,7 @@ pub(crate) fn run(a: FlashArgs) -> Result<(), Failure> {
         allow_file: a.allow_file,
         log: a.log.clone(),
         boot_key: a.boot_key.clone(),
+        memory: None,
         check_manifests: true,
         quiet: a.quiet,
     };
@@ -64,7 +65,11 @@ pub(crate) fn run(a: FlashArgs) -> Result<(), Failure> {
             );
             return false;
         }
-        eprint!("write {} to {}? [y/N] ", a.image.display(), t.description);
+        eprint!(
+            "write {} to {}? [y/N] ",
+            slotsmith_yaml::escape::shown(&a.image.to_string_lossy()),
+            t.description
+        );
         let _ = std::io::stderr().flush();
         let mut line = String::new();
         let _ = std::io::stdin().lock().read_line(&mut line);

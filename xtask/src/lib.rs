@@ -206,16 +206,18 @@ cargo xtask repro out/demo --json | jq .first_difference\n  cargo xtask repro /s
     Repro(repro::ReproArgs),
     /// Write a golden image to a device: verified first, only mapped blocks, read back, logged
     #[command(
-        after_help = "Before writing anything: checks the image and its bmap against SHA256SUMS, \
-verifies the signed manifests with the boot key (boot.pub.pem beside the image unless --boot-key), and \
-refuses the disk the running system lives on, a device with a mounted, swapped or held partition, a \
-device smaller than the image, a symlink out of /dev, and a regular file unless --allow-file. Then \
-writes only the bmap's ranges (checking each against its sha256 as it is read), syncs, and reads every \
-range back from the device. Appends one JSON line per attempt (image, version, sha256, device, serial, \
-bytes, seconds, MiB/s, result) to flash-log.jsonl beside the image, or --log FILE.\n\nExamples:\n  \
-cargo xtask flash out/demo/demo.img /dev/disk/by-id/usb-Example_SN1234\n  \
-cargo xtask flash out/demo/demo.img /dev/sdb --yes --log /srv/station/flash-log.jsonl\n  \
-cargo xtask flash out/demo/demo.img /tmp/copy.img --allow-file"
+        after_help = "Before writing anything: checks the bmap against SHA256SUMS and the image \
+against the bmap (every mapped range's sha256, every other byte zero) on all cores, verifies the \
+signed manifests with the release's boot key (--boot-key, required), and refuses the disk the running \
+system lives on, a device with a mounted, swapped or held partition, a device smaller than the image, \
+a symlink out of /dev, and a regular file unless --allow-file. Then writes only the bmap's ranges \
+(O_DIRECT where the device takes it), syncs, and reads every range back from the device and compares \
+it. Appends one JSON line per attempt (image, version, sha256, boot key, device, serial, bytes, \
+seconds, MiB/s, result) to --log FILE, by default ~/.local/state/slotsmith/flash-log.jsonl.\n\n\
+Examples:\n  \
+cargo xtask flash out/demo/demo.img /dev/disk/by-id/usb-Example_SN1234 --boot-key release/boot.pub.pem\n  \
+cargo xtask flash out/demo/demo.img /dev/sdb --boot-key release/boot.pub.pem --yes --log /srv/station/flash-log.jsonl\n  \
+cargo xtask flash out/demo/demo.img /tmp/copy.img --allow-file --boot-key release/boot.pub.pem"
     )]
     Flash(flash::FlashArgs),
     /// Compare two published builds: packages, rootfs files, policy, command line, keys

@@ -268,7 +268,85 @@ fn block_ranges(image_size: u64, mapped: &[(u64, u64)]) -> Result<Vec<(u64, u64)
             _ => merged.push((a, b)),
         }
     }
-    Ok(merged.into_iter().map(|(a, b)| (a, b - 1)).collect())
+    // Long ranges are cut into pieces of at most MAX_RANGE_BLOCKS, each
+    // with its own checksum: a range is one sha256 stream, so a slot
+    // mapped as one range would be hashed on one core by every reader
+    // (flash checks, writes and reads back on all of them). bmaptool
+    // copy takes adjacent ranges as they come.
+    let mut out = Vec::with_capacity(merged.len());
+    for (a, b) in merged {
+        let mut first = a;
+        while first < b {
+            let last = first.saturating_add(MAX_RANGE_BLOCKS).min(b);
+            out.push((first, last - 1));
+            first = last;
+        }
+    }
+    Ok(out)
+}
+
+/// Longest range written, in blocks (64 MiB).
+pub const MAX_RANGE_BLOCKS: u64 = (64 << 20) / BLOCK_SIZE;
+
+/// The first byte of `file`'s first `size` bytes that lies outside every
+/// `mapped` byte range (`[start, end)`, any order) and is not zero, or
+/// `None`. Only the file's data is read (`SEEK_DATA`); holes are zeros.
+///
+/// A bmap flash leaves unmapped blocks unwritten, so an image is only
+/// what its bmap says when every byte outside the ranges is zero: then the
+/// bmap's checksums and the image size fix every byte of the image. The
+/// build checks this of each image it writes, and `flash` of each image
+/// it flashes, instead of hashing the whole image as one stream.
+pub fn first_nonzero_outside(
+    file: &std::fs::File,
+    size: u64,
+    mapped: &[(u64, u64)],
+) -> Result<Option<u64>> {
+    use std::os::unix::fs::FileExt;
+    let mut sorted: Vec<(u64, u64)> = mapped.to_vec();
+    sorted.sort_unstable();
+    let mut gaps = Vec::with_capacity(sorted.len() + 1);
+    let mut at = 0u64;
+    for (a, b) in sorted {
+        if a > at {
+            gaps.push((at, a.min(size)));
+        }
+        at = at.max(b);
+    }
+    if at < size {
+        gaps.push((at, size));
+    }
+    let mut buf = vec![0u8; BUF_SIZE];
+    for (start, end) in gaps {
+        let mut pos = start;
+        while pos < end {
+            pos = match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(pos)) {
+                Ok(d) => d,
+                Err(rustix::io::Errno::NXIO) => break,
+                // No SEEK_DATA here: read everything.
+                Err(_) => pos,
+            };
+            if pos >= end {
+                break;
+            }
+            let data_end = match rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(pos)) {
+                Ok(e) => e.clamp(pos + 1, end),
+                Err(_) => end,
+            };
+            while pos < data_end {
+                let n = usize::try_from(data_end - pos)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                file.read_exact_at(&mut buf[..n], pos)
+                    .with_context(|| format!("read image bytes {pos}..{}", pos + n as u64))?;
+                if let Some(i) = buf[..n].iter().position(|&b| b != 0) {
+                    return Ok(Some(pos + i as u64));
+                }
+                pos += n as u64;
+            }
+        }
+    }
+    Ok(None)
 }
 
 fn hash_range(
@@ -297,6 +375,65 @@ fn hash_range(
 mod tests {
     use super::*;
     use std::io::Cursor;
+
+    #[test]
+    fn long_ranges_are_cut_into_pieces_that_cover_them_exactly() {
+        let m = MAX_RANGE_BLOCKS;
+        let size = (3 * m + 10) * BLOCK_SIZE + 100;
+        let got = block_ranges(size, &[(0, size), (5, 6)]).unwrap();
+        // Every piece at most MAX_RANGE_BLOCKS long, adjacent to the next,
+        // together exactly the merged range (the partial block included).
+        assert_eq!(
+            got,
+            vec![
+                (0, m - 1),
+                (m, 2 * m - 1),
+                (2 * m, 3 * m - 1),
+                (3 * m, 3 * m + 10)
+            ]
+        );
+        assert_eq!(
+            block_ranges(size, &[(0, m * BLOCK_SIZE)]).unwrap(),
+            vec![(0, m - 1)]
+        );
+        assert_eq!(
+            block_ranges(size, &[(BLOCK_SIZE, (m + 2) * BLOCK_SIZE)]).unwrap(),
+            vec![(1, m), (m + 1, m + 1)]
+        );
+    }
+
+    #[test]
+    fn a_nonzero_byte_outside_the_mapped_ranges_is_found_in_data_not_holes() {
+        use std::io::Write;
+        let mut f = tempfile::tempfile().unwrap();
+        let size = 6 * BUF_SIZE as u64 + 513;
+        f.set_len(size).unwrap();
+        let mapped = [(2 * BUF_SIZE as u64, 3 * BUF_SIZE as u64), (0, 4096)];
+        for (at, len) in [(0u64, 4096usize), (2 * BUF_SIZE as u64, BUF_SIZE)] {
+            f.seek(SeekFrom::Start(at)).unwrap();
+            f.write_all(&vec![0xa5; len]).unwrap();
+        }
+        // Zero bytes written as data outside the ranges are fine.
+        f.seek(SeekFrom::Start(5 * BUF_SIZE as u64)).unwrap();
+        f.write_all(&vec![0; 3 * 4096]).unwrap();
+        assert_eq!(first_nonzero_outside(&f, size, &mapped).unwrap(), None);
+        // One byte just past a range, one in the last partial block.
+        for at in [3 * BUF_SIZE as u64, size - 1, 4096] {
+            f.seek(SeekFrom::Start(at)).unwrap();
+            f.write_all(&[1]).unwrap();
+            assert_eq!(
+                first_nonzero_outside(&f, size, &mapped).unwrap(),
+                Some(at),
+                "byte {at}"
+            );
+            f.seek(SeekFrom::Start(at)).unwrap();
+            f.write_all(&[0]).unwrap();
+        }
+        // Past `size` is not looked at.
+        f.seek(SeekFrom::Start(size - 1)).unwrap();
+        f.write_all(&[1]).unwrap();
+        assert_eq!(first_nonzero_outside(&f, size - 1, &mapped).unwrap(), None);
+    }
 
     #[test]
     fn the_parallel_sparse_pass_equals_the_sequential_one() {

@@ -290,6 +290,18 @@ pub(super) fn stage(
     let img = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let (xml, sha) = disk::bmap::bmap_xml_and_sha256_parallel(&img, plan.disk.size, &mapped)
         .with_context(|| format!("computing the block map of {}", path.display()))?;
+    // A flash writes only the mapped blocks and checks the image by its
+    // bmap alone; a byte the bmap leaves out must therefore be zero, or
+    // the flashed device would not hold this image.
+    if let Some(at) = disk::bmap::first_nonzero_outside(&img, plan.disk.size, &mapped)
+        .with_context(|| format!("reading {}", path.display()))?
+    {
+        anyhow::bail!(
+            "disk image {}: byte {at} is not zero but outside every mapped range; \
+             the bmap would leave it unwritten",
+            path.display()
+        );
+    }
     super::write_new(&bmap_path, xml.as_bytes())?;
     let result = DiskOut {
         image: Hashed {

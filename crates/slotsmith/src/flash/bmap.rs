@@ -88,12 +88,26 @@ struct Lexer<'a> {
 }
 
 impl<'a> Lexer<'a> {
+    /// The next token. Comments and the declaration are skipped in a loop,
+    /// never by recursion: a hostile bmap of 100k comments must not
+    /// overflow the stack.
     fn next(&mut self) -> Result<Option<Tok<'a>>> {
+        loop {
+            if let Some(t) = self.next_or_skip()? {
+                return Ok(t);
+            }
+        }
+    }
+
+    /// A token (`Some(None)` at the end), or `None` for a skipped comment
+    /// or declaration.
+    #[allow(clippy::option_option)]
+    fn next_or_skip(&mut self) -> Result<Option<Option<Tok<'a>>>> {
         let s = self.s;
         let at = self.pos;
         let rest = &s[at..];
         if rest.is_empty() {
-            return Ok(None);
+            return Ok(Some(None));
         }
         if !rest.starts_with('<') {
             let len = rest.find('<').unwrap_or(rest.len());
@@ -105,14 +119,14 @@ impl<'a> Lexer<'a> {
                 line_of(s, at)
             );
             self.pos += len;
-            return Ok(Some(Tok::Text { text, at }));
+            return Ok(Some(Some(Tok::Text { text, at })));
         }
         if let Some(body) = rest.strip_prefix("<!--") {
             let end = body
                 .find("-->")
                 .with_context(|| format!("line {}: unterminated comment", line_of(s, at)))?;
             self.pos += 4 + end + 3;
-            return self.next();
+            return Ok(None);
         }
         if rest.starts_with("<?") {
             // Only the XML declaration, and only first.
@@ -125,7 +139,7 @@ impl<'a> Lexer<'a> {
                 format!("line {}: unterminated XML declaration", line_of(s, at))
             })?;
             self.pos += end + 2;
-            return self.next();
+            return Ok(None);
         }
         if rest.starts_with("<!") {
             bail!(
@@ -141,7 +155,7 @@ impl<'a> Lexer<'a> {
         if let Some(name) = inner.strip_prefix('/') {
             let name = name.trim_end();
             check_name(name, s, at)?;
-            return Ok(Some(Tok::Close { name, at }));
+            return Ok(Some(Some(Tok::Close { name, at })));
         }
         let (inner, empty) = match inner.strip_suffix('/') {
             Some(i) => (i, true),
@@ -200,12 +214,12 @@ impl<'a> Lexer<'a> {
             attrs.push((key, value));
             a = v[1 + close + 1..].trim_start();
         }
-        Ok(Some(Tok::Open {
+        Ok(Some(Some(Tok::Open {
             name,
             attrs,
             empty,
             at,
-        }))
+        })))
     }
 
     /// The next token that is not whitespace-only text.
@@ -464,6 +478,9 @@ fn parse_inner(bytes: &[u8]) -> Result<Bmap> {
 
 fn read_ranges(lx: &mut Lexer<'_>, out: &mut Vec<(u64, u64, [u8; 32], usize)>) -> Result<()> {
     let s = lx.s;
+    // Lines are counted on from the last range, not from the start of the
+    // file for each one: a bmap of a million ranges stays linear.
+    let mut counted = (0usize, 1usize);
     loop {
         match lx.next_significant()? {
             Some(Tok::Close {
@@ -475,7 +492,13 @@ fn read_ranges(lx: &mut Lexer<'_>, out: &mut Vec<(u64, u64, [u8; 32], usize)>) -
                 empty: false,
                 at,
             }) => {
-                let line = line_of(s, at);
+                let line = if at >= counted.0 {
+                    let bytes = &s.as_bytes()[counted.0..at.min(s.len())];
+                    counted.1 + bytes.iter().filter(|b| **b == b'\n').count()
+                } else {
+                    line_of(s, at)
+                };
+                counted = (at.min(s.len()), line);
                 ensure!(
                     out.len() < MAX_RANGES,
                     "line {line}: more than {MAX_RANGES} ranges"
@@ -589,6 +612,62 @@ mod tests {
         );
         let b = parse(resum(&xml).as_bytes(), "t.bmap").unwrap();
         assert_eq!(b.ranges.len(), 1);
+    }
+
+    #[test]
+    fn a_bmap_of_many_comments_or_ranges_parses_without_recursion_or_rescans() {
+        let img = image();
+        let base = ours(&img, &[(0, 4096)]);
+        // 200k comments: a recursive lexer overflows its stack on these.
+        let xml = base.replace(
+            "<bmap version=\"2.0\">",
+            &format!("<bmap version=\"2.0\">{}", "<!---->".repeat(200_000)),
+        );
+        assert_eq!(
+            parse(resum(&xml).as_bytes(), "t.bmap")
+                .unwrap()
+                .ranges
+                .len(),
+            1
+        );
+
+        // 300k ranges in a 25 MiB bmap: counting lines from the start of
+        // the file for each range would take hours; the last range's line
+        // is still right.
+        let n = 300_000u64;
+        let line = base.lines().find(|l| l.contains("</Range>")).unwrap();
+        let ranges: String = (0..n)
+            .map(|i| {
+                format!(
+                    "        <Range chksum=\"{}\"> {} </Range>\n",
+                    "ab".repeat(32),
+                    2 * i
+                )
+            })
+            .collect();
+        let xml = base
+            .replace(&format!("{line}\n"), &ranges)
+            .replace(
+                "<ImageSize> 41060 </ImageSize>",
+                &format!("<ImageSize> {} </ImageSize>", 2 * n * 4096),
+            )
+            .replace(
+                "<BlocksCount> 11 </BlocksCount>",
+                &format!("<BlocksCount> {} </BlocksCount>", 2 * n),
+            )
+            .replace(
+                "<MappedBlocksCount> 1 </MappedBlocksCount>",
+                &format!("<MappedBlocksCount> {n} </MappedBlocksCount>"),
+            );
+        let b = parse(resum(&xml).as_bytes(), "t.bmap").unwrap();
+        assert_eq!(b.ranges.len() as u64, n);
+        let last_line = xml
+            .lines()
+            .position(|l| l.contains(&format!("> {} </Range>", 2 * (n - 1))))
+            .unwrap()
+            + 1;
+        assert_eq!(b.ranges.last().unwrap().line, last_line);
+        assert_eq!(b.ranges[0].line, last_line + 1 - n as usize);
     }
 
     #[test]

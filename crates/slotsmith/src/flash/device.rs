@@ -30,6 +30,8 @@ pub struct System {
     pub swaps: PathBuf,
     /// udev's database (`/run/udev/data`).
     pub udev: PathBuf,
+    /// `/proc/meminfo`, for how much of the image to keep in memory.
+    pub meminfo: PathBuf,
 }
 
 impl Default for System {
@@ -39,6 +41,7 @@ impl Default for System {
             mountinfo: "/proc/self/mountinfo".into(),
             swaps: "/proc/swaps".into(),
             udev: "/run/udev/data".into(),
+            meminfo: "/proc/meminfo".into(),
         }
     }
 }
@@ -142,15 +145,20 @@ pub fn check_block(sys: &System, device: &str, rdev: (u32, u32)) -> Result<Block
     let name = file_name(&node);
     let disk_name = file_name(&disk);
 
-    // 1. The running system's disk.
+    // 1. The running system's disk. Both stacks are followed down to
+    // their disks: an unmounted LVM volume or open LUKS mapping that
+    // lives on the root's disk is that disk too.
     let mounts = read_mountinfo(sys)?;
+    let mut below = Vec::new();
+    collect_down(&node, 0, &mut below);
+    let target_disks: Vec<PathBuf> = below.iter().map(|n| whole_disk(n)).collect();
     if let Some(root) = mounts.iter().rev().find(|m| m.point == "/") {
         let mut stack = Vec::new();
         if let Some(d) = mount_node(sys, root) {
             collect_down(&d, 0, &mut stack);
         }
         for n in &stack {
-            if whole_disk(n) == disk || *n == node {
+            if target_disks.contains(&whole_disk(n)) || *n == node {
                 bail!(
                     "{device} is the disk the running system lives on: / is mounted from {} ({}), which is on {}",
                     shown(&root.source),
@@ -434,6 +442,8 @@ mod tests {
         dev("devices/pci/block/sdb", "8:16");
         dev("devices/pci/block/sdb/sdb1", "8:17");
         dev("devices/virtual/block/dm-0", "253:0");
+        dev("devices/virtual/block/dm-3", "253:3");
+        dev("devices/virtual/block/dm-4", "253:4");
         dev("devices/virtual/block/loop0", "7:0");
         for p in ["sda/sda1", "sda/sda2", "sdb/sdb1"] {
             fs::write(r.join("devices/pci/block").join(p).join("partition"), "1\n").unwrap();
@@ -448,6 +458,19 @@ mod tests {
             r.join("devices/pci/block/sda/sda2/holders/dm-0"),
         )
         .unwrap();
+        // dm-3: another, unmounted volume on sda1 (the root's disk); dm-4:
+        // one on sdb1.
+        for (dm, part) in [("dm-3", "sda/sda1"), ("dm-4", "sdb/sdb1")] {
+            let base = part.rsplit('/').next().unwrap();
+            symlink(
+                r.join("devices/pci/block").join(part),
+                r.join("devices/virtual/block")
+                    .join(dm)
+                    .join("slaves")
+                    .join(base),
+            )
+            .unwrap();
+        }
         fs::create_dir_all(r.join("devices/pci/block/sdb/device")).unwrap();
         fs::write(r.join("devices/pci/block/sdb/device/serial"), "  SN-0042\n").unwrap();
         fs::write(
@@ -461,6 +484,7 @@ mod tests {
             mountinfo: r.join("mountinfo"),
             swaps: r.join("swaps"),
             udev: r.join("udev"),
+            meminfo: r.join("meminfo"),
         };
         (t, sys)
     }
@@ -482,6 +506,25 @@ mod tests {
             );
             assert!(e.contains("/dev/mapper/root (dm-0), which is on"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_volume_that_lives_on_the_root_disk_is_refused() {
+        let (_t, sys) = fake(ROOT_ON_DM);
+        let e = format!(
+            "{:#}",
+            check_block(&sys, "/dev/dm-3", (253, 3)).unwrap_err()
+        );
+        assert!(
+            e.starts_with("/dev/dm-3 is the disk the running system lives on"),
+            "{e}"
+        );
+        assert!(e.ends_with("which is on sda"), "{e}");
+        // A volume on another disk is not.
+        assert_eq!(
+            check_block(&sys, "/dev/dm-4", (253, 4)).unwrap().name,
+            "dm-4"
+        );
     }
 
     #[test]

@@ -5,18 +5,20 @@
 //! manufacturing log is opened (a station that cannot record must not
 //! flash), the bmap and `SHA256SUMS` are read and the bmap checked against
 //! it, the device passes every refusal in [`device`] and is opened
-//! exclusively, and the image's sha256 matches `SHA256SUMS` while its
-//! signed manifests verify with the boot key (both on the open file, in
-//! parallel, while the image's head is read into memory and checked range
-//! by range). Only then are the mapped ranges written ([`write`]), each
-//! checked against the bmap as it is read; then the device is synced,
-//! its cached pages dropped, and every range read back from the device and
-//! compared. Each attempt, refused, failed or ok, appends one JSON line to
-//! the log, fsynced.
+//! exclusively, and the image is checked on all cores at once: every
+//! mapped range against the bmap's sha256, every byte outside the ranges
+//! zero (so the image is byte for byte the one `SHA256SUMS` lists), and
+//! its signed manifests against the boot key the operator names. Only then
+//! are the ranges written ([`write`]): those kept in memory by the check
+//! as they were checked, the rest checked again as they are written. Then
+//! the device is synced and every range read back (with `O_DIRECT` from
+//! the device itself where it takes it) and compared. Each attempt,
+//! refused, failed or ok, appends one JSON line to the log, fsynced.
 //!
 //! `SHA256SUMS` is not signed; the manifests are. The sums bind the image
 //! and its bmap to the build, the manifests bind the slots and boot files
-//! inside the image to the boot key.
+//! inside the image to the boot key, which is why that key must come from
+//! the operator and never from beside the image.
 
 pub mod bmap;
 pub mod device;
@@ -47,10 +49,15 @@ pub struct FlashOptions {
     pub device: PathBuf,
     /// Write a regular file (created when missing, sized to the image).
     pub allow_file: bool,
-    /// The manufacturing log [default: `flash-log.jsonl` beside the image].
+    /// The manufacturing log [default: [`default_log`]].
     pub log: Option<PathBuf>,
-    /// The boot public key [default: `boot.pub.pem` beside the image].
+    /// The boot public key the manifests must verify with. There is no
+    /// default: a key read beside the image proves nothing, since whoever
+    /// could replace the image could replace the key too.
     pub boot_key: Option<PathBuf>,
+    /// Bytes of checked image kept in memory and written from there
+    /// [default: half the available memory, at most 8 GiB].
+    pub memory: Option<u64>,
     /// Verify the signed manifests. Only `bench flash` on a synthesized
     /// image (which has none) turns this off; the CLI never does.
     pub check_manifests: bool,
@@ -75,6 +82,12 @@ pub struct LogRecord {
     pub device: String,
     /// The device's serial, where the kernel or udev reports one.
     pub serial: Option<String>,
+    /// Fingerprint of the boot key the manifests verified with (`null`
+    /// when not verified).
+    pub boot_key: Option<String>,
+    /// `direct` (O_DIRECT: written past the page cache, read back from
+    /// the device) or `buffered`; empty when nothing was written.
+    pub io: String,
     /// Device size in bytes (`null` when not known).
     pub size: Option<u64>,
     /// Bytes written.
@@ -116,11 +129,10 @@ pub fn flash(
 ) -> Result<LogRecord> {
     let start = Instant::now();
     let dev_shown = shown(&opts.device.to_string_lossy());
-    let dir = opts.image.parent().unwrap_or(Path::new("."));
-    let log_path = opts
-        .log
-        .clone()
-        .unwrap_or_else(|| dir.join("flash-log.jsonl"));
+    let log_path = match &opts.log {
+        Some(p) => p.clone(),
+        None => default_log()?,
+    };
     let mut log = open_log(&log_path)?;
     let file_name = opts
         .image
@@ -139,6 +151,8 @@ pub fn flash(
         image_sha256: None,
         device: opts.device.to_string_lossy().into_owned(),
         serial: None,
+        boot_key: None,
+        io: String::new(),
         size: None,
         bytes_written: 0,
         seconds: 0.0,
@@ -176,6 +190,25 @@ pub fn flash(
         Some(e) => Err(e),
         None => Ok(rec),
     }
+}
+
+/// The manufacturing log when none is named: in the user's state
+/// directory (`$XDG_STATE_HOME/slotsmith/`, else
+/// `~/.local/state/slotsmith/`), never in `out/`, which the next build
+/// replaces.
+pub fn default_log() -> Result<PathBuf> {
+    let base =
+        match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+            Some(d) => PathBuf::from(d),
+            None => PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty()).context(
+                "no HOME or XDG_STATE_HOME for the flash log: name one with --log FILE",
+            )?)
+            .join(".local/state"),
+        };
+    let dir = base.join("slotsmith");
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating the flash log's directory {}", dir.display()))?;
+    Ok(dir.join("flash-log.jsonl"))
 }
 
 fn open_log(path: &Path) -> Result<File> {
@@ -256,14 +289,16 @@ fn run(
         )));
     }
     let key = if opts.check_manifests {
-        let path = opts
-            .boot_key
-            .clone()
-            .unwrap_or_else(|| dir.join("boot.pub.pem"));
-        Some(refused(
+        let path = refused(opts.boot_key.clone().context(
+            "no boot key: name the release's boot public key (--boot-key PUB); a key \
+             beside the image proves nothing, whoever replaced the image could replace it too",
+        ))?;
+        let k = refused(
             slotsmith_sign::load_verifying_key(&path)
-                .with_context(|| format!("loading boot key {}", path.display())),
-        )?)
+                .with_context(|| format!("loading boot key {}", shown(&path.to_string_lossy()))),
+        )?;
+        rec.boot_key = Some(slotsmith_sign::keys::fingerprint(&k));
+        Some(k)
     } else {
         None
     };
@@ -315,42 +350,39 @@ fn run(
         return Err(Stop::Refused(format_err!("not confirmed")));
     }
 
-    // The image: sha256 against SHA256SUMS and the signed manifests, on two
-    // descriptors of the one open file (the verifier seeks).
+    // The image, before anything is written: every mapped range against
+    // the bmap (whose sha256 SHA256SUMS lists) on all cores, every byte
+    // outside them zero, and the signed manifests, at once. Together the
+    // first two fix every byte of the image, so it is the one SHA256SUMS
+    // lists without hashing it as one stream on one core.
     let mut meter = Meter::new(opts.quiet);
     meter.line(&format!(
-        "checking {img_shown} against SHA256SUMS and its signed manifests"
+        "checking {img_shown} against its bmap, SHA256SUMS and its signed manifests"
     ));
     let second = refused(open_regular(&opts.image, "image"))?;
     refused(same_file(&image, &second, &img_shown))?;
-    // Meanwhile the head of the image is read into memory and checked
-    // range by range, to be written first once (and only once) the whole
-    // image matched: nothing reaches the device before that.
-    let (sum, report, pre) = std::thread::scope(|s| {
+    let budget = opts.memory.unwrap_or_else(|| memory_budget(sys));
+    let total = bmap.mapped_bytes();
+    meter.start("checking", total);
+    let (checked, outside, report) = std::thread::scope(|s| {
         let verify = s.spawn(|| match &key {
             Some(k) => crate::verify::verify_image_file(&second, &img_shown, k).map(Some),
             None => Ok(None),
         });
-        let pre = s.spawn(|| write::prefetch(&image, &bmap, write::PREFETCH));
-        let sum = slotsmith_disk::bmap::sha256_file_sparse(&image)
-            .with_context(|| format!("hashing {img_shown}"));
-        let report = verify
-            .join()
-            .map_err(|_| format_err!("the verifying thread panicked"))
-            .and_then(|r| r);
-        let pre = pre
-            .join()
-            .map_err(|_| format_err!("the prefetching thread panicked"))
-            .and_then(|r| r);
-        (sum, report, pre)
+        let outside = s.spawn(|| {
+            let mapped: Vec<(u64, u64)> = bmap.ranges.iter().map(|r| (r.start, r.end)).collect();
+            slotsmith_disk::bmap::first_nonzero_outside(&image, image_size, &mapped)
+        });
+        let checked = write::check(&image, &bmap, budget, &mut |n| meter.tick(n));
+        (checked, joined(outside.join()), joined(verify.join()))
     });
-    let sum = refused(sum)?;
-    rec.image_sha256 = Some(hex::encode(sum));
-    if sum != image_sum {
+    let checked = refused(checked.with_context(|| {
+        format!("image {img_shown} is not the one its bmap and SHA256SUMS describe")
+    }))?;
+    if let Some(at) = refused(outside.with_context(|| format!("reading {img_shown}")))? {
         return Err(Stop::Refused(format_err!(
-            "image {img_shown}: sha256 {} is not the one SHA256SUMS lists ({})",
-            hex::encode(sum),
-            hex::encode(image_sum)
+            "image {img_shown}: byte {at} lies outside every range of its bmap and is not \
+             zero; it is not the image SHA256SUMS lists (a built image is zero there)"
         )));
     }
     if let Some(report) =
@@ -361,11 +393,11 @@ fn run(
             rec.version = Some(slot.version.clone());
         }
     }
-    let pre = refused(pre.with_context(|| format!("image {img_shown}")))?;
+    rec.image_sha256 = Some(hex::encode(image_sum));
 
-    // Write, sync, drop the cache, read back. A file is sized like the
-    // image, as bmaptool does (unmapped ranges read as holes).
-    let mut dest = match (dest, &kind) {
+    // Write, sync, read back. A file is sized like the image, as bmaptool
+    // does (unmapped ranges read as holes).
+    let dest = match (dest, &kind) {
         (Some(f), _) => f,
         (None, device::Kind::File { path }) => {
             let f = open_file(path, &dev_shown).map_err(Stop::Refused)?;
@@ -386,66 +418,38 @@ fn run(
             return Err(Stop::Refused(format_err!("{dev_shown} was not opened")))
         }
     };
-    let total = bmap.mapped_bytes();
+    let direct = direct_io(&dest, &bmap);
+    rec.io = if direct { "direct" } else { "buffered" }.into();
     let write_start = Instant::now();
     meter.start("writing", total);
-    // Writeback is started behind the writer, chunk by chunk, instead of
-    // all at the final fsync: DONTNEED starts writing a range's dirty
-    // pages and drops the ones already written, so the device works while
-    // we copy and the page cache does not fill with the image. (Errors
-    // are only advice lost; fsync and the read-back still decide.)
-    let behind = dest
-        .try_clone()
-        .with_context(|| format!("{dev_shown}: dup"))
-        .map_err(Stop::Failed)?;
-    let mut recent: std::collections::VecDeque<(u64, u64)> = Default::default();
-    let mut wrote = |pos: u64, len: u64| {
-        let advise = |p: u64, l: u64| {
-            let _ = rustix::fs::fadvise(
-                &behind,
-                p,
-                std::num::NonZeroU64::new(l),
-                rustix::fs::Advice::DontNeed,
-            );
-        };
-        advise(pos, len);
-        recent.push_back((pos, len));
-        if recent.len() > 4 {
-            if let Some((p, l)) = recent.pop_front() {
-                advise(p, l);
-            }
-        }
-    };
-    let mut src = &image;
-    let written = write::write_mapped(
-        &mut src,
-        &mut dest,
-        &bmap,
-        pre,
-        &mut |n| {
-            rec.bytes_written = n;
-            meter.tick(n)
-        },
-        &mut wrote,
-    )
-    .map_err(Stop::Failed)?;
+    let mut done = 0u64;
+    let wrote = write::write(&image, &dest, &bmap, &checked, &mut |n| {
+        done = n;
+        meter.tick(n)
+    });
+    rec.bytes_written = done;
+    let written = wrote.map_err(Stop::Failed)?;
     rec.bytes_written = written;
     dest.sync_all()
         .with_context(|| format!("{dev_shown}: fsync"))
         .map_err(Stop::Failed)?;
     let write_secs = write_start.elapsed().as_secs_f64();
-    // Without this the read-back would compare the page cache with itself.
-    let _ = rustix::fs::fadvise(&dest, 0, None, rustix::fs::Advice::DontNeed);
+    // With O_DIRECT the read-back reads the device; without, its cached
+    // pages are dropped first, or it would compare the cache with itself.
+    if !direct {
+        let _ = rustix::fs::fadvise(&dest, 0, None, rustix::fs::Advice::DontNeed);
+    }
     meter.start("reading back", total);
     let back_start = Instant::now();
-    write::read_back(&dest, &bmap, &mut |n| meter.tick(n)).map_err(Stop::Failed)?;
+    write::read_back(&dest, &bmap, &checked, &mut |n| meter.tick(n)).map_err(Stop::Failed)?;
     let secs = start.elapsed().as_secs_f64();
     meter.line(&format!(
-        "flashed {} of {} to {}: checked in {:.1}s, written and synced in {:.1}s ({:.1} MiB/s), \
-         read back and compared in {:.1}s; {:.1}s in all",
+        "flashed {} of {} to {} ({} I/O): checked in {:.1}s, written and synced in {:.1}s \
+         ({:.1} MiB/s), read back and compared in {:.1}s; {:.1}s in all",
         crate::load::human(written),
         crate::load::human(image_size),
         dev_shown,
+        rec.io,
         write_start.duration_since(start).as_secs_f64(),
         write_secs,
         written as f64 / 1048576.0 / write_secs.max(1e-9),
@@ -454,6 +458,49 @@ fn run(
     ));
     Ok(())
 }
+
+/// A checking thread's result; a panic is an error.
+fn joined<T>(r: std::thread::Result<Result<T>>) -> Result<T> {
+    r.map_err(|_| format_err!("a checking thread panicked"))
+        .and_then(|r| r)
+}
+
+/// Turns on `O_DIRECT` for `dest` when every range is aligned for it and
+/// the device or file system takes it: the writes skip the page cache and
+/// the read-back then reads the device itself. Otherwise buffered I/O,
+/// with the cache dropped before the read-back.
+fn direct_io(dest: &File, bmap: &bmap::Bmap) -> bool {
+    let align = write::ALIGN as u64;
+    if !bmap
+        .ranges
+        .iter()
+        .all(|r| r.start % align == 0 && r.end % align == 0)
+    {
+        return false;
+    }
+    rustix::fs::fcntl_getfl(dest)
+        .and_then(|f| rustix::fs::fcntl_setfl(dest, f | OFlags::DIRECT))
+        .is_ok()
+}
+
+/// Bytes of checked ranges kept in memory, to be written from there: half
+/// of what the kernel says is available, at most [`MAX_KEPT`]; 256 MiB
+/// when it does not say.
+fn memory_budget(sys: &System) -> u64 {
+    let available = std::fs::read_to_string(&sys.meminfo)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().strip_suffix("kB"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib.saturating_mul(1024));
+    available.map_or(256 << 20, |a| (a / 2).min(MAX_KEPT))
+}
+
+/// Most bytes [`memory_budget`] keeps.
+const MAX_KEPT: u64 = 8 << 30;
 
 /// The device must hold the whole image.
 fn fits(dev: &str, size: u64, image_size: u64) -> Result<()> {

@@ -8,8 +8,12 @@ use std::fs;
 
 /// out/t/: t.img (sparse, data islands), t.img.bmap, SHA256SUMS.
 fn synth(dir: &Path) -> PathBuf {
+    synth_sized(dir, 5 * write::CHUNK as u64 + 3 * 4096 + 512)
+}
+
+/// [`synth`] of `size` bytes (at least 3 chunks and 8 KiB).
+fn synth_sized(dir: &Path, size: u64) -> PathBuf {
     let img = dir.join("t.img");
-    let size = 5 * write::CHUNK as u64 + 3 * 4096 + 512;
     let mut data = vec![0u8; size as usize];
     let islands = [
         (0u64, 8192u64),
@@ -42,8 +46,9 @@ fn opts(img: &Path, device: &Path, allow_file: bool) -> FlashOptions {
         image: img.to_path_buf(),
         device: device.to_path_buf(),
         allow_file,
-        log: None,
+        log: Some(img.with_file_name("flash-log.jsonl")),
         boot_key: None,
+        memory: None,
         check_manifests: false,
         quiet: true,
     }
@@ -86,55 +91,102 @@ fn flashes_a_file_reads_it_back_and_logs_it() {
 }
 
 #[test]
-fn a_corrupted_image_range_is_refused_before_any_write() {
+fn a_changed_image_is_refused_before_any_write_wherever_the_change_is() {
     let t = tempfile::tempdir().unwrap();
     let img = synth(t.path());
-    let mut data = fs::read(&img).unwrap();
-    data[write::CHUNK + 5] ^= 0x40;
-    fs::write(&img, &data).unwrap();
+    let clean = fs::read(&img).unwrap();
     let dest = t.path().join("dest.img");
     fs::write(&dest, b"untouched").unwrap();
-    let e = format!(
-        "{:#}",
-        flash(&opts(&img, &dest, true), &System::default(), &mut |_| true).unwrap_err()
-    );
-    assert!(
-        e.starts_with(&format!("refusing to flash {}: image ", dest.display())),
-        "{e}"
-    );
-    assert!(e.contains("is not the one SHA256SUMS lists"), "{e}");
-    assert_eq!(fs::read(&dest).unwrap(), b"untouched");
-    let l = &log_lines(t.path())[0];
-    assert_eq!(l["result"], "refused");
-    assert_eq!(l["bytes_written"], 0);
-    assert!(l["reason"].as_str().unwrap().contains("SHA256SUMS"));
+    // A byte in a mapped range (kept in memory or not), and a byte outside
+    // every range (which a flash would never write, yet it makes the image
+    // another one than SHA256SUMS lists).
+    let cases = [
+        (write::CHUNK + 5, "image: blocks"),
+        (2 * write::CHUNK + 77, "image: blocks"),
+        (
+            20_000,
+            "byte 20000 lies outside every range of its bmap and is not zero",
+        ),
+        (3 * write::CHUNK + 8192, "lies outside every range"),
+    ];
+    let mut n = 0;
+    for (at, want) in cases {
+        for memory in [0, u64::MAX] {
+            let mut data = clean.clone();
+            data[at] ^= 0x40;
+            fs::write(&img, &data).unwrap();
+            let mut o = opts(&img, &dest, true);
+            o.memory = Some(memory);
+            let e = format!(
+                "{:#}",
+                flash(&o, &System::default(), &mut |_| true).unwrap_err()
+            );
+            assert!(
+                e.starts_with(&format!("refusing to flash {}: ", dest.display())),
+                "{e}"
+            );
+            assert!(e.contains(want), "byte {at}: {e}");
+            assert_eq!(fs::read(&dest).unwrap(), b"untouched");
+            let l = &log_lines(t.path())[n];
+            n += 1;
+            assert_eq!(l["result"], "refused");
+            assert_eq!(l["bytes_written"], 0);
+            assert_eq!(l["image_sha256"], serde_json::Value::Null);
+        }
+    }
+    fs::write(&img, &clean).unwrap();
+    flash(&opts(&img, &dest, true), &System::default(), &mut |_| true).unwrap();
+    assert_eq!(fs::read(&dest).unwrap(), clean);
+}
 
-    // SHA256SUMS rewritten to match: the bmap's checksum for that range
-    // still fails, before any write (the image's head is read and checked
-    // range by range while the whole image is hashed; a range further on
-    // fails during the write, see `write::tests`).
-    let sums = fs::read_to_string(t.path().join("SHA256SUMS")).unwrap();
-    let (_, rest) = sums.split_once("  t.img\n").unwrap();
-    fs::write(
-        t.path().join("SHA256SUMS"),
-        format!("{}  t.img\n{rest}", hex::encode(Sha256::digest(&data))),
+#[test]
+fn an_aligned_image_is_written_with_direct_io_where_the_file_system_takes_it() {
+    let t = tempfile::tempdir().unwrap();
+    let img = synth_sized(t.path(), 4 * write::CHUNK as u64 + 3 * 4096);
+    let dest = t.path().join("dest.img");
+    // Whether this file system takes O_DIRECT, asked independently.
+    let takes_direct = rustix::fs::open(
+        t.path().join("probe"),
+        OFlags::RDWR | OFlags::CREATE | OFlags::DIRECT,
+        Mode::from_raw_mode(0o600),
+    )
+    .is_ok();
+    for memory in [None, Some(0), Some(write::CHUNK as u64)] {
+        let mut o = opts(&img, &dest, true);
+        o.memory = memory;
+        let rec = flash(&o, &System::default(), &mut |_| true).unwrap();
+        assert_eq!(rec.io, if takes_direct { "direct" } else { "buffered" });
+        assert_eq!(fs::read(&dest).unwrap(), fs::read(&img).unwrap());
+    }
+    // The unaligned image is never written with O_DIRECT.
+    let t2 = tempfile::tempdir().unwrap();
+    let img2 = synth(t2.path());
+    let rec = flash(
+        &opts(&img2, &t2.path().join("d"), true),
+        &System::default(),
+        &mut |_| true,
     )
     .unwrap();
+    assert_eq!(rec.io, "buffered");
+}
+
+#[test]
+fn the_boot_key_is_never_taken_from_beside_the_image() {
+    let t = tempfile::tempdir().unwrap();
+    let img = synth(t.path());
+    let dest = t.path().join("dest.img");
+    let mut o = opts(&img, &dest, true);
+    o.check_manifests = true;
     let e = format!(
         "{:#}",
-        flash(&opts(&img, &dest, true), &System::default(), &mut |_| true).unwrap_err()
+        flash(&o, &System::default(), &mut |_| true).unwrap_err()
     );
     assert!(
-        e.starts_with(&format!(
-            "refusing to flash {}: image {}: image: blocks",
-            dest.display(),
-            img.display()
-        )),
+        e.contains("no boot key: name the release's boot public key"),
         "{e}"
     );
-    assert_eq!(fs::read(&dest).unwrap(), b"untouched");
-    assert_eq!(log_lines(t.path())[1]["result"], "refused");
-    assert_eq!(log_lines(t.path())[1]["bytes_written"], 0);
+    assert!(!dest.exists());
+    assert_eq!(log_lines(t.path())[0]["result"], "refused");
 }
 
 #[test]

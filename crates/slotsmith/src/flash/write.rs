@@ -1,221 +1,64 @@
-//! Writing the mapped ranges of an image and reading them back, on any
-//! `Read + Seek` / `Write + Seek`, so the tests run on memory buffers.
+//! Checking, writing and reading back the mapped ranges of an image with
+//! positioned I/O on any [`ReadAt`] / [`WriteAt`], so the tests run on
+//! memory buffers.
 //!
-//! Both passes use two threads or more, since a flash station is bound by
-//! the device and sha256 must not add to it: while writing, one thread
-//! reads and hashes the image and the caller's thread writes; while
-//! reading back, the ranges are shared out over one thread per core, each
-//! reading and hashing its own. Each range's sha256 is compared with the bmap's as its last byte
-//! is read; a range is hashed as one stream (the bmap has one checksum per
-//! range), so a range that changed in the image after it was checked is
-//! caught at its end, with the write then failed.
+//! Three passes, each shared out over one thread per core, because sha256
+//! is what bounds a flash on a fast device and a range is one sha256
+//! stream (the build cuts long ranges, see `slotsmith_disk::bmap`):
+//! - [`check`] reads every range and compares its sha256 with the bmap's
+//!   before anything is written. The ranges that fit in the memory budget
+//!   are kept, as read, in aligned buffers.
+//! - [`write`] writes the kept ranges from memory, so what reaches the
+//!   device is exactly what was checked. The others are read again and
+//!   hashed again as they are written: a range changed in the image since
+//!   the check fails the write at its end.
+//! - [`read_back`] reads every range from the device and compares it, byte
+//!   for byte with the kept buffers, by sha256 with the bmap for the rest.
+//!
+//! The buffers are aligned for `O_DIRECT`, which the caller turns on where
+//! the device takes it: the read-back then reads the device, not the page
+//! cache, and the writes skip a copy.
 
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::sync::mpsc::{channel, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::bmap::{Bmap, Range};
 
-/// Bytes moved per read and write: large enough that the device sees long
-/// sequential writes; a few of these are in flight.
+/// Bytes moved per read and write: long sequential requests for the
+/// device, and the unit kept ranges are shared out in.
 pub const CHUNK: usize = 4 << 20;
-/// Chunks queued between the threads.
-const QUEUE: usize = 2;
+/// Alignment of every buffer: `O_DIRECT` wants the memory, offsets and
+/// lengths aligned to the device's logical block (at most 4096).
+pub const ALIGN: usize = 4096;
+/// Most threads a pass runs on.
+const MAX_THREADS: usize = 8;
 
-/// One chunk on its way: the byte offset, a buffer and how much of it holds
-/// data.
-type Chunk = (u64, Vec<u8>, usize);
-
-/// The head of the image read and checked while the whole image is still
-/// being hashed against `SHA256SUMS`: held in memory, never written until
-/// that check passed, then written first. Every byte it holds was hashed
-/// into its range's sha256 as it was read, so what is written is what was
-/// checked.
-pub struct Prefetched {
-    chunks: Vec<Chunk>,
-    /// The range the reading stopped in (`ranges.len()` when all were read).
-    range: usize,
-    /// The next byte of that range to read.
-    pos: u64,
-    /// That range's sha256 so far.
-    hasher: Sha256,
-}
-
-impl Prefetched {
-    /// Nothing read yet.
-    pub fn none(bmap: &Bmap) -> Prefetched {
-        Prefetched {
-            chunks: Vec::new(),
-            range: 0,
-            pos: bmap.ranges.first().map_or(0, |r| r.start),
-            hasher: Sha256::new(),
-        }
-    }
-}
-
-/// Bytes of the image [`prefetch`] holds at most: the check of the whole
-/// image takes about as long as hashing this much on the other core.
-pub const PREFETCH: u64 = 256 << 20;
-
-/// Reads and checks the ranges from the first on, up to `limit` bytes, into
-/// memory (see [`Prefetched`]); a range whose sha256 differs from the
-/// bmap's is an error, as in [`write_mapped`].
-pub fn prefetch<R: ReadAt + ?Sized>(image: &R, bmap: &Bmap, limit: u64) -> Result<Prefetched> {
-    let mut p = Prefetched::none(bmap);
-    let mut held = 0u64;
-    while let Some(r) = bmap.ranges.get(p.range) {
-        while p.pos < r.end {
-            let n = usize::try_from(r.end - p.pos)
-                .unwrap_or(usize::MAX)
-                .min(CHUNK);
-            if held + n as u64 > limit {
-                return Ok(p);
-            }
-            let mut buf = vec![0u8; CHUNK];
-            image
-                .read_exact_at(&mut buf[..n], p.pos)
-                .with_context(|| format!("image: read bytes {}..{}", p.pos, p.pos + n as u64))?;
-            p.hasher.update(&buf[..n]);
-            p.chunks.push((p.pos, buf, n));
-            held += n as u64;
-            p.pos += n as u64;
-        }
-        check(r, std::mem::take(&mut p.hasher).finalize().into(), "image")?;
-        p.range += 1;
-        p.pos = bmap.ranges.get(p.range).map_or(0, |r| r.start);
-    }
-    Ok(p)
-}
-
-/// Hands the prefetched chunks, then every further range of `src` read in
-/// chunks on its own thread (each range's sha256 checked there as its last
-/// byte is read), to `consume` on this one.
-fn pipeline<S: Read + Seek + Send>(
-    src: &mut S,
-    bmap: &Bmap,
-    pre: Prefetched,
-    mut consume: impl FnMut(u64, &[u8]) -> Result<()>,
-) -> Result<()> {
-    let what = "image";
-    let ranges = &bmap.ranges;
-    let Prefetched {
-        chunks,
-        range: first,
-        pos: first_pos,
-        hasher: first_hasher,
-    } = pre;
-    std::thread::scope(|scope| {
-        let (tx, rx) = sync_channel::<Chunk>(QUEUE);
-        let (back_tx, back_rx) = channel::<Vec<u8>>();
-        let reader = scope.spawn(move || -> Result<()> {
-            let mut first_hasher = Some(first_hasher);
-            for (i, r) in ranges.iter().enumerate().skip(first) {
-                // The range the prefetch stopped in goes on from there,
-                // with the sha256 of its bytes already read.
-                let (mut h, mut pos) = match (i == first, first_hasher.take()) {
-                    (true, Some(h)) => (h, first_pos),
-                    _ => (Sha256::new(), r.start),
-                };
-                src.seek(SeekFrom::Start(pos))
-                    .with_context(|| format!("{what}: seek to byte {pos}"))?;
-                while pos < r.end {
-                    let n = usize::try_from(r.end - pos)
-                        .unwrap_or(usize::MAX)
-                        .min(CHUNK);
-                    let mut buf = back_rx.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
-                    src.read_exact(&mut buf[..n])
-                        .with_context(|| format!("{what}: read bytes {pos}..{}", pos + n as u64))?;
-                    h.update(&buf[..n]);
-                    if tx.send((pos, buf, n)).is_err() {
-                        // The consumer stopped; its error is the one to report.
-                        return Ok(());
-                    }
-                    pos += n as u64;
-                }
-                check(r, h.finalize().into(), what)?;
-            }
-            Ok(())
-        });
-        let consumed = (|| -> Result<()> {
-            for (pos, buf, n) in chunks {
-                consume(pos, &buf[..n])?;
-            }
-            while let Ok((pos, buf, n)) = rx.recv() {
-                consume(pos, &buf[..n])?;
-                let _ = back_tx.send(buf);
-            }
-            Ok(())
-        })();
-        drop(rx);
-        let read = reader
-            .join()
-            .map_err(|_| anyhow::format_err!("{what}: the reading thread panicked"))?;
-        // A read error ends the queue early, so it comes first.
-        read?;
-        consumed
-    })
-}
-
-fn check(r: &Range, got: [u8; 32], what: &str) -> Result<()> {
-    if got != r.sha256 {
-        bail!(
-            "{what}: blocks {}-{} (bytes {}..{}) have sha256 {}, the bmap (line {}) says {}",
-            r.first,
-            r.last,
-            r.start,
-            r.end,
-            hex::encode(got),
-            r.line,
-            hex::encode(r.sha256)
-        );
-    }
-    Ok(())
-}
-
-/// Writes the bmap's ranges to `dest`: first what `pre` holds, then the
-/// rest read from `image`, checking each range against its checksum as it
-/// is read; `progress` gets the bytes written so
-/// far, `wrote` each chunk's offset and length once written (the device
-/// starts its writeback there). Returns the bytes written. Does not sync.
-pub fn write_mapped<R: Read + Seek + Send, W: Write + Seek>(
-    image: &mut R,
-    dest: &mut W,
-    bmap: &Bmap,
-    pre: Prefetched,
-    progress: &mut dyn FnMut(u64),
-    wrote: &mut dyn FnMut(u64, u64),
-) -> Result<u64> {
-    let mut written = 0u64;
-    let mut at: Option<u64> = None;
-    pipeline(image, bmap, pre, |pos, data| {
-        if at != Some(pos) {
-            dest.seek(SeekFrom::Start(pos))
-                .with_context(|| format!("device: seek to byte {pos}"))?;
-        }
-        dest.write_all(data)
-            .with_context(|| format!("device: write bytes {pos}..{}", pos + data.len() as u64))?;
-        at = Some(pos + data.len() as u64);
-        wrote(pos, data.len() as u64);
-        written += data.len() as u64;
-        progress(written);
-        Ok(())
-    })?;
-    dest.flush().context("device: flush")?;
-    Ok(written)
-}
-
-/// What the read-back reads from: positioned reads that need no shared
-/// seek offset, so several threads read one open device at once.
+/// Positioned reads: no shared seek offset, so several threads read one
+/// open file at once.
 pub trait ReadAt: Sync {
     /// Fills `buf` from byte `pos`, or fails (a short device is an error).
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<()>;
 }
 
+/// Positioned writes, as [`ReadAt`].
+pub trait WriteAt: Sync {
+    /// Writes all of `buf` at byte `pos`, or fails.
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> std::io::Result<()>;
+}
+
 impl ReadAt for std::fs::File {
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
         std::os::unix::fs::FileExt::read_exact_at(self, buf, pos)
+    }
+}
+
+impl WriteAt for std::fs::File {
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(self, buf, pos)
     }
 }
 
@@ -230,112 +73,400 @@ impl ReadAt for [u8] {
     }
 }
 
-/// Most threads the read-back hashes on: sha256 is what bounds it once the
-/// device's pages were dropped, one core hashes about 500 MB/s to 2 GB/s,
-/// and a range is one hash stream, so ranges are what is shared out.
-const MAX_READERS: usize = 4;
+/// A device in memory, for tests: fixed size, a write past its end fails.
+impl ReadAt for Mutex<Vec<u8>> {
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
+        let v = self.lock().map_err(|_| std::io::ErrorKind::Other)?;
+        v.as_slice().read_exact_at(buf, pos)
+    }
+}
 
-/// Reads every range back from `dest` and compares its sha256 with the
-/// bmap's; `progress` gets the bytes read so far. The ranges are shared
-/// out over up to [`MAX_READERS`] threads (one per core), each reading its
-/// own ranges with positioned reads and hashing them; the first mismatch
-/// or read error stops them all and is the one reported.
-pub fn read_back<D: ReadAt + ?Sized>(
-    dest: &D,
-    bmap: &Bmap,
+impl WriteAt for Mutex<Vec<u8>> {
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> std::io::Result<()> {
+        let mut v = self.lock().map_err(|_| std::io::ErrorKind::Other)?;
+        let dst = usize::try_from(pos)
+            .ok()
+            .and_then(|p| v.get_mut(p..p.checked_add(buf.len())?))
+            .ok_or(std::io::ErrorKind::WriteZero)?;
+        dst.copy_from_slice(buf);
+        Ok(())
+    }
+}
+
+/// A buffer whose bytes start on an [`ALIGN`] boundary.
+pub struct Aligned {
+    v: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl Aligned {
+    /// `len` zero bytes.
+    pub fn new(len: usize) -> Aligned {
+        let v = vec![0u8; len.saturating_add(ALIGN)];
+        // For a byte pointer the offset always exists and is < ALIGN; the
+        // `min` only keeps the slice in bounds if that ever changed.
+        let off = v.as_ptr().align_offset(ALIGN).min(ALIGN);
+        Aligned { v, off, len }
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.v[self.off..self.off + self.len]
+    }
+
+    /// The bytes, to fill.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.v[self.off..self.off + self.len]
+    }
+}
+
+/// What [`check`] kept: per range, its bytes in [`CHUNK`]s, or nothing
+/// (read again when written).
+pub struct Checked {
+    kept: Vec<Option<Vec<Aligned>>>,
+}
+
+impl Checked {
+    /// Bytes held in memory.
+    pub fn kept_bytes(&self) -> u64 {
+        self.kept
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|b| b.len as u64)
+            .sum()
+    }
+}
+
+/// The state the threads of one pass share.
+struct Pass {
+    /// Set by the first error: the others stop at their next chunk.
+    stop: AtomicBool,
+    /// Bytes done, for progress.
+    done: AtomicU64,
+}
+
+impl Pass {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, n: usize) {
+        self.done.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// An error with the byte it is at: of several threads' errors, the
+/// earliest on the device is the one reported.
+type At<T> = std::result::Result<T, (u64, anyhow::Error)>;
+
+/// Does `units` on up to one thread per core, each taking the next unit
+/// (give the longest first); `work` gets the unit, the pass and the
+/// thread's own [`CHUNK`] buffer. Returns the results in unit order;
+/// `progress` gets the bytes done, from this thread, while they work.
+fn share<U: Sync, T: Send>(
+    units: &[U],
     progress: &mut dyn FnMut(u64),
-) -> Result<()> {
+    work: &(dyn Fn(&U, &Pass, &mut Aligned) -> At<T> + Sync),
+) -> Result<Vec<T>> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .clamp(1, MAX_READERS)
-        .min(bmap.ranges.len().max(1));
-    // Longest range first to the least loaded thread: the slots, which are
-    // most of an image, land on different cores.
-    let mut order: Vec<&Range> = bmap.ranges.iter().collect();
-    order.sort_by_key(|r| std::cmp::Reverse(r.end - r.start));
-    let mut shares: Vec<(u64, Vec<&Range>)> = vec![(0, Vec::new()); threads];
-    for r in order {
-        if let Some(s) = shares.iter_mut().min_by_key(|s| s.0) {
-            s.0 += r.end - r.start;
-            s.1.push(r);
-        }
-    }
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let stop = &stop;
+        .clamp(1, MAX_THREADS)
+        .min(units.len().max(1));
+    let pass = Pass {
+        stop: AtomicBool::new(false),
+        done: AtomicU64::new(0),
+    };
+    let next = AtomicUsize::new(0);
+    let (pass, next) = (&pass, &next);
     std::thread::scope(|scope| {
-        let (tx, rx) = channel::<u64>();
-        let workers: Vec<_> = shares
-            .into_iter()
-            .map(|(_, mut mine)| {
-                // Each thread reads its ranges in disk order.
-                mine.sort_by_key(|r| r.start);
-                let tx = tx.clone();
-                scope.spawn(move || -> Result<(), (u64, anyhow::Error)> {
-                    let r = read_ranges(dest, &mine, stop, &tx);
-                    if r.is_err() {
-                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(move || -> At<Vec<(usize, T)>> {
+                    let mut buf = Aligned::new(CHUNK);
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(u) = units.get(i) else { break };
+                        if pass.stopped() {
+                            break;
+                        }
+                        match work(u, pass, &mut buf) {
+                            Ok(t) => mine.push((i, t)),
+                            Err(e) => {
+                                pass.stop.store(true, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        }
                     }
-                    r
+                    Ok(mine)
                 })
             })
             .collect();
-        drop(tx);
-        let mut read = 0u64;
-        while let Ok(n) = rx.recv() {
-            read += n;
-            progress(read);
+        while !workers.iter().all(|w| w.is_finished()) {
+            progress(pass.done.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_millis(50));
         }
         let mut first: Option<(u64, anyhow::Error)> = None;
+        let mut all = Vec::new();
         for w in workers {
-            let r = w.join().unwrap_or_else(|_| {
-                Err((
-                    0,
-                    anyhow::format_err!("read-back: a reading thread panicked"),
-                ))
-            });
-            if let Err((at, e)) = r {
-                // A thread stopped by another's error reports nothing; of
-                // real ones, the earliest on the device is reported.
-                if first.as_ref().is_none_or(|(p, _)| at < *p) {
-                    first = Some((at, e));
+            match w.join() {
+                Ok(Ok(mine)) => all.extend(mine),
+                Ok(Err((at, e))) => {
+                    if first.as_ref().is_none_or(|(p, _)| at < *p) {
+                        first = Some((at, e));
+                    }
+                }
+                Err(_) => {
+                    first = Some((0, anyhow::format_err!("a flashing thread panicked")));
                 }
             }
         }
-        match first {
-            Some((_, e)) => Err(e),
-            None => Ok(()),
+        if let Some((_, e)) = first {
+            return Err(e);
         }
+        progress(pass.done.load(Ordering::Relaxed));
+        all.sort_by_key(|(i, _)| *i);
+        anyhow::ensure!(all.len() == units.len(), "a pass stopped early");
+        Ok(all.into_iter().map(|(_, t)| t).collect())
     })
 }
 
-/// One thread's share of the read-back: each range read in chunks, hashed
-/// and compared at its end; the bytes of each chunk go to `tx`. An error
-/// comes with the byte it is at.
-fn read_ranges<D: ReadAt + ?Sized>(
-    dest: &D,
-    ranges: &[&Range],
-    stop: &std::sync::atomic::AtomicBool,
-    tx: &std::sync::mpsc::Sender<u64>,
-) -> Result<(), (u64, anyhow::Error)> {
-    let mut buf = vec![0u8; CHUNK];
-    for r in ranges {
-        let mut h = Sha256::new();
-        let mut pos = r.start;
-        while pos < r.end {
-            if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                return Ok(());
+/// Range indices, longest first (ties in disk order).
+fn longest_first(bmap: &Bmap, pick: impl Fn(usize) -> bool) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..bmap.ranges.len()).filter(|&i| pick(i)).collect();
+    order.sort_by_key(|&i| {
+        (
+            std::cmp::Reverse(bmap.ranges[i].end - bmap.ranges[i].start),
+            i,
+        )
+    });
+    order
+}
+
+/// The chunks of a range: `(offset, length)`.
+fn chunks(r: &Range) -> impl Iterator<Item = (u64, usize)> + '_ {
+    (r.start..r.end).step_by(CHUNK).map(move |p| {
+        (
+            p,
+            usize::try_from(r.end - p).unwrap_or(usize::MAX).min(CHUNK),
+        )
+    })
+}
+
+/// Reads every range of `image`, compares its sha256 with the bmap's and
+/// keeps, in disk order, the ranges that fit in `budget` bytes; `progress`
+/// gets the bytes read so far.
+pub fn check<R: ReadAt + ?Sized>(
+    image: &R,
+    bmap: &Bmap,
+    budget: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Checked> {
+    let mut left = budget;
+    let keep: Vec<bool> = bmap
+        .ranges
+        .iter()
+        .map(|r| {
+            let n = r.end - r.start;
+            let fits = n <= left;
+            if fits {
+                left -= n;
             }
-            let n = usize::try_from(r.end - pos)
-                .unwrap_or(usize::MAX)
-                .min(CHUNK);
-            dest.read_exact_at(&mut buf[..n], pos)
-                .with_context(|| format!("read-back: read bytes {pos}..{}", pos + n as u64))
+            fits
+        })
+        .collect();
+    let order = longest_first(bmap, |_| true);
+    let keep = &keep;
+    let got = share(&order, progress, &|&i, pass, scratch| {
+        let r = &bmap.ranges[i];
+        let mut h = Sha256::new();
+        let mut kept = Vec::new();
+        for (pos, n) in chunks(r) {
+            if pass.stopped() {
+                break;
+            }
+            let mut own = keep[i].then(|| Aligned::new(n));
+            let buf = match own.as_mut() {
+                Some(b) => b.bytes_mut(),
+                None => &mut scratch.bytes_mut()[..n],
+            };
+            image
+                .read_exact_at(buf, pos)
+                .with_context(|| format!("image: read bytes {pos}..{}", pos + n as u64))
                 .map_err(|e| (pos, e))?;
-            h.update(&buf[..n]);
-            let _ = tx.send(n as u64);
-            pos += n as u64;
+            h.update(&*buf);
+            pass.add(n);
+            kept.extend(own);
         }
-        check(r, h.finalize().into(), "read-back").map_err(|e| (r.start, e))?;
+        if pass.stopped() {
+            return Ok((i, None));
+        }
+        verify(r, h.finalize().into(), "image").map_err(|e| (r.start, e))?;
+        Ok((i, keep[i].then_some(kept)))
+    })?;
+    let mut kept: Vec<Option<Vec<Aligned>>> = (0..bmap.ranges.len()).map(|_| None).collect();
+    for (i, k) in got {
+        kept[i] = k;
+    }
+    Ok(Checked { kept })
+}
+
+/// One unit of [`write`] or [`read_back`].
+enum Unit {
+    /// Chunk `.1` of kept range `.0`.
+    Kept(usize, usize),
+    /// A range not kept, as one sha256 stream.
+    Stream(usize),
+}
+
+/// Ranges not kept (longest first), then every kept chunk in disk order.
+fn units(bmap: &Bmap, checked: &Checked) -> Vec<Unit> {
+    let kept = |i: usize| checked.kept.get(i).is_some_and(|k| k.is_some());
+    let mut out: Vec<Unit> = longest_first(bmap, |i| !kept(i))
+        .into_iter()
+        .map(Unit::Stream)
+        .collect();
+    for (i, k) in checked.kept.iter().enumerate() {
+        for c in 0..k.as_ref().map_or(0, |k| k.len()) {
+            out.push(Unit::Kept(i, c));
+        }
+    }
+    out
+}
+
+/// Writes every range to `dest`: kept ones from memory, the others read
+/// from `image` again and checked against the bmap again as they are
+/// written. `progress` gets the bytes written so far. Returns the bytes
+/// written. Does not sync.
+pub fn write<R: ReadAt + ?Sized, W: WriteAt + ?Sized>(
+    image: &R,
+    dest: &W,
+    bmap: &Bmap,
+    checked: &Checked,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64> {
+    let put = |buf: &[u8], pos: u64| {
+        dest.write_all_at(buf, pos)
+            .with_context(|| format!("device: write bytes {pos}..{}", pos + buf.len() as u64))
+            .map_err(|e| (pos, e))
+    };
+    share(&units(bmap, checked), progress, &|u, pass, scratch| {
+        match *u {
+            Unit::Kept(i, c) => {
+                let (r, buf) = (&bmap.ranges[i], kept_chunk(checked, i, c)?);
+                put(buf.bytes(), r.start + (c * CHUNK) as u64)?;
+                pass.add(buf.len);
+            }
+            Unit::Stream(i) => {
+                let r = &bmap.ranges[i];
+                let mut h = Sha256::new();
+                for (pos, n) in chunks(r) {
+                    if pass.stopped() {
+                        return Ok(());
+                    }
+                    let buf = &mut scratch.bytes_mut()[..n];
+                    image
+                        .read_exact_at(buf, pos)
+                        .with_context(|| format!("image: read bytes {pos}..{}", pos + n as u64))
+                        .map_err(|e| (pos, e))?;
+                    h.update(&*buf);
+                    put(buf, pos)?;
+                    pass.add(n);
+                }
+                verify(r, h.finalize().into(), "image").map_err(|e| (r.start, e))?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(bmap.mapped_bytes())
+}
+
+fn kept_chunk(checked: &Checked, i: usize, c: usize) -> At<&Aligned> {
+    checked
+        .kept
+        .get(i)
+        .and_then(|k| k.as_ref()?.get(c))
+        .ok_or_else(|| {
+            (
+                0,
+                anyhow::format_err!("kept chunk {c} of range {i} is missing"),
+            )
+        })
+}
+
+/// Reads every range back from `dest` and compares it: a kept range byte
+/// for byte with what was checked and written, the others by sha256 with
+/// the bmap. `progress` gets the bytes read so far. The first difference
+/// on the device is the one reported.
+pub fn read_back<D: ReadAt + ?Sized>(
+    dest: &D,
+    bmap: &Bmap,
+    checked: &Checked,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let get = |buf: &mut [u8], pos: u64| {
+        dest.read_exact_at(buf, pos)
+            .with_context(|| format!("read-back: read bytes {pos}..{}", pos + buf.len() as u64))
+            .map_err(|e| (pos, e))
+    };
+    share(&units(bmap, checked), progress, &|u, pass, scratch| {
+        match *u {
+            Unit::Kept(i, c) => {
+                let (r, want) = (&bmap.ranges[i], kept_chunk(checked, i, c)?);
+                let pos = r.start + (c * CHUNK) as u64;
+                let got = &mut scratch.bytes_mut()[..want.len];
+                get(got, pos)?;
+                if let Some(k) = got.iter().zip(want.bytes()).position(|(a, b)| a != b) {
+                    let at = pos + k as u64;
+                    return Err((
+                        at,
+                        anyhow::format_err!(
+                            "read-back: blocks {}-{} (bmap line {}): byte {at} reads {:#04x}, \
+                             {:#04x} was written",
+                            r.first,
+                            r.last,
+                            r.line,
+                            got[k],
+                            want.bytes()[k]
+                        ),
+                    ));
+                }
+                pass.add(want.len);
+            }
+            Unit::Stream(i) => {
+                let r = &bmap.ranges[i];
+                let mut h = Sha256::new();
+                for (pos, n) in chunks(r) {
+                    if pass.stopped() {
+                        return Ok(());
+                    }
+                    let buf = &mut scratch.bytes_mut()[..n];
+                    get(buf, pos)?;
+                    h.update(&*buf);
+                    pass.add(n);
+                }
+                verify(r, h.finalize().into(), "read-back").map_err(|e| (r.start, e))?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn verify(r: &Range, got: [u8; 32], what: &str) -> Result<()> {
+    if got != r.sha256 {
+        bail!(
+            "{what}: blocks {}-{} (bytes {}..{}) have sha256 {}, the bmap (line {}) says {}",
+            r.first,
+            r.last,
+            r.start,
+            r.end,
+            hex::encode(got),
+            r.line,
+            hex::encode(r.sha256)
+        );
     }
     Ok(())
 }
@@ -352,145 +483,137 @@ mod tests {
         (img, super::super::bmap::parse(xml.as_bytes(), "t").unwrap())
     }
 
-    #[test]
-    fn writes_only_mapped_ranges_and_reads_them_back() {
-        // A range larger than a chunk, one crossing chunk boundaries, the
-        // partial last block.
+    fn err<T>(r: Result<T>) -> String {
+        format!("{:#}", r.err().unwrap())
+    }
+
+    /// A range larger than a chunk, one crossing chunk boundaries, the
+    /// partial last block.
+    fn three_ranges() -> (Vec<u8>, Bmap) {
         let size = 3 * CHUNK + 4096 * 5 + 77;
-        let (img, bmap) = setup(
+        setup(
             size,
             &[
                 (0, 4096),
                 (8192, CHUNK as u64 + 9000),
                 (2 * CHUNK as u64, size as u64),
             ],
-        );
-        let mut dest = Cursor::new(vec![0u8; size]);
-        let mut last = 0;
-        let n = write_mapped(
-            &mut Cursor::new(&img),
-            &mut dest,
-            &bmap,
-            Prefetched::none(&bmap),
-            &mut |b| last = b,
-            &mut |_, _| {},
         )
-        .unwrap();
-        assert_eq!(n, bmap.mapped_bytes());
-        assert_eq!(last, n);
-        let out = dest.get_ref();
-        for (i, (a, b)) in img.iter().zip(out.iter()).enumerate() {
-            let mapped = bmap
-                .ranges
-                .iter()
-                .any(|r| (r.start..r.end).contains(&(i as u64)));
-            assert_eq!(*b, if mapped { *a } else { 0 }, "byte {i}");
-        }
-        read_back(dest.get_ref().as_slice(), &bmap, &mut |_| {}).unwrap();
-
-        // A flipped byte on the device is named by its range.
-        dest.get_mut()[CHUNK + 5] ^= 0xff;
-        let e = format!(
-            "{:#}",
-            read_back(dest.get_ref().as_slice(), &bmap, &mut |_| {}).unwrap_err()
-        );
-        assert!(e.starts_with("read-back: blocks 2-"), "{e}");
     }
 
     #[test]
-    fn a_changed_image_range_fails_the_write_and_a_short_device_errors() {
+    fn writes_only_mapped_ranges_and_reads_them_back_whatever_is_kept() {
+        let (img, bmap) = three_ranges();
+        // Nothing kept, the first two ranges kept, everything kept.
+        for budget in [0, CHUNK as u64 + 9000, u64::MAX] {
+            let mut last = 0;
+            let checked = check(img.as_slice(), &bmap, budget, &mut |n| last = n).unwrap();
+            assert_eq!(last, bmap.mapped_bytes());
+            let kept = checked.kept_bytes();
+            let len = |i: usize| bmap.ranges[i].end - bmap.ranges[i].start;
+            let want = match budget {
+                0 => 0,
+                u64::MAX => bmap.mapped_bytes(),
+                _ => len(0) + len(1),
+            };
+            assert_eq!(kept, want, "budget {budget}");
+            let dest = Mutex::new(vec![0u8; img.len()]);
+            let n = write(img.as_slice(), &dest, &bmap, &checked, &mut |b| last = b).unwrap();
+            assert_eq!((n, last), (bmap.mapped_bytes(), n));
+            let out = dest.lock().unwrap().clone();
+            for (i, (a, b)) in img.iter().zip(out.iter()).enumerate() {
+                let mapped = bmap
+                    .ranges
+                    .iter()
+                    .any(|r| (r.start..r.end).contains(&(i as u64)));
+                assert_eq!(*b, if mapped { *a } else { 0 }, "byte {i}");
+            }
+            read_back(&dest, &bmap, &checked, &mut |_| {}).unwrap();
+
+            // A flipped byte on the device is named by its range: byte for
+            // byte where the range was kept, by sha256 where it was not.
+            dest.lock().unwrap()[CHUNK + 5] ^= 0xff;
+            let e = err(read_back(&dest, &bmap, &checked, &mut |_| {}));
+            if budget == 0 {
+                assert!(e.starts_with("read-back: blocks 2-"), "{e}");
+                assert!(e.contains("have sha256"), "{e}");
+            } else {
+                let want = format!(
+                    "read-back: blocks 2-{} (bmap line 11): byte {} reads",
+                    (CHUNK as u64 + 9000).div_ceil(4096) - 1,
+                    CHUNK + 5
+                );
+                assert!(e.starts_with(&want), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn what_is_written_is_what_was_checked_and_a_later_change_fails_the_write() {
+        let (mut img, bmap) = three_ranges();
+        let clean = img.clone();
+        // Kept: range 1 and 2; range 3 is read again when written.
+        let checked = check(img.as_slice(), &bmap, CHUNK as u64 + 9000, &mut |_| {}).unwrap();
+        // The image changes after the check, in a kept range: the device
+        // still gets the checked bytes.
+        img[8192 + 3] ^= 1;
+        let dest = Mutex::new(vec![0u8; img.len()]);
+        write(img.as_slice(), &dest, &bmap, &checked, &mut |_| {}).unwrap();
+        assert_eq!(dest.lock().unwrap()[8192 + 3], clean[8192 + 3]);
+        read_back(&dest, &bmap, &checked, &mut |_| {}).unwrap();
+        // In a range read again: the write fails at that range's end.
+        img[2 * CHUNK + 10] ^= 1;
+        let e = err(write(img.as_slice(), &dest, &bmap, &checked, &mut |_| {}));
+        assert!(
+            e.starts_with(&format!("image: blocks {}-", 2 * CHUNK / 4096)),
+            "{e}"
+        );
+        // And the check itself names a changed range.
+        let e = err(check(img.as_slice(), &bmap, u64::MAX, &mut |_| {}));
+        assert!(
+            e.starts_with(&format!("image: blocks {}-", 2 * CHUNK / 4096)),
+            "{e}"
+        );
+        assert!(e.contains("the bmap (line 12) says"), "{e}");
+    }
+
+    #[test]
+    fn of_several_errors_the_first_on_the_device_is_reported_and_short_devices_fail() {
         let (mut img, bmap) = setup(10 * 4096, &[(0, 4096), (5 * 4096, 6 * 4096)]);
         img[5 * 4096 + 3] ^= 1;
-        let mut dest = Cursor::new(vec![0u8; img.len()]);
-        let e = format!(
-            "{:#}",
-            write_mapped(
-                &mut Cursor::new(&img),
-                &mut dest,
-                &bmap,
-                Prefetched::none(&bmap),
-                &mut |_| {},
-                &mut |_, _| {}
-            )
-            .unwrap_err()
-        );
+        img[3] ^= 1;
+        let e = err(check(img.as_slice(), &bmap, 0, &mut |_| {}));
+        assert!(e.starts_with("image: blocks 0-0 (bytes 0..4096)"), "{e}");
+        img[3] ^= 1;
+        let e = err(check(img.as_slice(), &bmap, 0, &mut |_| {}));
         assert!(
             e.starts_with("image: blocks 5-5 (bytes 20480..24576) have sha256"),
             "{e}"
         );
         assert!(e.contains("the bmap (line 11) says"), "{e}");
 
-        // A file to write to works as well as memory.
-        let mut f = tempfile::tempfile().unwrap();
+        // A file works as well as memory; a device cut short fails.
         img[5 * 4096 + 3] ^= 1;
-        write_mapped(
-            &mut Cursor::new(&img),
-            &mut f,
-            &bmap,
-            Prefetched::none(&bmap),
-            &mut |_| {},
-            &mut |_, _| {},
-        )
-        .unwrap();
-        read_back(&f, &bmap, &mut |_| {}).unwrap();
+        let f = tempfile::tempfile().unwrap();
+        let checked = check(img.as_slice(), &bmap, 4096, &mut |_| {}).unwrap();
+        f.set_len(img.len() as u64).unwrap();
+        write(img.as_slice(), &f, &bmap, &checked, &mut |_| {}).unwrap();
+        read_back(&f, &bmap, &checked, &mut |_| {}).unwrap();
         f.set_len(4096).unwrap();
-        let e = format!("{:#}", read_back(&f, &bmap, &mut |_| {}).unwrap_err());
+        let e = err(read_back(&f, &bmap, &checked, &mut |_| {}));
         assert!(e.contains("read-back: read bytes 20480..24576"), "{e}");
+        // A device too small for a write.
+        let small = Mutex::new(vec![0u8; 8192]);
+        let e = err(write(img.as_slice(), &small, &bmap, &checked, &mut |_| {}));
+        assert!(e.contains("device: write bytes 20480..24576"), "{e}");
     }
 
     #[test]
-    fn a_prefetched_head_is_written_first_and_the_rest_goes_on_from_it() {
-        let size = 3 * CHUNK + 4096 * 5 + 77;
-        let (mut img, bmap) = setup(
-            size,
-            &[
-                (0, 4096),
-                (8192, 2 * CHUNK as u64 + 9000),
-                (2 * CHUNK as u64 + 3 * 4096, size as u64),
-            ],
-        );
-        // Stops inside the second range, after its first chunk; then
-        // nothing, then everything.
-        for limit in [CHUNK as u64 + 4096, 0, u64::MAX] {
-            let pre = prefetch(img.as_slice(), &bmap, limit).unwrap();
-            let held: u64 = pre.chunks.iter().map(|c| c.2 as u64).sum();
-            assert!(held <= limit);
-            let mut dest = Cursor::new(vec![0u8; size]);
-            let n = write_mapped(
-                &mut Cursor::new(&img),
-                &mut dest,
-                &bmap,
-                pre,
-                &mut |_| {},
-                &mut |_, _| {},
-            )
-            .unwrap();
-            assert_eq!(n, bmap.mapped_bytes(), "limit {limit}");
-            read_back(dest.get_ref().as_slice(), &bmap, &mut |_| {}).unwrap();
+    fn aligned_buffers_are_aligned() {
+        for n in [0, 1, 4095, 4096, CHUNK] {
+            let mut b = Aligned::new(n);
+            assert_eq!(b.bytes().len(), n);
+            assert_eq!(b.bytes_mut().as_ptr() as usize % ALIGN, 0);
         }
-
-        // A range that changed after its prefetched part was read fails the
-        // write at its end; one that differs in its prefetched part fails
-        // the prefetch.
-        let pre = prefetch(img.as_slice(), &bmap, CHUNK as u64 + 4096).unwrap();
-        img[CHUNK + 8192 + 10] ^= 1;
-        let e = format!(
-            "{:#}",
-            write_mapped(
-                &mut Cursor::new(&img),
-                &mut Cursor::new(vec![0u8; size]),
-                &bmap,
-                pre,
-                &mut |_| {},
-                &mut |_, _| {}
-            )
-            .unwrap_err()
-        );
-        assert!(e.starts_with("image: blocks 2-"), "{e}");
-        let e = format!(
-            "{:#}",
-            prefetch(img.as_slice(), &bmap, u64::MAX).err().unwrap()
-        );
-        assert!(e.starts_with("image: blocks 2-"), "{e}");
     }
 }
