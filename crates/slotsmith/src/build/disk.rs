@@ -242,6 +242,9 @@ fn key(plan: &Plan, rootfs: &RootfsImage, boot: &BootOut, sbom: &Hashed) -> anyh
             "outputs": [plan.outputs.image.clone(), plan.outputs.bmap.clone()],
             "invocation": plan.tools.data,
             "mke2fs": crate::tool::version("mke2fs")?,
+            // How the bmap is cut into ranges; a cached bmap of another
+            // cut is rebuilt.
+            "bmap_max_range_blocks": disk::bmap::MAX_RANGE_BLOCKS,
         }),
     )
 }
