@@ -185,7 +185,12 @@ pub fn flash(
     // station that loses power keeps every line it reported.
     log.write_all(&line)
         .and_then(|()| log.sync_data())
-        .with_context(|| format!("appending to the flash log {}", log_path.display()))?;
+        .with_context(|| {
+            format!(
+                "appending to the flash log {}",
+                shown(&log_path.to_string_lossy())
+            )
+        })?;
     match err {
         Some(e) => Err(e),
         None => Ok(rec),
@@ -206,8 +211,12 @@ pub fn default_log() -> Result<PathBuf> {
             .join(".local/state"),
         };
     let dir = base.join("slotsmith");
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating the flash log's directory {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| {
+        format!(
+            "creating the flash log's directory {}",
+            shown(&dir.to_string_lossy())
+        )
+    })?;
     Ok(dir.join("flash-log.jsonl"))
 }
 
@@ -220,14 +229,14 @@ fn open_log(path: &Path) -> Result<File> {
     .with_context(|| {
         format!(
             "opening the flash log {} (never through a symlink)",
-            path.display()
+            shown(&path.to_string_lossy())
         )
     })?;
     let f = File::from(fd);
     ensure!(
         f.metadata()?.is_file(),
         "the flash log {} is not a regular file",
-        path.display()
+        shown(&path.to_string_lossy())
     );
     Ok(f)
 }
@@ -254,7 +263,12 @@ fn run(
 
     // The image, its sums and its bmap: read and parsed, nothing hashed yet.
     let image = refused(open_regular(&opts.image, "image"))?;
-    let image_size = refused(image.metadata().context("stat image"))?.len();
+    let image_size = refused(
+        image
+            .metadata()
+            .with_context(|| format!("image {img_shown}: stat")),
+    )?
+    .len();
     let sums = refused(read_sums(&dir.join("SHA256SUMS")))?;
     let want = |name: &str| {
         sums.iter()
@@ -263,7 +277,7 @@ fn run(
             .with_context(|| {
                 format!(
                     "{} lists no {}",
-                    dir.join("SHA256SUMS").display(),
+                    shown(&dir.join("SHA256SUMS").to_string_lossy()),
                     shown(name)
                 )
             })
@@ -277,11 +291,14 @@ fn run(
     if bmap_sum != refused(want(&bmap_name))? {
         return Err(Stop::Refused(format_err!(
             "bmap {}: sha256 {} is not the one SHA256SUMS lists",
-            bmap_path.display(),
+            shown(&bmap_path.to_string_lossy()),
             hex::encode(bmap_sum)
         )));
     }
-    let bmap = refused(bmap::parse(&bmap_bytes, &bmap_path.display().to_string()))?;
+    let bmap = refused(bmap::parse(
+        &bmap_bytes,
+        &shown(&bmap_path.to_string_lossy()),
+    ))?;
     if bmap.image_size != image_size {
         return Err(Stop::Refused(format_err!(
             "image {img_shown} is {image_size} bytes, its bmap says {}",
@@ -542,11 +559,11 @@ fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     f.take(cap + 1)
         .read_to_end(&mut out)
-        .with_context(|| format!("reading {}", path.display()))?;
+        .with_context(|| format!("reading {}", shown(&path.to_string_lossy())))?;
     ensure!(
         out.len() as u64 <= cap,
         "{} is larger than {cap} bytes",
-        path.display()
+        shown(&path.to_string_lossy())
     );
     Ok(out)
 }
@@ -555,7 +572,7 @@ fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
 /// build writes it). Any other line is an error naming it.
 fn read_sums(path: &Path) -> Result<Vec<(String, [u8; 32])>> {
     let text = String::from_utf8(read_capped(path, MAX_SUMS)?)
-        .with_context(|| format!("{} is not UTF-8", path.display()))?;
+        .with_context(|| format!("{} is not UTF-8", shown(&path.to_string_lossy())))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let mut sum = [0u8; 32];
@@ -569,7 +586,7 @@ fn read_sums(path: &Path) -> Result<Vec<(String, [u8; 32])>> {
             }
             _ => bail!(
                 "{} line {}: not '<sha256>  <file>': '{}'",
-                path.display(),
+                shown(&path.to_string_lossy()),
                 i + 1,
                 shown(line)
             ),
