@@ -19,7 +19,7 @@
 //! the device takes it: the read-back then reads the device, not the page
 //! cache, and the writes skip a copy.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -141,15 +141,20 @@ impl Checked {
 
 /// The state the threads of one pass share.
 struct Pass {
-    /// Set by the first error: the others stop at their next chunk.
-    stop: AtomicBool,
+    /// The earliest byte an error was found at (`u64::MAX`: none). Work
+    /// past it stops at its next chunk; work before it goes on, so the
+    /// error reported is always the first on the device, whichever thread
+    /// found which.
+    stop_at: AtomicU64,
     /// Bytes done, for progress.
     done: AtomicU64,
 }
 
 impl Pass {
-    fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+    /// Whether work at byte `pos` can stop: an error at or before it is
+    /// known.
+    fn stopped(&self, pos: u64) -> bool {
+        self.stop_at.load(Ordering::Relaxed) <= pos
     }
 
     fn add(&self, n: usize) {
@@ -175,7 +180,7 @@ fn share<U: Sync, T: Send>(
         .clamp(1, MAX_THREADS)
         .min(units.len().max(1));
     let pass = Pass {
-        stop: AtomicBool::new(false),
+        stop_at: AtomicU64::new(u64::MAX),
         done: AtomicU64::new(0),
     };
     let next = AtomicUsize::new(0);
@@ -186,17 +191,16 @@ fn share<U: Sync, T: Send>(
                 scope.spawn(move || -> At<Vec<(usize, T)>> {
                     let mut buf = Aligned::new(CHUNK);
                     let mut mine = Vec::new();
+                    // Every unit is taken, even after an error elsewhere:
+                    // one before that error must still be looked at.
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(u) = units.get(i) else { break };
-                        if pass.stopped() {
-                            break;
-                        }
                         match work(u, pass, &mut buf) {
                             Ok(t) => mine.push((i, t)),
-                            Err(e) => {
-                                pass.stop.store(true, Ordering::Relaxed);
-                                return Err(e);
+                            Err((at, e)) => {
+                                pass.stop_at.fetch_min(at, Ordering::Relaxed);
+                                return Err((at, e));
                             }
                         }
                     }
@@ -284,8 +288,8 @@ pub fn check<R: ReadAt + ?Sized>(
         let mut h = Sha256::new();
         let mut kept = Vec::new();
         for (pos, n) in chunks(r) {
-            if pass.stopped() {
-                break;
+            if pass.stopped(pos) {
+                return Ok((i, None));
             }
             let mut own = keep[i].then(|| Aligned::new(n));
             let buf = match own.as_mut() {
@@ -299,9 +303,6 @@ pub fn check<R: ReadAt + ?Sized>(
             h.update(&*buf);
             pass.add(n);
             kept.extend(own);
-        }
-        if pass.stopped() {
-            return Ok((i, None));
         }
         verify(r, h.finalize().into(), "image").map_err(|e| (r.start, e))?;
         Ok((i, keep[i].then_some(kept)))
@@ -356,14 +357,18 @@ pub fn write<R: ReadAt + ?Sized, W: WriteAt + ?Sized>(
         match *u {
             Unit::Kept(i, c) => {
                 let (r, buf) = (&bmap.ranges[i], kept_chunk(checked, i, c)?);
-                put(buf.bytes(), r.start + (c * CHUNK) as u64)?;
+                let pos = r.start + (c * CHUNK) as u64;
+                if pass.stopped(pos) {
+                    return Ok(());
+                }
+                put(buf.bytes(), pos)?;
                 pass.add(buf.len);
             }
             Unit::Stream(i) => {
                 let r = &bmap.ranges[i];
                 let mut h = Sha256::new();
                 for (pos, n) in chunks(r) {
-                    if pass.stopped() {
+                    if pass.stopped(pos) {
                         return Ok(());
                     }
                     let buf = &mut scratch.bytes_mut()[..n];
@@ -416,6 +421,9 @@ pub fn read_back<D: ReadAt + ?Sized>(
             Unit::Kept(i, c) => {
                 let (r, want) = (&bmap.ranges[i], kept_chunk(checked, i, c)?);
                 let pos = r.start + (c * CHUNK) as u64;
+                if pass.stopped(pos) {
+                    return Ok(());
+                }
                 let got = &mut scratch.bytes_mut()[..want.len];
                 get(got, pos)?;
                 if let Some(k) = got.iter().zip(want.bytes()).position(|(a, b)| a != b) {
@@ -439,7 +447,7 @@ pub fn read_back<D: ReadAt + ?Sized>(
                 let r = &bmap.ranges[i];
                 let mut h = Sha256::new();
                 for (pos, n) in chunks(r) {
-                    if pass.stopped() {
+                    if pass.stopped(pos) {
                         return Ok(());
                     }
                     let buf = &mut scratch.bytes_mut()[..n];
@@ -568,7 +576,9 @@ mod tests {
             e.starts_with(&format!("image: blocks {}-", 2 * CHUNK / 4096)),
             "{e}"
         );
-        // And the check itself names a changed range.
+        // And the check itself names a changed range (the only one: with
+        // two, whichever a thread finds first stops the others).
+        img[8192 + 3] ^= 1;
         let e = err(check(img.as_slice(), &bmap, u64::MAX, &mut |_| {}));
         assert!(
             e.starts_with(&format!("image: blocks {}-", 2 * CHUNK / 4096)),
