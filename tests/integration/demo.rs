@@ -132,6 +132,22 @@ fn default_image_builds_and_verifies() {
         );
     }
     assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    // The updater the build installs (from no package, layer or policy)
+    // is declared with its sha256 as the image holds it.
+    let updater = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "slotsmith-update")
+        .expect("the updater is in the SBOM");
+    assert_eq!(
+        updater["checksums"][0]["checksumValue"]
+            .as_str()
+            .map(str::len),
+        Some(64),
+        "{updater}"
+    );
+    assert_eq!(updater["packageFileName"], "./usr/sbin/slotsmith-update");
     let (code, out_text) = crate::provenance::py_verify(
         &dir.join("provenance.dsse.json"),
         &dir.join("provenance.pub.pem"),

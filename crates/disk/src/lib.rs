@@ -8,6 +8,8 @@
 //!
 //! The modules are independent of each other except that [`window`] is the
 //! glue used to format a FAT filesystem in place inside a disk image.
+//! [`time`] is the workspace's one calendar conversion (FAT timestamps
+//! here, RFC 3339 in the SBOM, the provenance and the updater's trail).
 //! [`fuzzimage`] is a compact encoding of whole images for the fuzz targets
 //! of the image readers.
 
@@ -17,4 +19,5 @@ pub mod fat;
 pub mod fuzzimage;
 pub mod gpt;
 pub mod sparse;
+pub mod time;
 pub mod window;

@@ -218,11 +218,13 @@ pub struct EnvelopeSignature {
 
 /// The provenance of the build `record` describes. `build_json_sha256` is
 /// the hash of the written `build.json`, a subject too; `packages` are
-/// the locked Debian packages the base was installed from.
+/// the locked Debian packages the base was installed from, of the Debian
+/// `suite` (their purls are the SBOM's, [`crate::sbom::debian_purl`]).
 pub fn statement(
     record: &BuildRecord,
     build_json: (&str, &str),
     packages: &[LockedPackage],
+    suite: Option<&str>,
 ) -> Statement {
     let mut subject: Vec<Subject> = record
         .artifacts
@@ -245,14 +247,14 @@ pub fn statement(
             sha256: p.sha256.clone(),
         }),
         name: p.deb_file_name(),
-        uri: Some(format!(
-            "pkg:deb/debian/{}@{}?arch={}",
-            purl_part(&p.name),
-            purl_part(&p.version),
-            purl_part(&p.architecture)
+        uri: Some(crate::sbom::debian_purl(
+            &p.name,
+            &p.version,
+            &p.architecture,
+            suite,
         )),
     }));
-    let time = rfc3339(record.source_date_epoch);
+    let time = slotsmith_disk::time::rfc3339(record.source_date_epoch);
     let version = env!("CARGO_PKG_VERSION").to_string();
     Statement {
         type_: STATEMENT_TYPE.into(),
@@ -311,41 +313,6 @@ fn input_descriptor(i: &crate::build::Input) -> ResourceDescriptor {
         name: i.path.clone(),
         uri: None,
     }
-}
-
-/// Percent-encodes a package URL component (everything but unreserved).
-fn purl_part(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// Seconds since the epoch as RFC 3339 UTC (Howard Hinnant's
-/// civil_from_days; no time crate for one format).
-fn rfc3339(epoch: u64) -> String {
-    let days = epoch / 86400;
-    let secs = epoch % 86400;
-    // Shifted to start on 0000-03-01; u64 keeps every epoch in range.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
 }
 
 /// DSSE's pre-authentication encoding: `DSSEv1 <len> <type> <len> <body>`,
@@ -487,23 +454,57 @@ pub fn verify_dir(path: &Path, key: &VerifyingKey) -> anyhow::Result<Report> {
 
 /// One subject: a plain relative path (the name is signed, but a path
 /// must still never leave the directory) to a regular file with that
-/// sha256.
+/// sha256. The file is opened once, without following a symlink and
+/// without blocking (a FIFO must not hang `verify`), checked to be a
+/// regular file through that handle, and that handle is hashed, up to
+/// the size it had when opened: nothing can be swapped in between.
 fn check_subject(dir: &Path, s: &Subject) -> anyhow::Result<()> {
+    use rustix::fs::{Mode, OFlags};
     let rel = Path::new(&s.name);
     ensure!(
         !s.name.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_))),
         "is not a plain relative path"
     );
     let file = dir.join(rel);
-    let meta = fs::symlink_metadata(&file)
-        .with_context(|| format!("missing beside the provenance: {}", shown_path(&file)))?;
+    let fd = match rustix::fs::open(
+        &file,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => {
+            bail!("missing beside the provenance: {}", shown_path(&file))
+        }
+        // O_NOFOLLOW on a symlink.
+        Err(rustix::io::Errno::LOOP) => {
+            bail!("{} is a symlink, not a regular file", shown_path(&file))
+        }
+        Err(e) => {
+            return Err(std::io::Error::from(e))
+                .with_context(|| format!("opening {}", shown_path(&file)))
+        }
+    };
+    let f = fs::File::from(fd);
+    let meta = f
+        .metadata()
+        .with_context(|| format!("reading the metadata of {}", shown_path(&file)))?;
     ensure!(
         meta.file_type().is_file(),
         "{} is not a regular file",
         shown_path(&file)
     );
-    let (sha, _) =
-        crate::load::hash_file(&file).with_context(|| format!("hashing {}", shown_path(&file)))?;
+    let mut h = Sha256::new();
+    let n = std::io::copy(
+        &mut std::io::Read::take(&f, meta.len().saturating_add(1)),
+        &mut h,
+    )
+    .with_context(|| format!("hashing {}", shown_path(&file)))?;
+    ensure!(
+        n == meta.len(),
+        "{} changed size while it was hashed",
+        shown_path(&file)
+    );
+    let sha = hex::encode(h.finalize());
     ensure!(
         sha.eq_ignore_ascii_case(&s.digest.sha256),
         "{} has sha256 {sha}, the provenance says {}",

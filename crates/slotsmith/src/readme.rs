@@ -137,8 +137,8 @@ present here.\n",
         let _ = writeln!(
             s,
             "| Software bill of materials | {l} | SPDX 2.3: every Debian package of the rootfs (version, \
-source package, licence, purl), every file the layers and policies add (sha256), the kernel and the build \
-tool. The same document travels inside the signed `.swu`. Validate with `pyspdxtools -i sbom.spdx.json`. |"
+source package, supplier, licence, purl), every file the layers and policies add (sha256), the kernel, \
+the updater the build installs and the build tool. The same document travels inside the signed `.swu`. Validate with `pyspdxtools -i sbom.spdx.json`. |"
         );
     }
     if let (Some(env), Some(key)) = (

@@ -7,10 +7,22 @@
 //!
 //! The document says: the image (DESCRIBES), which CONTAINS every Debian
 //! package installed (name, version, architecture, source package, the
-//! DEP-5 licence, a purl, the `.deb`'s sha256 when the base is locked),
-//! the kernel, and every file the layers and policies add (SHA1, which
-//! SPDX 2.3 requires of files, and sha256); slotsmith is its BUILD_TOOL_OF
-//! and DEPENDS_ON each crate locked in its `Cargo.lock`.
+//! DEP-5 licences of all its `Files` stanzas, its maintainer as supplier,
+//! a purl, the `.deb`'s sha256 when the base is locked), the kernel, the
+//! updater `slotsmith-update` (its sha256 as installed, DEPENDS_ON its
+//! locked crates), and a package of the files the layers and policies add
+//! (each with SHA1, which SPDX 2.3 requires of files, and sha256);
+//! slotsmith is its BUILD_TOOL_OF and DEPENDS_ON each crate locked in its
+//! `Cargo.lock`.
+//!
+//! The image package says `filesAnalyzed: false`: the document does not
+//! list the rootfs's files, so a verification code over them could not be
+//! recomputed from it. The added files get a package of their own whose
+//! verification code covers exactly the files it CONTAINS.
+//!
+//! Every package has a supplier (an NTIA minimum element): a Debian
+//! package's `Maintainer`, slotsmith's own programs the slotsmith
+//! project, `NOASSERTION` where nothing says who supplied it.
 //!
 //! Deterministic: the creation time is `SOURCE_DATE_EPOCH`, the namespace
 //! is derived from a hash of the rest of the document (no random UUID),
@@ -51,7 +63,26 @@ pub struct Contents {
     pub files: Vec<AddedFile>,
     /// The build tool.
     pub tool: Tool,
+    /// The updater the build installs into the rootfs, when it does.
+    pub updater: Option<Updater>,
 }
+
+/// `slotsmith-update`, which the build (not a package, layer or policy)
+/// puts into the rootfs.
+#[derive(Debug, Clone)]
+pub struct Updater {
+    /// Absolute path in the rootfs.
+    pub path: String,
+    /// Its version (its crate's, from the lock).
+    pub version: String,
+    /// sha256 of the file as the image holds it.
+    pub sha256: String,
+    /// The crates locked for it.
+    pub crates: Vec<cargo::Crate>,
+}
+
+/// The supplier of slotsmith's own programs.
+pub const PROJECT_SUPPLIER: &str = "Organization: slotsmith project";
 
 /// The kernel the image boots.
 #[derive(Debug, Clone)]
@@ -86,9 +117,14 @@ pub struct Tool {
     pub crates: Vec<cargo::Crate>,
 }
 
-/// The document as pretty JSON with a final newline.
+/// The document as pretty JSON with a final newline. Image text (a
+/// maintainer, a licence) may hold DEL, C1 or bidi controls, which
+/// serde_json leaves raw: they are written as `\u` escapes (the same
+/// JSON), so the document is safe on a terminal and `slotsmith-update
+/// sbom` prints it byte for byte.
 pub fn encode(c: &Contents) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec_pretty(&document(c)).expect("a JSON value serialises");
+    let text = serde_json::to_string_pretty(&document(c)).expect("a JSON value serialises");
+    let mut bytes = slotsmith_yaml::escape::json_for_terminal(&text).into_bytes();
     bytes.push(b'\n');
     bytes
 }
@@ -101,27 +137,45 @@ pub fn document(c: &Contents) -> Value {
     let mut rels = vec![rel("SPDXRef-DOCUMENT", "DESCRIBES", &image_id)];
     let mut refs: BTreeMap<String, (String, Option<String>, Vec<String>)> = BTreeMap::new();
 
-    let mut image = json!({
+    // Not analysed: the document does not list the rootfs's files (see
+    // the module comment). The image spec names no owner, so no supplier.
+    packages.push(json!({
         "SPDXID": image_id,
         "name": c.image,
         "versionInfo": c.version,
+        "supplier": "NOASSERTION",
         "downloadLocation": "NOASSERTION",
         "primaryPackagePurpose": "OPERATING-SYSTEM",
         "licenseConcluded": "NOASSERTION",
         "licenseDeclared": "NOASSERTION",
         "copyrightText": "NOASSERTION",
-        "filesAnalyzed": !c.files.is_empty(),
-        "comment": "The rootfs of the image: its Debian packages, kernel and the files its layers and policies add.",
-    });
-    if !c.files.is_empty() {
-        // SPDX 7.9: SHA1 over the sorted SHA1s of the package's files.
+        "filesAnalyzed": false,
+        "comment": "The rootfs of the image: its Debian packages, kernel, updater and the files its layers and policies add.",
+    }));
+
+    let added_id = (!c.files.is_empty()).then(|| ids.take("added", "files"));
+    if let Some(id) = &added_id {
+        // SPDX 7.9: SHA1 over the sorted SHA1s of exactly the package's
+        // files, which it CONTAINS below.
         let mut sha1s: Vec<&str> = c.files.iter().map(|f| f.sha1.as_str()).collect();
         sha1s.sort_unstable();
-        image["packageVerificationCode"] = json!({
-            "packageVerificationCodeValue": hex::encode(Sha1::digest(sha1s.concat().as_bytes())),
-        });
+        packages.push(json!({
+            "SPDXID": id,
+            "name": format!("{}-added-files", c.image),
+            "versionInfo": c.version,
+            "supplier": "NOASSERTION",
+            "downloadLocation": "NOASSERTION",
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+            "filesAnalyzed": true,
+            "packageVerificationCode": {
+                "packageVerificationCodeValue": hex::encode(Sha1::digest(sha1s.concat().as_bytes())),
+            },
+            "comment": "The files the image's layers and policies add to the rootfs, as the image holds them.",
+        }));
+        rels.push(rel(&image_id, "CONTAINS", id));
     }
-    packages.push(image);
 
     if let Some(k) = &c.kernel {
         let id = ids.take("kernel", &k.file);
@@ -129,6 +183,7 @@ pub fn document(c: &Contents) -> Value {
             "SPDXID": id,
             "name": "linux",
             "packageFileName": k.file,
+            "supplier": "NOASSERTION",
             "downloadLocation": "NOASSERTION",
             "filesAnalyzed": false,
             "primaryPackagePurpose": "OPERATING-SYSTEM",
@@ -142,23 +197,19 @@ pub fn document(c: &Contents) -> Value {
         rels.push(rel(&image_id, "CONTAINS", &id));
     }
 
-    let tool_id = ids.take("tool", "slotsmith");
-    packages.push(json!({
-        "SPDXID": tool_id,
-        "name": "slotsmith",
-        "versionInfo": c.tool.version,
-        "downloadLocation": "NOASSERTION",
-        "filesAnalyzed": false,
-        "primaryPackagePurpose": "APPLICATION",
-        "comment": "The tool that built the image.",
-    }));
-    rels.push(rel(&tool_id, "BUILD_TOOL_OF", &image_id));
-    for k in &c.tool.crates {
+    // Locked crates, each listed once whoever depends on it.
+    let mut crate_ids: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut crate_id = |k: &cargo::Crate, ids: &mut Ids, packages: &mut Vec<Value>| {
+        let key = (k.name.clone(), k.version.clone());
+        if let Some(id) = crate_ids.get(&key) {
+            return id.clone();
+        }
         let id = ids.take("crate", &format!("{}-{}", k.name, k.version));
         let mut p = json!({
             "SPDXID": id,
             "name": k.name,
             "versionInfo": k.version,
+            "supplier": "NOASSERTION",
             "downloadLocation": "NOASSERTION",
             "filesAnalyzed": false,
             "primaryPackagePurpose": "LIBRARY",
@@ -168,31 +219,64 @@ pub fn document(c: &Contents) -> Value {
             p["checksums"] = json!([sha256(sum)]);
         }
         packages.push(p);
+        crate_ids.insert(key, id.clone());
+        id
+    };
+
+    let tool_id = ids.take("tool", "slotsmith");
+    packages.push(json!({
+        "SPDXID": tool_id,
+        "name": "slotsmith",
+        "versionInfo": c.tool.version,
+        "supplier": PROJECT_SUPPLIER,
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "primaryPackagePurpose": "APPLICATION",
+        "comment": "The tool that built the image.",
+    }));
+    rels.push(rel(&tool_id, "BUILD_TOOL_OF", &image_id));
+    for k in &c.tool.crates {
+        let id = crate_id(k, &mut ids, &mut packages);
         rels.push(rel(&tool_id, "DEPENDS_ON", &id));
+    }
+
+    if let Some(u) = &c.updater {
+        let id = ids.take("updater", "slotsmith-update");
+        packages.push(json!({
+            "SPDXID": id,
+            "name": "slotsmith-update",
+            "versionInfo": u.version,
+            "packageFileName": format!(".{}", u.path),
+            "supplier": PROJECT_SUPPLIER,
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "primaryPackagePurpose": "APPLICATION",
+            "checksums": [sha256(&u.sha256)],
+            "comment": format!(
+                "The device's updater, which the build installs as {} (no Debian package, layer or policy provides it).",
+                u.path
+            ),
+        }));
+        rels.push(rel(&image_id, "CONTAINS", &id));
+        for k in &u.crates {
+            let cid = crate_id(k, &mut ids, &mut packages);
+            rels.push(rel(&id, "DEPENDS_ON", &cid));
+        }
     }
 
     for (d, deb_sha256) in &c.debs {
         let id = ids.take("deb", &format!("{}-{}", d.name, d.architecture));
-        let mut purl_s = format!(
-            "pkg:deb/debian/{}@{}?arch={}",
-            pct(&d.name),
-            pct(&d.version),
-            pct(&d.architecture)
-        );
-        if let Some(s) = &c.suite {
-            purl_s.push_str(&format!("&distro={}", pct(&format!("debian-{s}"))));
-        }
         let declared = match &d.license {
             Some(l) => {
-                let e = license::expression(&l.synopsis);
-                for (rid, name) in e.refs {
+                let e = license::declared(&l.synopses, &l.texts, &d.name);
+                for r in e.refs {
+                    // The id hashes the name and the text: one id, one text.
                     let entry = refs
-                        .entry(rid)
-                        .or_insert_with(|| (name.clone(), None, Vec::new()));
-                    if entry.1.is_none() {
-                        entry.1 = l.texts.get(&name).cloned();
+                        .entry(r.id)
+                        .or_insert_with(|| (r.name, r.text, Vec::new()));
+                    if entry.2.last() != Some(&d.name) {
+                        entry.2.push(d.name.clone());
                     }
-                    entry.2.push(d.name.clone());
                 }
                 e.spdx
             }
@@ -202,6 +286,7 @@ pub fn document(c: &Contents) -> Value {
             "SPDXID": id,
             "name": d.name,
             "versionInfo": d.version,
+            "supplier": debian_supplier(d.maintainer.as_deref()),
             "downloadLocation": "NOASSERTION",
             "filesAnalyzed": false,
             "licenseConcluded": "NOASSERTION",
@@ -210,7 +295,12 @@ pub fn document(c: &Contents) -> Value {
             "sourceInfo": format!(
                 "built from the Debian source package {} {}", d.source, d.source_version
             ),
-            "externalRefs": [purl(&purl_s)],
+            "externalRefs": [purl(&debian_purl(
+                &d.name,
+                &d.version,
+                &d.architecture,
+                c.suite.as_deref()
+            ))],
             "comment": format!("architecture {}", d.architecture),
         });
         if let Some(sum) = deb_sha256 {
@@ -227,7 +317,9 @@ pub fn document(c: &Contents) -> Value {
         .into_iter()
         .map(|f| {
             let id = ids.take("file", f.path.trim_start_matches('/'));
-            rels.push(rel(&image_id, "CONTAINS", &id));
+            if let Some(added) = &added_id {
+                rels.push(rel(added, "CONTAINS", &id));
+            }
             json!({
                 "SPDXID": id,
                 "fileName": format!(".{}", f.path),
@@ -246,7 +338,9 @@ pub fn document(c: &Contents) -> Value {
         .into_iter()
         .map(|(id, (name, text, users))| {
             let text = text.unwrap_or_else(|| {
-                format!("The licence called \"{name}\" in the package's copyright file.")
+                format!(
+                    "The licence called \"{name}\" in the package's copyright file, which gives no text for it."
+                )
             });
             json!({
                 "licenseId": id,
@@ -267,7 +361,7 @@ pub fn document(c: &Contents) -> Value {
         "name": format!("{}-{}", c.image, c.version),
         "documentNamespace": "",
         "creationInfo": {
-            "created": rfc3339(c.epoch),
+            "created": slotsmith_disk::time::rfc3339(c.epoch),
             "creators": [format!("Tool: slotsmith-{}", c.tool.version)],
         },
         "documentDescribes": [image_id],
@@ -326,6 +420,58 @@ fn purl(locator: &str) -> Value {
     })
 }
 
+/// The package URL of an installed Debian package, for the SBOM and the
+/// provenance alike (one encoder, so both name a package identically):
+/// `pkg:deb/debian/<name>@<version>?arch=<arch>[&distro=debian-<suite>]`,
+/// qualifiers in key order as the purl spec's canonical form has them.
+/// The version's epoch colon stays a colon: the purl specification
+/// (Character encoding) says `:` is never percent-encoded.
+pub fn debian_purl(name: &str, version: &str, arch: &str, suite: Option<&str>) -> String {
+    let mut s = format!(
+        "pkg:deb/debian/{}@{}?arch={}",
+        pct(name),
+        pct(version),
+        pct(arch)
+    );
+    if let Some(suite) = suite {
+        s.push_str(&format!("&distro={}", pct(&format!("debian-{suite}"))));
+    }
+    s
+}
+
+/// The SPDX supplier of a Debian package: its `Maintainer` as an
+/// organisation (a maintainer is often a team), `Organization: Debian`
+/// when it names none. SPDX writes an e-mail address in parentheses
+/// after the name, so `Name <mail>` becomes `Name (mail)`; parentheses
+/// and control characters elsewhere would break that syntax and become
+/// brackets and spaces.
+pub fn debian_supplier(maintainer: Option<&str>) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| match c {
+                '(' | '<' => '[',
+                ')' | '>' => ']',
+                c if c.is_control() => ' ',
+                c => c,
+            })
+            .collect::<String>()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let m = maintainer.unwrap_or_default().trim();
+    let (name, mail) = match m.strip_suffix('>').and_then(|r| r.rsplit_once('<')) {
+        Some((name, mail)) => (clean(name), clean(mail)),
+        None => (clean(m), String::new()),
+    };
+    match (name.is_empty(), mail.is_empty()) {
+        (true, true) => "Organization: Debian".into(),
+        (true, false) => format!("Organization: Debian ({mail})"),
+        (false, true) => format!("Organization: {name}"),
+        (false, false) => format!("Organization: {name} ({mail})"),
+    }
+}
+
 /// Percent-encoding for purl components: everything but ASCII letters,
 /// digits, `. - _ ~` and `:` (which the purl spec leaves unencoded, as in
 /// the epoch of `1:2.4-1`) is encoded, `+` included.
@@ -367,28 +513,6 @@ impl Ids {
         }
         id
     }
-}
-
-/// `YYYY-MM-DDThh:mm:ssZ` for seconds since the epoch (UTC).
-pub fn rfc3339(epoch: u64) -> String {
-    let days = (epoch / 86_400) as i64;
-    let secs = epoch % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
 }
 
 #[cfg(test)]

@@ -209,19 +209,17 @@ fn civil(epoch: u64) -> Result<(u64, u64, u64, u64, u64, u64)> {
         epoch <= 253_402_300_799,
         "SOURCE_DATE_EPOCH {epoch} is after the year 9999"
     );
-    let days = epoch / 86400;
-    let secs = epoch % 86400;
-    // Howard Hinnant's days-to-civil, on unsigned values (epoch >= 0).
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    Ok((y, m, d, secs / 3600, secs % 3600 / 60, secs % 60))
+    // The workspace's one calendar conversion; the bound above keeps the
+    // year in 1970..=9999 and the epoch inside i64.
+    let c = slotsmith_disk::time::civil(epoch as i64);
+    Ok((
+        c.year as u64,
+        u64::from(c.month),
+        u64::from(c.day),
+        u64::from(c.hour),
+        u64::from(c.minute),
+        u64::from(c.second),
+    ))
 }
 
 /// The 16-byte `EFI_TIME` of a Unix time (UTC; no nanoseconds, time zone

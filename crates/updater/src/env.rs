@@ -128,8 +128,9 @@ fn read_env(dev: &Path) -> Result<BgEnv> {
 }
 
 /// The SBOM on `slot`'s boot partition, as SWUpdate (or the golden
-/// image) wrote it there; refused unless it is JSON, so what reaches a
-/// terminal holds no raw control bytes.
+/// image) wrote it there; refused unless it is JSON. JSON strings may
+/// still hold raw DEL and C1 characters: print it through
+/// [`printable_sbom`].
 pub fn read_sbom(config: &crate::config::Config, slot: &str) -> Result<Vec<u8>> {
     let part = config
         .boot_partitions
@@ -155,6 +156,15 @@ fn read_sbom_on(dev: &Path) -> Result<Vec<u8>> {
     serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
         .with_context(|| format!("{SBOM_NAME} on {} is not JSON", dev.display()))?;
     Ok(bytes)
+}
+
+/// What `slotsmith-update sbom` prints for the SBOM `bytes` (checked to be
+/// JSON by [`read_sbom`], so UTF-8): the same JSON with DEL, C1, bidi and
+/// other terminal-steering characters as `\u` escapes (U+009B is CSI on
+/// some terminals). slotsmith writes its SBOMs escaped the same way, so
+/// one of them prints byte for byte and its sha256 still matches.
+pub fn printable_sbom(bytes: &[u8]) -> Vec<u8> {
+    slotsmith_yaml::escape::json_for_terminal(&String::from_utf8_lossy(bytes)).into_bytes()
 }
 
 /// Both slots' environments, in the order of the settings.
@@ -285,6 +295,23 @@ mod tests {
         assert_eq!(read_sbom_on(&vol("good", sbom)).unwrap(), sbom);
         let e = read_sbom_on(&vol("bad", b"\x1b[2Jnot json")).unwrap_err();
         assert!(format!("{e:#}").contains("is not JSON"), "{e:#}");
+    }
+
+    #[test]
+    fn the_printed_sbom_holds_no_terminal_controls_and_means_the_same() {
+        let raw = "{\"name\": \"a\u{7f}b\u{9b}2J\u{202e}c\", \"n\": 1}\n";
+        let shown = printable_sbom(raw.as_bytes());
+        let text = String::from_utf8(shown.clone()).unwrap();
+        assert_eq!(
+            text,
+            "{\"name\": \"a\\u007fb\\u009b2J\\u202ec\", \"n\": 1}\n"
+        );
+        let a: serde_json::Value = serde_json::from_str(raw).unwrap();
+        let b: serde_json::Value = serde_json::from_slice(&shown).unwrap();
+        assert_eq!(a, b);
+        // An SBOM as slotsmith writes it prints byte for byte.
+        let plain = b"{\n  \"spdxVersion\": \"SPDX-2.3\"\n}\n";
+        assert_eq!(printable_sbom(plain), plain);
     }
 
     #[test]

@@ -161,6 +161,9 @@ fn run(cli: Cli) -> Result<bool> {
                 Command::Sbom { slot } => {
                     use std::io::Write as _;
                     let bytes = env::read_sbom(&config, slot.as_deref().unwrap_or(&running.slot))?;
+                    // Image content on a terminal: no raw DEL, C1 or bidi
+                    // controls, same JSON.
+                    let bytes = env::printable_sbom(&bytes);
                     let mut out = std::io::stdout().lock();
                     out.write_all(&bytes)
                         .and_then(|()| out.flush())

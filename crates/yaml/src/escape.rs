@@ -108,6 +108,31 @@ pub fn needs_escape(c: char) -> bool {
     )
 }
 
+/// JSON text with every character [`needs_escape`] names written as a
+/// JSON `\uXXXX` escape (a surrogate pair beyond the BMP), except the
+/// backslash and the tab, line feed and carriage return JSON allows
+/// between tokens. In valid JSON the others can only stand raw inside
+/// strings (DEL, C1 controls such as U+009B CSI, bidi overrides, tag
+/// characters), where the escape means the same character: the output is
+/// the same JSON value, safe on a terminal, and equal to the input when
+/// there was nothing to escape. For documents printed or written whole
+/// (the SBOM), where [`shown`]'s forms would not be JSON.
+pub fn json_for_terminal(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if !needs_escape(c) || matches!(c, '\\' | '\t' | '\n' | '\r') {
+            out.push(c);
+            continue;
+        }
+        let mut units = [0u16; 2];
+        for u in c.encode_utf16(&mut units) {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\\u{u:04x}");
+        }
+    }
+    out
+}
+
 /// Appends `s` to `out`, escaped.
 fn push_str(out: &mut String, s: &str) {
     push_escaped(out, s, true);
@@ -201,6 +226,24 @@ mod tests {
         use std::os::unix::ffi::OsStrExt as _;
         let p = Path::new(OsStr::from_bytes(b"images/\x1b]0;x\x07\xfe.yaml"));
         assert_eq!(shown_path(p), "images/\\x1b]0;x\\x07\\xfe.yaml");
+    }
+
+    #[test]
+    fn json_keeps_its_meaning_without_terminal_controls() {
+        // DEL, C1 CSI and NEL, a bidi override and a tag character (a
+        // surrogate pair in JSON) inside a string; layout outside.
+        let raw = "{\n\t\"name\": \"a\u{7f}b\u{9b}2Jc\u{85}\u{202e}d\u{e0041}\\\"\\u001b\"\r\n}\n";
+        let safe = json_for_terminal(raw);
+        assert_eq!(
+            safe,
+            "{\n\t\"name\": \"a\\u007fb\\u009b2Jc\\u0085\\u202ed\\udb40\\udc41\\\"\\u001b\"\r\n}\n"
+        );
+        assert!(safe
+            .chars()
+            .all(|c| c == '\\' || c.is_ascii_whitespace() || !needs_escape(c)));
+        // Nothing to escape: the same text.
+        let plain = "{\"spdxVersion\": \"SPDX-2.3\", \"größe\": \"大きさ\"}\n";
+        assert_eq!(json_for_terminal(plain), plain);
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub(super) fn envelope(
         record,
         (&plan.outputs.build_json, build_json_sha256),
         packages,
+        super::sbom::suite(plan),
     );
     let envelope = crate::provenance::sign(&statement, signer.signer.as_ref())
         .with_context(|| format!("signing {}", plan.outputs.provenance))?;

@@ -24,10 +24,11 @@ use slotsmith_policy::RootfsRead;
 
 use super::rootfs::RootfsImage;
 use super::{resolve, write_new, BuildOptions, Hashed};
+use crate::plan::chain::DeviceFileSource;
 use crate::plan::files::BootSource;
 use crate::plan::Plan;
 use crate::progress::Progress;
-use crate::sbom::{AddedFile, Contents, Kernel, Tool};
+use crate::sbom::{AddedFile, Contents, Kernel, Tool, Updater};
 use crate::spec::{BaseSpec, LayerEntryKind};
 
 /// Writes `sbom.spdx.json` into `out`; its hash for the record.
@@ -94,7 +95,11 @@ fn contents(
             (d, sum)
         })
         .collect();
+    // In the order the build writes them: policies, device files, layers
+    // (a later writer's file replaces an earlier one at the same path).
     let mut files = policy_files(plan, fs)?;
+    let (device, updater) = device_files(plan, opts, fs)?;
+    files.extend(device);
     for f in layer_files(plan, opts)? {
         files.insert(f.path.clone(), f);
     }
@@ -102,10 +107,7 @@ fn contents(
         image: plan.image.name.clone(),
         version: plan.image.version.clone(),
         epoch: plan.source_date_epoch,
-        suite: match &plan.base.spec {
-            BaseSpec::Debian { suite, .. } => Some(suite.clone()),
-            _ => None,
-        },
+        suite: suite(plan).map(str::to_string),
         debs,
         kernel: kernel(plan, rootfs, &index),
         files: files.into_values().collect(),
@@ -113,7 +115,17 @@ fn contents(
             version: env!("CARGO_PKG_VERSION").into(),
             crates: crate::sbom::cargo::locked_crates(crate::sbom::cargo::LOCK, "xtask"),
         },
+        updater,
     })
+}
+
+/// The Debian suite of the base (`bookworm`), the purls' `distro` in the
+/// SBOM and the provenance alike.
+pub(super) fn suite(plan: &Plan) -> Option<&str> {
+    match &plan.base.spec {
+        BaseSpec::Debian { suite, .. } => Some(suite),
+        _ => None,
+    }
 }
 
 /// The kernel from the rootfs stage; its version from its name in the
@@ -172,6 +184,83 @@ fn policy_files(plan: &Plan, fs: &dyn RootfsRead) -> anyhow::Result<BTreeMap<Str
         );
     }
     Ok(out)
+}
+
+/// The files the boot chain's device setup writes (SWUpdate's settings,
+/// the hardware revision, the update certificate) as the image holds
+/// them, and the updater when the image holds the very binary the build
+/// installed (a layer that replaced or removed it is listed as a layer
+/// file instead). The updater is a package, not an added file: it is a
+/// program with a version and locked dependencies. Its version and
+/// crates come from the lock compiled into this binary, the checkout
+/// `cargo xtask` built the updater from.
+fn device_files(
+    plan: &Plan,
+    opts: &BuildOptions,
+    fs: &dyn RootfsRead,
+) -> anyhow::Result<(BTreeMap<String, AddedFile>, Option<Updater>)> {
+    let Some(chain) = &plan.chain else {
+        return Ok((BTreeMap::new(), None));
+    };
+    let built = if chain
+        .device_files
+        .iter()
+        .any(|f| f.source == DeviceFileSource::Updater)
+    {
+        Some(hex::encode(Sha256::digest(super::device::updater_binary(
+            opts,
+        )?)))
+    } else {
+        None
+    };
+    listed_device_files(&chain.device_files, built.as_deref(), fs)
+}
+
+/// [`device_files`] for the plan's `listed` files, `built` being the
+/// sha256 of the updater the build installed.
+fn listed_device_files(
+    listed: &[crate::plan::chain::PlanDeviceFile],
+    built: Option<&str>,
+    fs: &dyn RootfsRead,
+) -> anyhow::Result<(BTreeMap<String, AddedFile>, Option<Updater>)> {
+    let mut files = BTreeMap::new();
+    let mut updater = None;
+    for f in listed {
+        let path = format!("/{}", f.path.trim_start_matches('/'));
+        if f.source == DeviceFileSource::Updater {
+            let Some(built) = built else { continue };
+            let held = fs
+                .sha256(&path)
+                .with_context(|| format!("hashing the updater {path} in the rootfs image"))?;
+            if held.is_some_and(|(sum, _)| hex::encode(sum) == built) {
+                let lock = crate::sbom::cargo::LOCK;
+                updater = Some(Updater {
+                    path,
+                    version: crate::sbom::cargo::member_version(lock, "slotsmith-updater")
+                        .unwrap_or_else(|| "NOASSERTION".into()),
+                    sha256: built.to_string(),
+                    crates: crate::sbom::cargo::locked_crates(lock, "slotsmith-updater"),
+                });
+            }
+            continue;
+        }
+        let Some(bytes) = fs
+            .read(&path)
+            .with_context(|| format!("reading {path} from the rootfs image"))?
+        else {
+            continue;
+        };
+        files.insert(
+            path.clone(),
+            AddedFile {
+                path,
+                origin: "the boot chain's device files".into(),
+                sha1: hex::encode(Sha1::digest(&bytes)),
+                sha256: hex::encode(Sha256::digest(&bytes)),
+            },
+        );
+    }
+    Ok((files, updater))
 }
 
 /// The layers' files that survive the later layers' removals, each read
@@ -242,6 +331,55 @@ mod tests {
     const DEP5: &[u8] =
         b"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n\
         Files: *\nLicense: Zlib\n";
+
+    #[test]
+    fn the_installed_updater_is_a_package_and_device_files_are_added_files() {
+        use crate::plan::chain::PlanDeviceFile;
+        let listed = [
+            PlanDeviceFile {
+                path: "etc/hwrevision".into(),
+                mode: 0o644,
+                source: DeviceFileSource::Text("board 1.0\n".into()),
+            },
+            PlanDeviceFile {
+                path: "usr/sbin/slotsmith-update".into(),
+                mode: 0o755,
+                source: DeviceFileSource::Updater,
+            },
+        ];
+        let updater = b"\x7fELF the updater";
+        let built = hex::encode(Sha256::digest(updater));
+        let mut fs = slotsmith_policy::MemRootfs::new();
+        fs.file("/etc/hwrevision", 0o644, "board 1.0\n").file(
+            "/usr/sbin/slotsmith-update",
+            0o755,
+            updater.as_slice(),
+        );
+        let (files, u) = listed_device_files(&listed, Some(&built), &fs).unwrap();
+        let u = u.expect("the updater is declared");
+        assert_eq!(
+            (u.path.as_str(), u.sha256.as_str()),
+            ("/usr/sbin/slotsmith-update", built.as_str())
+        );
+        assert_eq!(
+            Some(u.version),
+            crate::sbom::cargo::member_version(crate::sbom::cargo::LOCK, "slotsmith-updater")
+        );
+        assert!(u.crates.iter().any(|c| c.name == "clap"));
+        let hw = &files["/etc/hwrevision"];
+        assert_eq!(hw.sha256, hex::encode(Sha256::digest(b"board 1.0\n")));
+        assert_eq!(hw.origin, "the boot chain's device files");
+        assert!(!files.contains_key("/usr/sbin/slotsmith-update"));
+        // A layer replaced the updater: it is not the build's updater (the
+        // layer's file is listed as such), and a removed one is absent.
+        let mut replaced = slotsmith_policy::MemRootfs::new();
+        replaced.file("/usr/sbin/slotsmith-update", 0o755, "#!/bin/sh\n");
+        let (_, u) = listed_device_files(&listed, Some(&built), &replaced).unwrap();
+        assert!(u.is_none());
+        let empty = slotsmith_policy::MemRootfs::new();
+        let (files, u) = listed_device_files(&listed, Some(&built), &empty).unwrap();
+        assert!(u.is_none() && files.is_empty());
+    }
 
     #[test]
     fn the_sbom_of_a_built_image_lists_packages_files_kernel_and_passes_pyspdxtools() {

@@ -125,7 +125,7 @@ fn build_json() -> (&'static str, String) {
 
 fn signed() -> (Statement, Envelope, KeySigner) {
     let (name, sha) = build_json();
-    let st = statement(&record(), (name, &sha), &packages());
+    let st = statement(&record(), (name, &sha), &packages(), Some("bookworm"));
     let s = signer(7);
     let env = sign(&st, &s).unwrap();
     (st, env, s)
@@ -183,7 +183,7 @@ fn the_statement_is_in_toto_slsa_with_sorted_keys() {
     assert_eq!(deps[2]["name"], "libstdc++6_1%3a12.2.0-14_amd64.deb");
     assert_eq!(
         deps[2]["uri"],
-        "pkg:deb/debian/libstdc%2B%2B6@1%3A12.2.0-14?arch=amd64"
+        "pkg:deb/debian/libstdc%2B%2B6@1:12.2.0-14?arch=amd64&distro=debian-bookworm"
     );
     let md = &v["predicate"]["runDetails"]["metadata"];
     assert_eq!(md["startedOn"], "2025-01-01T00:00:00Z");
@@ -201,14 +201,6 @@ fn the_statement_is_in_toto_slsa_with_sorted_keys() {
         format!("sha256:{}", env.signatures[0].keyid),
         slotsmith_sign::fingerprint(&s.public_key())
     );
-}
-
-#[test]
-fn rfc3339_matches_known_dates() {
-    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-    assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-    assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
 }
 
 #[test]
@@ -307,10 +299,92 @@ fn verify_dir_checks_every_subject_beside_the_envelope() {
     fs::remove_file(d.join("tiny.img")).unwrap();
     let e = format!("{:#}", verify_dir(&path, &s.public_key()).unwrap_err());
     assert!(e.contains("missing beside the provenance"), "{e}");
-    // A symlink in place of an artifact is not followed.
-    std::os::unix::fs::symlink(d.join("build.json"), d.join("tiny.img")).unwrap();
+    // A symlink in place of an artifact is not followed, even to a file
+    // with the signed bytes.
+    fs::write(d.join("elsewhere"), b"image").unwrap();
+    std::os::unix::fs::symlink(d.join("elsewhere"), d.join("tiny.img")).unwrap();
     let e = format!("{:#}", verify_dir(&path, &s.public_key()).unwrap_err());
-    assert!(e.contains("is not a regular file"), "{e}");
+    assert!(
+        e.contains("tiny.img is a symlink, not a regular file"),
+        "{e}"
+    );
+    // A FIFO is refused at once rather than read (which would block
+    // forever with no writer), and so is a directory.
+    fs::remove_file(d.join("tiny.img")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        d.join("tiny.img"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (p, key) = (path.clone(), s.public_key());
+    std::thread::spawn(move || tx.send(format!("{:#}", verify_dir(&p, &key).unwrap_err())));
+    let e = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("verify_dir hung on a FIFO subject");
+    assert!(e.contains("tiny.img is not a regular file"), "{e}");
+    fs::remove_file(d.join("tiny.img")).unwrap();
+    fs::create_dir(d.join("tiny.img")).unwrap();
+    let e = format!("{:#}", verify_dir(&path, &s.public_key()).unwrap_err());
+    assert!(e.contains("tiny.img is not a regular file"), "{e}");
+}
+
+/// The SBOM and the provenance name every locked package with the same
+/// purl: one encoder, whatever the name, epoch or suite.
+#[test]
+fn the_sbom_and_the_provenance_name_each_locked_package_alike() {
+    let mut locked = packages();
+    locked.push(LockedPackage {
+        name: "zlib1g".into(),
+        version: "1:1.2.13.dfsg-1+b1".into(),
+        architecture: "amd64".into(),
+        sha256: "ab".repeat(32),
+        size: 2,
+    });
+    for suite in [Some("bookworm"), None] {
+        let (name, sha) = build_json();
+        let st = statement(&record(), (name, &sha), &locked, suite);
+        let prov: Vec<String> = st
+            .predicate
+            .build_definition
+            .resolved_dependencies
+            .iter()
+            .filter_map(|d| d.uri.clone())
+            .collect();
+        let contents = crate::sbom::Contents {
+            suite: suite.map(str::to_string),
+            debs: locked
+                .iter()
+                .map(|p| {
+                    let d = crate::sbom::DebPackage {
+                        name: p.name.clone(),
+                        version: p.version.clone(),
+                        architecture: p.architecture.clone(),
+                        source: p.name.clone(),
+                        source_version: p.version.clone(),
+                        maintainer: None,
+                        license: None,
+                    };
+                    (d, Some(p.sha256.clone()))
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let doc = crate::sbom::document(&contents);
+        let sbom: Vec<String> = doc["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["externalRefs"][0]["referenceLocator"].as_str())
+            .filter(|l| l.starts_with("pkg:deb/"))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(prov.len(), 2);
+        assert_eq!(sbom, prov, "suite {suite:?}");
+    }
 }
 
 #[test]

@@ -65,6 +65,15 @@ pub fn locked_crates(lock: &str, root: &str) -> Vec<Crate> {
     out
 }
 
+/// The version of the workspace member `name` (a crate of this
+/// checkout, such as `slotsmith-updater`), as the lock records it.
+pub fn member_version(lock: &str, name: &str) -> Option<String> {
+    parse(lock)
+        .into_iter()
+        .find(|p| p.name == name && !p.source)
+        .map(|p| p.version)
+}
+
 #[derive(Default)]
 struct Package {
     name: String,
@@ -130,6 +139,18 @@ mod tests {
         let mut sorted = crates.clone();
         sorted.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
         assert_eq!(crates, sorted);
+    }
+
+    #[test]
+    fn the_updater_is_a_member_with_its_own_closure() {
+        let v = member_version(LOCK, "slotsmith-updater").unwrap();
+        let manifest = include_str!("../../../updater/Cargo.toml");
+        assert!(manifest.contains(&format!("\nversion = \"{v}\"\n")), "{v}");
+        assert_eq!(member_version(LOCK, "anyhow"), None, "a registry crate");
+        let crates = locked_crates(LOCK, "slotsmith-updater");
+        assert!(crates.iter().any(|c| c.name == "clap"), "{crates:?}");
+        // The builder's heavy dependencies are not the device's.
+        assert!(crates.iter().all(|c| c.name != "backhand"), "{crates:?}");
     }
 
     #[test]

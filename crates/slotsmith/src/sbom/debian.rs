@@ -26,6 +26,8 @@ pub const MAX_PACKAGES: usize = 100_000;
 const MAX_VERSION: usize = 256;
 /// Longest licence text kept for the document's extracted licences.
 const MAX_LICENSE_TEXT: usize = 64 << 10;
+/// Longest `Maintainer:` kept (Debian's longest are under 100 bytes).
+const MAX_MAINTAINER: usize = 256;
 
 /// One installed package.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,18 +43,25 @@ pub struct DebPackage {
     /// The source version (in parentheses after `Source:`, or the
     /// package's own version).
     pub source_version: String,
-    /// The licence of the `Files: *` stanza of a DEP-5 copyright file.
+    /// `Maintainer:` (the first line, as written), the package's
+    /// supplier in the SBOM.
+    pub maintainer: Option<String>,
+    /// The licences of a DEP-5 copyright file's `Files` stanzas.
     pub license: Option<License>,
 }
 
-/// A licence as a DEP-5 copyright file states it.
+/// The licences a DEP-5 copyright file states.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct License {
-    /// The `License:` synopsis of the `Files: *` stanza, as written
-    /// (`GPL-2+ or Artistic`).
-    pub synopsis: String,
-    /// The text the file gives for each licence name (in that stanza or a
-    /// standalone `License:` paragraph), bounded.
+    /// The `License:` synopsis of every `Files` stanza, as written
+    /// (`GPL-2+ or Artistic`), in the file's order. A package is built
+    /// from all of them, so the SBOM declares them all (not only
+    /// `Files: *`, which would over-claim a permissive licence for a
+    /// package with a GPL file).
+    pub synopses: Vec<String>,
+    /// The text the file gives for each licence name (in a `Files`
+    /// stanza or a standalone `License:` paragraph; the first one given
+    /// wins), bounded.
     pub texts: BTreeMap<String, String>,
 }
 
@@ -116,12 +125,18 @@ pub fn parse_status(text: &str) -> Result<Vec<DebPackage>> {
         };
         check_name(&source, "source package name")?;
         check_version(name, &source_version)?;
+        // Free text from the image: it reaches the document only through
+        // serde_json, and the SBOM's supplier syntax is made in `sbom.rs`.
+        let maintainer = get("Maintainer")
+            .filter(|m| !m.is_empty())
+            .map(|m| bounded(m, MAX_MAINTAINER));
         out.push(DebPackage {
             name: name.to_string(),
             version: version.to_string(),
             architecture: architecture.to_string(),
             source,
             source_version,
+            maintainer,
             license: None,
         });
         if out.len() > MAX_PACKAGES {
@@ -206,8 +221,9 @@ fn copyright(index: &Index<'_>, name: &str) -> Result<Option<License>> {
     Ok(dep5_license(&String::from_utf8_lossy(&bytes)))
 }
 
-/// The licence of the `Files: *` stanza of a DEP-5 copyright file; `None`
-/// when the file is not DEP-5 1.0 or has no such stanza.
+/// The licences of every `Files` stanza of a DEP-5 copyright file;
+/// `None` when the file is not DEP-5 1.0, has no `Files` stanza, or has
+/// one without a licence (no claim beats a partial one).
 pub fn dep5_license(text: &str) -> Option<License> {
     let paras = paragraphs(text);
     let header = paras.first()?;
@@ -215,38 +231,40 @@ pub fn dep5_license(text: &str) -> Option<License> {
     if !format.contains("copyright-format/1.0") {
         return None;
     }
-    let mut stanza = None;
+    let mut synopses = Vec::new();
     let mut texts = BTreeMap::new();
     for p in &paras[1..] {
-        let Some((synopsis, body)) = field(p, "License") else {
-            continue;
-        };
-        let synopsis = synopsis.trim();
-        match field(p, "Files") {
-            Some((files, more)) => {
-                let mut globs = files.split_whitespace().chain(more.split_whitespace());
-                if stanza.is_none() && globs.next() == Some("*") && globs.next().is_none() {
-                    stanza = Some(synopsis.to_string());
-                    if !body.trim().is_empty() {
-                        texts.insert(synopsis.to_string(), bounded(body));
-                    }
+        let license = field(p, "License").map(|(s, body)| (s.trim(), body));
+        match (field(p, "Files"), license) {
+            (Some(_), Some((synopsis, body))) if !synopsis.is_empty() => {
+                synopses.push(synopsis.to_string());
+                if !body.trim().is_empty() {
+                    texts
+                        .entry(synopsis.to_string())
+                        .or_insert_with(|| bounded(body, MAX_LICENSE_TEXT));
                 }
             }
+            // A `Files` stanza whose licence is missing or empty: the
+            // package's licence cannot be stated.
+            (Some(_), _) => return None,
             // A standalone licence paragraph: the text of one name.
-            None if !body.trim().is_empty() => {
+            (None, Some((synopsis, body))) if !body.trim().is_empty() => {
                 texts
                     .entry(synopsis.to_string())
-                    .or_insert_with(|| bounded(body));
+                    .or_insert_with(|| bounded(body, MAX_LICENSE_TEXT));
             }
-            None => {}
+            (None, _) => {}
         }
     }
-    let synopsis = stanza.filter(|s| !s.is_empty())?;
-    Some(License { synopsis, texts })
+    if synopses.is_empty() {
+        return None;
+    }
+    Some(License { synopses, texts })
 }
 
-fn bounded(text: &str) -> String {
-    let mut end = text.len().min(MAX_LICENSE_TEXT);
+/// `text` cut to at most `max` bytes on a character boundary.
+fn bounded(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
@@ -338,19 +356,41 @@ mod tests {
     }
 
     #[test]
-    fn the_files_star_stanza_gives_the_licence_with_its_texts() {
+    fn every_files_stanza_gives_a_licence_with_its_texts() {
         let dep5 = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\
-            Upstream-Name: x\n\nFiles: debian/*\nLicense: GPL-2+\n\n\
-            Files: *\nCopyright: someone\nLicense: BSD-3-clause or Beer\n\n\
+            Upstream-Name: x\n\nFiles: *\nCopyright: someone\nLicense: BSD-3-clause or Beer\n\n\
+            Files: src/x.c\nLicense: GPL-3+\n\nFiles: debian/*\nLicense: GPL-2+\n\n\
             License: Beer\n Buy them a beer.\n .\n Cheers.\n";
         let l = dep5_license(dep5).unwrap();
-        assert_eq!(l.synopsis, "BSD-3-clause or Beer");
+        assert_eq!(l.synopses, ["BSD-3-clause or Beer", "GPL-3+", "GPL-2+"]);
         assert_eq!(l.texts["Beer"], "Buy them a beer.\n\nCheers.\n");
-        // Not DEP-5, or DEP-5 without a `Files: *` stanza: no claim.
+        // Not DEP-5, no `Files` stanza, or one without a licence: no claim.
         assert_eq!(dep5_license("This is free software.\n"), None);
-        let no_star =
-            "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n\
-            Files: src/*\nLicense: MIT\n";
-        assert_eq!(dep5_license(no_star), None);
+        let head = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n";
+        assert_eq!(dep5_license(&format!("{head}License: MIT\n text\n")), None);
+        let unlicensed = format!("{head}Files: *\nLicense: MIT\n\nFiles: src/*\nCopyright: x\n");
+        assert_eq!(dep5_license(&unlicensed), None);
+        let empty = format!("{head}Files: *\nLicense: MIT\n\nFiles: src/*\nLicense:\n");
+        assert_eq!(dep5_license(&empty), None);
+    }
+
+    #[test]
+    fn the_maintainer_is_kept_bounded() {
+        let s = format!(
+            "Package: ok\nStatus: install ok installed\nVersion: 1\nArchitecture: all\n\
+             Maintainer: Debian Bash Maintainers <bash@packages.debian.org>\n\n\
+             Package: long\nStatus: install ok installed\nVersion: 1\nArchitecture: all\n\
+             Maintainer: {}\n\n\
+             Package: none\nStatus: install ok installed\nVersion: 1\nArchitecture: all\n",
+            "é".repeat(200)
+        );
+        let p = parse_status(&s).unwrap();
+        // Sorted by name: long, none, ok.
+        assert_eq!(p[0].maintainer.as_ref().unwrap().len(), MAX_MAINTAINER);
+        assert_eq!(p[1].maintainer, None);
+        assert_eq!(
+            p[2].maintainer.as_deref(),
+            Some("Debian Bash Maintainers <bash@packages.debian.org>")
+        );
     }
 }

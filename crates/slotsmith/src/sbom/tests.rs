@@ -15,6 +15,7 @@ const DEP5: &str = "Format: https://www.debian.org/doc/packaging-manuals/copyrig
 fn rootfs() -> MemRootfs {
     let status = "Package: zlib1g\nStatus: install ok installed\nPriority: optional\n\
         Architecture: amd64\nMulti-Arch: same\nSource: zlib (1:1.2.13.dfsg-1)\n\
+        Maintainer: Mark Brown <broonie@debian.org>\n\
         Version: 1:1.2.13.dfsg-1+b1\nDescription: compression library\n zlib is a library.\n\n\
         Package: bash\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.2.15-2+b7\n\n\
         Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 12.4+deb12u5\n\n\
@@ -69,6 +70,12 @@ fn contents() -> Contents {
             version: "0.1.0".into(),
             crates: cargo::locked_crates(cargo::LOCK, "xtask"),
         },
+        updater: Some(Updater {
+            path: "/usr/sbin/slotsmith-update".into(),
+            version: "0.1.0".into(),
+            sha256: "9".repeat(64),
+            crates: cargo::locked_crates(cargo::LOCK, "slotsmith-updater"),
+        }),
     }
 }
 
@@ -97,10 +104,20 @@ fn each_debian_package_has_its_version_source_licence_purl_and_hash() {
         zlib["sourceInfo"],
         "built from the Debian source package zlib 1:1.2.13.dfsg-1"
     );
-    assert_eq!(zlib["licenseDeclared"], "Zlib");
+    // Every stanza, not only `Files: *`: the packaging's licence too.
+    let declared = zlib["licenseDeclared"].as_str().unwrap();
+    assert!(
+        declared.starts_with("(GPL-2.0-or-later OR LicenseRef-Artistic-")
+            && declared.ends_with(") AND Zlib"),
+        "{declared}"
+    );
     assert_eq!(
         zlib["externalRefs"][0]["referenceLocator"],
         "pkg:deb/debian/zlib1g@1:1.2.13.dfsg-1%2Bb1?arch=amd64&distro=debian-bookworm"
+    );
+    assert_eq!(
+        zlib["supplier"],
+        "Organization: Mark Brown (broonie@debian.org)"
     );
     assert_eq!(zlib["checksums"][0]["checksumValue"], "a".repeat(64));
     assert_eq!(
@@ -117,6 +134,8 @@ fn each_debian_package_has_its_version_source_licence_purl_and_hash() {
         "built from the Debian source package bash 5.2.15-2+b7"
     );
     assert!(bash.get("checksums").is_none());
+    // No `Maintainer:` in the status: Debian supplied it.
+    assert_eq!(bash["supplier"], "Organization: Debian");
     assert_eq!(
         package(&doc, "base-files")["licenseDeclared"],
         "NOASSERTION"
@@ -147,19 +166,34 @@ fn added_files_the_kernel_and_the_tool_are_listed() {
     assert_eq!(names, ["./etc/motd", "./etc/sysctl.d/90-hardening.conf"]);
     assert_eq!(files[0]["checksums"][1]["checksumValue"], "d".repeat(64));
     assert_eq!(files[0]["comment"], "added by layer meta-demo");
+    // The image does not claim its files were analysed; the added files'
+    // own package does, with a verification code over exactly them.
+    assert_eq!(package(&doc, "demo")["filesAnalyzed"], false);
+    assert!(package(&doc, "demo")
+        .get("packageVerificationCode")
+        .is_none());
+    let added = package(&doc, "demo-added-files");
+    let added_id = added["SPDXID"].as_str().unwrap();
+    assert_eq!(added["filesAnalyzed"], true);
+    assert!(has_rel(&doc, image, "CONTAINS", added_id));
+    let mut sha1s: Vec<&str> = Vec::new();
     for f in files {
-        assert!(has_rel(
-            &doc,
-            image,
-            "CONTAINS",
-            f["SPDXID"].as_str().unwrap()
-        ));
+        let id = f["SPDXID"].as_str().unwrap();
+        assert!(has_rel(&doc, added_id, "CONTAINS", id));
+        assert!(!has_rel(&doc, image, "CONTAINS", id));
+        sha1s.push(f["checksums"][0]["checksumValue"].as_str().unwrap());
     }
+    sha1s.sort_unstable();
+    assert_eq!(
+        added["packageVerificationCode"]["packageVerificationCodeValue"],
+        hex::encode(Sha1::digest(sha1s.concat().as_bytes()))
+    );
     let kernel = package(&doc, "linux");
     assert_eq!(kernel["versionInfo"], "6.1.0-18-amd64");
     assert_eq!(kernel["checksums"][0]["checksumValue"], "b".repeat(64));
     let tool = package(&doc, "slotsmith");
     let tool_id = tool["SPDXID"].as_str().unwrap();
+    assert_eq!(tool["supplier"], PROJECT_SUPPLIER);
     assert!(has_rel(&doc, tool_id, "BUILD_TOOL_OF", image));
     let anyhow = package(&doc, "anyhow");
     assert!(anyhow["externalRefs"][0]["referenceLocator"]
@@ -173,6 +207,77 @@ fn added_files_the_kernel_and_the_tool_are_listed() {
         anyhow["SPDXID"].as_str().unwrap()
     ));
     assert_eq!(doc["creationInfo"]["created"], "2023-11-14T22:13:20Z");
+    // Every package has a supplier (an NTIA minimum element).
+    for p in doc["packages"].as_array().unwrap() {
+        let s = p["supplier"].as_str().unwrap_or_default();
+        assert!(s == "NOASSERTION" || s.starts_with("Organization: "), "{p}");
+    }
+}
+
+#[test]
+fn the_updater_is_contained_with_its_hash_and_locked_crates() {
+    let doc = document(&contents());
+    let image = doc["documentDescribes"][0].as_str().unwrap();
+    let u = package(&doc, "slotsmith-update");
+    let id = u["SPDXID"].as_str().unwrap();
+    assert!(has_rel(&doc, image, "CONTAINS", id));
+    assert_eq!(u["checksums"][0]["checksumValue"], "9".repeat(64));
+    assert_eq!(u["packageFileName"], "./usr/sbin/slotsmith-update");
+    assert_eq!(u["versionInfo"], "0.1.0");
+    assert_eq!(u["supplier"], PROJECT_SUPPLIER);
+    // Its crates, each listed once though the tool depends on many too.
+    let clap = package(&doc, "clap")["SPDXID"].as_str().unwrap();
+    assert!(has_rel(&doc, id, "DEPENDS_ON", clap));
+    let names: Vec<&str> = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.iter().filter(|n| **n == "clap").count(), 1);
+    // A crate only the builder uses is not the updater's.
+    let backhand = package(&doc, "backhand")["SPDXID"].as_str().unwrap();
+    assert!(!has_rel(&doc, id, "DEPENDS_ON", backhand));
+}
+
+#[test]
+fn a_package_declares_all_its_stanzas_and_each_text_its_own_reference() {
+    let mut c = contents();
+    let other = |text: &str| {
+        Some(debian::License {
+            synopses: vec!["BSD-3-clause".into(), "GPL-3+".into(), "other".into()],
+            texts: [("other".to_string(), text.to_string())].into(),
+        })
+    };
+    c.debs[0].0.license = other("Text of base-files.");
+    c.debs[1].0.license = other("Text of bash.");
+    c.debs[2].0.license = other("Text of bash.");
+    let doc = document(&c);
+    let declared = |n: &str| {
+        package(&doc, n)["licenseDeclared"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b) = (declared("base-files"), declared("bash"));
+    assert!(
+        a.starts_with("BSD-3-Clause AND GPL-3.0-or-later AND LicenseRef-other-"),
+        "{a}"
+    );
+    assert_ne!(a, b, "two texts called other are two licences");
+    assert_eq!(b, declared("zlib1g"), "the same text is one licence");
+    let infos = doc["hasExtractedLicensingInfos"].as_array().unwrap();
+    assert_eq!(infos.len(), 2);
+    let text_of = |id: &str| {
+        infos
+            .iter()
+            .find(|i| i["licenseId"] == id)
+            .map(|i| i["extractedText"].as_str().unwrap().to_string())
+    };
+    let ref_of = |e: &str| e.rsplit(' ').next().unwrap().to_string();
+    assert_eq!(text_of(&ref_of(&a)).as_deref(), Some("Text of base-files."));
+    assert_eq!(text_of(&ref_of(&b)).as_deref(), Some("Text of bash."));
+    validate(&encode(&c));
 }
 
 #[test]
@@ -219,13 +324,6 @@ fn ids_are_valid_and_unique_whatever_the_names() {
     }
 }
 
-#[test]
-fn a_date_is_utc_rfc3339() {
-    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-    assert_eq!(rfc3339(951_825_599), "2000-02-29T11:59:59Z");
-    assert_eq!(rfc3339(4_294_967_295), "2106-02-07T06:28:15Z");
-}
-
 /// Runs `pyspdxtools -i` on `bytes`; a missing validator fails.
 fn validate(bytes: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
@@ -243,12 +341,33 @@ fn pyspdxtools_accepts_the_document() {
     let mut c = contents();
     for (d, _) in &mut c.debs {
         d.license = Some(debian::License {
-            synopsis: "GPL-2+ with OpenSSL exception or Artistic".into(),
-            texts: Default::default(),
+            synopses: vec![
+                "GPL-2+ with OpenSSL exception or Artistic".into(),
+                "Zlib".into(),
+                "other".into(),
+            ],
+            texts: [(
+                "other".to_string(),
+                "Steer \u{9b}2J the terminal.".to_string(),
+            )]
+            .into(),
         });
+        d.maintainer = Some("Odd (team) <x@y> \u{9b}2J".into());
     }
     c.files.clear();
     c.kernel = None;
     c.suite = None;
-    validate(&encode(&c));
+    c.updater = None;
+    let bytes = encode(&c);
+    // The licence text's C1 CSI is escaped, the JSON means the same.
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    assert!(
+        !text.contains('\u{9b}') && text.contains("\\u009b"),
+        "{text}"
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&bytes).unwrap(),
+        document(&c)
+    );
+    validate(&bytes);
 }
