@@ -45,19 +45,12 @@ impl Drop for Mounted {
 fn flash_in(state: &Path, args: &[&str]) -> CliRun {
     let mut all = vec!["flash"];
     all.extend_from_slice(args);
-    let out = duct::cmd(cli(), &all)
-        .env("XDG_STATE_HOME", state)
-        .stdin_null()
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .unwrap();
-    CliRun {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    slotsmith(
+        &all,
+        &[("XDG_STATE_HOME", state.to_str().unwrap())],
+        false,
+        None,
+    )
 }
 
 fn log_lines(path: &Path) -> Vec<serde_json::Value> {

@@ -86,7 +86,10 @@ pub fn slotsmith(
     }
     argv.push(bin.to_string_lossy().into_owned());
     argv.extend(args.iter().map(|s| s.to_string()));
+    // Standard input is never a terminal: a command that would prompt
+    // (flash to a block device) must refuse instead.
     let mut e = duct::cmd(&argv[0], &argv[1..])
+        .stdin_null()
         .stdout_capture()
         .stderr_capture()
         .unchecked();

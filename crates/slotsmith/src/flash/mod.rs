@@ -141,7 +141,7 @@ pub fn flash(
         .to_string_lossy()
         .into_owned();
     let mut rec = LogRecord {
-        time: rfc3339(now()),
+        time: slotsmith_disk::time::rfc3339(now()),
         image: file_name
             .strip_suffix(".img")
             .unwrap_or(&file_name)
@@ -718,29 +718,6 @@ fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// Seconds since the epoch as RFC 3339 UTC (Howard Hinnant's
-/// days-to-civil, as `crates/updater/src/audit.rs`; no time crate for one
-/// format).
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]

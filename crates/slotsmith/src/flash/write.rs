@@ -364,28 +364,39 @@ pub fn write<R: ReadAt + ?Sized, W: WriteAt + ?Sized>(
                 put(buf.bytes(), pos)?;
                 pass.add(buf.len);
             }
-            Unit::Stream(i) => {
-                let r = &bmap.ranges[i];
-                let mut h = Sha256::new();
-                for (pos, n) in chunks(r) {
-                    if pass.stopped(pos) {
-                        return Ok(());
-                    }
-                    let buf = &mut scratch.bytes_mut()[..n];
-                    image
-                        .read_exact_at(buf, pos)
-                        .with_context(|| format!("image: read bytes {pos}..{}", pos + n as u64))
-                        .map_err(|e| (pos, e))?;
-                    h.update(&*buf);
-                    put(buf, pos)?;
-                    pass.add(n);
-                }
-                verify(r, h.finalize().into(), "image").map_err(|e| (r.start, e))?;
-            }
+            Unit::Stream(i) => stream(image, &bmap.ranges[i], "image", pass, scratch, put)?,
         }
         Ok(())
     })?;
     Ok(bmap.mapped_bytes())
+}
+
+/// Reads range `r` of `src` chunk by chunk, hashing it and handing each
+/// chunk to `each`, and compares the sha256 with the bmap's at the end
+/// (`what` names the side in messages). Stops quietly once an error
+/// before it is known.
+fn stream<S: ReadAt + ?Sized>(
+    src: &S,
+    r: &Range,
+    what: &str,
+    pass: &Pass,
+    scratch: &mut Aligned,
+    each: impl Fn(&[u8], u64) -> At<()>,
+) -> At<()> {
+    let mut h = Sha256::new();
+    for (pos, n) in chunks(r) {
+        if pass.stopped(pos) {
+            return Ok(());
+        }
+        let buf = &mut scratch.bytes_mut()[..n];
+        src.read_exact_at(buf, pos)
+            .with_context(|| format!("{what}: read bytes {pos}..{}", pos + n as u64))
+            .map_err(|e| (pos, e))?;
+        h.update(&*buf);
+        each(buf, pos)?;
+        pass.add(n);
+    }
+    verify(r, h.finalize().into(), what).map_err(|e| (r.start, e))
 }
 
 fn kept_chunk(checked: &Checked, i: usize, c: usize) -> At<&Aligned> {
@@ -444,18 +455,9 @@ pub fn read_back<D: ReadAt + ?Sized>(
                 pass.add(want.len);
             }
             Unit::Stream(i) => {
-                let r = &bmap.ranges[i];
-                let mut h = Sha256::new();
-                for (pos, n) in chunks(r) {
-                    if pass.stopped(pos) {
-                        return Ok(());
-                    }
-                    let buf = &mut scratch.bytes_mut()[..n];
-                    get(buf, pos)?;
-                    h.update(&*buf);
-                    pass.add(n);
-                }
-                verify(r, h.finalize().into(), "read-back").map_err(|e| (r.start, e))?;
+                stream(dest, &bmap.ranges[i], "read-back", pass, scratch, |_, _| {
+                    Ok(())
+                })?
             }
         }
         Ok(())
