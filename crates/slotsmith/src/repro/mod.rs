@@ -24,7 +24,7 @@
 //! - `project.rs`: the fresh project (inputs and keys);
 //! - `compare.rs`: the artifact comparison, streamed.
 
-mod compare;
+pub(crate) mod compare;
 mod project;
 mod record;
 
