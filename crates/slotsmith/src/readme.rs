@@ -81,7 +81,7 @@ pub fn key_prints(
         let fingerprint = if *file == "boot.pub.pem" {
             boot_fingerprint.to_string()
         } else {
-            match crate::diff::record::read_small(&out.join(file), MAX_KEY_FILE)? {
+            match crate::diff::record::read_below(out, file, MAX_KEY_FILE)? {
                 Some(bytes) => pem_fingerprint(&bytes),
                 None => continue,
             }

@@ -225,8 +225,10 @@ pub fn read_artifact(dir: &Path, r: &Record, name: &str, limit: u64) -> anyhow::
 }
 
 /// Reads `dir/name` if it exists, through [`open_below`], at most `limit`
-/// bytes: for the record and the checksums, which no record covers.
-fn read_below(dir: &Path, name: &str, limit: u64) -> anyhow::Result<Option<Vec<u8>>> {
+/// bytes: for the record and the checksums, which no record covers, and
+/// the key files the reviewer's index fingerprints in the build's own
+/// staging directory.
+pub fn read_below(dir: &Path, name: &str, limit: u64) -> anyhow::Result<Option<Vec<u8>>> {
     let file = dir.join(name);
     let Some(f) =
         open_below(dir, name).with_context(|| format!("opening {}", shown_path(&file)))?
@@ -250,49 +252,6 @@ pub fn plain(name: &str) -> bool {
         && Path::new(name)
             .components()
             .all(|c| matches!(c, Component::Normal(_)))
-}
-
-/// Reads `file` if it exists: a regular file, not through a final symlink,
-/// at most `limit` bytes. `None` when there is no such file. For the key
-/// files the reviewer's index fingerprints in the build's own staging
-/// directory; the diff reads a build through [`read_artifact`].
-pub fn read_small(file: &Path, limit: u64) -> anyhow::Result<Option<Vec<u8>>> {
-    let f = match open_regular(file) {
-        Ok(f) => f,
-        Err(e)
-            if e.downcast_ref::<std::io::Error>().map(|e| e.kind())
-                == Some(std::io::ErrorKind::NotFound) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => return Err(e.context(format!("reading {}", shown_path(file)))),
-    };
-    let mut bytes = Vec::new();
-    f.take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading {}", shown_path(file)))?;
-    if bytes.len() as u64 > limit {
-        bail!("{} is larger than {limit} bytes", shown_path(file));
-    }
-    Ok(Some(bytes))
-}
-
-/// Opens `file` read-only if it is a regular file: `O_NOFOLLOW` (no final
-/// symlink) and `O_NONBLOCK` (a FIFO returns at once, then `fstat`
-/// refuses it).
-pub fn open_regular(file: &Path) -> anyhow::Result<std::fs::File> {
-    use rustix::fs::{Mode, OFlags};
-    let fd = rustix::fs::open(
-        file,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(std::io::Error::from)?;
-    let f = std::fs::File::from(fd);
-    if !f.metadata()?.is_file() {
-        bail!("{} is not a regular file", shown_path(file));
-    }
-    Ok(f)
 }
 
 #[cfg(test)]
