@@ -11,7 +11,7 @@
 //! tampered rootfs image or audit report, and a symlink or FIFO in place of
 //! the rootfs image, are refused naming the file; a `--previous` that is no
 //! directory or is the new output directory is an input error naming the
-//! flag.
+//! flag; `repro` rebuilds such a build given the same previous release.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -423,6 +423,32 @@ has sha256 `{old_record}`)"
         );
     }
     assert_eq!(sha256(&new.join("build.json")), before, "out/ untouched");
+
+    // `repro` rebuilds the release diff against the same previous release,
+    // and asks for it when not given.
+    let repro = |extra: &[&str]| {
+        let cache = p.path().join("cache");
+        let mut args = vec![
+            "repro",
+            new.to_str().unwrap(),
+            "--project",
+            p.path().to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        slotsmith(&args, &[], false, None)
+    };
+    let r = repro(&["--previous", old.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("identical"), "{}", r.stderr);
+    let r = repro(&[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("release-diff.md") && r.stderr.contains("--previous"),
+        "{}",
+        r.stderr
+    );
 }
 
 /// Files of a build that differ from its record, or are not regular
