@@ -22,6 +22,7 @@ mod diff;
 mod flash;
 mod lint;
 mod lock;
+mod previous;
 mod qemu;
 mod repro;
 
@@ -382,6 +383,10 @@ struct BuildArgs {
     /// Run every stage, ignoring the stage cache (work/.stage-cache)
     #[arg(long)]
     no_cache: bool,
+    /// The previous release's output directory: publish release-diff.md
+    /// and release-diff.json (as `diff PREVIOUS <new out>`) with the build
+    #[arg(long, value_name = "OLD_OUT")]
+    previous: Option<PathBuf>,
 }
 
 /// Runs the CLI with the process arguments and returns the exit code.
@@ -541,6 +546,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 init_binary: None,
                 updater_binary: None,
             };
+            let plan = previous::apply(plan, a.previous.as_deref(), &opts.out_root)?;
             let mut progress = slotsmith::progress::Progress::with_mode(
                 slotsmith::progress::Mode::detect(a.quiet, a.json),
             );

@@ -25,6 +25,10 @@ pub(crate) struct ReproArgs {
     /// Print no progress; only the verdict (or errors)
     #[arg(long, short)]
     quiet: bool,
+    /// The previous release's output directory, for a build made with
+    /// `build --previous` (the same release, by its build.json sha256)
+    #[arg(long, value_name = "OLD_OUT")]
+    previous: Option<PathBuf>,
 }
 
 /// Runs the rebuild and prints the verdict: exit 0 when every artifact,
@@ -42,6 +46,7 @@ pub(crate) fn run(a: ReproArgs, project: Option<&Path>) -> Result<(), Failure> {
         project,
         deb_cache: cache.join("debs"),
         keep: a.keep,
+        previous: a.previous.clone(),
     };
     let mut progress = slotsmith::progress::Progress::with_mode(slotsmith::progress::Mode::detect(
         a.quiet, a.json,

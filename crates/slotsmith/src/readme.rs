@@ -3,7 +3,8 @@
 //! finds every piece of evidence the directory holds, linked: the SBOM, the
 //! signed provenance, the hardening audit with its control map, the build
 //! record, the checksums, the fingerprints and roles of every public key
-//! and certificate, and how to get the diff against the previous release.
+//! and certificate, and the diff against the previous release (linked when
+//! the build was given one with `--previous`, otherwise how to make it).
 //!
 //! Written by the record stage from the plan's output list (so it links
 //! exactly what the build publishes) and the published key files, before
@@ -21,7 +22,9 @@ use crate::diff::release::{pem_fingerprint, KEY_FILES};
 pub const OUTPUT: &str = "README.md";
 
 /// The release diff, when a build is given the previous release.
-pub const RELEASE_DIFF: &str = "release-diff.md";
+pub const RELEASE_DIFF: &str = crate::plan::previous::MARKDOWN;
+/// Its JSON form.
+pub const RELEASE_DIFF_JSON: &str = crate::plan::previous::JSON;
 
 /// Largest key or certificate file read.
 const MAX_KEY_FILE: u64 = 1 << 20;
@@ -45,6 +48,9 @@ pub struct Facts {
     pub swu: String,
     /// The rootfs image.
     pub rootfs: String,
+    /// The previous release the build was compared with (`build
+    /// --previous`): image, version and the sha256 of its `build.json`.
+    pub previous: Option<(String, String, String)>,
 }
 
 /// One public key or certificate with its role.
@@ -75,7 +81,7 @@ pub fn key_prints(
         let fingerprint = if *file == "boot.pub.pem" {
             boot_fingerprint.to_string()
         } else {
-            match crate::diff::record::read_small(&out.join(file), MAX_KEY_FILE)? {
+            match crate::diff::record::read_below(out, file, MAX_KEY_FILE)? {
                 Some(bytes) => pem_fingerprint(&bytes),
                 None => continue,
             }
@@ -106,6 +112,13 @@ pub fn index(
         bmap: plan.outputs.bmap.clone(),
         swu: plan.update.file.clone(),
         rootfs: plan.outputs.rootfs.clone(),
+        previous: plan.previous.as_ref().map(|p| {
+            (
+                p.image.clone(),
+                p.version.clone(),
+                p.build_json_sha256.clone(),
+            )
+        }),
     };
     let keys = key_prints(out, &f.outputs, boot_fingerprint)?;
     Ok(render(&f, &keys))
@@ -179,20 +192,27 @@ fingerprint, the security version, every input file by hash and the lock hash. |
         "| Checksums | [SHA256SUMS](SHA256SUMS) | The sha256 of every other file here: \
 `sha256sum -c --strict SHA256SUMS`. |"
     );
-    match link(f, RELEASE_DIFF) {
-        Some(l) => {
+    match (
+        link(f, RELEASE_DIFF),
+        link(f, RELEASE_DIFF_JSON),
+        &f.previous,
+    ) {
+        (Some(md), Some(json), Some((image, version, sha256))) => {
             let _ = writeln!(
                 s,
-                "| Changes since the previous release | {l} | Packages, rootfs files, policy rules and \
-waivers, kernel command line, keys and security version compared with the previous release. |"
+                "| Changes since the previous release | {md}, {json} | Compared with the previous release, {} {} (its `build.json` has sha256 `{}`): packages, rootfs files (mode, owner, sha256), policy rules and waivers, kernel command line, keys and security version. Each file read from either build was checked against that build's record first. |",
+                cell(image),
+                cell(version),
+                cell(sha256)
             );
         }
-        None => {
+        _ => {
             let _ = writeln!(
                 s,
                 "| Changes since the previous release | (run it) | `cargo xtask diff PREVIOUS_OUT THIS_OUT` \
 compares this directory with the previous release's: packages, rootfs files (mode, owner, sha256), policy \
-rules and waivers, kernel command line, keys and security version; `--json` for tools. |"
+rules and waivers, kernel command line, keys and security version; `--json` for tools. \
+`cargo xtask build --previous PREVIOUS_OUT` publishes it here. |"
             );
         }
     }
@@ -248,6 +268,7 @@ mod tests {
             bmap: "demo.img.bmap".into(),
             swu: "demo-1.0.0.swu".into(),
             rootfs: "rootfs.squashfs".into(),
+            previous: None,
         }
     }
 
@@ -322,8 +343,19 @@ mod tests {
             assert!(!md.contains(absent), "{absent} in\n{md}");
         }
         assert!(md.contains("| Hardening audit | (none) |"), "{md}");
-        // With the previous release's diff published, it is linked.
-        let f = facts(&["SHA256SUMS", "build.json", RELEASE_DIFF]);
-        assert!(render(&f, &[]).contains("[release-diff.md](release-diff.md)"));
+        // With the previous release's diff published, both forms are
+        // linked and the previous release is named.
+        let mut f = facts(&["SHA256SUMS", "build.json", RELEASE_DIFF, RELEASE_DIFF_JSON]);
+        f.previous = Some(("demo".into(), "0.9.0".into(), "ab12".into()));
+        let md = render(&f, &[]);
+        assert!(
+            md.contains(
+                "| Changes since the previous release | [release-diff.md](release-diff.md), \
+[release-diff.json](release-diff.json) | Compared with the previous release, demo 0.9.0 (its `build.json` \
+has sha256 `ab12`)"
+            ),
+            "{md}"
+        );
+        assert!(!md.contains("PREVIOUS_OUT"), "{md}");
     }
 }

@@ -42,8 +42,17 @@ pub struct Ext4Rootfs {
 impl Ext4Rootfs {
     /// Opens an ext4 image file and indexes every entry.
     pub fn open(path: &Path) -> Result<Ext4Rootfs> {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot open ext4 image {}", shown_path(path)))?;
+        Ext4Rootfs::from_file(file, path)
+    }
+
+    /// Indexes an image from a handle the caller has already opened and
+    /// checked (a regular file, opened without following symlinks), so
+    /// nothing can be swapped in between the check and the read; `path`
+    /// only names it in errors.
+    pub fn from_file(mut file: std::fs::File, path: &Path) -> Result<Ext4Rootfs> {
         let name = format!("ext4 image {}", shown_path(path));
-        let mut file = std::fs::File::open(path).with_context(|| format!("cannot open {name}"))?;
         let len = file
             .seek(SeekFrom::End(0))
             .with_context(|| format!("cannot read {name}"))?;

@@ -64,8 +64,17 @@ pub struct SquashfsRootfs {
 impl SquashfsRootfs {
     /// Opens and indexes an image. Any of gzip, xz and zstd compression.
     pub fn open(path: &Path) -> Result<SquashfsRootfs> {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot open squashfs image {}", shown_path(path)))?;
+        SquashfsRootfs::from_file(file, path)
+    }
+
+    /// Indexes an image from a handle the caller has already opened and
+    /// checked (a regular file, opened without following symlinks), so
+    /// nothing can be swapped in between the check and the read; `path`
+    /// only names it in errors. The whole file is read, whatever the handle's offset.
+    pub fn from_file(file: std::fs::File, path: &Path) -> Result<SquashfsRootfs> {
         let name = format!("squashfs image {}", shown_path(path));
-        let file = std::fs::File::open(path).with_context(|| format!("cannot open {name}"))?;
         SquashfsRootfs::from_reader(BufReader::new(file), name)
     }
 

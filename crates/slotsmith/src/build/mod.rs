@@ -46,6 +46,7 @@ mod inputs;
 mod layers;
 mod provenance;
 mod record;
+mod release_diff;
 mod rootfs;
 mod sbom;
 mod selfcheck;

@@ -190,6 +190,57 @@ pub(super) fn stage(
         plan.outputs.provenance_public_key.clone(),
         super::provenance::public_key(plan, provenance, out)?,
     );
+    let record_of = |hashes: &BTreeMap<String, Hashed>| -> BuildRecord {
+        let artifacts: Vec<Artifact> = hashes
+            .iter()
+            .map(|(name, h)| Artifact {
+                name: name.clone(),
+                sha256: hex::encode(h.sha256),
+                size: h.size,
+            })
+            .collect();
+        BuildRecord {
+            // 2: `inputs` and `lock_sha256`.
+            schema: 2,
+            image: plan.image.name.clone(),
+            version: plan.image.version.clone(),
+            image_file: plan.image.file.clone(),
+            plan_sha256: plan.hash(),
+            source_date_epoch: plan.source_date_epoch,
+            artifacts,
+            partitions: plan
+                .disk
+                .partitions
+                .iter()
+                .map(|p| BuiltPartition {
+                    number: p.number,
+                    name: p.name.clone(),
+                    type_guid: p.type_guid.to_string(),
+                    uuid: partition_uuid(p, &boot.slots).to_string(),
+                    offset: p.offset,
+                    size: p.size,
+                    first_lba: p.first_lba,
+                    last_lba: p.last_lba,
+                    attributes: p.attributes,
+                    content: p.content,
+                })
+                .collect(),
+            boot_key: slotsmith_sign::fingerprint(&signer.public_key),
+            security_version: plan.boot.security_version,
+            slots: boot.slots.iter().map(|s| s.record.clone()).collect(),
+            rootfs: rootfs.facts.clone(),
+            inputs: inputs.inputs.clone(),
+            lock_sha256: inputs.lock_sha256.clone(),
+            unrecorded_inputs: inputs.unrecorded.clone(),
+        }
+    };
+    // The release diff reads the staged artifacts with the record as it
+    // stands: it reads none of the files added after it.
+    if let Some(previous) = &plan.previous {
+        let written =
+            super::release_diff::stage(plan, previous, &record_of(&hashes), out, progress)?;
+        hashes.extend(written);
+    }
     // The reviewer's index, once every key file it fingerprints is written;
     // an artifact itself, so build.json and SHA256SUMS cover it.
     let readme = crate::readme::index(plan, out, &slotsmith_sign::fingerprint(&signer.public_key))?;
@@ -198,48 +249,7 @@ pub(super) fn stage(
         crate::readme::OUTPUT.to_string(),
         Hashed::of_bytes(readme.as_bytes()),
     );
-    let artifacts: Vec<Artifact> = hashes
-        .iter()
-        .map(|(name, h)| Artifact {
-            name: name.clone(),
-            sha256: hex::encode(h.sha256),
-            size: h.size,
-        })
-        .collect();
-    let record = BuildRecord {
-        // 2: `inputs` and `lock_sha256`.
-        schema: 2,
-        image: plan.image.name.clone(),
-        version: plan.image.version.clone(),
-        image_file: plan.image.file.clone(),
-        plan_sha256: plan.hash(),
-        source_date_epoch: plan.source_date_epoch,
-        artifacts,
-        partitions: plan
-            .disk
-            .partitions
-            .iter()
-            .map(|p| BuiltPartition {
-                number: p.number,
-                name: p.name.clone(),
-                type_guid: p.type_guid.to_string(),
-                uuid: partition_uuid(p, &boot.slots).to_string(),
-                offset: p.offset,
-                size: p.size,
-                first_lba: p.first_lba,
-                last_lba: p.last_lba,
-                attributes: p.attributes,
-                content: p.content,
-            })
-            .collect(),
-        boot_key: slotsmith_sign::fingerprint(&signer.public_key),
-        security_version: plan.boot.security_version,
-        slots: boot.slots.iter().map(|s| s.record.clone()).collect(),
-        rootfs: rootfs.facts.clone(),
-        inputs: inputs.inputs.clone(),
-        lock_sha256: inputs.lock_sha256.clone(),
-        unrecorded_inputs: inputs.unrecorded.clone(),
-    };
+    let record = record_of(&hashes);
     let mut json = serde_json::to_vec_pretty(&record).context("serialising build.json")?;
     json.push(b'\n');
     write_new(&out.join(&plan.outputs.build_json), &json)?;
@@ -277,6 +287,10 @@ fn check_outputs(plan: &Plan, hashes: &BTreeMap<String, Hashed>) -> anyhow::Resu
         if !o.optional
             && !later.contains(&&o.name)
             && o.name != crate::readme::OUTPUT
+            && !plan
+                .previous
+                .as_ref()
+                .is_some_and(|p| o.name == p.markdown || o.name == p.json)
             && !hashes.contains_key(&o.name)
         {
             anyhow::bail!("the build did not produce {}, which the plan lists", o.name);

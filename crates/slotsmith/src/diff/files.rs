@@ -13,6 +13,8 @@ use serde::Serialize;
 use slotsmith_policy::{EntryKind, RootfsRead};
 use slotsmith_yaml::escape::shown_path;
 
+use super::record::Record;
+
 /// One entry as the diff shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FileInfo {
@@ -77,14 +79,19 @@ impl FilesDiff {
     }
 }
 
-/// Opens a built rootfs image with the audit's reader for its filesystem.
-/// The image must be a regular file (not a symlink, FIFO or device).
-pub fn open_image(path: &Path, filesystem: &str) -> anyhow::Result<Box<dyn RootfsRead>> {
-    super::record::open_regular(path)
-        .with_context(|| format!("opening the rootfs image {}", shown_path(path)))?;
-    Ok(match filesystem {
-        "ext4" => Box::new(slotsmith_policy::Ext4Rootfs::open(path)?),
-        _ => Box::new(slotsmith_policy::SquashfsRootfs::open(path)?),
+/// Opens the rootfs image of the build in `dir` (record `r`) with the
+/// audit's reader for its filesystem. The readers get the handle
+/// [`super::record::open_artifact`] checked (a regular file reached through
+/// no symlink, of the recorded size and sha256), never the path, so nothing
+/// can be swapped in between the check and the read.
+pub fn open_image(dir: &Path, r: &Record) -> anyhow::Result<Box<dyn RootfsRead>> {
+    let name = r.rootfs_file()?;
+    let path = dir.join(name);
+    let file = super::record::open_artifact(dir, r, name)
+        .with_context(|| format!("opening the rootfs image {}", shown_path(&path)))?;
+    Ok(match r.rootfs.filesystem.as_str() {
+        "ext4" => Box::new(slotsmith_policy::Ext4Rootfs::from_file(file, &path)?),
+        _ => Box::new(slotsmith_policy::SquashfsRootfs::from_file(file, &path)?),
     })
 }
 

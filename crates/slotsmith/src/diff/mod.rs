@@ -11,12 +11,15 @@
 //! the audit report). `markdown` renders it.
 //!
 //! Both directories are untrusted input: `build.json` is read through a
-//! size cap into typed fields, artifact names must be plain relative paths,
-//! every file is opened without following a final symlink and must be a
-//! regular file, the rootfs images are read with the audit's checked
-//! readers (bounded entries and paths; file contents streamed into
-//! sha256), and every string from an image or a record is escaped before
-//! it reaches the Markdown.
+//! size cap into typed fields and must match `SHA256SUMS`, artifact names
+//! must be plain relative paths, every other file read must be an artifact
+//! with the sha256 and size the record gives (`record::open_artifact`:
+//! through no symlink, a regular file, hashed on the handle the readers
+//! then get), the security version and command lines come from the
+//! manifests verified with the build's boot key, the rootfs images are read
+//! with the audit's checked readers (bounded entries and paths; file
+//! contents streamed into sha256), and every string from an image or a
+//! record is escaped before it reaches the Markdown.
 
 use std::path::Path;
 
@@ -60,12 +63,21 @@ pub struct Side {
     pub audit: Option<policy::Audit>,
 }
 
-/// Reads one published build directory.
+/// Reads one published build directory: its record (checked against
+/// `SHA256SUMS`), then everything else through [`read_side_with`].
 pub fn read_side(dir: &Path) -> anyhow::Result<Side> {
-    let r = record::read_record(dir)?;
+    let (r, _) = record::read_record(dir)?;
+    read_side_with(dir, r)
+}
+
+/// Reads the build in `dir` whose record is `r` (the build stage passes
+/// the record it is about to publish). Every file read is an artifact of
+/// `r`, checked against its recorded sha256 and size on the handle that is
+/// then read.
+pub fn read_side_with(dir: &Path, r: record::Record) -> anyhow::Result<Side> {
     let facts = release::facts(dir, &r)?;
     let image = dir.join(r.rootfs_file()?);
-    let fs = files::open_image(&image, &r.rootfs.filesystem)?;
+    let fs = files::open_image(dir, &r)?;
     let files = files::list(fs.as_ref())
         .with_context(|| format!("reading the rootfs image {}", shown_path(&image)))?;
     let packages = fs
@@ -74,8 +86,7 @@ pub fn read_side(dir: &Path) -> anyhow::Result<Side> {
         .map(|b| packages::parse_status(&String::from_utf8_lossy(&b)));
     let audit = if r.has(policy::REPORT) {
         let file = dir.join(policy::REPORT);
-        let bytes = record::read_small(&file, MAX_REPORT)?
-            .with_context(|| format!("{} is missing", shown_path(&file)))?;
+        let bytes = record::read_artifact(dir, &r, policy::REPORT, MAX_REPORT)?;
         Some(policy::parse(&shown_path(&file), &bytes)?)
     } else {
         None

@@ -1,16 +1,27 @@
 //! Reading one published build for `xtask diff`: `build.json` through a
 //! size cap into typed fields (strict types, unknown fields ignored so a
-//! newer record still reads), and small files of the directory through
-//! [`read_small`]. Both directories are untrusted: every file is opened
-//! without following a final symlink, must be a regular file (a FIFO or a
-//! device cannot hang or flood the diff), and is read through a cap.
+//! newer record still reads), and every other file the diff reads through
+//! [`open_artifact`] or [`read_artifact`], the one checked way in.
+//!
+//! Both directories are untrusted. Every file is opened below its
+//! directory with `O_NOFOLLOW|O_NONBLOCK` on every component
+//! (`repro::compare::open_below`) and must be a regular file, so a symlink,
+//! a FIFO or a device cannot redirect, hang or flood the diff; and every
+//! file but `build.json` must be an artifact the record lists, with the
+//! sha256 and size it records. The check hashes the very handle the readers
+//! then get, so what is shown is what the build recorded: a tampered
+//! rootfs image or audit report cannot hide or invent a change.
+//! `build.json` itself must match its line in `SHA256SUMS`.
 
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::{Component, Path};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use slotsmith_yaml::escape::{shown, shown_path};
+
+use crate::repro::compare::open_below;
 
 /// build.json is a few hundred KiB at most; anything near this is not a
 /// record.
@@ -35,6 +46,10 @@ pub struct RecordedSlot {
 pub struct RecordedArtifact {
     /// Its path inside the output directory.
     pub name: String,
+    /// sha256 of its bytes, hex.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
 }
 
 /// The fields of `build.json` the diff reads.
@@ -64,7 +79,12 @@ pub struct Record {
 impl Record {
     /// Whether the build published `name`.
     pub fn has(&self, name: &str) -> bool {
-        self.artifacts.iter().any(|a| a.name == name)
+        self.artifact(name).is_some()
+    }
+
+    /// The record of artifact `name`.
+    pub fn artifact(&self, name: &str) -> Option<&RecordedArtifact> {
+        self.artifacts.iter().find(|a| a.name == name)
     }
 
     /// The rootfs image's file name.
@@ -77,15 +97,44 @@ impl Record {
     }
 }
 
-/// Reads and checks `dir/build.json`.
-pub fn read_record(dir: &Path) -> anyhow::Result<Record> {
-    let file = dir.join("build.json");
-    let bytes = read_small(&file, MAX_RECORD_BYTES)?
+/// The name of the record in a build directory.
+pub const RECORD: &str = "build.json";
+
+/// The checksum list of a build directory.
+pub const SUMS: &str = "SHA256SUMS";
+
+/// Reads and checks `dir/build.json`, which must match its line in
+/// `dir/SHA256SUMS`; the record and the sha256 of its bytes.
+pub fn read_record(dir: &Path) -> anyhow::Result<(Record, String)> {
+    let file = dir.join(RECORD);
+    let bytes = read_below(dir, RECORD, MAX_RECORD_BYTES)?
         .with_context(|| format!("{} is missing: not a build directory", shown_path(&file)))?;
-    let r: Record = serde_json::from_slice(&bytes).map_err(|e| {
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let sums_file = dir.join(SUMS);
+    let sums = read_below(dir, SUMS, MAX_RECORD_BYTES)?
+        .with_context(|| format!("{} is missing", shown_path(&sums_file)))?;
+    let listed = String::from_utf8_lossy(&sums)
+        .lines()
+        .find_map(|l| l.strip_suffix(&format!("  {RECORD}")).map(str::to_string));
+    match listed {
+        Some(s) if s == sha256 => {}
+        Some(s) => bail!(
+            "{} has sha256 {sha256}, but {} records {}",
+            shown_path(&file),
+            shown_path(&sums_file),
+            shown(&s)
+        ),
+        None => bail!("{} does not list {RECORD}", shown_path(&sums_file)),
+    }
+    Ok((parse_record(&file, &bytes)?, sha256))
+}
+
+/// Parses and checks the bytes of a record; `file` names it in errors.
+pub fn parse_record(file: &Path, bytes: &[u8]) -> anyhow::Result<Record> {
+    let r: Record = serde_json::from_slice(bytes).map_err(|e| {
         anyhow::format_err!(
             "{} is not a build record: {}",
-            shown_path(&file),
+            shown_path(file),
             shown(&e.to_string())
         )
     })?;
@@ -93,19 +142,107 @@ pub fn read_record(dir: &Path) -> anyhow::Result<Record> {
         if !plain(&a.name) {
             bail!(
                 "{}: artifact name {:?} is not a plain relative path",
-                shown_path(&file),
+                shown_path(file),
                 shown(&a.name)
             );
         }
     }
     for s in &r.slots {
         if !matches!(s.slot.as_str(), "a" | "b") {
-            bail!("{}: unknown slot {:?}", shown_path(&file), shown(&s.slot));
+            bail!("{}: unknown slot {:?}", shown_path(file), shown(&s.slot));
         }
     }
     r.rootfs_file()
-        .with_context(|| format!("reading {}", shown_path(&file)))?;
+        .with_context(|| format!("reading {}", shown_path(file)))?;
     Ok(r)
+}
+
+/// Opens artifact `name` of the build in `dir` whose record is `r`, after
+/// checking it: listed in the record, present, a regular file reached
+/// through no symlink, and of the recorded size and sha256 (hashed through
+/// this handle, which is returned rewound; the readers get it, never the
+/// path). A mismatch names the file and both hashes.
+pub fn open_artifact(dir: &Path, r: &Record, name: &str) -> anyhow::Result<std::fs::File> {
+    let file = dir.join(name);
+    let a = r.artifact(name).with_context(|| {
+        format!(
+            "{} is not an artifact of {}",
+            shown_path(&file),
+            shown_path(&dir.join(RECORD))
+        )
+    })?;
+    let mut f = open_below(dir, name)
+        .with_context(|| format!("opening {}", shown_path(&file)))?
+        .with_context(|| format!("{} is missing", shown_path(&file)))?;
+    let size = f
+        .metadata()
+        .with_context(|| format!("reading {}", shown_path(&file)))?
+        .len();
+    if size != a.size {
+        bail!(
+            "{} has {size} bytes, but {} records {}",
+            shown_path(&file),
+            shown_path(&dir.join(RECORD)),
+            a.size
+        );
+    }
+    // Read at most the recorded size (and one byte more, to see growth).
+    let mut h = Sha256::new();
+    let n = std::io::copy(&mut (&mut f).take(a.size.saturating_add(1)), &mut h)
+        .with_context(|| format!("reading {}", shown_path(&file)))?;
+    let sha256 = hex::encode(h.finalize());
+    if n != a.size || sha256 != a.sha256 {
+        bail!(
+            "{} has sha256 {sha256}, but {} records {}: it was changed after the build",
+            shown_path(&file),
+            shown_path(&dir.join(RECORD)),
+            shown(&a.sha256)
+        );
+    }
+    f.rewind()
+        .with_context(|| format!("reading {}", shown_path(&file)))?;
+    Ok(f)
+}
+
+/// Reads artifact `name` (checked as [`open_artifact`] does), refusing one
+/// larger than `limit` before reading it.
+pub fn read_artifact(dir: &Path, r: &Record, name: &str, limit: u64) -> anyhow::Result<Vec<u8>> {
+    let file = dir.join(name);
+    if let Some(a) = r.artifact(name) {
+        if a.size > limit {
+            bail!(
+                "{} is recorded as {} bytes, more than the {limit} read",
+                shown_path(&file),
+                a.size
+            );
+        }
+    }
+    let mut bytes = Vec::new();
+    open_artifact(dir, r, name)?
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", shown_path(&file)))?;
+    Ok(bytes)
+}
+
+/// Reads `dir/name` if it exists, through [`open_below`], at most `limit`
+/// bytes: for the record and the checksums, which no record covers, and
+/// the key files the reviewer's index fingerprints in the build's own
+/// staging directory.
+pub fn read_below(dir: &Path, name: &str, limit: u64) -> anyhow::Result<Option<Vec<u8>>> {
+    let file = dir.join(name);
+    let Some(f) =
+        open_below(dir, name).with_context(|| format!("opening {}", shown_path(&file)))?
+    else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::new();
+    f.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", shown_path(&file)))?;
+    if bytes.len() as u64 > limit {
+        bail!("{} is larger than {limit} bytes", shown_path(&file));
+    }
+    Ok(Some(bytes))
 }
 
 /// A relative path without `..`, `.` or a root: safe to join to the
@@ -117,75 +254,78 @@ pub fn plain(name: &str) -> bool {
             .all(|c| matches!(c, Component::Normal(_)))
 }
 
-/// Reads `file` if it exists: a regular file, not through a final symlink,
-/// at most `limit` bytes. `None` when there is no such file.
-pub fn read_small(file: &Path, limit: u64) -> anyhow::Result<Option<Vec<u8>>> {
-    let f = match open_regular(file) {
-        Ok(f) => f,
-        Err(e)
-            if e.downcast_ref::<std::io::Error>().map(|e| e.kind())
-                == Some(std::io::ErrorKind::NotFound) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => return Err(e.context(format!("reading {}", shown_path(file)))),
-    };
-    let mut bytes = Vec::new();
-    f.take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading {}", shown_path(file)))?;
-    if bytes.len() as u64 > limit {
-        bail!("{} is larger than {limit} bytes", shown_path(file));
-    }
-    Ok(Some(bytes))
-}
-
-/// Opens `file` read-only if it is a regular file: `O_NOFOLLOW` (no final
-/// symlink) and `O_NONBLOCK` (a FIFO returns at once, then `fstat`
-/// refuses it).
-pub fn open_regular(file: &Path) -> anyhow::Result<std::fs::File> {
-    use rustix::fs::{Mode, OFlags};
-    let fd = rustix::fs::open(
-        file,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(std::io::Error::from)?;
-    let f = std::fs::File::from(fd);
-    if !f.metadata()?.is_file() {
-        bail!("{} is not a regular file", shown_path(file));
-    }
-    Ok(f)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Writes `record` as dir/build.json and a SHA256SUMS naming it.
+    fn publish(dir: &Path, record: &str) {
+        std::fs::write(dir.join(RECORD), record).unwrap();
+        let sha = hex::encode(Sha256::digest(record.as_bytes()));
+        std::fs::write(dir.join(SUMS), format!("{sha}  {RECORD}\n")).unwrap();
+    }
+
     #[test]
     fn a_record_is_read_strictly_and_paths_must_be_plain() {
         let dir = tempfile::tempdir().unwrap();
-        let good = r#"{"schema":2,"image":"x","version":"1","plan_sha256":"p","boot_key":"sha256:k",
-            "security_version":3,"slots":[{"slot":"a"}],"rootfs":{"filesystem":"ext4"},
-            "artifacts":[{"name":"audit/report.json"}],"lock_sha256":null,"extra":1}"#;
-        std::fs::write(dir.path().join("build.json"), good).unwrap();
-        let r = read_record(dir.path()).unwrap();
+        let report = b"{}\n";
+        let good = format!(
+            r#"{{"schema":2,"image":"x","version":"1","plan_sha256":"p","boot_key":"sha256:k",
+            "security_version":3,"slots":[{{"slot":"a"}}],"rootfs":{{"filesystem":"ext4"}},
+            "artifacts":[{{"name":"audit/report.json","sha256":"{}","size":3}}],"lock_sha256":null,"extra":1}}"#,
+            hex::encode(Sha256::digest(report))
+        );
+        publish(dir.path(), &good);
+        let (r, sha) = read_record(dir.path()).unwrap();
+        assert_eq!(sha, hex::encode(Sha256::digest(good.as_bytes())));
         assert_eq!(r.security_version, 3);
         assert_eq!(r.rootfs_file().unwrap(), "rootfs.ext4");
         assert!(r.has("audit/report.json"));
+        // An artifact is read only as recorded.
+        std::fs::create_dir(dir.path().join("audit")).unwrap();
+        std::fs::write(dir.path().join("audit/report.json"), report).unwrap();
+        assert_eq!(
+            read_artifact(dir.path(), &r, "audit/report.json", 10).unwrap(),
+            report
+        );
+        let e = format!(
+            "{:#}",
+            read_artifact(dir.path(), &r, "audit/report.json", 2).unwrap_err()
+        );
+        assert!(e.contains("more than the 2 read"), "{e}");
+        std::fs::write(dir.path().join("audit/report.json"), b"[]\n").unwrap();
+        let e = format!(
+            "{:#}",
+            read_artifact(dir.path(), &r, "audit/report.json", 10).unwrap_err()
+        );
+        assert!(
+            e.contains("audit/report.json has sha256 ")
+                && e.contains(&hex::encode(Sha256::digest(b"[]\n")))
+                && e.contains(&hex::encode(Sha256::digest(report))),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            read_artifact(dir.path(), &r, "x.pem", 10).unwrap_err()
+        );
+        assert!(e.contains("x.pem is not an artifact of"), "{e}");
+        // The record must be the one SHA256SUMS names.
+        std::fs::write(dir.path().join(RECORD), good.replace("\"x\"", "\"y\"")).unwrap();
+        let e = format!("{:#}", read_record(dir.path()).unwrap_err());
+        assert!(e.contains("SHA256SUMS records"), "{e}");
         let bad = good.replace("audit/report.json", "../etc/passwd");
-        std::fs::write(dir.path().join("build.json"), bad).unwrap();
+        publish(dir.path(), &bad);
         let e = format!("{:#}", read_record(dir.path()).unwrap_err());
         assert!(e.contains("not a plain relative path"), "{e}");
         let bad = good.replace("\"security_version\":3", "\"security_version\":\"3\"");
-        std::fs::write(dir.path().join("build.json"), bad).unwrap();
+        publish(dir.path(), &bad);
         let e = format!("{:#}", read_record(dir.path()).unwrap_err());
         assert!(e.contains("is not a build record"), "{e}");
         // A FIFO is refused at once rather than waited on.
-        std::fs::remove_file(dir.path().join("build.json")).unwrap();
+        std::fs::remove_file(dir.path().join(RECORD)).unwrap();
         rustix::fs::mkfifoat(
             rustix::fs::CWD,
-            dir.path().join("build.json"),
+            dir.path().join(RECORD),
             rustix::fs::Mode::from_raw_mode(0o600),
         )
         .unwrap();

@@ -1,7 +1,7 @@
 //! The release's identity and trust anchors, compared: image, version,
-//! security version, plan and lock hashes (from `build.json`), each slot's
-//! kernel command line (from its signed boot manifest, verified with the
-//! build's own boot key, so the line shown is the one the device checks),
+//! plan and lock hashes (from `build.json`), the security version and each
+//! slot's kernel command line (from its signed boot manifest, verified with
+//! the build's own boot key, so what is shown is what the device checks),
 //! and the fingerprints of the keys and certificates the build publishes.
 
 use std::collections::BTreeMap;
@@ -12,7 +12,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use slotsmith_yaml::escape::shown_path;
 
-use super::record::{read_small, Record};
+use super::record::{read_artifact, Record};
 
 /// The public keys and certificates a build may publish, with their role,
 /// in the order a reviewer reads them. Also the reviewer's index's list.
@@ -85,19 +85,14 @@ pub fn pem_fingerprint(bytes: &[u8]) -> String {
     }
 }
 
-/// Reads the facts of the build in `dir` whose record is `r`.
+/// Reads the facts of the build in `dir` whose record is `r`. Every file
+/// is an artifact checked against the record (`read_artifact`); the
+/// security version and each command line are the signed manifests', each
+/// verified with the build's boot key (which must be the one the record
+/// names), and every manifest must carry the recorded security version.
 pub fn facts(dir: &Path, r: &Record) -> anyhow::Result<Facts> {
-    let mut fields = BTreeMap::new();
-    fields.insert("image", Some(r.image.clone()));
-    fields.insert("version", Some(r.version.clone()));
-    fields.insert("security_version", Some(r.security_version.to_string()));
-    fields.insert("plan_sha256", Some(r.plan_sha256.clone()));
-    fields.insert("lock_sha256", r.lock_sha256.clone());
-    fields.insert("boot_key", Some(r.boot_key.clone()));
-
+    let key_bytes = read_artifact(dir, r, "boot.pub.pem", MAX_SMALL)?;
     let key_file = dir.join("boot.pub.pem");
-    let key_bytes = read_small(&key_file, MAX_SMALL)?
-        .with_context(|| format!("{} is missing", shown_path(&key_file)))?;
     let key = slotsmith_sign::parse_verifying_key(&key_bytes, &key_file)?;
     if slotsmith_sign::fingerprint(&key) != r.boot_key {
         bail!(
@@ -109,28 +104,49 @@ pub fn facts(dir: &Path, r: &Record) -> anyhow::Result<Facts> {
     let mut keys = BTreeMap::new();
     keys.insert("boot.pub.pem".to_string(), r.boot_key.clone());
     for (file, _) in KEY_FILES.iter().skip(1) {
-        let path = dir.join(file);
-        if let Some(bytes) = read_small(&path, MAX_SMALL)? {
+        if r.has(file) {
+            let bytes = read_artifact(dir, r, file, MAX_SMALL)?;
             keys.insert(file.to_string(), pem_fingerprint(&bytes));
         }
     }
 
     let mut cmdline = BTreeMap::new();
+    let mut security_version = None;
     for s in &r.slots {
         let name = crate::layout::manifest_output(&s.slot);
         if !r.has(&name) {
             continue;
         }
         let m = dir.join(&name);
-        let sig = dir.join(crate::layout::signature_output(&s.slot));
-        let bytes =
-            read_small(&m, MAX_SMALL)?.with_context(|| format!("{} is missing", shown_path(&m)))?;
-        let sig_bytes = read_small(&sig, 4 << 10)?
-            .with_context(|| format!("{} is missing", shown_path(&sig)))?;
+        let bytes = read_artifact(dir, r, &name, MAX_SMALL)?;
+        let sig_bytes = read_artifact(dir, r, &crate::layout::signature_output(&s.slot), 4 << 10)?;
         let manifest = slotsmith_sign::verify_manifest(&bytes, &sig_bytes, &key)
             .with_context(|| format!("verifying {}", shown_path(&m)))?;
+        if manifest.security_version != r.security_version {
+            bail!(
+                "{} carries security version {}, but build.json records {}",
+                shown_path(&m),
+                manifest.security_version,
+                r.security_version
+            );
+        }
+        security_version = Some(manifest.security_version);
         cmdline.insert(s.slot.clone(), manifest.cmdline);
     }
+    // Shown only as signed: a build without a manifest has none to show.
+    let security_version = security_version.with_context(|| {
+        format!(
+            "{} lists no signed boot manifest to take the security version from",
+            shown_path(&dir.join("build.json"))
+        )
+    })?;
+    let mut fields = BTreeMap::new();
+    fields.insert("image", Some(r.image.clone()));
+    fields.insert("version", Some(r.version.clone()));
+    fields.insert("security_version", Some(security_version.to_string()));
+    fields.insert("plan_sha256", Some(r.plan_sha256.clone()));
+    fields.insert("lock_sha256", r.lock_sha256.clone());
+    fields.insert("boot_key", Some(r.boot_key.clone()));
     Ok(Facts {
         fields,
         cmdline,

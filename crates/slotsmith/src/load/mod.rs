@@ -30,6 +30,7 @@ mod keys;
 mod layer;
 mod layerset;
 pub mod lock;
+pub mod previous;
 mod util;
 
 use std::path::{Path, PathBuf};

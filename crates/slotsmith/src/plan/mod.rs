@@ -16,10 +16,12 @@ use crate::spec::*;
 
 pub mod chain;
 pub mod files;
+pub mod previous;
 pub mod tools;
 mod types;
 
 pub use files::{BootSource, PayloadTarget, PlanBootFile, PlanPayload, PlanSlotFile};
+pub use previous::{with_previous, PlanPrevious};
 pub use tools::{Invocation, PlanTools};
 pub use types::*;
 
@@ -657,6 +659,7 @@ pub fn plan(loaded: &Loaded, env_epoch: Option<u64>) -> Result<Plan, Diagnostics
         outputs,
         tools,
         chain,
+        previous: None,
     };
     diags.into_result(plan)
 }

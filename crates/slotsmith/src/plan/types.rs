@@ -47,6 +47,10 @@ pub struct Plan {
     /// The verified boot chain (loader, UKIs, initramfs), when the image
     /// has one.
     pub chain: Option<super::chain::PlanChain>,
+    /// The previous release to diff against (`build --previous`); absent
+    /// without one, so such a plan (and its hash) is unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<super::previous::PlanPrevious>,
 }
 
 /// The resolved hardening policy set.

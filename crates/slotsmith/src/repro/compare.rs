@@ -239,7 +239,7 @@ fn len(f: &File, dir: &Path, name: &str) -> anyhow::Result<u64> {
 /// `O_NONBLOCK`: a FIFO named like an artifact would otherwise block the
 /// open itself, before the type could be checked. `name` must be plain
 /// (checked by the record parser; checked again here).
-fn open_below(dir: &Path, name: &str) -> anyhow::Result<Option<File>> {
+pub(crate) fn open_below(dir: &Path, name: &str) -> anyhow::Result<Option<File>> {
     use rustix::fs::{openat, Mode, OFlags};
     let parts: Vec<&std::ffi::OsStr> = Path::new(name)
         .components()

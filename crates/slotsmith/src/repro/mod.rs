@@ -24,7 +24,7 @@
 //! - `project.rs`: the fresh project (inputs and keys);
 //! - `compare.rs`: the artifact comparison, streamed.
 
-mod compare;
+pub(crate) mod compare;
 mod project;
 mod record;
 
@@ -52,6 +52,9 @@ pub struct ReproOptions {
     pub deb_cache: PathBuf,
     /// Keep the temporary project (and the rebuild) instead of removing it.
     pub keep: bool,
+    /// The previous release's output directory, for a build made with
+    /// `--previous` (its release diff is rebuilt against it).
+    pub previous: Option<PathBuf>,
 }
 
 /// The published and rebuilt values of one recorded fact.
@@ -149,6 +152,7 @@ pub fn run(opts: &ReproOptions, progress: &mut Progress) -> anyhow::Result<Repor
     let plan = crate::plan::plan(&loaded, Some(rec.source_date_epoch))
         .map_err(|d| anyhow::Error::new(crate::spec::InputError(d)))
         .with_context(|| format!("planning the recorded image {}", shown(&rec.image_file)))?;
+    let plan = with_previous(plan, &rec, opts, &root)?;
     let planned = crate::build::Input::planned(&plan);
     let against_plan = project::check_against_plan(rec.inputs(), &planned)?;
     for c in &against_plan {
@@ -224,6 +228,41 @@ pub fn run(opts: &ReproOptions, progress: &mut Progress) -> anyhow::Result<Repor
             .with_context(|| format!("removing the temporary project {}", root.display()))?;
     }
     Ok(report)
+}
+
+/// The plan, also diffing against `opts.previous` when the build
+/// published a release diff (`build --previous`). The record keeps only the
+/// previous release's effect: the plan's hash covers its `build.json`
+/// sha256 and the diff is an artifact, so another previous release shows
+/// as a plan and artifact difference.
+fn with_previous(
+    plan: crate::plan::Plan,
+    rec: &Recorded,
+    opts: &ReproOptions,
+    root: &std::path::Path,
+) -> anyhow::Result<crate::plan::Plan> {
+    let flag = crate::load::previous::FLAG;
+    let diffed = rec
+        .artifacts
+        .iter()
+        .any(|a| a.name == crate::plan::previous::MARKDOWN);
+    match (diffed, &opts.previous) {
+        (false, None) => Ok(plan),
+        (false, Some(_)) => anyhow::bail!(
+            "{flag}: the build published no release diff, so it was made without a previous release"
+        ),
+        (true, None) => anyhow::bail!(
+            "the build published a release diff ({}), so it was made with {flag}: give the same \
+previous release's output directory with {flag}",
+            crate::plan::previous::MARKDOWN
+        ),
+        (true, Some(dir)) => {
+            let new_out = root.join("out").join(&plan.outputs.dir);
+            let release = crate::load::previous::previous_release(dir, &new_out)
+                .map_err(|d| anyhow::Error::new(crate::spec::InputError(d)))?;
+            Ok(crate::plan::with_previous(plan, release))
+        }
+    }
 }
 
 /// The report as lines for a person: the changed inputs, then the verdict
