@@ -321,6 +321,14 @@ fn the_test_variant_reports_a_hardened_read_only_system_with_unique_keys() {
         assert!(get("host-key").starts_with("SHA256:"), "{c}");
         assert_eq!(get("machine-id").len(), 32, "{c}");
         assert_eq!(get("swupdate"), "active", "{c}");
+        // The device declares what it runs: `slotsmith-update sbom` prints
+        // the build's SBOM byte for byte from slot A's boot partition.
+        // The golden image carries the same SBOM for slot B; a slot that
+        // does not exist is an error.
+        let sbom = sha256(&b.variant.join("sbom.spdx.json"));
+        assert_eq!(get("sbom-sha256"), sbom, "{c}");
+        assert_eq!(get("sbom-slot-b-sha256"), sbom, "{c}");
+        assert_eq!(get("sbom-slot-c"), "no", "{c}");
         assert_eq!(get("failed-units"), "", "{c}");
         assert_no_login(c);
         seen.push((get("host-key").to_string(), get("machine-id").to_string()));
