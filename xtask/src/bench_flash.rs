@@ -26,7 +26,7 @@ use anyhow::Context;
 use slotsmith::tool::Tool;
 
 /// Rounds of each contestant.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// A loop device attached for the bench, detached when dropped.
 struct Loop(String);

@@ -437,7 +437,14 @@ pub fn read_back<D: ReadAt + ?Sized>(
                 }
                 let got = &mut scratch.bytes_mut()[..want.len];
                 get(got, pos)?;
-                if let Some(k) = got.iter().zip(want.bytes()).position(|(a, b)| a != b) {
+                // Slice equality is one memcmp; the byte is looked for
+                // only when there is a difference to name.
+                if got[..] != want.bytes()[..] {
+                    let k = got
+                        .iter()
+                        .zip(want.bytes())
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(0);
                     let at = pos + k as u64;
                     return Err((
                         at,
