@@ -7,13 +7,23 @@
 //! it, the device passes every refusal in [`device`] and is opened
 //! exclusively, and the image is checked on all cores at once: every
 //! mapped range against the bmap's sha256, every byte outside the ranges
-//! zero (so the image is byte for byte the one `SHA256SUMS` lists), and
-//! its signed manifests against the boot key the operator names. Only then
-//! are the ranges written ([`write`]): those kept in memory by the check
-//! as they were checked, the rest checked again as they are written. Then
-//! the device is synced and every range read back (with `O_DIRECT` from
-//! the device itself where it takes it) and compared. Each attempt,
-//! refused, failed or ok, appends one JSON line to the log, fsynced.
+//! zero (so every byte the device gets is the one the bmap, listed in
+//! `SHA256SUMS`, describes), and its signed manifests against the boot key
+//! the operator names. Only then are the ranges written ([`write`]): those
+//! kept in memory by the check as they were checked, the rest checked
+//! again as they are written. Then the device is synced and every range
+//! read back (with `O_DIRECT` from the device itself where it takes it)
+//! and compared. Meanwhile the whole image's sha256 is computed on a core
+//! the device leaves idle and must be the one `SHA256SUMS` lists: the log
+//! records that computed hash, and a release directory whose two lines
+//! disagree fails the flash. Each attempt, refused, failed or ok, appends
+//! one JSON line to the log, fsynced.
+//!
+//! Left open: the manifests are verified on the image file as read by
+//! one descriptor, the ranges on another read. A file server that serves
+//! different bytes to each read could pass signed manifests to one and
+//! other (bmap-consistent) bytes to the other; verifying the manifests on
+//! the written device would close that.
 //!
 //! `SHA256SUMS` is not signed; the manifests are. The sums bind the image
 //! and its bmap to the build, the manifests bind the slots and boot files
@@ -76,7 +86,8 @@ pub struct LogRecord {
     pub version: Option<String>,
     /// The image file as given.
     pub image_file: String,
-    /// sha256 of the whole image (`null` when not computed).
+    /// sha256 of the whole image, computed while the device is written
+    /// (`null` when the flash stopped before).
     pub image_sha256: Option<String>,
     /// The device as given.
     pub device: String,
@@ -160,7 +171,11 @@ pub fn flash(
         result: "ok".into(),
         reason: None,
     };
-    let outcome = run(opts, sys, &mut rec, confirm, start);
+    let log_id = log
+        .metadata()
+        .map(|m| (m.dev(), m.ino()))
+        .with_context(|| format!("stat the flash log {}", shown(&log_path.to_string_lossy())))?;
+    let outcome = run(opts, sys, &mut rec, confirm, start, log_id);
     rec.seconds = (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
     if rec.seconds > 0.0 {
         rec.mib_per_s = (rec.bytes_written as f64 / 1048576.0 / rec.seconds * 10.0).round() / 10.0;
@@ -251,6 +266,7 @@ fn run(
     rec: &mut LogRecord,
     confirm: &mut dyn FnMut(&Target) -> bool,
     start: Instant,
+    log_id: (u64, u64),
 ) -> Result<(), Stop> {
     let dir = opts.image.parent().unwrap_or(Path::new("."));
     let img_name = opts
@@ -410,7 +426,6 @@ fn run(
             rec.version = Some(slot.version.clone());
         }
     }
-    rec.image_sha256 = Some(hex::encode(image_sum));
 
     // Write, sync, read back. A file is sized like the image, as bmaptool
     // does (unmapped ranges read as holes).
@@ -423,6 +438,18 @@ fn run(
             if same_file(&image, &f, &img_shown).is_ok() {
                 return Err(Stop::Refused(format_err!(
                     "{dev_shown} is the image itself"
+                )));
+            }
+            let md = f
+                .metadata()
+                .with_context(|| format!("{dev_shown}: stat"))
+                .map_err(Stop::Refused)?;
+            let same = |p: &Path| {
+                std::fs::metadata(p).is_ok_and(|m| (m.dev(), m.ino()) == (md.dev(), md.ino()))
+            };
+            if (md.dev(), md.ino()) == log_id || same(&dir.join("SHA256SUMS")) || same(&bmap_path) {
+                return Err(Stop::Refused(format_err!(
+                    "{dev_shown} is the flash log, the bmap or SHA256SUMS"
                 )));
             }
             f.set_len(image_size)
@@ -438,27 +465,50 @@ fn run(
     let direct = direct_io(&dest, &bmap);
     rec.io = if direct { "direct" } else { "buffered" }.into();
     let write_start = Instant::now();
-    meter.start("writing", total);
-    let mut done = 0u64;
-    let wrote = write::write(&image, &dest, &bmap, &checked, &mut |n| {
-        done = n;
-        meter.tick(n)
-    });
-    rec.bytes_written = done;
-    let written = wrote.map_err(Stop::Failed)?;
-    rec.bytes_written = written;
-    dest.sync_all()
-        .with_context(|| format!("{dev_shown}: fsync"))
-        .map_err(Stop::Failed)?;
-    let write_secs = write_start.elapsed().as_secs_f64();
-    // With O_DIRECT the read-back reads the device; without, its cached
-    // pages are dropped first, or it would compare the cache with itself.
-    if !direct {
+    let mut back_start = write_start;
+    let mut write_secs = 0.0;
+    let mut written = 0u64;
+    // The whole image's sha256 is computed meanwhile, on a core the
+    // device leaves idle: the log records a hash that was computed, never
+    // one copied from SHA256SUMS, and a SHA256SUMS whose image line
+    // disagrees with its bmap line (an edited release directory) fails
+    // the flash even though the device holds what the bmap describes.
+    let whole = std::thread::scope(|s| -> Result<[u8; 32], Stop> {
+        let whole = s.spawn(|| slotsmith_disk::bmap::sha256_file_sparse(&image));
+        meter.start("writing", total);
+        let mut done = 0u64;
+        let wrote = write::write(&image, &dest, &bmap, &checked, &mut |n| {
+            done = n;
+            meter.tick(n)
+        });
+        rec.bytes_written = done;
+        written = wrote.map_err(Stop::Failed)?;
+        rec.bytes_written = written;
+        dest.sync_all()
+            .with_context(|| format!("{dev_shown}: fsync"))
+            .map_err(Stop::Failed)?;
+        write_secs = write_start.elapsed().as_secs_f64();
+        // With O_DIRECT the read-back reads the device. The cache is
+        // dropped in any case: a file system may take O_DIRECT and still
+        // serve reads from its cache.
         let _ = rustix::fs::fadvise(&dest, 0, None, rustix::fs::Advice::DontNeed);
+        meter.start("reading back", total);
+        back_start = Instant::now();
+        write::read_back(&dest, &bmap, &checked, &mut |n| meter.tick(n)).map_err(Stop::Failed)?;
+        joined(whole.join())
+            .with_context(|| format!("hashing {img_shown}"))
+            .map_err(Stop::Failed)
+    })?;
+    rec.image_sha256 = Some(hex::encode(whole));
+    if whole != image_sum {
+        return Err(Stop::Failed(format_err!(
+            "image {img_shown}: sha256 {} is not the one SHA256SUMS lists ({}); the device \
+             holds what the bmap describes, but the release directory disagrees with itself: \
+             do not ship this device",
+            hex::encode(whole),
+            hex::encode(image_sum)
+        )));
     }
-    meter.start("reading back", total);
-    let back_start = Instant::now();
-    write::read_back(&dest, &bmap, &checked, &mut |n| meter.tick(n)).map_err(Stop::Failed)?;
     let secs = start.elapsed().as_secs_f64();
     meter.line(&format!(
         "flashed {} of {} to {} ({} I/O): checked in {:.1}s, written and synced in {:.1}s \
@@ -495,14 +545,26 @@ fn direct_io(dest: &File, bmap: &bmap::Bmap) -> bool {
     {
         return false;
     }
-    rustix::fs::fcntl_getfl(dest)
-        .and_then(|f| rustix::fs::fcntl_setfl(dest, f | OFlags::DIRECT))
-        .is_ok()
+    let Ok(flags) = rustix::fs::fcntl_getfl(dest) else {
+        return false;
+    };
+    if rustix::fs::fcntl_setfl(dest, flags | OFlags::DIRECT).is_err() {
+        return false;
+    }
+    // Some file systems take the flag and fail the I/O: one aligned read
+    // decides, and buffered I/O it is when that fails.
+    let mut probe = write::Aligned::new(write::ALIGN);
+    if write::ReadAt::read_exact_at(dest, probe.bytes_mut(), 0).is_ok() {
+        return true;
+    }
+    let _ = rustix::fs::fcntl_setfl(dest, flags);
+    false
 }
 
 /// Bytes of checked ranges kept in memory, to be written from there: half
-/// of what the kernel says is available, at most [`MAX_KEPT`]; 256 MiB
-/// when it does not say.
+/// of what the kernel says is available (to the system, and under the
+/// cgroup v2 limit when there is one), at most [`MAX_KEPT`]; 256 MiB when
+/// it does not say.
 fn memory_budget(sys: &System) -> u64 {
     let available = std::fs::read_to_string(&sys.meminfo)
         .ok()
@@ -513,6 +575,18 @@ fn memory_budget(sys: &System) -> u64 {
                 .and_then(|v| v.trim().parse::<u64>().ok())
         })
         .map(|kib| kib.saturating_mul(1024));
+    // A cgroup's limit (a container, a systemd slice) binds too.
+    let read = |f: &str| {
+        std::fs::read_to_string(sys.sys.join("fs/cgroup").join(f))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    let cgroup =
+        read("memory.max").map(|max| max.saturating_sub(read("memory.current").unwrap_or(0)));
+    let available = match (available, cgroup) {
+        (Some(a), Some(c)) => Some(a.min(c)),
+        (a, c) => a.or(c),
+    };
     available.map_or(256 << 20, |a| (a / 2).min(MAX_KEPT))
 }
 

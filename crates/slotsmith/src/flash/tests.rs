@@ -140,6 +140,82 @@ fn a_changed_image_is_refused_before_any_write_wherever_the_change_is() {
 }
 
 #[test]
+fn a_release_directory_that_disagrees_with_itself_fails_the_flash() {
+    // The image changed in a mapped range, its bmap made again and only
+    // the bmap's line of SHA256SUMS edited: everything the bmap says
+    // holds, but the image is not the one SHA256SUMS lists. The log gets
+    // the hash that was computed, never the listed one.
+    let t = tempfile::tempdir().unwrap();
+    let img = synth(t.path());
+    let mut data = fs::read(&img).unwrap();
+    let listed = hex::encode(Sha256::digest(&data));
+    data[8] ^= 0x10;
+    fs::write(&img, &data).unwrap();
+    let old = bmap::parse(&fs::read(t.path().join("t.img.bmap")).unwrap(), "t").unwrap();
+    let ranges: Vec<(u64, u64)> = old.ranges.iter().map(|r| (r.start, r.end)).collect();
+    let xml = slotsmith_disk::bmap::bmap_xml(
+        &mut std::io::Cursor::new(&data),
+        data.len() as u64,
+        &ranges,
+    )
+    .unwrap();
+    fs::write(t.path().join("t.img.bmap"), &xml).unwrap();
+    fs::write(
+        t.path().join("SHA256SUMS"),
+        format!(
+            "{listed}  t.img\n{}  t.img.bmap\n",
+            hex::encode(Sha256::digest(xml.as_bytes()))
+        ),
+    )
+    .unwrap();
+    let dest = t.path().join("dest.img");
+    let e = format!(
+        "{:#}",
+        flash(&opts(&img, &dest, true), &System::default(), &mut |_| true).unwrap_err()
+    );
+    assert!(
+        e.contains("the release directory disagrees with itself"),
+        "{e}"
+    );
+    let l = &log_lines(t.path())[0];
+    assert_eq!(l["result"], "failed");
+    assert_eq!(
+        l["image_sha256"].as_str().unwrap(),
+        hex::encode(Sha256::digest(&data))
+    );
+    assert_ne!(l["image_sha256"].as_str().unwrap(), listed);
+}
+
+#[test]
+fn the_log_and_the_release_files_are_never_the_destination() {
+    let t = tempfile::tempdir().unwrap();
+    let img = synth(t.path());
+    let log = t.path().join("flash-log.jsonl");
+    for dest in [
+        log.clone(),
+        t.path().join("SHA256SUMS"),
+        t.path().join("t.img.bmap"),
+    ] {
+        let before = fs::read(&dest).unwrap_or_default();
+        let e = format!(
+            "{:#}",
+            flash(&opts(&img, &dest, true), &System::default(), &mut |_| true).unwrap_err()
+        );
+        assert!(
+            e.ends_with("is the flash log, the bmap or SHA256SUMS"),
+            "{e}"
+        );
+        let after = fs::read(&dest).unwrap();
+        assert!(
+            after.starts_with(&before),
+            "{} was overwritten",
+            dest.display()
+        );
+    }
+    assert_eq!(log_lines(t.path()).len(), 3);
+}
+
+#[test]
 fn an_aligned_image_is_written_with_direct_io_where_the_file_system_takes_it() {
     let t = tempfile::tempdir().unwrap();
     let img = synth_sized(t.path(), 4 * write::CHUNK as u64 + 3 * 4096);
@@ -286,4 +362,29 @@ fn the_log_is_never_a_symlink_and_times_are_rfc3339() {
         "{}",
         rec.time
     );
+}
+
+#[test]
+fn the_memory_budget_is_half_of_what_is_available_and_the_cgroup_binds() {
+    let t = tempfile::tempdir().unwrap();
+    let sys = System {
+        sys: t.path().to_path_buf(),
+        meminfo: t.path().join("meminfo"),
+        ..System::default()
+    };
+    assert_eq!(memory_budget(&sys), 256 << 20, "nothing said");
+    fs::write(
+        &sys.meminfo,
+        "MemTotal: 9000 kB\nMemAvailable:    4096 kB\n",
+    )
+    .unwrap();
+    assert_eq!(memory_budget(&sys), 2048 * 1024);
+    fs::create_dir_all(t.path().join("fs/cgroup")).unwrap();
+    fs::write(t.path().join("fs/cgroup/memory.max"), "3145728\n").unwrap();
+    fs::write(t.path().join("fs/cgroup/memory.current"), "2097152\n").unwrap();
+    assert_eq!(memory_budget(&sys), 512 * 1024, "the cgroup has 1 MiB left");
+    fs::write(t.path().join("fs/cgroup/memory.max"), "max\n").unwrap();
+    assert_eq!(memory_budget(&sys), 2048 * 1024, "no cgroup limit");
+    fs::write(&sys.meminfo, "MemAvailable: 99999999999 kB\n").unwrap();
+    assert_eq!(memory_budget(&sys), MAX_KEPT);
 }

@@ -191,8 +191,10 @@ fn share<U: Sync, T: Send>(
                 scope.spawn(move || -> At<Vec<(usize, T)>> {
                     let mut buf = Aligned::new(CHUNK);
                     let mut mine = Vec::new();
-                    // Every unit is taken, even after an error elsewhere:
-                    // one before that error must still be looked at.
+                    let mut earliest: Option<(u64, anyhow::Error)> = None;
+                    // Every unit is taken, even after an error, this
+                    // thread's or another's: one before that error must
+                    // still be looked at (those past it stop at once).
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(u) = units.get(i) else { break };
@@ -200,11 +202,16 @@ fn share<U: Sync, T: Send>(
                             Ok(t) => mine.push((i, t)),
                             Err((at, e)) => {
                                 pass.stop_at.fetch_min(at, Ordering::Relaxed);
-                                return Err((at, e));
+                                if earliest.as_ref().is_none_or(|(p, _)| at < *p) {
+                                    earliest = Some((at, e));
+                                }
                             }
                         }
                     }
-                    Ok(mine)
+                    match earliest {
+                        Some(e) => Err(e),
+                        None => Ok(mine),
+                    }
                 })
             })
             .collect();
@@ -273,7 +280,11 @@ pub fn check<R: ReadAt + ?Sized>(
         .ranges
         .iter()
         .map(|r| {
-            let n = r.end - r.start;
+            // What keeping costs: every chunk's bytes and its alignment
+            // slack, so a bmap of a million one-sector ranges cannot
+            // allocate many times the budget.
+            let chunks = (r.end - r.start).div_ceil(CHUNK as u64);
+            let n = (r.end - r.start).saturating_add(chunks.saturating_mul(ALIGN as u64));
             let fits = n <= left;
             if fits {
                 left -= n;
@@ -522,7 +533,7 @@ mod tests {
     fn writes_only_mapped_ranges_and_reads_them_back_whatever_is_kept() {
         let (img, bmap) = three_ranges();
         // Nothing kept, the first two ranges kept, everything kept.
-        for budget in [0, CHUNK as u64 + 9000, u64::MAX] {
+        for budget in [0, 2 * CHUNK as u64, u64::MAX] {
             let mut last = 0;
             let checked = check(img.as_slice(), &bmap, budget, &mut |n| last = n).unwrap();
             assert_eq!(last, bmap.mapped_bytes());
@@ -570,7 +581,11 @@ mod tests {
         let (mut img, bmap) = three_ranges();
         let clean = img.clone();
         // Kept: range 1 and 2; range 3 is read again when written.
-        let checked = check(img.as_slice(), &bmap, CHUNK as u64 + 9000, &mut |_| {}).unwrap();
+        let checked = check(img.as_slice(), &bmap, 2 * CHUNK as u64, &mut |_| {}).unwrap();
+        assert_eq!(
+            checked.kept_bytes(),
+            bmap.ranges[0].end - bmap.ranges[0].start + bmap.ranges[1].end - bmap.ranges[1].start
+        );
         // The image changes after the check, in a kept range: the device
         // still gets the checked bytes.
         img[8192 + 3] ^= 1;
@@ -585,8 +600,7 @@ mod tests {
             e.starts_with(&format!("image: blocks {}-", 2 * CHUNK / 4096)),
             "{e}"
         );
-        // And the check itself names a changed range (the only one: with
-        // two, whichever a thread finds first stops the others).
+        // And the check itself names a changed range.
         img[8192 + 3] ^= 1;
         let e = err(check(img.as_slice(), &bmap, u64::MAX, &mut |_| {}));
         assert!(
@@ -625,6 +639,21 @@ mod tests {
         let small = Mutex::new(vec![0u8; 8192]);
         let e = err(write(img.as_slice(), &small, &bmap, &checked, &mut |_| {}));
         assert!(e.contains("device: write bytes 20480..24576"), "{e}");
+    }
+
+    #[test]
+    fn keeping_is_charged_with_its_alignment_slack() {
+        // Ten one-block ranges; each kept block costs itself and ALIGN.
+        let mapped: Vec<(u64, u64)> = (0..10).map(|i| (i * 8192, i * 8192 + 4096)).collect();
+        let (img, bmap) = setup(20 * 4096, &mapped);
+        let checked = check(
+            img.as_slice(),
+            &bmap,
+            5 * (4096 + ALIGN as u64),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(checked.kept_bytes(), 5 * 4096);
     }
 
     #[test]
