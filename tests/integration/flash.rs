@@ -71,6 +71,7 @@ fn flashes_a_fixture_to_a_file_and_a_loop_device_and_refuses_the_unsafe() {
         ("findmnt", "util-linux"),
         ("mkfs.ext4", "e2fsprogs"),
         ("openssl", "openssl"),
+        ("sgdisk", "gdisk"),
     ] {
         require(t, p);
     }
@@ -257,6 +258,43 @@ fn flashes_a_fixture_to_a_file_and_a_loop_device_and_refuses_the_unsafe() {
         .as_str()
         .unwrap()
         .starts_with("refusing to flash "));
+
+    // The device as written is verified again with the boot key, on the
+    // image's size: a device larger than the image (its GPT's backup at
+    // the image's end) verifies, and one whose slot changed after the
+    // check does not.
+    let bigger = t.path().join("bigger.img");
+    fs::copy(&img, &bigger).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&bigger)
+        .unwrap();
+    f.set_len(size + (1 << 20)).unwrap();
+    let k = slotsmith_sign::load_verifying_key(&key).unwrap();
+    slotsmith::verify::verify_image_within(&f, Some(size), "bigger", &k).unwrap();
+    assert!(slotsmith::verify::verify_image_file(&f, "bigger", &k).is_err());
+    let gpt = run("sgdisk", &["-i", "4", img_s]);
+    let first = gpt
+        .lines()
+        .find_map(|l| l.strip_prefix("First sector: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 1];
+    let at = first * 512 + 4096;
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 1], at).unwrap();
+    let e = format!(
+        "{:#}",
+        slotsmith::verify::verify_image_within(&f, Some(size), "bigger", &k).unwrap_err()
+    );
+    assert!(
+        e.contains("failed verification") && e.contains("does not match the hash tree"),
+        "{e}"
+    );
 
     // 4. A corrupted image, and an image signed with another key, are
     // refused before anything is written.

@@ -147,9 +147,23 @@ pub fn verify_image_file(
     name: &str,
     key: &VerifyingKey,
 ) -> anyhow::Result<VerifyReport> {
-    let mut reader = file;
-    let table =
-        gpt::read_gpt(&mut reader, SECTOR).with_context(|| format!("GPT of {name} is damaged"))?;
+    verify_image_within(file, None, name, key)
+}
+
+/// [`verify_image_file`] on the first `size` bytes of `file` (a device a
+/// golden image was written to, which may be larger: its GPT is read as
+/// the image's, with the backup header at the image's end).
+pub fn verify_image_within(
+    file: &File,
+    size: Option<u64>,
+    name: &str,
+    key: &VerifyingKey,
+) -> anyhow::Result<VerifyReport> {
+    let table = match size {
+        Some(size) => gpt::read_gpt(&mut Window::new(file, 0, size), SECTOR),
+        None => gpt::read_gpt(&mut { file }, SECTOR),
+    }
+    .with_context(|| format!("GPT of {name} is damaged"))?;
     let find = |name: &str| table.partitions.iter().find(|p| p.name == name);
     let esp = find(crate::layout::ESP).with_context(|| {
         let names: Vec<String> = table.partitions.iter().map(|p| shown(&p.name)).collect();

@@ -18,12 +18,11 @@
 //! records that computed hash, and a release directory whose two lines
 //! disagree fails the flash. Each attempt, refused, failed or ok, appends
 //! one JSON line to the log, fsynced.
-//!
-//! Left open: the manifests are verified on the image file as read by
-//! one descriptor, the ranges on another read. A file server that serves
-//! different bytes to each read could pass signed manifests to one and
-//! other (bmap-consistent) bytes to the other; verifying the manifests on
-//! the written device would close that.
+//! Last, the signed manifests are verified again on the device as
+//! written: the check before writing read the image file, and a file that
+//! served other bytes to another read (a hostile file server, a writer
+//! racing the flash) cannot make the device hold anything but what its
+//! signed manifests describe and still end `ok`.
 //!
 //! `SHA256SUMS` is not signed; the manifests are. The sums bind the image
 //! and its bmap to the build, the manifests bind the slots and boot files
@@ -500,6 +499,28 @@ fn run(
             .map_err(Stop::Failed)
     })?;
     rec.image_sha256 = Some(hex::encode(whole));
+    // The signed manifests once more, now on the device as written: the
+    // check before writing read the image file, and a file that served
+    // other bytes to another read (a hostile file server, a writer racing
+    // the flash) would otherwise pass signed manifests to one read and
+    // other bytes to the device. Buffered reads, the cache dropped: the
+    // device answers.
+    if let Some(k) = &key {
+        if direct {
+            let flags = rustix::fs::fcntl_getfl(&dest)
+                .map_err(std::io::Error::from)
+                .with_context(|| format!("{dev_shown}: fcntl"))
+                .map_err(Stop::Failed)?;
+            rustix::fs::fcntl_setfl(&dest, flags - OFlags::DIRECT)
+                .map_err(std::io::Error::from)
+                .with_context(|| format!("{dev_shown}: fcntl"))
+                .map_err(Stop::Failed)?;
+        }
+        let _ = rustix::fs::fadvise(&dest, 0, None, rustix::fs::Advice::DontNeed);
+        crate::verify::verify_image_within(&dest, Some(image_size), &dev_shown, k)
+            .with_context(|| format!("{dev_shown} as written does not verify"))
+            .map_err(Stop::Failed)?;
+    }
     if whole != image_sum {
         return Err(Stop::Failed(format_err!(
             "image {img_shown}: sha256 {} is not the one SHA256SUMS lists ({}); the device \
