@@ -13,7 +13,9 @@
 //! against `SHA256SUMS`, every mapped range of the image against the bmap
 //! and every other byte for zero (and verifies the manifests) before it
 //! writes anything, checks the device, writes the mapped ranges, fsyncs,
-//! and reads every range back from the device and compares; bmaptool
+//! reads every range back from the device and compares, verifies the
+//! manifests again on the device, and hashes the whole image meanwhile
+//! against `SHA256SUMS`; bmaptool
 //! checks each range's sha256 while copying and fsyncs. The best of
 //! [`ROUNDS`] is reported: the machine is shared.
 

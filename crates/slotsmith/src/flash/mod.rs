@@ -494,33 +494,34 @@ fn run(
         meter.start("reading back", total);
         back_start = Instant::now();
         write::read_back(&dest, &bmap, &checked, &mut |n| meter.tick(n)).map_err(Stop::Failed)?;
+        // The signed manifests once more, now on the device as written: the
+        // check before writing read the image file, and a file that served
+        // other bytes to another read (a hostile file server, a writer racing
+        // the flash) would otherwise pass signed manifests to one read and
+        // other bytes to the device. Buffered reads, the cache dropped: the
+        // device answers.
+        // (While the image's sha256 is still being computed.)
+        if let Some(k) = &key {
+            if direct {
+                let flags = rustix::fs::fcntl_getfl(&dest)
+                    .map_err(std::io::Error::from)
+                    .with_context(|| format!("{dev_shown}: fcntl"))
+                    .map_err(Stop::Failed)?;
+                rustix::fs::fcntl_setfl(&dest, flags - OFlags::DIRECT)
+                    .map_err(std::io::Error::from)
+                    .with_context(|| format!("{dev_shown}: fcntl"))
+                    .map_err(Stop::Failed)?;
+            }
+            let _ = rustix::fs::fadvise(&dest, 0, None, rustix::fs::Advice::DontNeed);
+            crate::verify::verify_image_within(&dest, Some(image_size), &dev_shown, k)
+                .with_context(|| format!("{dev_shown} as written does not verify"))
+                .map_err(Stop::Failed)?;
+        }
         joined(whole.join())
             .with_context(|| format!("hashing {img_shown}"))
             .map_err(Stop::Failed)
     })?;
     rec.image_sha256 = Some(hex::encode(whole));
-    // The signed manifests once more, now on the device as written: the
-    // check before writing read the image file, and a file that served
-    // other bytes to another read (a hostile file server, a writer racing
-    // the flash) would otherwise pass signed manifests to one read and
-    // other bytes to the device. Buffered reads, the cache dropped: the
-    // device answers.
-    if let Some(k) = &key {
-        if direct {
-            let flags = rustix::fs::fcntl_getfl(&dest)
-                .map_err(std::io::Error::from)
-                .with_context(|| format!("{dev_shown}: fcntl"))
-                .map_err(Stop::Failed)?;
-            rustix::fs::fcntl_setfl(&dest, flags - OFlags::DIRECT)
-                .map_err(std::io::Error::from)
-                .with_context(|| format!("{dev_shown}: fcntl"))
-                .map_err(Stop::Failed)?;
-        }
-        let _ = rustix::fs::fadvise(&dest, 0, None, rustix::fs::Advice::DontNeed);
-        crate::verify::verify_image_within(&dest, Some(image_size), &dev_shown, k)
-            .with_context(|| format!("{dev_shown} as written does not verify"))
-            .map_err(Stop::Failed)?;
-    }
     if whole != image_sum {
         return Err(Stop::Failed(format_err!(
             "image {img_shown}: sha256 {} is not the one SHA256SUMS lists ({}); the device \
