@@ -32,6 +32,8 @@ pub struct System {
     pub udev: PathBuf,
     /// `/proc/meminfo`, for how much of the image to keep in memory.
     pub meminfo: PathBuf,
+    /// `/proc/self/cgroup`, for the memory limits that bind this process.
+    pub cgroup: PathBuf,
 }
 
 impl Default for System {
@@ -42,6 +44,7 @@ impl Default for System {
             swaps: "/proc/swaps".into(),
             udev: "/run/udev/data".into(),
             meminfo: "/proc/meminfo".into(),
+            cgroup: "/proc/self/cgroup".into(),
         }
     }
 }
@@ -485,6 +488,7 @@ mod tests {
             swaps: r.join("swaps"),
             udev: r.join("udev"),
             meminfo: r.join("meminfo"),
+            cgroup: r.join("cgroup"),
         };
         (t, sys)
     }

@@ -18,11 +18,13 @@
 //! records that computed hash, and a release directory whose two lines
 //! disagree fails the flash. Each attempt, refused, failed or ok, appends
 //! one JSON line to the log, fsynced.
+//!
 //! Last, the signed manifests are verified again on the device as
 //! written: the check before writing read the image file, and a file that
 //! served other bytes to another read (a hostile file server, a writer
-//! racing the flash) cannot make the device hold anything but what its
-//! signed manifests describe and still end `ok`.
+//! racing the flash) cannot end `ok` with slots or boot files on the
+//! device other than the signed ones. (The data partition is not signed;
+//! the bmap and `SHA256SUMS` bind it, as they bind the whole image.)
 //!
 //! `SHA256SUMS` is not signed; the manifests are. The sums bind the image
 //! and its bmap to the build, the manifests bind the slots and boot files
@@ -86,7 +88,8 @@ pub struct LogRecord {
     /// The image file as given.
     pub image_file: String,
     /// sha256 of the whole image, computed while the device is written
-    /// (`null` when the flash stopped before).
+    /// (`null` when the flash stopped before writing, or the hashing
+    /// failed).
     pub image_sha256: Option<String>,
     /// The device as given.
     pub device: String,
@@ -446,9 +449,13 @@ fn run(
             let same = |p: &Path| {
                 std::fs::metadata(p).is_ok_and(|m| (m.dev(), m.ino()) == (md.dev(), md.ino()))
             };
-            if (md.dev(), md.ino()) == log_id || same(&dir.join("SHA256SUMS")) || same(&bmap_path) {
+            if (md.dev(), md.ino()) == log_id
+                || same(&dir.join("SHA256SUMS"))
+                || same(&bmap_path)
+                || opts.boot_key.as_deref().is_some_and(same)
+            {
                 return Err(Stop::Refused(format_err!(
-                    "{dev_shown} is the flash log, the bmap or SHA256SUMS"
+                    "{dev_shown} is the flash log, the bmap, SHA256SUMS or the boot key"
                 )));
             }
             f.set_len(image_size)
@@ -461,67 +468,83 @@ fn run(
             return Err(Stop::Refused(format_err!("{dev_shown} was not opened")))
         }
     };
-    let direct = direct_io(&dest, &bmap);
+    let direct = direct_io(&dest, &bmap)
+        .with_context(|| format!("{dev_shown}: turning O_DIRECT off again"))
+        .map_err(Stop::Refused)?;
     rec.io = if direct { "direct" } else { "buffered" }.into();
     let write_start = Instant::now();
-    let mut back_start = write_start;
-    let mut write_secs = 0.0;
+    let (mut write_secs, mut back_secs, mut verify_secs) = (0.0, 0.0, 0.0);
     let mut written = 0u64;
     // The whole image's sha256 is computed meanwhile, on a core the
     // device leaves idle: the log records a hash that was computed, never
     // one copied from SHA256SUMS, and a SHA256SUMS whose image line
     // disagrees with its bmap line (an edited release directory) fails
     // the flash even though the device holds what the bmap describes.
-    let whole = std::thread::scope(|s| -> Result<[u8; 32], Stop> {
+    let (body, whole) = std::thread::scope(|s| {
         let whole = s.spawn(|| slotsmith_disk::bmap::sha256_file_sparse(&image));
-        meter.start("writing", total);
-        let mut done = 0u64;
-        let wrote = write::write(&image, &dest, &bmap, &checked, &mut |n| {
-            done = n;
-            meter.tick(n)
-        });
-        rec.bytes_written = done;
-        written = wrote.map_err(Stop::Failed)?;
-        rec.bytes_written = written;
-        dest.sync_all()
-            .with_context(|| format!("{dev_shown}: fsync"))
-            .map_err(Stop::Failed)?;
-        write_secs = write_start.elapsed().as_secs_f64();
-        // With O_DIRECT the read-back reads the device. The cache is
-        // dropped in any case: a file system may take O_DIRECT and still
-        // serve reads from its cache.
-        let _ = rustix::fs::fadvise(&dest, 0, None, rustix::fs::Advice::DontNeed);
-        meter.start("reading back", total);
-        back_start = Instant::now();
-        write::read_back(&dest, &bmap, &checked, &mut |n| meter.tick(n)).map_err(Stop::Failed)?;
-        // The signed manifests once more, now on the device as written: the
-        // check before writing read the image file, and a file that served
-        // other bytes to another read (a hostile file server, a writer racing
-        // the flash) would otherwise pass signed manifests to one read and
-        // other bytes to the device. Buffered reads, the cache dropped: the
-        // device answers.
-        // (While the image's sha256 is still being computed.)
-        if let Some(k) = &key {
-            if direct {
-                let flags = rustix::fs::fcntl_getfl(&dest)
-                    .map_err(std::io::Error::from)
-                    .with_context(|| format!("{dev_shown}: fcntl"))
-                    .map_err(Stop::Failed)?;
-                rustix::fs::fcntl_setfl(&dest, flags - OFlags::DIRECT)
-                    .map_err(std::io::Error::from)
-                    .with_context(|| format!("{dev_shown}: fcntl"))
-                    .map_err(Stop::Failed)?;
-            }
-            let _ = rustix::fs::fadvise(&dest, 0, None, rustix::fs::Advice::DontNeed);
-            crate::verify::verify_image_within(&dest, Some(image_size), &dev_shown, k)
-                .with_context(|| format!("{dev_shown} as written does not verify"))
+        let body = (|| -> Result<(), Stop> {
+            meter.start("writing", total);
+            let mut done = 0u64;
+            let wrote = write::write(&image, &dest, &bmap, &checked, &mut |n| {
+                done = n;
+                meter.tick(n)
+            });
+            rec.bytes_written = done;
+            written = wrote.map_err(Stop::Failed)?;
+            rec.bytes_written = written;
+            dest.sync_all()
+                .with_context(|| format!("{dev_shown}: fsync"))
                 .map_err(Stop::Failed)?;
-        }
-        joined(whole.join())
-            .with_context(|| format!("hashing {img_shown}"))
-            .map_err(Stop::Failed)
-    })?;
-    rec.image_sha256 = Some(hex::encode(whole));
+            write_secs = write_start.elapsed().as_secs_f64();
+            // With O_DIRECT the read-back reads the device. The cache is
+            // dropped in any case: a file system may take O_DIRECT and
+            // still serve reads from its cache.
+            let _ = rustix::fs::fadvise(&dest, 0, None, rustix::fs::Advice::DontNeed);
+            meter.start("reading back", total);
+            let back_start = Instant::now();
+            write::read_back(&dest, &bmap, &checked, &mut |n| meter.tick(n))
+                .map_err(Stop::Failed)?;
+            back_secs = back_start.elapsed().as_secs_f64();
+            // The signed manifests once more, now on the device as written
+            // (while the image's sha256 is still being computed): the check
+            // before writing read the image file, and a file that served
+            // other bytes to another read (a hostile file server, a writer
+            // racing the flash) would otherwise pass signed manifests to
+            // one read and other slots or boot files to the device.
+            // Buffered reads, the cache dropped: the device answers.
+            if let Some(k) = &key {
+                let verify_start = Instant::now();
+                if direct {
+                    let flags = rustix::fs::fcntl_getfl(&dest)
+                        .map_err(std::io::Error::from)
+                        .with_context(|| format!("{dev_shown}: fcntl"))
+                        .map_err(Stop::Failed)?;
+                    rustix::fs::fcntl_setfl(&dest, flags - OFlags::DIRECT)
+                        .map_err(std::io::Error::from)
+                        .with_context(|| format!("{dev_shown}: fcntl"))
+                        .map_err(Stop::Failed)?;
+                }
+                let _ = rustix::fs::fadvise(&dest, 0, None, rustix::fs::Advice::DontNeed);
+                crate::verify::verify_image_within(&dest, Some(image_size), &dev_shown, k)
+                    .with_context(|| format!("{dev_shown} as written does not verify"))
+                    .map_err(Stop::Failed)?;
+                verify_secs = verify_start.elapsed().as_secs_f64();
+            }
+            Ok(())
+        })();
+        // Always joined here, so a panic in the hashing thread is an
+        // error in the log, never a panic out of the scope.
+        (body, joined(whole.join()))
+    });
+    // The hash is recorded whenever it was computed, even when the flash
+    // failed: the device was written from this image.
+    if let Ok(h) = &whole {
+        rec.image_sha256 = Some(hex::encode(h));
+    }
+    body?;
+    let whole = whole
+        .with_context(|| format!("hashing {img_shown}"))
+        .map_err(Stop::Failed)?;
     if whole != image_sum {
         return Err(Stop::Failed(format_err!(
             "image {img_shown}: sha256 {} is not the one SHA256SUMS lists ({}); the device \
@@ -534,7 +557,8 @@ fn run(
     let secs = start.elapsed().as_secs_f64();
     meter.line(&format!(
         "flashed {} of {} to {} ({} I/O): checked in {:.1}s, written and synced in {:.1}s \
-         ({:.1} MiB/s), read back and compared in {:.1}s; {:.1}s in all",
+         ({:.1} MiB/s), read back and compared in {:.1}s, manifests verified on it in {:.1}s; \
+         {:.1}s in all",
         crate::load::human(written),
         crate::load::human(image_size),
         dev_shown,
@@ -542,7 +566,8 @@ fn run(
         write_start.duration_since(start).as_secs_f64(),
         write_secs,
         written as f64 / 1048576.0 / write_secs.max(1e-9),
-        back_start.elapsed().as_secs_f64(),
+        back_secs,
+        verify_secs,
         secs
     ));
     Ok(())
@@ -558,29 +583,32 @@ fn joined<T>(r: std::thread::Result<Result<T>>) -> Result<T> {
 /// the device or file system takes it: the writes skip the page cache and
 /// the read-back then reads the device itself. Otherwise buffered I/O,
 /// with the cache dropped before the read-back.
-fn direct_io(dest: &File, bmap: &bmap::Bmap) -> bool {
+fn direct_io(dest: &File, bmap: &bmap::Bmap) -> Result<bool> {
     let align = write::ALIGN as u64;
     if !bmap
         .ranges
         .iter()
         .all(|r| r.start % align == 0 && r.end % align == 0)
     {
-        return false;
+        return Ok(false);
     }
     let Ok(flags) = rustix::fs::fcntl_getfl(dest) else {
-        return false;
+        return Ok(false);
     };
     if rustix::fs::fcntl_setfl(dest, flags | OFlags::DIRECT).is_err() {
-        return false;
+        return Ok(false);
     }
     // Some file systems take the flag and fail the I/O: one aligned read
-    // decides, and buffered I/O it is when that fails.
+    // decides, and buffered I/O it is when that fails. (One that reads
+    // but does not write with O_DIRECT fails the write, clearly.)
     let mut probe = write::Aligned::new(write::ALIGN);
     if write::ReadAt::read_exact_at(dest, probe.bytes_mut(), 0).is_ok() {
-        return true;
+        return Ok(true);
     }
-    let _ = rustix::fs::fcntl_setfl(dest, flags);
-    false
+    // The flags must come back: a descriptor left in O_DIRECT would be
+    // logged and treated as buffered.
+    rustix::fs::fcntl_setfl(dest, flags).map_err(std::io::Error::from)?;
+    Ok(false)
 }
 
 /// Bytes of checked ranges kept in memory, to be written from there: half
@@ -597,19 +625,51 @@ fn memory_budget(sys: &System) -> u64 {
                 .and_then(|v| v.trim().parse::<u64>().ok())
         })
         .map(|kib| kib.saturating_mul(1024));
-    // A cgroup's limit (a container, a systemd slice) binds too.
-    let read = |f: &str| {
-        std::fs::read_to_string(sys.sys.join("fs/cgroup").join(f))
-            .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok())
-    };
-    let cgroup =
-        read("memory.max").map(|max| max.saturating_sub(read("memory.current").unwrap_or(0)));
-    let available = match (available, cgroup) {
+    // A cgroup's limit (a container, a systemd service or slice) binds too.
+    let available = match (available, cgroup_available(sys)) {
         (Some(a), Some(c)) => Some(a.min(c)),
         (a, c) => a.or(c),
     };
     available.map_or(256 << 20, |a| (a / 2).min(MAX_KEPT))
+}
+
+/// What the cgroup v2 limits on the way from this process's cgroup up to
+/// the root leave: at each level with a `memory.max`, the limit less what
+/// is used, not counting page cache the kernel can drop
+/// (`inactive_file`); the least of them. `None` when no level says.
+fn cgroup_available(sys: &System) -> Option<u64> {
+    let num = |p: PathBuf| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    let text = std::fs::read_to_string(&sys.cgroup).ok()?;
+    let own = text.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+    if own.split('/').any(|c| c == "..") {
+        return None;
+    }
+    let root = sys.sys.join("fs/cgroup");
+    let mut dir = root.join(own.trim_start_matches('/'));
+    let mut least: Option<u64> = None;
+    loop {
+        if let (Some(max), Some(current)) =
+            (num(dir.join("memory.max")), num(dir.join("memory.current")))
+        {
+            let droppable = std::fs::read_to_string(dir.join("memory.stat"))
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("inactive_file "))
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                })
+                .unwrap_or(0);
+            let left = max.saturating_sub(current.saturating_sub(droppable));
+            least = Some(least.map_or(left, |l| l.min(left)));
+        }
+        if dir == root || !dir.pop() || !dir.starts_with(&root) {
+            return least;
+        }
+    }
 }
 
 /// Most bytes [`memory_budget`] keeps.

@@ -191,18 +191,25 @@ fn the_log_and_the_release_files_are_never_the_destination() {
     let t = tempfile::tempdir().unwrap();
     let img = synth(t.path());
     let log = t.path().join("flash-log.jsonl");
+    let key = t.path().join("boot.pub.pem");
+    fs::write(&key, "a key").unwrap();
     for dest in [
         log.clone(),
         t.path().join("SHA256SUMS"),
         t.path().join("t.img.bmap"),
+        key.clone(),
     ] {
         let before = fs::read(&dest).unwrap_or_default();
+        // The key is named but not checked (a synthesized image has no
+        // manifests): only its identity matters here.
+        let mut o = opts(&img, &dest, true);
+        o.boot_key = Some(key.clone());
         let e = format!(
             "{:#}",
-            flash(&opts(&img, &dest, true), &System::default(), &mut |_| true).unwrap_err()
+            flash(&o, &System::default(), &mut |_| true).unwrap_err()
         );
         assert!(
-            e.ends_with("is the flash log, the bmap or SHA256SUMS"),
+            e.ends_with("is the flash log, the bmap, SHA256SUMS or the boot key"),
             "{e}"
         );
         let after = fs::read(&dest).unwrap();
@@ -212,7 +219,7 @@ fn the_log_and_the_release_files_are_never_the_destination() {
             dest.display()
         );
     }
-    assert_eq!(log_lines(t.path()).len(), 3);
+    assert_eq!(log_lines(t.path()).len(), 4);
 }
 
 #[test]
@@ -220,13 +227,21 @@ fn an_aligned_image_is_written_with_direct_io_where_the_file_system_takes_it() {
     let t = tempfile::tempdir().unwrap();
     let img = synth_sized(t.path(), 4 * write::CHUNK as u64 + 3 * 4096);
     let dest = t.path().join("dest.img");
-    // Whether this file system takes O_DIRECT, asked independently.
+    // Whether this file system takes O_DIRECT for an open and an aligned
+    // read, asked independently (std's own positioned read).
     let takes_direct = rustix::fs::open(
         t.path().join("probe"),
         OFlags::RDWR | OFlags::CREATE | OFlags::DIRECT,
         Mode::from_raw_mode(0o600),
     )
-    .is_ok();
+    .ok()
+    .map(File::from)
+    .is_some_and(|f| {
+        f.set_len(4096).is_ok() && {
+            let mut b = write::Aligned::new(4096);
+            std::os::unix::fs::FileExt::read_exact_at(&f, b.bytes_mut(), 0).is_ok()
+        }
+    });
     for memory in [None, Some(0), Some(write::CHUNK as u64)] {
         let mut o = opts(&img, &dest, true);
         o.memory = memory;
@@ -370,6 +385,7 @@ fn the_memory_budget_is_half_of_what_is_available_and_the_cgroup_binds() {
     let sys = System {
         sys: t.path().to_path_buf(),
         meminfo: t.path().join("meminfo"),
+        cgroup: t.path().join("proc-cgroup"),
         ..System::default()
     };
     assert_eq!(memory_budget(&sys), 256 << 20, "nothing said");
@@ -379,12 +395,26 @@ fn the_memory_budget_is_half_of_what_is_available_and_the_cgroup_binds() {
     )
     .unwrap();
     assert_eq!(memory_budget(&sys), 2048 * 1024);
-    fs::create_dir_all(t.path().join("fs/cgroup")).unwrap();
-    fs::write(t.path().join("fs/cgroup/memory.max"), "3145728\n").unwrap();
-    fs::write(t.path().join("fs/cgroup/memory.current"), "2097152\n").unwrap();
-    assert_eq!(memory_budget(&sys), 512 * 1024, "the cgroup has 1 MiB left");
-    fs::write(t.path().join("fs/cgroup/memory.max"), "max\n").unwrap();
-    assert_eq!(memory_budget(&sys), 2048 * 1024, "no cgroup limit");
+    // The process runs in a service under a slice; the slice has the
+    // limit, and its page cache does not count as used.
+    fs::write(&sys.cgroup, "0::/station.slice/flash.service\n").unwrap();
+    let slice = t.path().join("fs/cgroup/station.slice");
+    fs::create_dir_all(slice.join("flash.service")).unwrap();
+    fs::write(slice.join("flash.service/memory.max"), "max\n").unwrap();
+    fs::write(slice.join("flash.service/memory.current"), "1000\n").unwrap();
+    fs::write(slice.join("memory.max"), "3145728\n").unwrap();
+    fs::write(slice.join("memory.current"), "3145728\n").unwrap();
+    fs::write(
+        slice.join("memory.stat"),
+        "anon 2097152\ninactive_file 1048576\n",
+    )
+    .unwrap();
+    assert_eq!(memory_budget(&sys), 512 * 1024, "the slice has 1 MiB left");
+    fs::write(slice.join("memory.max"), "max\n").unwrap();
+    assert_eq!(memory_budget(&sys), 2048 * 1024, "no limit anywhere");
+    // A path that climbs out of the cgroup tree is not followed.
+    fs::write(&sys.cgroup, "0::/../../etc\n").unwrap();
+    assert_eq!(memory_budget(&sys), 2048 * 1024);
     fs::write(&sys.meminfo, "MemAvailable: 99999999999 kB\n").unwrap();
     assert_eq!(memory_budget(&sys), MAX_KEPT);
 }
