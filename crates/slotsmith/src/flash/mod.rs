@@ -33,10 +33,12 @@
 
 pub mod bmap;
 pub mod device;
+mod memory;
+mod meter;
 pub mod write;
 
 use std::fs::File;
-use std::io::{IsTerminal, Read, Write as _};
+use std::io::{Read, Write as _};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -47,6 +49,8 @@ use serde::Serialize;
 use slotsmith_yaml::escape::shown;
 
 pub use device::System;
+use memory::memory_budget;
+use meter::Meter;
 
 /// Largest `SHA256SUMS` read.
 const MAX_SUMS: u64 = 1 << 20;
@@ -611,70 +615,6 @@ fn direct_io(dest: &File, bmap: &bmap::Bmap) -> Result<bool> {
     Ok(false)
 }
 
-/// Bytes of checked ranges kept in memory, to be written from there: half
-/// of what the kernel says is available (to the system, and under the
-/// cgroup v2 limit when there is one), at most [`MAX_KEPT`]; 256 MiB when
-/// it does not say.
-fn memory_budget(sys: &System) -> u64 {
-    let available = std::fs::read_to_string(&sys.meminfo)
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("MemAvailable:"))
-                .and_then(|v| v.trim().strip_suffix("kB"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        })
-        .map(|kib| kib.saturating_mul(1024));
-    // A cgroup's limit (a container, a systemd service or slice) binds too.
-    let available = match (available, cgroup_available(sys)) {
-        (Some(a), Some(c)) => Some(a.min(c)),
-        (a, c) => a.or(c),
-    };
-    available.map_or(256 << 20, |a| (a / 2).min(MAX_KEPT))
-}
-
-/// What the cgroup v2 limits on the way from this process's cgroup up to
-/// the root leave: at each level with a `memory.max`, the limit less what
-/// is used, not counting page cache the kernel can drop
-/// (`inactive_file`); the least of them. `None` when no level says.
-fn cgroup_available(sys: &System) -> Option<u64> {
-    let num = |p: PathBuf| {
-        std::fs::read_to_string(p)
-            .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok())
-    };
-    let text = std::fs::read_to_string(&sys.cgroup).ok()?;
-    let own = text.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
-    if own.split('/').any(|c| c == "..") {
-        return None;
-    }
-    let root = sys.sys.join("fs/cgroup");
-    let mut dir = root.join(own.trim_start_matches('/'));
-    let mut least: Option<u64> = None;
-    loop {
-        if let (Some(max), Some(current)) =
-            (num(dir.join("memory.max")), num(dir.join("memory.current")))
-        {
-            let droppable = std::fs::read_to_string(dir.join("memory.stat"))
-                .ok()
-                .and_then(|t| {
-                    t.lines()
-                        .find_map(|l| l.strip_prefix("inactive_file "))
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                })
-                .unwrap_or(0);
-            let left = max.saturating_sub(current.saturating_sub(droppable));
-            least = Some(least.map_or(left, |l| l.min(left)));
-        }
-        if dir == root || !dir.pop() || !dir.starts_with(&root) {
-            return least;
-        }
-    }
-}
-
-/// Most bytes [`memory_budget`] keeps.
-const MAX_KEPT: u64 = 8 << 30;
-
 /// The device must hold the whole image.
 fn fits(dev: &str, size: u64, image_size: u64) -> Result<()> {
     ensure!(
@@ -785,89 +725,6 @@ fn open_file(path: &Path, dev: &str) -> Result<File> {
     let f = File::from(fd);
     ensure!(f.metadata()?.is_file(), "{dev} is not a regular file");
     Ok(f)
-}
-
-/// Progress on standard error: a line rewritten in place on a terminal,
-/// plain lines every tenth otherwise.
-struct Meter {
-    quiet: bool,
-    tty: bool,
-    phase: &'static str,
-    total: u64,
-    started: Instant,
-    shown: u64,
-    last_draw: Option<Instant>,
-}
-
-impl Meter {
-    fn new(quiet: bool) -> Meter {
-        Meter {
-            quiet,
-            tty: std::io::stderr().is_terminal(),
-            phase: "",
-            total: 0,
-            started: Instant::now(),
-            shown: 0,
-            last_draw: None,
-        }
-    }
-
-    fn line(&mut self, text: &str) {
-        if !self.quiet {
-            eprintln!("{text}");
-        }
-    }
-
-    fn start(&mut self, phase: &'static str, total: u64) {
-        self.phase = phase;
-        self.total = total;
-        self.started = Instant::now();
-        self.shown = 0;
-        self.last_draw = None;
-    }
-
-    fn tick(&mut self, done: u64) {
-        if self.quiet || self.total == 0 {
-            return;
-        }
-        let tenth = done.saturating_mul(10) / self.total;
-        let draw = if self.tty {
-            done == self.total
-                || self
-                    .last_draw
-                    .is_none_or(|t| t.elapsed().as_millis() >= 200)
-        } else {
-            tenth > self.shown || done == self.total
-        };
-        if !draw {
-            return;
-        }
-        self.shown = tenth;
-        self.last_draw = Some(Instant::now());
-        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
-        let rate = done as f64 / secs;
-        let eta = if rate > 0.0 {
-            (self.total - done.min(self.total)) as f64 / rate
-        } else {
-            0.0
-        };
-        let text = format!(
-            "{}: {} of {} ({}%), {:.1} MiB/s, ETA {:.0}s",
-            self.phase,
-            crate::load::human(done),
-            crate::load::human(self.total),
-            done.saturating_mul(100) / self.total,
-            rate / 1048576.0,
-            eta
-        );
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let end = if done == self.total { "\n" } else { "" };
-            let _ = write!(err, "\r\x1b[2K{text}{end}");
-        } else {
-            let _ = writeln!(err, "{text}");
-        }
-    }
 }
 
 fn now() -> u64 {

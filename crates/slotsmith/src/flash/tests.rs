@@ -416,5 +416,5 @@ fn the_memory_budget_is_half_of_what_is_available_and_the_cgroup_binds() {
     fs::write(&sys.cgroup, "0::/../../etc\n").unwrap();
     assert_eq!(memory_budget(&sys), 2048 * 1024);
     fs::write(&sys.meminfo, "MemAvailable: 99999999999 kB\n").unwrap();
-    assert_eq!(memory_budget(&sys), MAX_KEPT);
+    assert_eq!(memory_budget(&sys), memory::MAX_KEPT);
 }
